@@ -1,0 +1,55 @@
+"""Shared fixtures: a tiny tokenizer trained on the standard library, tiny random models."""
+
+from __future__ import annotations
+
+import json
+import sysconfig
+from pathlib import Path
+
+import pytest
+import torch
+
+from fireside.model import ModelConfig, Tokenizer, Transformer, save_pretrained, train_tokenizer
+
+
+def stdlib_texts(limit: int = 40) -> list[str]:
+    """Real text to train on: modules of the Python standard library (always installed)."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    files = sorted((root / "json").glob("*.py")) + sorted((root / "email").glob("*.py"))
+    return [f.read_text(encoding="utf-8") for f in files[:limit]]
+
+
+@pytest.fixture(scope="session")
+def tokenizer() -> Tokenizer:
+    return train_tokenizer(stdlib_texts(), vocab_size=512)
+
+
+def tiny_config(vocab_size: int, **overrides: object) -> ModelConfig:
+    values: dict[str, object] = dict(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=256,
+        architecture="LlamaForCausalLM",
+    )
+    values.update(overrides)
+    return ModelConfig(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer: Tokenizer) -> Path:
+    """A Fireside-made tiny Llama with Fireside's tokenizer and chat template."""
+    torch.manual_seed(0)
+    model = Transformer(tiny_config(tokenizer.vocab_size))
+    model.init_weights(std=0.5)  # a large std so greedy choices are far from ties
+    path = tmp_path_factory.mktemp("tiny-llama")
+    save_pretrained(model, tokenizer, path)
+    return path
+
+
+def read_json(path: Path) -> dict[str, object]:
+    return dict(json.loads(path.read_text()))
