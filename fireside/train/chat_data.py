@@ -1,0 +1,272 @@
+"""Conversation data for SFT and DPO: JSONL readers, tokenization with the loss mask, mixing.
+
+Every reader reports a bad record as `FILE:LINE: what is wrong`, so a 100k-line file with one
+broken line is fixed in a minute. Tokenization goes through the model's own chat template
+(`Tokenizer.render_chat`), whose `{% generation %}` blocks mark the tokens the assistant wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fireside.errors import ChatTemplateError, FiresideError
+from fireside.model.tokenizer import Tokenizer
+
+ROLES = ("system", "user", "assistant", "tool")
+_GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")
+
+
+class ChatDataError(FiresideError, ValueError):
+    """A conversation file that cannot be used: unreadable, empty or malformed."""
+
+
+# -- reading -----------------------------------------------------------------------------
+
+
+def read_jsonl(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Yield (`FILE:LINE`, object) for each non-blank line; any bad line is an error naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ChatDataError(f"{str(path)!r} does not exist or is not a file")
+    try:
+        fh = path.open("rb")
+    except OSError as e:
+        raise ChatDataError(f"{str(path)!r} cannot be read: {e.strerror}") from None
+    with fh:
+        for line_no, raw in enumerate(fh, start=1):
+            where = f"{path}:{line_no}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ChatDataError(f"{where}: not UTF-8 text") from None
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ChatDataError(f"{where}: not valid JSON ({e.msg})") from None
+            if not isinstance(obj, dict):
+                raise ChatDataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+            yield where, obj
+
+
+def check_message(msg: Any, where: str, what: str = "message") -> dict[str, Any]:
+    if not isinstance(msg, dict):
+        raise ChatDataError(f"{where}: {what} must be an object, got {type(msg).__name__}")
+    role = msg.get("role")
+    if role not in ROLES:
+        raise ChatDataError(f"{where}: {what} has role {role!r}; expected one of {ROLES}")
+    content = msg.get("content")
+    if content is None:
+        if not (role == "assistant" and msg.get("tool_calls")):
+            raise ChatDataError(f"{where}: {what} ({role}) has no content")
+    elif not isinstance(content, str | list):
+        raise ChatDataError(
+            f"{where}: {what} content must be a string or a list of parts, "
+            f"got {type(content).__name__}"
+        )
+    return msg
+
+
+def check_messages(value: Any, where: str, what: str = "messages") -> list[dict[str, Any]]:
+    if not isinstance(value, list) or not value:
+        raise ChatDataError(f"{where}: {what!r} must be a non-empty list of messages")
+    return [check_message(m, where, f"{what}[{i}]") for i, m in enumerate(value)]
+
+
+def parse_weighted_path(spec: str) -> tuple[Path, float]:
+    """`chat.jsonl:3` -> (chat.jsonl, 3.0); a path with no weight has weight 1."""
+    head, sep, tail = spec.rpartition(":")
+    if sep and head:
+        try:
+            weight = float(tail)
+        except ValueError:
+            return Path(spec), 1.0  # a ':' that is part of the file name
+        if not math.isfinite(weight) or weight <= 0:
+            raise ChatDataError(f"{spec!r}: the weight after ':' must be a positive number")
+        return Path(head), weight
+    return Path(spec), 1.0
+
+
+# -- tokenization ------------------------------------------------------------------------
+
+
+def require_generation_blocks(tokenizer: Tokenizer) -> None:
+    """Without `{% generation %}` the loss mask is unknown; refuse rather than train on all."""
+    template = tokenizer.chat_template
+    if not template:
+        raise ChatDataError(
+            "the model's tokenizer has no chat template, so conversations cannot be rendered"
+        )
+    if not _GENERATION_TAG.search(template):
+        raise ChatDataError(
+            "the model's chat template has no {% generation %} blocks, so the tokens the "
+            "assistant wrote cannot be told apart; add them around assistant turns "
+            "(as transformers' return_assistant_tokens_mask needs) before fine-tuning"
+        )
+
+
+@dataclass
+class TokenizedChat:
+    ids: list[int]
+    mask: list[int]  # 1 where the token trains the model
+    where: str
+
+
+@dataclass
+class LengthReport:
+    """How over-long conversations were handled: truncated at the context, or dropped when
+    truncation would leave no token to train on."""
+
+    total: int = 0
+    truncated: int = 0
+    dropped: int = 0
+    examples: list[str] = field(default_factory=list)  # a few FILE:LINE of affected records
+
+    def note(self, where: str) -> None:
+        if len(self.examples) < 5:
+            self.examples.append(where)
+
+    def summary(self) -> str:
+        s = f"{self.total} conversations"
+        if self.truncated or self.dropped:
+            s += (
+                f"; {self.truncated} longer than the context were truncated and "
+                f"{self.dropped} dropped (nothing to train on after truncation), "
+                f"e.g. {', '.join(self.examples)}"
+            )
+        return s
+
+
+def render(
+    tokenizer: Tokenizer, messages: Sequence[Mapping[str, Any]], where: str, **kwargs: Any
+) -> tuple[list[int], list[int]]:
+    try:
+        r = tokenizer.render_chat(messages, **kwargs)
+    except ChatTemplateError as e:
+        raise ChatDataError(f"{where}: {e}") from None
+    return r.ids, r.assistant_mask
+
+
+def load_sft_file(
+    path: Path, tokenizer: Tokenizer, max_len: int, report: LengthReport
+) -> list[TokenizedChat]:
+    """`{"messages": [...], "tools": [...]?}` per line; the loss covers assistant tokens only."""
+    out = []
+    for where, obj in read_jsonl(path):
+        messages = check_messages(obj.get("messages"), where)
+        if not any(m["role"] == "assistant" for m in messages):
+            raise ChatDataError(f"{where}: the conversation has no assistant turn to learn from")
+        tools = obj.get("tools")
+        if tools is not None and not isinstance(tools, list):
+            raise ChatDataError(f"{where}: 'tools' must be a list")
+        ids, mask = render(tokenizer, messages, where, tools=tools)
+        if not any(mask):
+            raise ChatDataError(f"{where}: the chat template marked no assistant tokens")
+        report.total += 1
+        if len(ids) > max_len:
+            ids, mask = ids[:max_len], mask[:max_len]
+            # The first token is never a target, so a mask with 1s only there trains nothing.
+            if not any(mask[1:]):
+                report.dropped += 1
+                report.note(where)
+                continue
+            report.truncated += 1
+            report.note(where)
+        out.append(TokenizedChat(ids, mask, where))
+    if not out and report.total == 0:
+        raise ChatDataError(f"{str(path)!r} holds no conversations")
+    return out
+
+
+@dataclass
+class TokenizedPair:
+    """One preference: the same prompt with the chosen and with the rejected answer."""
+
+    chosen_ids: list[int]
+    chosen_mask: list[int]  # 1 on the final answer's tokens only
+    rejected_ids: list[int]
+    rejected_mask: list[int]
+    where: str
+
+
+def last_run(mask: list[int]) -> list[int]:
+    """Keep only the final contiguous run of 1s: the answer, not earlier assistant turns."""
+    out = [0] * len(mask)
+    i = len(mask) - 1
+    while i >= 0 and not mask[i]:
+        i -= 1
+    while i >= 0 and mask[i]:
+        out[i] = 1
+        i -= 1
+    return out
+
+
+def _answer(value: Any, where: str, key: str) -> dict[str, Any]:
+    if isinstance(value, dict) and "role" not in value:
+        value = {"role": "assistant", **value}
+    msg = check_message(value, where, repr(key))
+    if msg["role"] != "assistant":
+        raise ChatDataError(f"{where}: {key!r} must be an assistant message, not {msg['role']!r}")
+    return msg
+
+
+def load_dpo_file(path: Path, tokenizer: Tokenizer, max_len: int) -> list[TokenizedPair]:
+    """`{"prompt": [messages], "chosen": message, "rejected": message}` per line.
+
+    A pair longer than the context is an error: cutting an answer would compare two different
+    lengths of text, and which answer is preferred may hinge on the part cut off.
+    """
+    out = []
+    for where, obj in read_jsonl(path):
+        for key in ("prompt", "chosen", "rejected"):
+            if key not in obj:
+                raise ChatDataError(f"{where}: missing {key!r}")
+        prompt = check_messages(obj["prompt"], where, "prompt")
+        chosen = _answer(obj["chosen"], where, "chosen")
+        rejected = _answer(obj["rejected"], where, "rejected")
+        pair = []
+        for answer in (chosen, rejected):
+            ids, mask = render(tokenizer, [*prompt, answer], where)
+            mask = last_run(mask)
+            if not any(mask[1:]):
+                raise ChatDataError(f"{where}: the chat template marked no answer tokens")
+            if len(ids) > max_len:
+                raise ChatDataError(
+                    f"{where}: {len(ids)} tokens, longer than the context ({max_len}); "
+                    "shorten the conversation or raise --max-len"
+                )
+            pair.append((ids, mask))
+        out.append(TokenizedPair(pair[0][0], pair[0][1], pair[1][0], pair[1][1], where))
+    if not out:
+        raise ChatDataError(f"{str(path)!r} holds no preference pairs")
+    return out
+
+
+# -- mixing ------------------------------------------------------------------------------
+
+
+def mixture_order(
+    sizes: Sequence[int], weights: Sequence[float], epoch: int, seed: int
+) -> list[tuple[int, int]]:
+    """One epoch of (file, record) indices: file i contributes weight_i x its size records
+    (whole repeats, then a random subset for the fraction), all shuffled together.
+
+    Deterministic in (epoch, seed), so a resumed run replays the same order.
+    """
+    rng = random.Random(f"{seed}:{epoch}")
+    order: list[tuple[int, int]] = []
+    for f, (n, w) in enumerate(zip(sizes, weights, strict=True)):
+        whole, frac = divmod(w, 1.0)
+        for _ in range(int(whole)):
+            order.extend((f, i) for i in range(n))
+        order.extend((f, i) for i in rng.sample(range(n), round(frac * n)))
+    rng.shuffle(order)
+    return order
