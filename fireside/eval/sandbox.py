@@ -1,0 +1,142 @@
+"""Run untrusted, model-written Python in a subprocess that cannot do much harm.
+
+Layers, each cheap: a throwaway directory as cwd and HOME; `python -I` (no user site, no
+PYTHON* variables, no script directory on sys.path); rlimits on CPU time, address space, file
+size and core dumps; a wall-clock timeout that kills the whole process group; and no network —
+a fresh network namespace (`unshare -n`) where the kernel allows it, and in any case a prelude
+that replaces socket creation with an error. This is containment for buggy or silly code, not
+a security boundary against a determined attacker; run evaluations in a container for that.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+Status = Literal["passed", "failed", "timeout", "memory"]
+
+# Runs first in every sandboxed program. `_socket` is the C module under `socket`, so both go.
+NETWORK_BLOCK = """\
+def _fireside_no_network(*args, **kwargs):
+    raise OSError("network access is disabled in the sandbox")
+import socket as _s, _socket as _cs
+for _m in (_s, _cs):
+    for _name in ("socket", "socketpair", "create_connection", "create_server", "fromfd", "getaddrinfo"):
+        if hasattr(_m, _name):
+            setattr(_m, _name, _fireside_no_network)
+del _s, _cs, _m, _name
+"""
+OUTPUT_TAIL = 4000  # characters of stdout/stderr kept in a result
+
+
+@dataclass(frozen=True)
+class Limits:
+    timeout_s: float = 10.0  # wall clock
+    cpu_s: int = 10
+    memory_bytes: int = 1 << 30  # address space
+    file_bytes: int = 16 << 20  # largest file the program may write (stdout included)
+
+
+@dataclass
+class SandboxResult:
+    status: Status
+    returncode: int | None
+    stdout: str
+    stderr: str
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "passed"
+
+
+@functools.cache
+def network_namespace_prefix() -> tuple[str, ...]:
+    """The `unshare` invocation that gives a process no network, or () if none works here."""
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        return ()
+    # As root `-n` suffices; as a user, a user namespace (`-r`) grants the right to make one.
+    for flags in (("-n",), ("-r", "-n")):
+        try:
+            ok = subprocess.run(
+                [unshare, *flags, "true"], capture_output=True, timeout=10
+            ).returncode
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if ok == 0:
+            return (unshare, *flags)
+    return ()
+
+
+def _apply_limits(limits: Limits) -> None:
+    # Runs in the child between fork and exec.
+    resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s + 1))
+    resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_bytes, limits.file_bytes))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def run_python(source: str, limits: Limits | None = None) -> SandboxResult:
+    """Run `source` as a script; `passed` means it exited 0 within the limits."""
+    limits = limits or Limits()
+    with tempfile.TemporaryDirectory(prefix="fireside-sandbox-") as tmp:
+        root = Path(tmp)
+        work = root / "work"
+        work.mkdir()
+        script = root / "program.py"
+        script.write_text(NETWORK_BLOCK + "\n" + source, encoding="utf-8")
+        out_path, err_path = root / "stdout", root / "stderr"
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(work), "LANG": "C.UTF-8", "TMPDIR": str(work)}
+        cmd = [*network_namespace_prefix(), sys.executable, "-I", "-B", str(script)]
+        with out_path.open("wb") as out, err_path.open("wb") as err:
+            proc = subprocess.Popen(
+                cmd,
+                cwd=work,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,  # its own process group, so a kill takes its children
+                preexec_fn=functools.partial(_apply_limits, limits),
+            )
+            timed_out = False
+            try:
+                proc.wait(timeout=limits.timeout_s)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+            finally:
+                _kill_group(proc)
+        stdout = _tail(out_path)
+        stderr = _tail(err_path)
+    code = proc.returncode
+    status: Status
+    if timed_out or code == -signal.SIGXCPU:
+        status = "timeout"
+    elif code != 0 and "MemoryError" in stderr:
+        status = "memory"
+    else:
+        status = "passed" if code == 0 else "failed"
+    return SandboxResult(status, code, stdout, stderr)
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def _tail(path: Path) -> str:
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        fh.seek(max(0, size - OUTPUT_TAIL))
+        return fh.read().decode("utf-8", errors="replace")
