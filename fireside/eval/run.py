@@ -1,0 +1,63 @@
+"""`fireside eval`: every evaluation a model directory can take, then the report card."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from fireside.eval.bpb import bits_per_byte, read_texts, tokenize_documents
+from fireside.eval.chat_eval import run_chat_eval
+from fireside.eval.humaneval import run_humaneval
+from fireside.eval.report import EvalResults, write_report
+from fireside.eval.sandbox import Limits
+from fireside.model.pretrained import load_pretrained
+
+
+@dataclass
+class EvalOptions:
+    model: Path
+    output: Path | None = None  # default: the model directory (a run directory)
+    texts: Sequence[Path] = field(default_factory=list)  # held-out raw text for bpb
+    humaneval_limit: int | None = None  # None = all 164; 0 = skip
+    humaneval_timeout_s: float = 10.0
+    chat: bool = True
+    device: str = "cpu"
+
+
+def evaluate(opts: EvalOptions) -> tuple[EvalResults, Path]:
+    bundle = load_pretrained(opts.model, device=opts.device)
+    results = EvalResults()
+    if opts.texts:
+        docs = tokenize_documents(bundle.tokenizer, read_texts(opts.texts))
+        results.bpb = bits_per_byte(bundle.model, docs)
+        _say(f"bits per byte: {results.bpb.bits_per_byte:.4f}")
+    if opts.humaneval_limit != 0:
+        limits = Limits(timeout_s=opts.humaneval_timeout_s, cpu_s=int(opts.humaneval_timeout_s))
+        results.humaneval = run_humaneval(
+            bundle,
+            limit=opts.humaneval_limit,
+            limits=limits,
+            progress=lambda i, n: _say(f"HumanEval: generated {i}/{n}", end="\r"),
+        )
+        _say(f"\nHumanEval pass@1: {100 * results.humaneval.pass_at_1:.1f}%")
+    if opts.chat:
+        results.chat = run_chat_eval(bundle)
+        _say(f"chat eval: {100 * results.chat.accuracy:.1f}%")
+    out = opts.output or opts.model
+    report = write_report(out, opts.model, bundle.model.config, results)
+    _say(f"report card: {report}")
+    return results, report
+
+
+def _say(msg: str, end: str = "\n") -> None:
+    print(msg, end=end, file=sys.stderr, flush=True)
+
+
+def resolve_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name

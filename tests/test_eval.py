@@ -1,0 +1,197 @@
+"""Evaluation: cached greedy decoding, bits per byte, HumanEval plumbing, chat eval, report card."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fireside.eval import chat_eval, humaneval
+from fireside.eval.bpb import EvalDataError, bits_per_byte, read_texts, windows
+from fireside.eval.chat_eval import TASKS, ChatTask, is_correct
+from fireside.eval.generate import PromptTooLong, greedy_generate
+from fireside.eval.sandbox import Limits, run_python
+from fireside.model import Tokenizer, Transformer, load_pretrained
+from tests.conftest import tiny_config
+
+FAST = Limits(timeout_s=10.0, cpu_s=10, memory_bytes=1 << 30)
+
+
+@pytest.fixture(scope="module")
+def model(tokenizer: Tokenizer) -> Transformer:
+    torch.manual_seed(0)
+    m = Transformer(tiny_config(tokenizer.vocab_size))
+    m.init_weights(std=0.5)
+    return m.eval()
+
+
+def test_cached_greedy_decoding_matches_full_recompute(
+    model: Transformer, tokenizer: Tokenizer
+) -> None:
+    prompt = tokenizer.encode("def add(a, b):\n    return")
+    text = greedy_generate(model, tokenizer, prompt, max_new_tokens=12)
+    ids = list(prompt)
+    with torch.no_grad():
+        for _ in range(12):
+            ids.append(int(model(torch.tensor([ids]))[0, -1].argmax()))
+    assert text == tokenizer.decode(ids[len(prompt) :])
+
+
+def test_generation_stops_at_stop_tokens_strings_and_context(
+    model: Transformer, tokenizer: Tokenizer
+) -> None:
+    prompt = tokenizer.encode("import json\n")
+    full = greedy_generate(model, tokenizer, prompt, max_new_tokens=10)
+    with torch.no_grad():
+        first = int(model(torch.tensor([prompt]))[0, -1].argmax())
+    assert greedy_generate(model, tokenizer, prompt, 10, stop_token_ids=[first]) == ""
+    stop = full[2:5]
+    cut = greedy_generate(model, tokenizer, prompt, 10, stop_strings=[stop])
+    assert cut == full[: full.find(stop)]
+    context = model.config.max_position_embeddings
+    ids = [5] * (context - 3)
+    near_end = greedy_generate(model, tokenizer, ids, max_new_tokens=50)
+    with torch.no_grad():
+        for _ in range(3):  # room for exactly three more tokens
+            ids.append(int(model(torch.tensor([ids]))[0, -1].argmax()))
+    assert near_end == tokenizer.decode(ids[context - 3 :])
+    with pytest.raises(PromptTooLong):
+        greedy_generate(model, tokenizer, [5] * context, max_new_tokens=1)
+
+
+def test_bits_per_byte_is_nats_over_bytes(model: Transformer, tokenizer: Tokenizer) -> None:
+    text = "The quick brown fox jumps over the lazy dog. Ünïcödé counts in bytes."
+    ids = [0, *tokenizer.encode(text)]
+    result = bits_per_byte(model, [(ids, len(text.encode()))])
+    with torch.no_grad():
+        logits = model(torch.tensor([ids[:-1]]))[0]
+    nats = F.cross_entropy(logits, torch.tensor(ids[1:]), reduction="sum").item()
+    assert result.bytes == len(text.encode()) > len(text)
+    assert result.tokens == len(ids) - 1
+    assert result.bits_per_byte == pytest.approx(nats / (math.log(2) * result.bytes), rel=1e-5)
+    # A short context scores the same tokens, each once, in windows.
+    short = bits_per_byte(model, [(ids, len(text.encode()))], context=7, batch_size=3)
+    assert short.tokens == result.tokens
+    covered = [t for _, ys in windows(ids, 7) for t in ys]
+    assert covered == ids[1:]
+
+
+def test_bpb_input_errors(tmp_path: Path) -> None:
+    with pytest.raises(EvalDataError, match="does not exist"):
+        read_texts([tmp_path / "missing.txt"])
+    (tmp_path / "blank.txt").write_text("  \n")
+    with pytest.raises(EvalDataError, match="no text to evaluate"):
+        read_texts([tmp_path])
+    (tmp_path / "bad.txt").write_bytes(b"\xff\xfe\xfa")
+    with pytest.raises(EvalDataError, match="not readable UTF-8"):
+        read_texts([tmp_path / "bad.txt"])
+
+
+def test_humaneval_programs_pass_with_the_canonical_solution_and_fail_without() -> None:
+    problems = humaneval.load_problems(limit=3)
+    assert [p["task_id"] for p in problems] == ["HumanEval/0", "HumanEval/1", "HumanEval/2"]
+    for p in problems:
+        assert run_python(humaneval.program(p, p["canonical_solution"]), FAST).passed
+        assert not run_python(humaneval.program(p, "    return None\n"), FAST).passed
+
+
+def test_run_humaneval_scores_what_the_model_writes(
+    model: Transformer, tokenizer: Tokenizer, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bundle = load_pretrained(tiny_model_dir)
+    bundle.model.config.max_position_embeddings = 4096  # RoPE has no table; prompts must fit
+    solutions = {p["prompt"]: p["canonical_solution"] for p in humaneval.load_problems(4)}
+    right_on = {"HumanEval/0", "HumanEval/2"}
+
+    def fake_generate(
+        model: Transformer, tok: Tokenizer, ids: list[int], *a: object, **k: object
+    ) -> str:
+        prompt = tok.decode(ids[1:])
+        task = next(p for p in humaneval.load_problems(4) if p["prompt"] == prompt)
+        return solutions[prompt] if task["task_id"] in right_on else "    return 0\n"
+
+    monkeypatch.setattr(humaneval, "greedy_generate", fake_generate)
+    result = humaneval.run_humaneval(bundle, limit=4, limits=FAST)
+    assert result.pass_at_1 == 0.5
+    assert {p.task_id for p in result.problems if p.passed} == right_on
+
+
+def test_chat_answers_are_checked_strictly() -> None:
+    add = ChatTask("arithmetic", "What is 7 + 5?", "12")
+    assert is_correct(add, "12")
+    assert is_correct(add, "The answer is 12.")
+    assert not is_correct(add, "7 + 5 = 12")  # the first number is the one that counts
+    assert not is_correct(add, "112")
+    paris = ChatTask("facts", "capital of France?", "Paris")
+    assert is_correct(paris, "It is paris.")
+    assert not is_correct(paris, "Parisian")
+    assert len(TASKS) >= 20 and len({t.question for t in TASKS}) == len(TASKS)
+
+
+def test_chat_eval_scores_the_replies(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bundle = load_pretrained(tiny_model_dir)
+    prompts: list[str] = []
+
+    def fake_generate(
+        model: Transformer, tok: Tokenizer, ids: list[int], *a: object, **k: object
+    ) -> str:
+        prompts.append(tok.decode(ids))
+        task = next(t for t in TASKS if t.question in prompts[-1])
+        return task.answer if task.category == "arithmetic" else "no idea"
+
+    monkeypatch.setattr(chat_eval, "greedy_generate", fake_generate)
+    result = chat_eval.run_chat_eval(bundle)
+    assert result.by_category["arithmetic"] == 1.0
+    assert result.by_category["facts"] == 0.0
+    assert prompts[0].endswith("<|end|><|assistant|>")  # asked through the chat template
+
+
+def test_eval_command_writes_the_report_card(tiny_model_dir: Path, tmp_path: Path) -> None:
+    held_out = tmp_path / "held_out.txt"
+    held_out.write_text("def f(x):\n    return x + 1\n" * 20)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text(
+        "".join(json.dumps({"step": s, "loss": 5.0 / (s + 1)}) + "\n" for s in range(10))
+        + '{"step": 10, "lo'  # a killed run's last half line is skipped
+    )
+    cmd = [sys.executable, "-m", "fireside.cli", "eval", "--model", str(tiny_model_dir)]
+    cmd += ["--output", str(run), "--text", str(held_out), "--humaneval-limit", "2"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    report = (run / "report.md").read_text()
+    assert "| validation bits per byte |" in report
+    assert "| HumanEval pass@1 |" in report and "HumanEval/1" in report
+    assert "| chat eval |" in report
+    assert "![loss curve](loss_curve.png)" in report and "| loss | 5.0000 | 0.5000 | 10 |" in report
+    for png in ("loss_curve.png", "chat_eval.png"):
+        assert (run / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    results = json.loads((run / "eval.json").read_text())
+    assert results["bpb"]["bits_per_byte"] > 0
+    assert len(results["humaneval"]["problems"]) == 2
+    assert len(results["chat"]["answers"]) == len(TASKS)
+
+
+def test_eval_command_bad_inputs_are_clear_errors(tiny_model_dir: Path, tmp_path: Path) -> None:
+    base = [sys.executable, "-m", "fireside.cli", "eval", "--humaneval-limit", "0", "--no-chat"]
+    out = subprocess.run(
+        [*base, "--model", str(tmp_path / "nope")], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 2 and "does not exist" in out.stderr
+    assert "Traceback" not in out.stderr
+    out = subprocess.run(
+        [*base, "--model", str(tiny_model_dir), "--output", str(tmp_path / "r")]
+        + ["--text", str(tmp_path / "missing.txt")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2 and "missing.txt" in out.stderr and "does not exist" in out.stderr
