@@ -188,8 +188,15 @@ def test_eval_command_bad_inputs_are_clear_errors(tiny_model_dir: Path, tmp_path
     assert out.returncode == 2 and "does not exist" in out.stderr
     assert "Traceback" not in out.stderr
     out = subprocess.run(
-        [*base, "--model", str(tiny_model_dir), "--output", str(tmp_path / "r")]
-        + ["--text", str(tmp_path / "missing.txt")],
+        [
+            *base,
+            "--model",
+            str(tiny_model_dir),
+            "--output",
+            str(tmp_path / "r"),
+            "--text",
+            str(tmp_path / "missing.txt"),
+        ],
         capture_output=True,
         text=True,
         timeout=120,
