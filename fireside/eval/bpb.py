@@ -16,12 +16,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from fireside.errors import FiresideError
+from fireside.errors import DataError
 from fireside.model.tokenizer import Tokenizer
 from fireside.model.transformer import Transformer
 
 
-class EvalDataError(FiresideError, ValueError):
+class EvalDataError(DataError):
     """Held-out text that cannot be evaluated: missing, unreadable or empty."""
 
 

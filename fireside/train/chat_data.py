@@ -16,14 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fireside.errors import ChatTemplateError, FiresideError
+from fireside.errors import ChatTemplateError, DataError
 from fireside.model.tokenizer import Tokenizer
 
 ROLES = ("system", "user", "assistant", "tool")
 _GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")
 
 
-class ChatDataError(FiresideError, ValueError):
+class ChatDataError(DataError):
     """A conversation file that cannot be used: unreadable, empty or malformed."""
 
 
@@ -270,3 +270,31 @@ def mixture_order(
         order.extend((f, i) for i in rng.sample(range(n), round(frac * n)))
     rng.shuffle(order)
     return order
+
+
+class MixtureSampler:
+    """The records of step `s`: a pure function of (step, seed), so resuming needs no state."""
+
+    def __init__(self, sizes: Sequence[int], weights: Sequence[float], batch_size: int, seed: int):
+        self.sizes, self.weights = list(sizes), list(weights)
+        self.batch_size, self.seed = batch_size, seed
+        self.epoch_len = len(mixture_order(self.sizes, self.weights, 0, seed))
+        if self.epoch_len == 0:
+            raise ChatDataError("the data mixture is empty: no record to train on")
+        self._epoch: int | None = None
+        self._order: list[tuple[int, int]] = []
+
+    def steps_per_epoch(self) -> int:
+        return math.ceil(self.epoch_len / self.batch_size)
+
+    def batch(self, step: int) -> list[tuple[int, int]]:
+        out = []
+        for pos in range(step * self.batch_size, (step + 1) * self.batch_size):
+            epoch, offset = divmod(pos, self.epoch_len)
+            if epoch != self._epoch:
+                self._epoch, self._order = (
+                    epoch,
+                    mixture_order(self.sizes, self.weights, epoch, self.seed),
+                )
+            out.append(self._order[offset])
+        return out

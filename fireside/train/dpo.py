@@ -1,0 +1,136 @@
+"""`fireside train dpo`: direct preference optimisation against the frozen starting model.
+
+Pairs are `{"prompt": [messages], "chosen": message, "rejected": message}` (JSONL), the format
+the chat app's feedback export writes. The reference model is the starting model, and since it
+never changes its log-probabilities are computed once, before training: the loop then runs only
+the policy, and needs no second copy of the weights in memory.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+from torch import Tensor
+
+from fireside.errors import TrainingError
+from fireside.model.transformer import Transformer
+from fireside.train.chat_data import MixtureSampler, TokenizedPair, load_dpo_file
+from fireside.train.checkpoint import export_hf, load_latest_checkpoint, save_checkpoint
+from fireside.train.finetune import FinetuneOptions, fingerprint, max_len, start, total_steps
+from fireside.train.loop import Progress, autocast, clip_and_step, evaluating, flops_per_token
+from fireside.train.losses import dpo_loss, pad_batch, sequence_logprobs
+from fireside.train.metrics import MetricsLogger
+from fireside.train.optim import build_optimizers, lr_schedule, set_lr_multiplier
+
+
+def pair_logprobs(
+    model: Transformer, pairs: list[TokenizedPair], pad_id: int, device: torch.device
+) -> tuple[Tensor, Tensor]:
+    """Summed log-probabilities of the chosen and the rejected answers, one forward pass."""
+    seqs = [p.chosen_ids for p in pairs] + [p.rejected_ids for p in pairs]
+    masks = [p.chosen_mask for p in pairs] + [p.rejected_mask for p in pairs]
+    ids, mask = pad_batch(seqs, masks, pad_id)
+    with autocast(device):
+        logps = sequence_logprobs(model, ids.to(device), mask.to(device))
+    return logps[: len(pairs)], logps[len(pairs) :]
+
+
+def reference_logprobs(
+    model: Transformer, datasets: list[list[TokenizedPair]], pad_id: int, batch_size: int
+) -> list[tuple[Tensor, Tensor]]:
+    """(chosen, rejected) reference log-probs for every pair of every file."""
+    out = []
+    with evaluating(model):
+        for pairs in datasets:
+            chosen, rejected = [], []
+            for i in range(0, len(pairs), batch_size):
+                c, r = pair_logprobs(model, pairs[i : i + batch_size], pad_id, model.device)
+                chosen.append(c.cpu())
+                rejected.append(r.cpu())
+            out.append((torch.cat(chosen), torch.cat(rejected)))
+    return out
+
+
+def train_dpo(opts: FinetuneOptions, beta: float = 0.1) -> None:
+    if beta <= 0:
+        raise TrainingError(f"--beta must be positive, got {beta}")
+    opts.extra = {**opts.extra, "beta": beta}
+    bundle, device, files = start(opts)
+    model, tok = bundle.model, bundle.tokenizer
+    limit = max_len(opts, bundle)
+    datasets = [load_dpo_file(path, tok, limit) for path, _ in files]
+    _say(f"dpo: {sum(len(d) for d in datasets)} preference pairs")
+    sampler = MixtureSampler(
+        [len(d) for d in datasets], [w for _, w in files], opts.batch_size, opts.seed
+    )
+    total = total_steps(opts, sampler)
+    pad_id = tok.token_id(tok.special.get("pad_token") or "") or 0
+    # Before any checkpoint is loaded, the model is the starting model: the reference.
+    reference = reference_logprobs(model, datasets, pad_id, opts.batch_size)
+
+    model.train()
+    optimizers = build_optimizers(model, opts.lr, opts.weight_decay, muon=opts.muon)
+    run_fingerprint = fingerprint(opts, files, "dpo", total)
+    state = load_latest_checkpoint(
+        opts.output, model=model, optimizers=optimizers, fingerprint=run_fingerprint
+    )
+    first = state["step"] if state else 0
+    if first:
+        _say(f"dpo: resuming {opts.output} at step {first}/{total}")
+    logger = MetricsLogger(opts.output, resume_step=first)
+    progress = Progress(
+        total,
+        first,
+        flops_per_token=flops_per_token(model.config, limit),
+        device=device,
+        enabled=opts.progress,
+        desc="dpo",
+    )
+    for step in range(first, total):
+        lr = lr_schedule(step, total, opts.warmup)
+        set_lr_multiplier(optimizers, lr)
+        picks = sampler.batch(step)
+        pairs = [datasets[f][i] for f, i in picks]
+        ref_chosen = torch.stack([reference[f][0][i] for f, i in picks]).to(device)
+        ref_rejected = torch.stack([reference[f][1][i] for f, i in picks]).to(device)
+        chosen, rejected = pair_logprobs(model, pairs, pad_id, device)
+        stats = dpo_loss(chosen, rejected, ref_chosen, ref_rejected, beta)
+        stats.loss.backward()
+        grad_norm = clip_and_step(model, optimizers, opts.clip)
+        speed = progress.update(
+            stats.loss.item(), tokens=sum(len(p.chosen_ids) + len(p.rejected_ids) for p in pairs)
+        )
+        logger.log(
+            step + 1,
+            loss=stats.loss.item(),
+            # Rewards are beta x log-ratios (policy vs reference); log-ratios read without beta.
+            chosen_reward=stats.chosen_reward.item(),
+            rejected_reward=stats.rejected_reward.item(),
+            reward_margin=(stats.chosen_reward - stats.rejected_reward).item(),
+            chosen_logratio=stats.chosen_reward.item() / beta,
+            accuracy=stats.accuracy.item(),
+            lr=lr * opts.lr,
+            grad_norm=grad_norm,
+            **speed,
+        )
+        if (step + 1) % opts.save_every == 0 or step + 1 == total:
+            save_checkpoint(
+                opts.output,
+                model=model,
+                optimizers=optimizers,
+                step=step + 1,
+                state={"epoch": step // sampler.steps_per_epoch()},
+                keep_last=opts.keep_last,
+                fingerprint=run_fingerprint,
+            )
+            progress.reset_clock()
+    progress.close()
+    logger.close()
+    model.eval()
+    export_hf(opts.output, model, tok, bundle.generation_config)
+    _say(f"dpo: model written to {opts.output}")
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)

@@ -1,0 +1,95 @@
+"""What SFT and DPO share: options, loading the starting model, data files, steps, export.
+
+Both start from an HF-format model directory and end with one in RUN_DIR; both resume from
+RUN_DIR/checkpoints exactly as pretraining does (the shared checkpoint helpers), refusing a
+RUN_DIR that was started with other settings.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fireside.errors import TrainingError
+from fireside.model.pretrained import Pretrained, load_pretrained
+from fireside.train.chat_data import MixtureSampler, parse_weighted_path
+from fireside.train.distributed import resolve_device
+from fireside.train.loop import make_deterministic, seed_everything
+
+
+@dataclass
+class FinetuneOptions:
+    model: Path
+    data: list[str]  # FILE or FILE:WEIGHT
+    output: Path
+    steps: int | None = None  # default: `epochs` passes over the mixture
+    epochs: float = 1.0
+    batch_size: int = 8
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    warmup: int = 0
+    muon: bool = True
+    max_len: int | None = None  # default: the model's context length
+    clip: float = 1.0
+    seed: int = 0
+    save_every: int = 100
+    keep_last: int = 2
+    device: str = "auto"
+    progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)  # task settings for the fingerprint
+
+
+def start(opts: FinetuneOptions) -> tuple[Pretrained, torch.device, list[tuple[Path, float]]]:
+    """Check the options, seed everything and load the starting model (fp32 master weights)."""
+    if not opts.data:
+        raise TrainingError("no --data given")
+    if opts.batch_size < 1 or (opts.steps is not None and opts.steps < 1) or opts.epochs <= 0:
+        raise TrainingError("--batch-size, --steps and --epochs must be positive")
+    if opts.output.resolve() == opts.model.resolve():
+        raise TrainingError(
+            f"--output {str(opts.output)!r} is the starting model's directory; "
+            "give a new RUN_DIR so the starting model is kept"
+        )
+    files = [parse_weighted_path(spec) for spec in opts.data]
+    device = resolve_device(opts.device)
+    seed_everything(opts.seed)
+    make_deterministic()
+    bundle = load_pretrained(opts.model, device=device, dtype=torch.float32)
+    return bundle, device, files
+
+
+def max_len(opts: FinetuneOptions, bundle: Pretrained) -> int:
+    context = bundle.context_length
+    if opts.max_len is not None and opts.max_len > context:
+        raise TrainingError(
+            f"--max-len {opts.max_len} is longer than the model's context {context}"
+        )
+    return opts.max_len or context
+
+
+def total_steps(opts: FinetuneOptions, sampler: MixtureSampler) -> int:
+    return opts.steps or max(1, math.ceil(opts.epochs * sampler.steps_per_epoch()))
+
+
+def fingerprint(
+    opts: FinetuneOptions, files: list[tuple[Path, float]], task: str, total: int
+) -> dict[str, Any]:
+    """Settings a resumed run must share with the run it continues."""
+    return {
+        "task": task,
+        "base_model": str(opts.model.resolve()),
+        "data": [[str(path.resolve()), weight] for path, weight in files],
+        "batch_size": opts.batch_size,
+        "lr": opts.lr,
+        "weight_decay": opts.weight_decay,
+        "warmup": opts.warmup,
+        "muon": opts.muon,
+        "max_len": opts.max_len,
+        "seed": opts.seed,
+        "total_steps": total,
+        **opts.extra,
+    }
