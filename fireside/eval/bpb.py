@@ -67,6 +67,26 @@ def tokenize_documents(
         yield ([bos, *ids] if bos is not None else ids), len(text.encode("utf-8"))
 
 
+def data_dir_documents(
+    data_dir: str | Path, tokenizer: Tokenizer, max_tokens: int | None = None
+) -> Iterator[tuple[list[int], int]]:
+    """The held-out split of a `fireside data prepare` directory: documents as stored (BOS
+    first), their bytes recovered by decoding, which byte-level BPE does losslessly."""
+    from fireside.data.shards import check_tokenizer, open_split, read_manifest
+
+    check_tokenizer(read_manifest(data_dir), tokenizer, data_dir)
+    seen = 0
+    for shard in open_split(data_dir, "val"):
+        ends = [*shard.doc_starts[1:].tolist(), len(shard.tokens)]
+        for start, end in zip(shard.doc_starts.tolist(), ends, strict=True):
+            ids = shard.tokens[start:end].tolist()
+            body = ids[1:] if ids and ids[0] == tokenizer.bos_id else ids
+            yield ids, len(tokenizer.decode(body).encode("utf-8"))
+            seen += len(ids)
+            if max_tokens is not None and seen >= max_tokens:
+                return
+
+
 def windows(ids: list[int], context: int) -> Iterator[tuple[list[int], list[int]]]:
     """(inputs, targets) pairs covering ids[1:] exactly once, each at most `context` long."""
     for start in range(0, len(ids) - 1, context):

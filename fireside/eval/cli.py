@@ -15,6 +15,8 @@ def _eval(args: argparse.Namespace) -> int:
             model=Path(args.model),
             output=Path(args.output) if args.output else None,
             texts=[Path(p) for p in args.text],
+            data=Path(args.data) if args.data else None,
+            bpb_tokens=args.bpb_tokens,
             humaneval_limit=args.humaneval_limit,
             humaneval_timeout_s=args.humaneval_timeout,
             chat=not args.no_chat,
@@ -28,9 +30,14 @@ def add_eval_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     ev = sub.add_parser("eval", help="evaluate a model and write its report card")
     ev.add_argument("--model", required=True, help="model or run directory (HF format)")
     ev.add_argument("--output", help="where report.md goes; default: the model directory")
-    ev.add_argument(
-        "--text", nargs="+", default=[], metavar="PATH", help="held-out text for bits per byte"
+    held_out = ev.add_mutually_exclusive_group()
+    held_out.add_argument(
+        "--data", metavar="DATA_DIR", help="bits per byte on the val split of `data prepare`"
     )
+    held_out.add_argument(
+        "--text", nargs="+", default=[], metavar="PATH", help="bits per byte on raw text files"
+    )
+    ev.add_argument("--bpb-tokens", type=int, help="score at most this many held-out tokens")
     ev.add_argument(
         "--humaneval-limit", type=int, help="first N HumanEval problems (default all, 0 skips)"
     )

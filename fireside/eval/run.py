@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from fireside.eval.bpb import bits_per_byte, read_texts, tokenize_documents
+from fireside.eval.bpb import bits_per_byte, data_dir_documents, read_texts, tokenize_documents
 from fireside.eval.chat_eval import run_chat_eval
 from fireside.eval.humaneval import run_humaneval
 from fireside.eval.report import EvalResults, write_report
@@ -22,6 +22,8 @@ class EvalOptions:
     model: Path
     output: Path | None = None  # default: the model directory (a run directory)
     texts: Sequence[Path] = field(default_factory=list)  # held-out raw text for bpb
+    data: Path | None = None  # or the val split of a `fireside data prepare` directory
+    bpb_tokens: int | None = None  # cap on the tokens scored (whole documents)
     humaneval_limit: int | None = None  # None = all 164; 0 = skip
     humaneval_timeout_s: float = 10.0
     chat: bool = True
@@ -31,8 +33,12 @@ class EvalOptions:
 def evaluate(opts: EvalOptions) -> tuple[EvalResults, Path]:
     bundle = load_pretrained(opts.model, device=opts.device)
     results = EvalResults()
-    if opts.texts:
-        docs = tokenize_documents(bundle.tokenizer, read_texts(opts.texts))
+    if opts.texts or opts.data:
+        docs = (
+            data_dir_documents(opts.data, bundle.tokenizer, opts.bpb_tokens)
+            if opts.data
+            else tokenize_documents(bundle.tokenizer, read_texts(opts.texts))
+        )
         results.bpb = bits_per_byte(bundle.model, docs)
         _say(f"bits per byte: {results.bpb.bits_per_byte:.4f}")
     if opts.humaneval_limit != 0:
