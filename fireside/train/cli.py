@@ -40,7 +40,7 @@ def _pretrain(args: argparse.Namespace) -> int:
         weight_decay=args.weight_decay,
         warmup=args.warmup,
         grad_clip=args.grad_clip,
-        muon=not args.no_muon,
+        optimizer=args.optimizer,
         seed=args.seed,
         eval_every=args.eval_every,
         eval_tokens=args.eval_tokens,
@@ -87,7 +87,12 @@ def add_train_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     pre.add_argument("--weight-decay", type=float, default=0.1)
     pre.add_argument("--warmup", type=int, help="warmup steps (default: 2%% of steps, <= 100)")
     pre.add_argument("--grad-clip", type=float, default=1.0, help="0 disables clipping")
-    pre.add_argument("--no-muon", action="store_true", help="AdamW for every parameter")
+    pre.add_argument(
+        "--optimizer",
+        choices=["auto", "muon", "adamw"],
+        default="auto",
+        help="muon: Muon for hidden matrices + AdamW; auto: muon on CUDA, adamw on CPU",
+    )
     pre.add_argument("--seed", type=int, default=0)
     pre.add_argument("--eval-every", type=int, default=250)
     pre.add_argument("--eval-tokens", type=int, default=2**20)

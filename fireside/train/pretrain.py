@@ -56,7 +56,7 @@ class PretrainConfig:
     warmup: int | None = None
     cooldown_frac: float = 0.4
     grad_clip: float = 1.0
-    muon: bool = True
+    optimizer: str = "auto"  # muon (+AdamW), adamw, or auto: muon on CUDA, adamw on CPU
     seed: int = 0
     eval_every: int = 250
     eval_tokens: int = 2**20
@@ -88,6 +88,15 @@ class Plan:
     batch_tokens: int
     total_steps: int
     warmup: int
+    on_cuda: bool
+
+
+def use_muon(cfg: PretrainConfig, plan: Plan) -> bool:
+    """Muon's Newton-Schulz iterations run in bf16, which CPUs without native bf16 compute
+    several times slower than fp32, so CPU runs default to AdamW alone."""
+    if cfg.optimizer not in ("auto", "muon", "adamw"):
+        raise TrainingError(f"--optimizer must be auto, muon or adamw, got {cfg.optimizer!r}")
+    return cfg.optimizer == "muon" or (cfg.optimizer == "auto" and plan.on_cuda)
 
 
 def plan_run(cfg: PretrainConfig, vocab_size: int, world_size: int, on_cuda: bool) -> Plan:
@@ -115,7 +124,7 @@ def plan_run(cfg: PretrainConfig, vocab_size: int, world_size: int, on_cuda: boo
     if total < 1:
         raise TrainingError(f"the run must train at least one step, got {total}")
     warmup = cfg.warmup if cfg.warmup is not None else min(100, max(1, total // 50))
-    return Plan(model, device_batch, accum, batch_tokens, total, warmup)
+    return Plan(model, device_batch, accum, batch_tokens, total, warmup, on_cuda)
 
 
 def run_fingerprint(cfg: PretrainConfig, plan: Plan, manifest: dict[str, Any]) -> dict[str, Any]:
@@ -130,7 +139,7 @@ def run_fingerprint(cfg: PretrainConfig, plan: Plan, manifest: dict[str, Any]) -
         "lr": cfg.lr,
         "weight_decay": cfg.weight_decay,
         "grad_clip": cfg.grad_clip,
-        "muon": cfg.muon,
+        "optimizer": "muon" if use_muon(cfg, plan) else "adamw",
         "seed": cfg.seed,
         "data_tokens": manifest["splits"]["train"]["tokens"],
         "tokenizer_sha256": manifest["tokenizer"]["sha256"],
@@ -161,7 +170,7 @@ def _pretrain(cfg: PretrainConfig, dist: distributed.Dist) -> dict[str, Any]:
 
     model = Transformer(plan.model).to(device)
     model.init_weights()
-    optimizers = build_optimizers(model, cfg.lr, cfg.weight_decay, muon=cfg.muon)
+    optimizers = build_optimizers(model, cfg.lr, cfg.weight_decay, muon=use_muon(cfg, plan))
     loader = PackedLoader(
         cfg.data,
         "train",
