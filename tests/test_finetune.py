@@ -57,7 +57,6 @@ def base_model(tmp_path: Path, tokenizer: Tokenizer) -> Path:
 
 
 def sft_options(base: Path, data: list[str], out: Path, **kw: Any) -> FinetuneOptions:
-    # AdamW only unless a test asks for Muon: its bf16 Newton-Schulz is slow on CPU.
     values: dict[str, Any] = dict(
         steps=30,
         batch_size=4,
@@ -66,7 +65,6 @@ def sft_options(base: Path, data: list[str], out: Path, **kw: Any) -> FinetuneOp
         progress=False,
         device="cpu",
         save_every=10,
-        muon=False,
     )
     values.update(kw)
     return FinetuneOptions(model=base, data=data, output=out, **values)

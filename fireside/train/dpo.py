@@ -17,7 +17,14 @@ from fireside.errors import TrainingError
 from fireside.model.transformer import Transformer
 from fireside.train.chat_data import MixtureSampler, TokenizedPair, load_dpo_file
 from fireside.train.checkpoint import export_hf, load_latest_checkpoint, save_checkpoint
-from fireside.train.finetune import FinetuneOptions, fingerprint, max_len, start, total_steps
+from fireside.train.finetune import (
+    FinetuneOptions,
+    fingerprint,
+    max_len,
+    start,
+    total_steps,
+    use_muon,
+)
 from fireside.train.loop import Progress, autocast, clip_and_step, evaluating, flops_per_token
 from fireside.train.losses import dpo_loss, pad_batch, sequence_logprobs
 from fireside.train.metrics import MetricsLogger
@@ -70,7 +77,7 @@ def train_dpo(opts: FinetuneOptions, beta: float = 0.1) -> None:
     reference = reference_logprobs(model, datasets, pad_id, opts.batch_size)
 
     model.train()
-    optimizers = build_optimizers(model, opts.lr, opts.weight_decay, muon=opts.muon)
+    optimizers = build_optimizers(model, opts.lr, opts.weight_decay, muon=use_muon(opts, device))
     run_fingerprint = fingerprint(opts, files, "dpo", total)
     state = load_latest_checkpoint(
         opts.output, model=model, optimizers=optimizers, fingerprint=run_fingerprint

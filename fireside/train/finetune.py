@@ -32,7 +32,7 @@ class FinetuneOptions:
     lr: float = 1e-4
     weight_decay: float = 0.0
     warmup: int = 0
-    muon: bool = True
+    optimizer: str = "auto"  # muon (+AdamW), adamw, or auto: muon on CUDA, adamw on CPU
     max_len: int | None = None  # default: the model's context length
     clip: float = 1.0
     seed: int = 0
@@ -56,10 +56,20 @@ def start(opts: FinetuneOptions) -> tuple[Pretrained, torch.device, list[tuple[P
         )
     files = [parse_weighted_path(spec) for spec in opts.data]
     device = resolve_device(opts.device)
+    if opts.optimizer == "auto":
+        opts.optimizer = "muon" if use_muon(opts, device) else "adamw"
+    use_muon(opts, device)  # rejects an unknown name
     seed_everything(opts.seed)
     make_deterministic()
     bundle = load_pretrained(opts.model, device=device, dtype=torch.float32)
     return bundle, device, files
+
+
+def use_muon(opts: FinetuneOptions, device: torch.device) -> bool:
+    """As in pretraining: Muon's bf16 Newton-Schulz is slow on CPUs, so auto means CUDA only."""
+    if opts.optimizer not in ("auto", "muon", "adamw"):
+        raise TrainingError(f"--optimizer must be auto, muon or adamw, got {opts.optimizer!r}")
+    return opts.optimizer == "muon" or (opts.optimizer == "auto" and device.type == "cuda")
 
 
 def max_len(opts: FinetuneOptions, bundle: Pretrained) -> int:
@@ -87,7 +97,7 @@ def fingerprint(
         "lr": opts.lr,
         "weight_decay": opts.weight_decay,
         "warmup": opts.warmup,
-        "muon": opts.muon,
+        "optimizer": opts.optimizer,
         "max_len": opts.max_len,
         "seed": opts.seed,
         "total_steps": total,

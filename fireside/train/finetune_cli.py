@@ -20,7 +20,7 @@ def _finetune(args: argparse.Namespace) -> int:
         lr=args.lr,
         weight_decay=args.weight_decay,
         warmup=args.warmup,
-        muon=not args.no_muon,
+        optimizer=args.optimizer,
         progress=not args.no_progress,
         max_len=args.max_len,
         seed=args.seed,
@@ -60,7 +60,12 @@ def add_finetune_parsers(stages: argparse._SubParsersAction[argparse.ArgumentPar
         p.add_argument("--lr", type=float, default=lr)
         p.add_argument("--weight-decay", type=float, default=0.0)
         p.add_argument("--warmup", type=int, default=0, help="warmup steps")
-        p.add_argument("--no-muon", action="store_true", help="AdamW for every parameter")
+        p.add_argument(
+            "--optimizer",
+            choices=["auto", "muon", "adamw"],
+            default="auto",
+            help="muon: Muon for hidden matrices + AdamW; auto: muon on CUDA, adamw on CPU",
+        )
         p.add_argument("--max-len", type=int, help="tokens per sequence (default: the context)")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--save-every", type=int, default=100, help="checkpoint every N steps")

@@ -19,7 +19,14 @@ from fireside.train.chat_data import (
     require_generation_blocks,
 )
 from fireside.train.checkpoint import export_hf, load_latest_checkpoint, save_checkpoint
-from fireside.train.finetune import FinetuneOptions, fingerprint, max_len, start, total_steps
+from fireside.train.finetune import (
+    FinetuneOptions,
+    fingerprint,
+    max_len,
+    start,
+    total_steps,
+    use_muon,
+)
 from fireside.train.loop import Progress, autocast, clip_and_step, flops_per_token
 from fireside.train.losses import masked_lm_loss, pad_batch
 from fireside.train.metrics import MetricsLogger
@@ -43,7 +50,7 @@ def train_sft(opts: FinetuneOptions) -> None:
     pad_id = tok.token_id(tok.special.get("pad_token") or "") or 0
 
     model.train()
-    optimizers = build_optimizers(model, opts.lr, opts.weight_decay, muon=opts.muon)
+    optimizers = build_optimizers(model, opts.lr, opts.weight_decay, muon=use_muon(opts, device))
     run_fingerprint = fingerprint(opts, files, "sft", total)
     state = load_latest_checkpoint(
         opts.output, model=model, optimizers=optimizers, fingerprint=run_fingerprint
