@@ -123,10 +123,16 @@ def test_sft_resumes_exactly_and_refuses_another_config(tmp_path: Path, base_mod
         train_sft(sft_options(base_model, [str(data)], resumed, steps=8, save_every=4, lr=1e-3))
 
 
-def test_sft_refuses_to_overwrite_its_starting_model(tmp_path: Path, base_model: Path) -> None:
+def test_sft_refuses_to_overwrite_its_starting_model_or_run_under_torchrun(
+    tmp_path: Path, base_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     data = write_jsonl(tmp_path / "chat.jsonl", CHAT_ROWS)
     with pytest.raises(TrainingError, match="starting model's directory"):
         train_sft(sft_options(base_model, [str(data)], base_model))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(TrainingError, match="without torchrun"):
+        train_dpo(sft_options(base_model, [str(data)], tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
 
 
 def test_dpo_raises_the_chosen_log_ratio(tmp_path: Path, base_model: Path) -> None:

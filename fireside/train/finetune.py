@@ -8,6 +8,7 @@ RUN_DIR that was started with other settings.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,12 @@ class FinetuneOptions:
 
 def start(opts: FinetuneOptions) -> tuple[Pretrained, torch.device, list[tuple[Path, float]]]:
     """Check the options, seed everything and load the starting model (fp32 master weights)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # Each rank would train its own copy and all would write the same RUN_DIR.
+        raise TrainingError(
+            "sft and dpo run in one process; launch them without torchrun "
+            "(torchrun is for `fireside train pretrain`)"
+        )
     if not opts.data:
         raise TrainingError("no --data given")
     if opts.batch_size < 1 or (opts.steps is not None and opts.steps < 1) or opts.epochs <= 0:
