@@ -159,6 +159,19 @@ def test_dpo_raises_the_chosen_log_ratio(tmp_path: Path, base_model: Path) -> No
     assert ratio.item() > 0.5
 
 
+def test_dpo_resumes_exactly(tmp_path: Path, base_model: Path) -> None:
+    data = write_jsonl(tmp_path / "pairs.jsonl", PAIRS)
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    for out in (straight, resumed):
+        train_dpo(sft_options(base_model, [str(data)], out, steps=6, save_every=3, lr=1e-3))
+    shutil.rmtree(resumed / "checkpoints" / "step-000006")
+    train_dpo(sft_options(base_model, [str(data)], resumed, steps=6, save_every=3, lr=1e-3))
+    a, b = read_metrics(straight), read_metrics(resumed)
+    assert [r["step"] for r in b] == list(range(1, 7))
+    for key in ("loss", "chosen_reward", "rejected_reward"):
+        assert [r[key] for r in b] == pytest.approx([r[key] for r in a], rel=1e-5, abs=1e-6)
+
+
 def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
     """`fireside ...` in this process (a subprocess per case would import torch each time)."""
     capsys.readouterr()

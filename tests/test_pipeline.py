@@ -158,6 +158,10 @@ def test_raw_files_to_an_answering_model(tmp_path: Path) -> None:
     assert "![loss curve](loss_curve.png)" in report
     results = json.loads((dpo / "eval.json").read_text())
     assert 0 < results["bpb"]["bits_per_byte"] < 8
+    # Every held-out byte and every token but each document's BOS was scored.
+    val = json.loads((data / "manifest.json").read_text())["splits"]["val"]
+    assert results["bpb"]["bytes"] == val["bytes"]
+    assert results["bpb"]["tokens"] == val["tokens"] - val["documents"]
     # The prompts fit the 512-token context, so both programs really ran in the sandbox.
     assert {p["status"] for p in results["humaneval"]["problems"]} <= {
         "passed",
