@@ -29,9 +29,9 @@ from fireside.train.loop import (
     accumulation_context,
     autocast,
     clip_and_step,
+    deterministic,
     flops_per_token,
     lm_loss,
-    make_deterministic,
     seed_everything,
 )
 from fireside.train.metrics import MetricsLogger
@@ -150,7 +150,8 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     """Train (or resume) and export the HF model into cfg.output; returns a summary."""
     dist = distributed.init_distributed(cfg.device)
     try:
-        return _pretrain(cfg, dist)
+        with deterministic(dist.device.type == "cpu"):
+            return _pretrain(cfg, dist)
     finally:
         distributed.teardown(dist)
 
@@ -162,9 +163,7 @@ def _pretrain(cfg: PretrainConfig, dist: distributed.Dist) -> dict[str, Any]:
     check_tokenizer(manifest, tokenizer, cfg.data)
     plan = plan_run(cfg, tokenizer.vocab_size, dist.world_size, dist.device.type == "cuda")
     device = dist.device
-    if device.type == "cpu":
-        make_deterministic()
-    else:
+    if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
     seed_everything(cfg.seed)  # the same initial weights on every rank
 
