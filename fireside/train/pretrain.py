@@ -22,7 +22,12 @@ from fireside.model.config import ModelConfig
 from fireside.model.tokenizer import Tokenizer
 from fireside.model.transformer import Transformer
 from fireside.train import distributed
-from fireside.train.checkpoint import export_hf, load_latest_checkpoint, save_checkpoint
+from fireside.train.checkpoint import (
+    checkpoint_dirs,
+    export_hf,
+    load_latest_checkpoint,
+    save_checkpoint,
+)
 from fireside.train.evaluate import evaluate, sample, token_byte_lengths
 from fireside.train.loop import (
     Progress,
@@ -200,6 +205,11 @@ def _pretrain(cfg: PretrainConfig, dist: distributed.Dist) -> dict[str, Any]:
     token_bytes = token_byte_lengths(tokenizer, plan.model.vocab_size)
     fingerprint = run_fingerprint(cfg, plan, manifest)
 
+    if (cfg.output / "config.json").is_file() and not checkpoint_dirs(cfg.output):
+        raise TrainingError(
+            f"{str(cfg.output)!r} holds a model but no pretraining checkpoints: it is not a "
+            "pretraining RUN_DIR to resume; give a new --output directory"
+        )
     cfg.output.mkdir(parents=True, exist_ok=True)
     state = load_latest_checkpoint(
         cfg.output, model=model, optimizers=optimizers, fingerprint=fingerprint, dist=dist
