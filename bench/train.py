@@ -39,11 +39,16 @@ def fresh_model(cfg: ModelConfig, device: torch.device) -> Transformer:
     return model.train()
 
 
+def compiled(model: Transformer, enabled: bool) -> torch.nn.Module:
+    return torch.compile(model) if enabled else model
+
+
 def fireside_step(
-    cfg: ModelConfig, device: torch.device, batch: torch.Tensor, accum: int
+    cfg: ModelConfig, device: torch.device, batch: torch.Tensor, accum: int, compile: bool
 ) -> Callable[[], None]:
-    model = fresh_model(cfg, device)
-    optimizers = build_optimizers(model, 3e-3, 0.1, muon=device.type == "cuda")
+    raw = fresh_model(cfg, device)
+    optimizers = build_optimizers(raw, 3e-3, 0.1, muon=device.type == "cuda")
+    model = compiled(raw, compile)
     micro = batch.chunk(accum)
     step = [0]
 
@@ -104,6 +109,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--compile", action="store_true", help="torch.compile both models")
     args = parser.parse_args()
 
     device = torch.device(args.device)
@@ -117,8 +123,15 @@ def main() -> None:
         f"depth {args.depth}: {cfg.num_parameters() / 1e6:.1f}M parameters, {rows} x {seq_len} "
         f"tokens a step, {device} ({torch.cuda.get_device_name(device) if on_cuda else f'{torch.get_num_threads()} threads'})"
     )
-    base = measure(baseline_step(cfg, device, batch), args.steps, args.repeats, device)
-    ours = measure(fireside_step(cfg, device, batch, args.accum), args.steps, args.repeats, device)
+    base = measure(
+        baseline_step(cfg, device, batch, args.compile), args.steps, args.repeats, device
+    )
+    ours = measure(
+        fireside_step(cfg, device, batch, args.accum, args.compile),
+        args.steps,
+        args.repeats,
+        device,
+    )
     fpt = flops_per_token(cfg, seq_len)
     peak = peak_flops(device)
     for name, sec in (("baseline (fp32 AdamW step)", base), ("fireside pretrain step", ours)):

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from fireside.cli import main
-from fireside.data.prepare import prepare
 from fireside.model import Tokenizer, load_pretrained, train_tokenizer
 from fireside.train.metrics import read_metrics
 from fireside.train.pretrain import PretrainConfig, pretrain
@@ -26,15 +25,41 @@ TINY += ["--eval-every", "10", "--eval-tokens", "512", "--sample-every", "0", "-
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory: pytest.TempPathFactory, tokenizer: Tokenizer) -> tuple[Path, Path]:
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The pipeline's first steps through the CLI: raw files -> tokenizer -> token shards."""
     root = tmp_path_factory.mktemp("pretrain")
-    tokenizer.save(root / "tok")
     corpus = root / "corpus"
     corpus.mkdir()
     for i, text in enumerate(stdlib_texts(30)):
         (corpus / f"m{i}.py").write_text(text)
-    prepare([corpus], tokenizer, root / "data", val_fraction=0.1, progress=False)
-    return root / "tok", root / "data"
+    tok, data = root / "tok", root / "data"
+    assert (
+        main(
+            [
+                "train",
+                "tokenizer",
+                "--input",
+                str(corpus),
+                "--vocab-size",
+                "512",
+                "--output",
+                str(tok),
+            ]
+        )
+        == 0
+    )
+    argv = [
+        "data",
+        "prepare",
+        "--input",
+        str(corpus),
+        "--tokenizer",
+        str(tok),
+        "--output",
+        str(data),
+    ]
+    assert main([*argv, "--val-fraction", "0.1", "--no-progress"]) == 0
+    return tok, data
 
 
 def _cmd(prepared: tuple[Path, Path], run_dir: Path, *extra: str) -> list[str]:

@@ -69,6 +69,7 @@ class PretrainConfig:
     save_every: int = 500
     keep_last: int = 3
     device: str = "auto"
+    compile: bool = False  # torch.compile the model: fewer kernel launches, the way to high MFU
     progress: bool = True
 
 
@@ -228,6 +229,8 @@ def _pretrain(cfg: PretrainConfig, dist: distributed.Dist) -> dict[str, Any]:
             f"{plan.total_steps} steps"
         )
     train_model = distributed.wrap_ddp(model, dist)
+    if cfg.compile:
+        train_model = torch.compile(train_model)  # type: ignore[assignment]
     metrics = MetricsLogger(cfg.output, resume_step=start, enabled=dist.is_main)
     progress = Progress(
         plan.total_steps,
