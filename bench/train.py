@@ -16,6 +16,7 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +41,7 @@ def fresh_model(cfg: ModelConfig, device: torch.device) -> Transformer:
 
 
 def compiled(model: Transformer, enabled: bool) -> torch.nn.Module:
-    return torch.compile(model) if enabled else model
+    return cast(torch.nn.Module, torch.compile(model)) if enabled else model
 
 
 def fireside_step(
@@ -65,10 +66,11 @@ def fireside_step(
 
 
 def baseline_step(
-    cfg: ModelConfig, device: torch.device, batch: torch.Tensor
+    cfg: ModelConfig, device: torch.device, batch: torch.Tensor, compile: bool
 ) -> Callable[[], None]:
-    model = fresh_model(cfg, device)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    raw = fresh_model(cfg, device)
+    opt = torch.optim.AdamW(raw.parameters(), lr=3e-3)
+    model = compiled(raw, compile)
 
     def run() -> None:
         logits = model(batch[:, :-1])
