@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -56,7 +57,7 @@ def test_prepare_builds_shards_and_manifest(tmp_path: Path, tokenizer: Tokenizer
     for split in ("train", "val"):
         for shard in open_split(out, split):
             bounds = [*shard.doc_starts.tolist(), len(shard.tokens)]
-            for a, b in zip(bounds, bounds[1:], strict=False):
+            for a, b in itertools.pairwise(bounds):
                 ids = np.asarray(shard.tokens[a:b]).tolist()
                 assert ids[0] == tokenizer.bos_id
                 texts.add(tokenizer.decode(ids[1:]))
@@ -71,7 +72,7 @@ def test_prepare_is_deterministic_and_shuffles_with_seed(
     src = _corpus(tmp_path)
     a = prepare([src], tokenizer, tmp_path / "a", progress=False, seed=1)
     b = prepare([src], tokenizer, tmp_path / "b", progress=False, seed=1)
-    c = prepare([src], tokenizer, tmp_path / "c", progress=False, seed=2)
+    prepare([src], tokenizer, tmp_path / "c", progress=False, seed=2)
     read = lambda d: open_split(d, "train")[0].tokens.tobytes()  # noqa: E731
     assert a == b and read(tmp_path / "a") == read(tmp_path / "b")
     assert read(tmp_path / "a") != read(tmp_path / "c")

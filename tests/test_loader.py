@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,7 @@ def test_row_starts_align_to_documents() -> None:
     # tokens into the long document: rows carry on through it, then realign at 63.
     assert starts[:3] == [0, 10, 18]
     assert 63 not in starts or all(s <= 63 for s in starts)
-    for a, b in zip(starts, starts[1:], strict=False):
+    for a, b in itertools.pairwise(starts):
         assert b >= a + 8 and (b == a + 8 or b in docs.tolist())
     assert starts[-1] + 8 <= 67
 
@@ -52,7 +53,7 @@ def test_rows_start_on_bos_and_targets_shift(data_dir: Path, tokenizer: Tokenize
     assert all(shard.tokens[off] == tokenizer.bos_id for off in aligned)
     # A row opens a document or carries on exactly where a long document's previous row ended.
     offsets = sorted(int(off) for _, off in loader.rows)
-    assert all(b in docs or b == a + 33 for a, b in zip(offsets, offsets[1:], strict=False))
+    assert all(b in docs or b == a + 33 for a, b in itertools.pairwise(offsets))
     assert len(aligned) > 10
     assert loader.n_rows * 33 >= 0.75 * len(shard.tokens)  # few tokens skipped to align
 

@@ -48,6 +48,7 @@ def _pretrain(args: argparse.Namespace) -> int:
         save_every=args.save_every,
         keep_last=args.keep_last,
         device=args.device,
+        compile=args.compile,
         progress=not args.no_progress,
     )
     pretrain(cfg)
@@ -100,6 +101,7 @@ def add_train_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     pre.add_argument("--save-every", type=int, default=500)
     pre.add_argument("--keep-last", type=int, default=3, help="checkpoints kept")
     pre.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    pre.add_argument("--compile", action="store_true", help="torch.compile the model (GPU)")
     pre.add_argument("--no-progress", action="store_true", help="no progress bar")
     pre.set_defaults(func=_pretrain)
 

@@ -45,9 +45,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_deterministic() -> None:
-    """Bit-for-bit repeatable CPU training, so a resumed run retraces the uninterrupted one."""
-    torch.use_deterministic_algorithms(True, warn_only=True)
+@contextlib.contextmanager
+def deterministic(enabled: bool = True) -> Iterator[None]:
+    """Bit-for-bit repeatable kernels (on CPU), so a resumed run retraces the uninterrupted one;
+    the previous setting comes back afterwards, as a library should leave global state."""
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(enabled or before, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before)
 
 
 def autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:

@@ -22,16 +22,21 @@ from fireside.model.config import ModelConfig
 from fireside.model.tokenizer import Tokenizer
 from fireside.model.transformer import Transformer
 from fireside.train import distributed
-from fireside.train.checkpoint import export_hf, load_latest_checkpoint, save_checkpoint
+from fireside.train.checkpoint import (
+    checkpoint_dirs,
+    export_hf,
+    load_latest_checkpoint,
+    save_checkpoint,
+)
 from fireside.train.evaluate import evaluate, sample, token_byte_lengths
 from fireside.train.loop import (
     Progress,
     accumulation_context,
     autocast,
     clip_and_step,
+    deterministic,
     flops_per_token,
     lm_loss,
-    make_deterministic,
     seed_everything,
 )
 from fireside.train.metrics import MetricsLogger
@@ -64,6 +69,7 @@ class PretrainConfig:
     save_every: int = 500
     keep_last: int = 3
     device: str = "auto"
+    compile: bool = False  # torch.compile the model: fewer kernel launches, the way to high MFU
     progress: bool = True
 
 
@@ -150,7 +156,8 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     """Train (or resume) and export the HF model into cfg.output; returns a summary."""
     dist = distributed.init_distributed(cfg.device)
     try:
-        return _pretrain(cfg, dist)
+        with deterministic(dist.device.type == "cpu"):
+            return _pretrain(cfg, dist)
     finally:
         distributed.teardown(dist)
 
@@ -162,9 +169,7 @@ def _pretrain(cfg: PretrainConfig, dist: distributed.Dist) -> dict[str, Any]:
     check_tokenizer(manifest, tokenizer, cfg.data)
     plan = plan_run(cfg, tokenizer.vocab_size, dist.world_size, dist.device.type == "cuda")
     device = dist.device
-    if device.type == "cpu":
-        make_deterministic()
-    else:
+    if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
     seed_everything(cfg.seed)  # the same initial weights on every rank
 
@@ -201,6 +206,11 @@ def _pretrain(cfg: PretrainConfig, dist: distributed.Dist) -> dict[str, Any]:
     token_bytes = token_byte_lengths(tokenizer, plan.model.vocab_size)
     fingerprint = run_fingerprint(cfg, plan, manifest)
 
+    if (cfg.output / "config.json").is_file() and not checkpoint_dirs(cfg.output):
+        raise TrainingError(
+            f"{str(cfg.output)!r} holds a model but no pretraining checkpoints: it is not a "
+            "pretraining RUN_DIR to resume; give a new --output directory"
+        )
     cfg.output.mkdir(parents=True, exist_ok=True)
     state = load_latest_checkpoint(
         cfg.output, model=model, optimizers=optimizers, fingerprint=fingerprint, dist=dist
@@ -219,6 +229,8 @@ def _pretrain(cfg: PretrainConfig, dist: distributed.Dist) -> dict[str, Any]:
             f"{plan.total_steps} steps"
         )
     train_model = distributed.wrap_ddp(model, dist)
+    if cfg.compile:
+        train_model = torch.compile(train_model)  # type: ignore[assignment]
     metrics = MetricsLogger(cfg.output, resume_step=start, enabled=dist.is_main)
     progress = Progress(
         plan.total_steps,

@@ -21,7 +21,7 @@ from fireside.data.prepare import clean, expand_inputs, read_documents
 from fireside.errors import DataError, TokenizerError
 from fireside.model.tokenizer import train_tokenizer
 
-HELD_OUT_EVERY = 50  # every 50th document is held out to measure compression
+HELD_OUT_EVERY = 50  # one document in 50 (the 1st, 51st, ...) is held out to measure compression
 
 
 @dataclass
@@ -121,14 +121,14 @@ def train_and_report(
     max_chars: int = 2_000_000_000,
     gpt2: str | Path | None = None,
 ) -> TokenizerReport:
-    """Train on all but every 50th document (up to max_chars), save to `output`, and measure
+    """Train on all but one document in 50 (up to max_chars), save to `output`, and measure
     bytes/token on the held-out documents for this tokenizer and, if given, GPT-2's."""
     held_out: list[str] = []
     counts = {"train": 0, "chars": 0}
 
     def training_texts() -> Iterator[str]:
         for i, text in enumerate(corpus_texts(inputs)):
-            if i % HELD_OUT_EVERY == HELD_OUT_EVERY - 1:
+            if i % HELD_OUT_EVERY == 0:
                 held_out.append(text)
             elif counts["chars"] < max_chars:
                 counts["train"] += 1
@@ -137,11 +137,9 @@ def train_and_report(
 
     tokenizer = train_tokenizer(training_texts(), vocab_size)
     if counts["train"] == 0:
-        raise DataError("the inputs hold no non-empty text to train a tokenizer on")
-    if not held_out:
         raise DataError(
-            f"the inputs hold {counts['train']} document(s); at least {HELD_OUT_EVERY} are "
-            "needed so one can be held out to measure the tokenizer"
+            f"the inputs hold {len(held_out)} non-empty document(s); at least 2 are needed "
+            "(one is held out to measure the tokenizer)"
         )
     tokenizer.save(output)
     reference = load_gpt2(gpt2) if gpt2 is not None else None
