@@ -9,11 +9,13 @@ the policy, and needs no second copy of the weights in memory.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from fireside.errors import TrainingError
+from fireside.model.pretrained import Pretrained
 from fireside.model.transformer import Transformer
 from fireside.train.chat_data import MixtureSampler, TokenizedPair, load_dpo_file
 from fireside.train.checkpoint import export_hf, load_latest_checkpoint, save_checkpoint
@@ -25,7 +27,14 @@ from fireside.train.finetune import (
     total_steps,
     use_muon,
 )
-from fireside.train.loop import Progress, autocast, clip_and_step, evaluating, flops_per_token
+from fireside.train.loop import (
+    Progress,
+    autocast,
+    clip_and_step,
+    deterministic,
+    evaluating,
+    flops_per_token,
+)
 from fireside.train.losses import dpo_loss, pad_batch, sequence_logprobs
 from fireside.train.metrics import MetricsLogger
 from fireside.train.optim import build_optimizers, lr_schedule, set_lr_multiplier
@@ -64,6 +73,18 @@ def train_dpo(opts: FinetuneOptions, beta: float = 0.1) -> None:
         raise TrainingError(f"--beta must be positive, got {beta}")
     opts.extra = {**opts.extra, "beta": beta}
     bundle, device, files = start(opts)
+    # Bit-for-bit repeatable on CPU, so a resumed run retraces the uninterrupted one.
+    with deterministic(device.type == "cpu"):
+        _train(opts, beta, bundle, device, files)
+
+
+def _train(
+    opts: FinetuneOptions,
+    beta: float,
+    bundle: Pretrained,
+    device: torch.device,
+    files: list[tuple[Path, float]],
+) -> None:
     model, tok = bundle.model, bundle.tokenizer
     limit = max_len(opts, bundle)
     datasets = [load_dpo_file(path, tok, limit) for path, _ in files]

@@ -19,7 +19,7 @@ from fireside.errors import TrainingError
 from fireside.model.pretrained import Pretrained, load_pretrained
 from fireside.train.chat_data import MixtureSampler, parse_weighted_path
 from fireside.train.distributed import resolve_device
-from fireside.train.loop import make_deterministic, seed_everything
+from fireside.train.loop import seed_everything
 
 
 @dataclass
@@ -67,7 +67,6 @@ def start(opts: FinetuneOptions) -> tuple[Pretrained, torch.device, list[tuple[P
         opts.optimizer = "muon" if use_muon(opts, device) else "adamw"
     use_muon(opts, device)  # rejects an unknown name
     seed_everything(opts.seed)
-    make_deterministic()
     bundle = load_pretrained(opts.model, device=device, dtype=torch.float32)
     return bundle, device, files
 

@@ -10,7 +10,11 @@ dropped when nothing trainable survives) and counted, never silently.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
+import torch
+
+from fireside.model.pretrained import Pretrained
 from fireside.train.chat_data import (
     LengthReport,
     MixtureSampler,
@@ -27,7 +31,7 @@ from fireside.train.finetune import (
     total_steps,
     use_muon,
 )
-from fireside.train.loop import Progress, autocast, clip_and_step, flops_per_token
+from fireside.train.loop import Progress, autocast, clip_and_step, deterministic, flops_per_token
 from fireside.train.losses import masked_lm_loss, pad_batch
 from fireside.train.metrics import MetricsLogger
 from fireside.train.optim import build_optimizers, lr_schedule, set_lr_multiplier
@@ -35,6 +39,14 @@ from fireside.train.optim import build_optimizers, lr_schedule, set_lr_multiplie
 
 def train_sft(opts: FinetuneOptions) -> None:
     bundle, device, files = start(opts)
+    # Bit-for-bit repeatable on CPU, so a resumed run retraces the uninterrupted one.
+    with deterministic(device.type == "cpu"):
+        _train(opts, bundle, device, files)
+
+
+def _train(
+    opts: FinetuneOptions, bundle: Pretrained, device: torch.device, files: list[tuple[Path, float]]
+) -> None:
     model, tok = bundle.model, bundle.tokenizer
     require_generation_blocks(tok)
     limit = max_len(opts, bundle)
