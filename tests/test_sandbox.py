@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -101,3 +102,22 @@ def test_cwd_is_a_throwaway_directory() -> None:
 
     assert not pathlib.Path(first.stdout.strip()).exists()  # removed afterwards
     assert "fireside-sandbox-" in first.stdout
+
+
+def test_children_left_behind_are_killed_with_the_program() -> None:
+    program = "import subprocess\nchild = subprocess.Popen(['sleep', '60'])\nprint(child.pid)\n"
+    result = run_python(program, FAST)
+    assert result.passed, result.stderr
+    pid = int(result.stdout.strip())
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.05)
+    assert not _alive(pid)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split()[2] != "Z"  # a zombie is dead, only not yet reaped
+    except FileNotFoundError:
+        return False

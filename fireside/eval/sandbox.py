@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import resource
 import shutil
 import signal
 import subprocess
@@ -78,12 +77,17 @@ def network_namespace_prefix() -> tuple[str, ...]:
     return ()
 
 
-def _apply_limits(limits: Limits) -> None:
-    # Runs in the child between fork and exec.
-    resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s + 1))
-    resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_bytes, limits.file_bytes))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+def limits_prelude(limits: Limits) -> str:
+    """Set the rlimits as the program's first statements. (Not a preexec_fn: HumanEval runs
+    programs from several threads, and code between fork and exec can deadlock there.)"""
+    return (
+        "import resource as _r\n"
+        f"_r.setrlimit(_r.RLIMIT_CPU, ({limits.cpu_s}, {limits.cpu_s + 1}))\n"
+        f"_r.setrlimit(_r.RLIMIT_AS, ({limits.memory_bytes}, {limits.memory_bytes}))\n"
+        f"_r.setrlimit(_r.RLIMIT_FSIZE, ({limits.file_bytes}, {limits.file_bytes}))\n"
+        "_r.setrlimit(_r.RLIMIT_CORE, (0, 0))\n"
+        "del _r\n"
+    )
 
 
 def run_python(source: str, limits: Limits | None = None) -> SandboxResult:
@@ -94,7 +98,7 @@ def run_python(source: str, limits: Limits | None = None) -> SandboxResult:
         work = root / "work"
         work.mkdir()
         script = root / "program.py"
-        script.write_text(NETWORK_BLOCK + "\n" + source, encoding="utf-8")
+        script.write_text(limits_prelude(limits) + NETWORK_BLOCK + "\n" + source, encoding="utf-8")
         out_path, err_path = root / "stdout", root / "stderr"
         env = {"PATH": "/usr/bin:/bin", "HOME": str(work), "LANG": "C.UTF-8", "TMPDIR": str(work)}
         cmd = [*network_namespace_prefix(), sys.executable, "-I", "-B", str(script)]
@@ -107,7 +111,6 @@ def run_python(source: str, limits: Limits | None = None) -> SandboxResult:
                 stdout=out,
                 stderr=err,
                 start_new_session=True,  # its own process group, so a kill takes its children
-                preexec_fn=functools.partial(_apply_limits, limits),
             )
             timed_out = False
             try:
