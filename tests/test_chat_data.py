@@ -53,10 +53,16 @@ def write_jsonl(path: Path, rows: list[Any]) -> Path:
     return path
 
 
+ADD_TOOL = {
+    "type": "function",
+    "function": {"name": "add", "parameters": {"type": "object", "properties": {}}},
+}
+
+
 def test_sft_loss_tokens_decode_to_exactly_the_assistant_turns(
     tmp_path: Path, tokenizer: Tokenizer
 ) -> None:
-    path = write_jsonl(tmp_path / "chat.jsonl", [CONVERSATION])
+    path = write_jsonl(tmp_path / "chat.jsonl", [{**CONVERSATION, "tools": [ADD_TOOL]}])
     [example] = load_sft_file(path, tokenizer, 1024, LengthReport())
     ids, mask = pad_batch([example.ids], [example.mask], pad_id=0)
     labels = shifted_labels(ids, mask)[0]
@@ -70,7 +76,7 @@ def test_sft_loss_tokens_decode_to_exactly_the_assistant_turns(
     untrained = tokenizer.decode(
         [t for t, m in zip(example.ids, example.mask, strict=True) if not m]
     )
-    for said in ("Be brief.", "Say hello.", "What is 2 + 2?", "<|tool|>4"):
+    for said in ("Be brief.", "You can call these functions", "Say hello.", "<|tool|>4"):
         assert said in untrained
 
 

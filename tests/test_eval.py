@@ -202,3 +202,25 @@ def test_eval_command_bad_inputs_are_clear_errors(tiny_model_dir: Path, tmp_path
         timeout=120,
     )
     assert out.returncode == 2 and "missing.txt" in out.stderr and "does not exist" in out.stderr
+
+
+def test_bpb_refuses_data_prepared_with_another_tokenizer(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    from fireside.data.prepare import prepare
+    from fireside.errors import DataError, TokenizerError
+    from fireside.eval.bpb import data_dir_documents
+    from fireside.model import train_tokenizer
+    from tests.conftest import stdlib_texts
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i, text in enumerate(stdlib_texts(60)):
+        (src / f"{i}.py").write_text(text)
+    other = train_tokenizer(stdlib_texts(10), vocab_size=300)
+    prepare([src], other, tmp_path / "data", progress=False, val_fraction=0.1)
+    ours = load_pretrained(tiny_model_dir).tokenizer
+    with pytest.raises(TokenizerError, match="different tokenizer"):
+        next(data_dir_documents(tmp_path / "data", ours))
+    with pytest.raises(DataError, match=r"manifest\.json.* not found"):
+        next(data_dir_documents(tmp_path, ours))
