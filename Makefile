@@ -28,8 +28,8 @@ serve: $(STAMP)
 	$(BIN)/fireside serve --host $(HOST) --port $(PORT)
 
 lint: $(STAMP)
-	$(BIN)/ruff check fireside tests bench
-	$(BIN)/ruff format --check fireside tests bench
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
