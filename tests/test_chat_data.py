@@ -250,4 +250,5 @@ def test_losses_match_their_definitions(tokenizer: Tokenizer) -> None:
     expected = -sum(math.log(1 / (1 + math.exp(-m))) for m in margins) / 2
     assert stats.loss.item() == pytest.approx(expected)
     assert stats.accuracy.item() == 0.5
-    assert stats.chosen_reward.item() == pytest.approx(0.5 * (1.0 + 0.0) / 2)
+    assert stats.chosen_rewards.tolist() == pytest.approx([0.5, 0.0])
+    assert stats.rejected_rewards.tolist() == pytest.approx([-0.5, 0.5])

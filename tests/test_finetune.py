@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -123,16 +126,41 @@ def test_sft_resumes_exactly_and_refuses_another_config(tmp_path: Path, base_mod
         train_sft(sft_options(base_model, [str(data)], resumed, steps=8, save_every=4, lr=1e-3))
 
 
-def test_sft_refuses_to_overwrite_its_starting_model_or_run_under_torchrun(
-    tmp_path: Path, base_model: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_sft_refuses_to_overwrite_its_starting_model(tmp_path: Path, base_model: Path) -> None:
     data = write_jsonl(tmp_path / "chat.jsonl", CHAT_ROWS)
     with pytest.raises(TrainingError, match="starting model's directory"):
         train_sft(sft_options(base_model, [str(data)], base_model))
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(TrainingError, match="without torchrun"):
-        train_dpo(sft_options(base_model, [str(data)], tmp_path / "run"))
-    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("stage", ["sft", "dpo"])
+def test_torchrun_two_processes_match_one(tmp_path: Path, base_model: Path, stage: str) -> None:
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    assert torchrun is not None, "torchrun ships with torch"
+    rows = CHAT_ROWS + CODE_ROWS if stage == "sft" else PAIRS
+    data = write_jsonl(tmp_path / "data.jsonl", rows)
+    args = ["train", stage, "--model", str(base_model), "--data", str(data), "--steps", "3"]
+    args += ["--batch-size", "4", "--lr", "1e-3", "--no-progress", "--device", "cpu"]
+    assert main([*args, "--output", str(tmp_path / "one")]) == 0
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    launch = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "fireside"]
+    two = subprocess.run(
+        [*launch, *args, "--output", str(tmp_path / "two")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "two")
+    assert [r["step"] for r in b] == [1, 2, 3]
+    for ra, rb in zip(a, b, strict=True):
+        assert rb["loss"] == pytest.approx(ra["loss"], rel=1e-4)
+    # Both exported the same model (up to float summation order).
+    one, two_model = load_pretrained(tmp_path / "one"), load_pretrained(tmp_path / "two")
+    for (name, p), q in zip(
+        one.model.state_dict().items(), two_model.model.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(p, q, atol=1e-5, rtol=1e-4, msg=name)
 
 
 def test_dpo_raises_the_chosen_log_ratio(tmp_path: Path, base_model: Path) -> None:

@@ -9,20 +9,20 @@ the policy, and needs no second copy of the weights in memory.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from fireside.errors import TrainingError
-from fireside.model.pretrained import Pretrained
 from fireside.model.transformer import Transformer
 from fireside.train.chat_data import MixtureSampler, TokenizedPair, load_dpo_file
 from fireside.train.checkpoint import export_hf, load_latest_checkpoint, save_checkpoint
+from fireside.train.distributed import Dist, all_reduce_mean, barrier, wrap_ddp
 from fireside.train.finetune import (
     FinetuneOptions,
     fingerprint,
     max_len,
+    run,
     start,
     total_steps,
     use_muon,
@@ -31,7 +31,6 @@ from fireside.train.loop import (
     Progress,
     autocast,
     clip_and_step,
-    deterministic,
     evaluating,
     flops_per_token,
 )
@@ -41,7 +40,7 @@ from fireside.train.optim import build_optimizers, lr_schedule, set_lr_multiplie
 
 
 def pair_logprobs(
-    model: Transformer, pairs: list[TokenizedPair], pad_id: int, device: torch.device
+    model: nn.Module, pairs: list[TokenizedPair], pad_id: int, device: torch.device
 ) -> tuple[Tensor, Tensor]:
     """Summed log-probabilities of the chosen and the rejected answers, one forward pass."""
     seqs = [p.chosen_ids for p in pairs] + [p.rejected_ids for p in pairs]
@@ -72,23 +71,15 @@ def train_dpo(opts: FinetuneOptions, beta: float = 0.1) -> None:
     if beta <= 0:
         raise TrainingError(f"--beta must be positive, got {beta}")
     opts.extra = {**opts.extra, "beta": beta}
-    bundle, device, files = start(opts)
-    # Bit-for-bit repeatable on CPU, so a resumed run retraces the uninterrupted one.
-    with deterministic(device.type == "cpu"):
-        _train(opts, beta, bundle, device, files)
+    run(opts, lambda dist: _train(opts, beta, dist))
 
 
-def _train(
-    opts: FinetuneOptions,
-    beta: float,
-    bundle: Pretrained,
-    device: torch.device,
-    files: list[tuple[Path, float]],
-) -> None:
-    model, tok = bundle.model, bundle.tokenizer
+def _train(opts: FinetuneOptions, beta: float, dist: Dist) -> None:
+    bundle, files = start(opts, dist)
+    model, tok, device = bundle.model, bundle.tokenizer, dist.device
     limit = max_len(opts, bundle)
     datasets = [load_dpo_file(path, tok, limit) for path, _ in files]
-    _say(f"dpo: {sum(len(d) for d in datasets)} preference pairs")
+    _say(dist, f"dpo: {sum(len(d) for d in datasets)} preference pairs")
     sampler = MixtureSampler(
         [len(d) for d in datasets], [w for _, w in files], opts.batch_size, opts.seed
     )
@@ -101,43 +92,56 @@ def _train(
     optimizers = build_optimizers(model, opts.lr, opts.weight_decay, muon=use_muon(opts, device))
     run_fingerprint = fingerprint(opts, files, "dpo", total)
     state = load_latest_checkpoint(
-        opts.output, model=model, optimizers=optimizers, fingerprint=run_fingerprint
+        opts.output, model=model, optimizers=optimizers, fingerprint=run_fingerprint, dist=dist
     )
     first = state["step"] if state else 0
     if first:
-        _say(f"dpo: resuming {opts.output} at step {first}/{total}")
-    logger = MetricsLogger(opts.output, resume_step=first)
+        _say(dist, f"dpo: resuming {opts.output} at step {first}/{total}")
+    train_model = wrap_ddp(model, dist)
+    logger = MetricsLogger(opts.output, resume_step=first, enabled=dist.is_main)
     progress = Progress(
         total,
         first,
         flops_per_token=flops_per_token(model.config, limit),
         device=device,
-        enabled=opts.progress,
+        enabled=opts.progress and dist.is_main,
         desc="dpo",
     )
     for step in range(first, total):
         lr = lr_schedule(step, total, opts.warmup)
         set_lr_multiplier(optimizers, lr)
         picks = sampler.batch(step)
-        pairs = [datasets[f][i] for f, i in picks]
-        ref_chosen = torch.stack([reference[f][0][i] for f, i in picks]).to(device)
-        ref_rejected = torch.stack([reference[f][1][i] for f, i in picks]).to(device)
-        chosen, rejected = pair_logprobs(model, pairs, pad_id, device)
+        mine = picks[dist.rank :: dist.world_size]
+        pairs = [datasets[f][i] for f, i in mine]
+        ref_chosen = torch.stack([reference[f][0][i] for f, i in mine]).to(device)
+        ref_rejected = torch.stack([reference[f][1][i] for f, i in mine]).to(device)
+        chosen, rejected = pair_logprobs(train_model, pairs, pad_id, device)
         stats = dpo_loss(chosen, rejected, ref_chosen, ref_rejected, beta)
-        stats.loss.backward()
-        grad_norm = clip_and_step(model, optimizers, opts.clip)
-        speed = progress.update(
-            stats.loss.item(), tokens=sum(len(p.chosen_ids) + len(p.rejected_ids) for p in pairs)
+        # Normalised by the global batch, so DDP's average is the single-process mean.
+        (stats.losses.sum() * dist.world_size / len(picks)).backward()
+        grad_norm = clip_and_step(train_model, optimizers, opts.clip)
+        sums = torch.stack(
+            [
+                stats.losses.detach().sum(),
+                stats.chosen_rewards.sum(),
+                stats.rejected_rewards.sum(),
+                (stats.chosen_rewards > stats.rejected_rewards).float().sum(),
+            ]
         )
+        loss, chosen_reward, rejected_reward, wins = (
+            all_reduce_mean(sums, dist) * dist.world_size / len(picks)
+        ).tolist()
+        tokens = sum(len(p.chosen_ids) + len(p.rejected_ids) for p in pairs) * dist.world_size
+        speed = progress.update(loss, tokens=tokens)
         logger.log(
             step + 1,
-            loss=stats.loss.item(),
+            loss=loss,
             # Rewards are beta x log-ratios (policy vs reference); log-ratios read without beta.
-            chosen_reward=stats.chosen_reward.item(),
-            rejected_reward=stats.rejected_reward.item(),
-            reward_margin=(stats.chosen_reward - stats.rejected_reward).item(),
-            chosen_logratio=stats.chosen_reward.item() / beta,
-            accuracy=stats.accuracy.item(),
+            chosen_reward=chosen_reward,
+            rejected_reward=rejected_reward,
+            reward_margin=chosen_reward - rejected_reward,
+            chosen_logratio=chosen_reward / beta,
+            accuracy=wins,
             lr=lr * opts.lr,
             grad_norm=grad_norm,
             **speed,
@@ -151,14 +155,18 @@ def _train(
                 state={"epoch": step // sampler.steps_per_epoch()},
                 keep_last=opts.keep_last,
                 fingerprint=run_fingerprint,
+                dist=dist,
             )
             progress.reset_clock()
     progress.close()
     logger.close()
-    model.eval()
-    export_hf(opts.output, model, tok, bundle.generation_config)
-    _say(f"dpo: model written to {opts.output}")
+    if dist.is_main:
+        model.eval()
+        export_hf(opts.output, model, tok, bundle.generation_config)
+        _say(dist, f"dpo: model written to {opts.output}")
+    barrier(dist)
 
 
-def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+def _say(dist: Dist, message: str) -> None:
+    if dist.is_main:
+        print(message, file=sys.stderr, flush=True)

@@ -2,13 +2,15 @@
 
 Both start from an HF-format model directory and end with one in RUN_DIR; both resume from
 RUN_DIR/checkpoints exactly as pretraining does (the shared checkpoint helpers), refusing a
-RUN_DIR that was started with other settings.
+RUN_DIR that was started with other settings. Under torchrun each process takes every
+world_size-th sequence of the global batch, and losses are normalised by the global batch so
+the gradient is the one a single process would compute.
 """
 
 from __future__ import annotations
 
 import math
-import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,8 +20,8 @@ import torch
 from fireside.errors import TrainingError
 from fireside.model.pretrained import Pretrained, load_pretrained
 from fireside.train.chat_data import MixtureSampler, parse_weighted_path
-from fireside.train.distributed import resolve_device
-from fireside.train.loop import seed_everything
+from fireside.train.distributed import Dist, init_distributed, teardown
+from fireside.train.loop import deterministic, seed_everything
 
 
 @dataclass
@@ -44,14 +46,8 @@ class FinetuneOptions:
     extra: dict[str, Any] = field(default_factory=dict)  # task settings for the fingerprint
 
 
-def start(opts: FinetuneOptions) -> tuple[Pretrained, torch.device, list[tuple[Path, float]]]:
-    """Check the options, seed everything and load the starting model (fp32 master weights)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        # Each rank would train its own copy and all would write the same RUN_DIR.
-        raise TrainingError(
-            "sft and dpo run in one process; launch them without torchrun "
-            "(torchrun is for `fireside train pretrain`)"
-        )
+def check_options(opts: FinetuneOptions) -> list[tuple[Path, float]]:
+    """Options that are wrong whatever the data; returns the (file, weight) pairs."""
     if not opts.data:
         raise TrainingError("no --data given")
     if opts.batch_size < 1 or (opts.steps is not None and opts.steps < 1) or opts.epochs <= 0:
@@ -61,14 +57,35 @@ def start(opts: FinetuneOptions) -> tuple[Pretrained, torch.device, list[tuple[P
             f"--output {str(opts.output)!r} is the starting model's directory; "
             "give a new RUN_DIR so the starting model is kept"
         )
-    files = [parse_weighted_path(spec) for spec in opts.data]
-    device = resolve_device(opts.device)
+    return [parse_weighted_path(spec) for spec in opts.data]
+
+
+def run(opts: FinetuneOptions, train: Callable[[Dist], None]) -> None:
+    """Join torchrun's process group (if any), train deterministically on CPU, leave cleanly."""
+    check_options(opts)
+    dist = init_distributed(opts.device)
+    try:
+        if opts.batch_size < dist.world_size:
+            raise TrainingError(
+                f"--batch-size {opts.batch_size} is smaller than the {dist.world_size} processes: "
+                "each process needs at least one sequence a step"
+            )
+        # Bit-for-bit repeatable on CPU, so a resumed run retraces the uninterrupted one.
+        with deterministic(dist.device.type == "cpu"):
+            train(dist)
+    finally:
+        teardown(dist)
+
+
+def start(opts: FinetuneOptions, dist: Dist) -> tuple[Pretrained, list[tuple[Path, float]]]:
+    """Seed everything and load the starting model (fp32 master weights) on this rank's device."""
+    files = check_options(opts)
     if opts.optimizer == "auto":
-        opts.optimizer = "muon" if use_muon(opts, device) else "adamw"
-    use_muon(opts, device)  # rejects an unknown name
+        opts.optimizer = "muon" if use_muon(opts, dist.device) else "adamw"
+    use_muon(opts, dist.device)  # rejects an unknown name
     seed_everything(opts.seed)
-    bundle = load_pretrained(opts.model, device=device, dtype=torch.float32)
-    return bundle, device, files
+    bundle = load_pretrained(opts.model, device=dist.device, dtype=torch.float32)
+    return bundle, files
 
 
 def use_muon(opts: FinetuneOptions, device: torch.device) -> bool:
@@ -94,7 +111,8 @@ def total_steps(opts: FinetuneOptions, sampler: MixtureSampler) -> int:
 def fingerprint(
     opts: FinetuneOptions, files: list[tuple[Path, float]], task: str, total: int
 ) -> dict[str, Any]:
-    """Settings a resumed run must share with the run it continues."""
+    """Settings a resumed run must share with the run it continues (the process count is
+    checked by the checkpoint itself)."""
     return {
         "task": task,
         "base_model": str(opts.model.resolve()),

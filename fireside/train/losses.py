@@ -7,9 +7,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
-
-from fireside.model.transformer import Transformer
+from torch import Tensor, nn
 
 IGNORE = -100
 
@@ -34,18 +32,27 @@ def shifted_labels(ids: Tensor, mask: Tensor) -> Tensor:
     return labels
 
 
-def masked_lm_loss(model: Transformer, ids: Tensor, mask: Tensor) -> tuple[Tensor, int]:
-    """Mean cross-entropy over the tokens `mask` marks (right padding is causal-safe: real
-    tokens never attend to the pad tokens after them). Returns (loss, tokens counted)."""
+def token_nll(model: nn.Module, ids: Tensor, mask: Tensor) -> tuple[Tensor, int]:
+    """Summed cross-entropy over the tokens `mask` marks, and how many there are. Right
+    padding is causal-safe: real tokens never attend to the pad tokens after them."""
     labels = shifted_labels(ids, mask)
     logits = model(ids[:, :-1])
     loss = F.cross_entropy(
-        logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE
+        logits.float().reshape(-1, logits.shape[-1]),
+        labels.reshape(-1),
+        ignore_index=IGNORE,
+        reduction="sum",
     )
     return loss, int((labels != IGNORE).sum())
 
 
-def sequence_logprobs(model: Transformer, ids: Tensor, mask: Tensor) -> Tensor:
+def masked_lm_loss(model: nn.Module, ids: Tensor, mask: Tensor) -> tuple[Tensor, int]:
+    """Mean cross-entropy over the tokens `mask` marks. Returns (loss, tokens counted)."""
+    total, n = token_nll(model, ids, mask)
+    return total / max(1, n), n
+
+
+def sequence_logprobs(model: nn.Module, ids: Tensor, mask: Tensor) -> Tensor:
     """Sum of log p(token) over the tokens `mask` marks, per sequence: [B]."""
     logits = model(ids[:, :-1]).float()
     targets = ids[:, 1:]
@@ -55,10 +62,20 @@ def sequence_logprobs(model: Transformer, ids: Tensor, mask: Tensor) -> Tensor:
 
 @dataclass
 class DPOStats:
-    loss: Tensor
-    chosen_reward: Tensor  # beta * (log pi(chosen) - log ref(chosen)), batch mean
-    rejected_reward: Tensor
-    accuracy: Tensor  # share of pairs where the chosen reward beats the rejected
+    """Per pair: the loss, and the rewards beta * (log pi(answer) - log ref(answer))."""
+
+    losses: Tensor
+    chosen_rewards: Tensor
+    rejected_rewards: Tensor
+
+    @property
+    def loss(self) -> Tensor:
+        return self.losses.mean()
+
+    @property
+    def accuracy(self) -> Tensor:
+        """Share of pairs whose chosen reward beats the rejected one."""
+        return (self.chosen_rewards > self.rejected_rewards).float().mean()
 
 
 def dpo_loss(
@@ -71,10 +88,8 @@ def dpo_loss(
     """Rafailov et al. 2023: -log sigmoid(beta * (chosen log-ratio - rejected log-ratio))."""
     chosen = beta * (policy_chosen - ref_chosen)
     rejected = beta * (policy_rejected - ref_rejected)
-    loss = -F.logsigmoid(chosen - rejected).mean()
     return DPOStats(
-        loss=loss,
-        chosen_reward=chosen.detach().mean(),
-        rejected_reward=rejected.detach().mean(),
-        accuracy=(chosen > rejected).float().mean().detach(),
+        losses=-F.logsigmoid(chosen - rejected),
+        chosen_rewards=chosen.detach(),
+        rejected_rewards=rejected.detach(),
     )

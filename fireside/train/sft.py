@@ -10,11 +10,7 @@ dropped when nothing trainable survives) and counted, never silently.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-import torch
-
-from fireside.model.pretrained import Pretrained
 from fireside.train.chat_data import (
     LengthReport,
     MixtureSampler,
@@ -23,38 +19,36 @@ from fireside.train.chat_data import (
     require_generation_blocks,
 )
 from fireside.train.checkpoint import export_hf, load_latest_checkpoint, save_checkpoint
+from fireside.train.distributed import Dist, all_reduce_mean, barrier, wrap_ddp
 from fireside.train.finetune import (
     FinetuneOptions,
     fingerprint,
     max_len,
+    run,
     start,
     total_steps,
     use_muon,
 )
-from fireside.train.loop import Progress, autocast, clip_and_step, deterministic, flops_per_token
-from fireside.train.losses import masked_lm_loss, pad_batch
+from fireside.train.loop import Progress, autocast, clip_and_step, flops_per_token
+from fireside.train.losses import pad_batch, token_nll
 from fireside.train.metrics import MetricsLogger
 from fireside.train.optim import build_optimizers, lr_schedule, set_lr_multiplier
 
 
 def train_sft(opts: FinetuneOptions) -> None:
-    bundle, device, files = start(opts)
-    # Bit-for-bit repeatable on CPU, so a resumed run retraces the uninterrupted one.
-    with deterministic(device.type == "cpu"):
-        _train(opts, bundle, device, files)
+    run(opts, lambda dist: _train(opts, dist))
 
 
-def _train(
-    opts: FinetuneOptions, bundle: Pretrained, device: torch.device, files: list[tuple[Path, float]]
-) -> None:
-    model, tok = bundle.model, bundle.tokenizer
+def _train(opts: FinetuneOptions, dist: Dist) -> None:
+    bundle, files = start(opts, dist)
+    model, tok, device = bundle.model, bundle.tokenizer, dist.device
     require_generation_blocks(tok)
     limit = max_len(opts, bundle)
     lengths = LengthReport()
     datasets: list[list[TokenizedChat]] = [
         load_sft_file(path, tok, limit, lengths) for path, _ in files
     ]
-    _say(f"sft: {lengths.summary()}")
+    _say(dist, f"sft: {lengths.summary()}")
     sampler = MixtureSampler(
         [len(d) for d in datasets], [w for _, w in files], opts.batch_size, opts.seed
     )
@@ -65,37 +59,44 @@ def _train(
     optimizers = build_optimizers(model, opts.lr, opts.weight_decay, muon=use_muon(opts, device))
     run_fingerprint = fingerprint(opts, files, "sft", total)
     state = load_latest_checkpoint(
-        opts.output, model=model, optimizers=optimizers, fingerprint=run_fingerprint
+        opts.output, model=model, optimizers=optimizers, fingerprint=run_fingerprint, dist=dist
     )
     first = state["step"] if state else 0
     if first:
-        _say(f"sft: resuming {opts.output} at step {first}/{total}")
-    logger = MetricsLogger(opts.output, resume_step=first)
+        _say(dist, f"sft: resuming {opts.output} at step {first}/{total}")
+    train_model = wrap_ddp(model, dist)
+    logger = MetricsLogger(opts.output, resume_step=first, enabled=dist.is_main)
     progress = Progress(
         total,
         first,
         flops_per_token=flops_per_token(model.config, limit),
         device=device,
-        enabled=opts.progress,
+        enabled=opts.progress and dist.is_main,
         desc="sft",
     )
     for step in range(first, total):
         lr = lr_schedule(step, total, opts.warmup)
         set_lr_multiplier(optimizers, lr)
         batch = [datasets[f][i] for f, i in sampler.batch(step)]
-        ids, mask = pad_batch([c.ids for c in batch], [c.mask for c in batch], pad_id)
+        # Every rank knows the whole batch, so each can normalise by its total target count:
+        # DDP's gradient average then equals the single-process mean over all target tokens.
+        targets = sum(sum(c.mask[1:]) for c in batch)
+        mine = batch[dist.rank :: dist.world_size]
+        ids, mask = pad_batch([c.ids for c in mine], [c.mask for c in mine], pad_id)
         ids, mask = ids.to(device), mask.to(device)
         with autocast(device):
-            loss, n_tokens = masked_lm_loss(model, ids, mask)
-        loss.backward()
-        grad_norm = clip_and_step(model, optimizers, opts.clip)
-        stats = progress.update(loss.item(), tokens=int(ids.numel()))
+            nll, _ = token_nll(train_model, ids, mask)
+        (nll * dist.world_size / targets).backward()
+        grad_norm = clip_and_step(train_model, optimizers, opts.clip)
+        loss = float(all_reduce_mean(nll.detach(), dist)) * dist.world_size / targets
+        tokens = sum(len(c.ids) for c in batch)
+        stats = progress.update(loss, tokens=tokens)
         logger.log(
             step + 1,
-            loss=loss.item(),
+            loss=loss,
             lr=lr * opts.lr,
             grad_norm=grad_norm,
-            trained_tokens=n_tokens,
+            trained_tokens=targets,
             **stats,
         )
         if (step + 1) % opts.save_every == 0 or step + 1 == total:
@@ -107,14 +108,18 @@ def _train(
                 state={"epoch": step // sampler.steps_per_epoch()},
                 keep_last=opts.keep_last,
                 fingerprint=run_fingerprint,
+                dist=dist,
             )
             progress.reset_clock()
     progress.close()
     logger.close()
-    model.eval()
-    export_hf(opts.output, model, tok, bundle.generation_config)
-    _say(f"sft: model written to {opts.output}")
+    if dist.is_main:
+        model.eval()
+        export_hf(opts.output, model, tok, bundle.generation_config)
+        _say(dist, f"sft: model written to {opts.output}")
+    barrier(dist)
 
 
-def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+def _say(dist: Dist, message: str) -> None:
+    if dist.is_main:
+        print(message, file=sys.stderr, flush=True)
