@@ -224,3 +224,23 @@ def test_bpb_refuses_data_prepared_with_another_tokenizer(
         next(data_dir_documents(tmp_path / "data", ours))
     with pytest.raises(DataError, match=r"manifest\.json.* not found"):
         next(data_dir_documents(tmp_path, ours))
+
+
+def test_a_base_model_without_chat_template_skips_the_chat_eval(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    import shutil
+
+    from fireside.eval.run import EvalOptions, evaluate
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model_dir, base)
+    (base / "chat_template.jinja").unlink()
+    config = json.loads((base / "tokenizer_config.json").read_text())
+    config.pop("chat_template")
+    (base / "tokenizer_config.json").write_text(json.dumps(config))
+    text = tmp_path / "t.txt"
+    text.write_text("x = 1\n" * 30)
+    results, report = evaluate(EvalOptions(model=base, texts=[text], humaneval_limit=0))
+    assert results.chat is None and results.humaneval is None and results.bpb is not None
+    assert "chat eval" not in report.read_text()

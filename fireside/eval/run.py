@@ -50,7 +50,9 @@ def evaluate(opts: EvalOptions) -> tuple[EvalResults, Path]:
             progress=lambda i, n: _say(f"HumanEval: generated {i}/{n}", end="\r"),
         )
         _say(f"\nHumanEval pass@1: {100 * results.humaneval.pass_at_1:.1f}%")
-    if opts.chat:
+    if opts.chat and not bundle.tokenizer.chat_template:
+        _say("chat eval skipped: the model's tokenizer has no chat template")
+    elif opts.chat:
         results.chat = run_chat_eval(bundle)
         _say(f"chat eval: {100 * results.chat.accuracy:.1f}%")
     out = opts.output or opts.model
