@@ -50,3 +50,11 @@ def test_roff_to_text() -> None:
 def test_unknown_recipe(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="unknown recipe"):
         gather(tmp_path, ["wikipedia"])
+
+
+def test_cli_lists_recipes(capsys: pytest.CaptureFixture[str]) -> None:
+    from fireside.cli import main
+
+    assert main(["data", "sources"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in RECIPES) and "PSF-2.0" in out

@@ -10,7 +10,8 @@ A checkpoint is a directory `RUN_DIR/checkpoints/step-NNNNNN/`:
 
 It is written under a hidden temporary name, fsynced, then renamed: a directory named
 `step-*` is always complete, and a run killed mid-save leaves only a temporary that the next
-load removes. Every rank writes its own RNG file; rank 0 writes the rest.
+load removes. Every rank writes its own RNG file; rank 0 writes the rest. An FSDP-sharded
+model is gathered to full tensors first, so its weights file is the same as an unsharded run's.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from fireside.errors import RunConfigMismatchError, TrainingError
 from fireside.model.pretrained import save_pretrained
 from fireside.model.tokenizer import Tokenizer
 from fireside.model.transformer import Transformer
-from fireside.train.distributed import Dist, barrier, unwrap
+from fireside.train.distributed import Dist, barrier, is_sharded, unwrap
 
 CHECKPOINTS = "checkpoints"
 STEP_DIR = re.compile(r"^step-(\d{6,})$")
@@ -108,6 +109,47 @@ def _model_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     return tensors
 
 
+def _full_state_options(*, cpu_offload: bool = False, broadcast: bool = False) -> Any:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(
+        full_state_dict=True, cpu_offload=cpu_offload, broadcast_from_rank0=broadcast
+    )
+
+
+def _gather(
+    model: nn.Module, optimizers: list[torch.optim.Optimizer]
+) -> tuple[dict[str, torch.Tensor], Any]:
+    """Full weights and optimizer state. Sharded: a collective every rank joins, and only rank 0
+    gets the tensors (on CPU). Otherwise the model's own tensors and each optimizer's state."""
+    if not is_sharded(model):
+        return _model_tensors(model), [opt.state_dict() for opt in optimizers]
+    from torch.distributed.checkpoint.state_dict import (
+        get_model_state_dict,
+        get_optimizer_state_dict,
+    )
+
+    options = _full_state_options(cpu_offload=True)
+    tensors: dict[str, Any] = get_model_state_dict(model, options=options)
+    if not optimizers:
+        return tensors, []
+    return tensors, get_optimizer_state_dict(model, optimizers, options=options)
+
+
+def full_model(model: nn.Module, dist: Dist | None = None) -> Transformer | None:
+    """An unsharded CPU copy of a sharded model on rank 0 (None on other ranks; every rank must
+    call it), or the model itself when it is not sharded."""
+    inner = unwrap(model)
+    if not is_sharded(inner):
+        return inner if isinstance(inner, Transformer) else None
+    tensors, _ = _gather(inner, [])
+    if dist is not None and not dist.is_main:
+        return None
+    copy = Transformer(inner.config)  # type: ignore[arg-type]
+    copy.load_state_dict(tensors)
+    return copy
+
+
 def checkpoint_dirs(run_dir: str | Path) -> list[Path]:
     """Complete checkpoints of a run, oldest first."""
     root = Path(run_dir) / CHECKPOINTS
@@ -145,14 +187,16 @@ def save_checkpoint(
         tmp.mkdir()
     barrier(dist)
     torch.save(_rng_state(), tmp / f"rng-rank{dist.rank}.pt")
+    tensors, optimizer_state = _gather(model, optimizers)
     barrier(dist)
     if dist.is_main:
-        save_file(_model_tensors(model), str(tmp / "model.safetensors"))
-        torch.save([opt.state_dict() for opt in optimizers], tmp / "optimizers.pt")
+        save_file(tensors, str(tmp / "model.safetensors"))
+        torch.save(optimizer_state, tmp / "optimizers.pt")
         (tmp / "state.json").write_text(json.dumps({**state, "step": step}, indent=2))
         meta = {
             "step": step,
             "world_size": dist.world_size,
+            "sharded": is_sharded(model),
             "fingerprint": full_fingerprint(model, fingerprint),
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
@@ -228,7 +272,22 @@ def load_latest_checkpoint(
             f"run has {dist.world_size}: resume with the same torchrun --nproc_per_node so the "
             "data order and random streams continue exactly"
         )
+    if meta.get("sharded", False) != is_sharded(model):
+        flag = "with" if meta.get("sharded") else "without"
+        raise TrainingError(
+            f"checkpoint {str(ckpt)!r} was written {flag} --fsdp; resume it the same way (the "
+            "optimizer state is laid out differently)"
+        )
+    if is_sharded(model):
+        _load_sharded(ckpt, model, optimizers, dist)
+    else:
+        _load_local(ckpt, model, optimizers)
+    rng = torch.load(ckpt / f"rng-rank{dist.rank}.pt", weights_only=False)
+    _set_rng_state(rng)
+    return state
 
+
+def _load_local(ckpt: Path, model: nn.Module, optimizers: list[torch.optim.Optimizer]) -> None:
     inner = unwrap(model)
     device = next(inner.parameters()).device
     tensors = load_file(str(ckpt / "model.safetensors"), device=str(device))
@@ -248,9 +307,25 @@ def load_latest_checkpoint(
         )
     for opt, saved in zip(optimizers, opt_states, strict=True):
         opt.load_state_dict(saved)
-    rng = torch.load(ckpt / f"rng-rank{dist.rank}.pt", weights_only=False)
-    _set_rng_state(rng)
-    return state
+
+
+def _load_sharded(
+    ckpt: Path, model: nn.Module, optimizers: list[torch.optim.Optimizer], dist: Dist
+) -> None:
+    """Rank 0 reads the full state and FSDP broadcasts each rank its shard."""
+    from torch.distributed.checkpoint.state_dict import (
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    tensors: dict[str, Any] = {}
+    optimizer_state: Any = {}
+    if dist.is_main:
+        tensors = load_file(str(ckpt / "model.safetensors"))
+        optimizer_state = torch.load(ckpt / "optimizers.pt", weights_only=False)
+    options = _full_state_options(broadcast=True)
+    set_model_state_dict(model, tensors, options=options)
+    set_optimizer_state_dict(model, optimizers, optimizer_state, options=options)
 
 
 def export_hf(

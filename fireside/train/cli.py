@@ -49,6 +49,7 @@ def _pretrain(args: argparse.Namespace) -> int:
         keep_last=args.keep_last,
         device=args.device,
         compile=args.compile,
+        fsdp=args.fsdp,
         progress=not args.no_progress,
     )
     pretrain(cfg)
@@ -102,6 +103,9 @@ def add_train_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     pre.add_argument("--keep-last", type=int, default=3, help="checkpoints kept")
     pre.add_argument("--device", default="auto", help="auto, cpu, cuda")
     pre.add_argument("--compile", action="store_true", help="torch.compile the model (GPU)")
+    pre.add_argument(
+        "--fsdp", action="store_true", help="shard the model across torchrun ranks (FSDP2)"
+    )
     pre.add_argument("--no-progress", action="store_true", help="no progress bar")
     pre.set_defaults(func=_pretrain)
 

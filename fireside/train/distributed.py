@@ -84,3 +84,23 @@ def unwrap(model: nn.Module) -> nn.Module:
     """The model inside a DDP (or torch.compile) wrapper, for saving and optimizer grouping."""
     inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
     return unwrap(inner) if isinstance(inner, nn.Module) else model
+
+
+def shard_fsdp(model: nn.Module, dist: Dist) -> nn.Module:
+    """Shard parameters, gradients and optimizer state across ranks (FSDP2), for models whose
+    training state does not fit one device. Each transformer block is its own unit, so only
+    one block's full weights exist at a time. Shards in place; build optimizers afterwards."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh(dist.device.type, (dist.world_size,))
+    for block in getattr(getattr(model, "model", None), "layers", []):
+        fully_shard(block, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    return model
+
+
+def is_sharded(model: nn.Module) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(p, DTensor) for p in unwrap(model).parameters())

@@ -89,7 +89,9 @@ def clip_and_step(
     Returns the gradient norm before clipping (0.0 when not clipping)."""
     norm = 0.0
     if max_norm:
-        norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm))
+        total = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+        full_tensor = getattr(total, "full_tensor", None)  # FSDP: a DTensor over the shards
+        norm = float(full_tensor() if full_tensor is not None else total)
     step_all(optimizers)
     zero_grad(optimizers)
     return norm

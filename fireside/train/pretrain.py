@@ -25,6 +25,7 @@ from fireside.train import distributed
 from fireside.train.checkpoint import (
     checkpoint_dirs,
     export_hf,
+    full_model,
     load_latest_checkpoint,
     save_checkpoint,
 )
@@ -70,6 +71,7 @@ class PretrainConfig:
     keep_last: int = 3
     device: str = "auto"
     compile: bool = False  # torch.compile the model: fewer kernel launches, the way to high MFU
+    fsdp: bool = False  # shard weights, gradients and optimizer state across ranks (torchrun)
     progress: bool = True
 
 
@@ -102,6 +104,13 @@ def use_muon(cfg: PretrainConfig, plan: Plan) -> bool:
     several times slower than fp32, so CPU runs default to AdamW alone."""
     if cfg.optimizer not in ("auto", "muon", "adamw"):
         raise TrainingError(f"--optimizer must be auto, muon or adamw, got {cfg.optimizer!r}")
+    if cfg.fsdp:
+        if cfg.optimizer == "muon":
+            raise TrainingError(
+                "--optimizer muon cannot run with --fsdp: Muon orthogonalises whole matrices and "
+                "FSDP splits them across ranks; use --optimizer adamw (or auto)"
+            )
+        return False
     return cfg.optimizer == "muon" or (cfg.optimizer == "auto" and plan.on_cuda)
 
 
@@ -175,6 +184,10 @@ def _pretrain(cfg: PretrainConfig, dist: distributed.Dist) -> dict[str, Any]:
 
     model = Transformer(plan.model).to(device)
     model.init_weights()
+    if cfg.fsdp:
+        if not dist.enabled:
+            raise TrainingError("--fsdp shards across processes: launch with torchrun")
+        distributed.shard_fsdp(model, dist)  # before the optimizers, which see the shards
     optimizers = build_optimizers(model, cfg.lr, cfg.weight_decay, muon=use_muon(cfg, plan))
     loader = PackedLoader(
         cfg.data,
@@ -228,7 +241,7 @@ def _pretrain(cfg: PretrainConfig, dist: distributed.Dist) -> dict[str, Any]:
             f"{plan.accum_steps} accumulation x {dist.world_size} process(es)), "
             f"{plan.total_steps} steps"
         )
-    train_model = distributed.wrap_ddp(model, dist)
+    train_model = model if cfg.fsdp else distributed.wrap_ddp(model, dist)
     if cfg.compile:
         train_model = torch.compile(train_model)  # type: ignore[assignment]
     metrics = MetricsLogger(cfg.output, resume_step=start, enabled=dist.is_main)
@@ -281,7 +294,9 @@ def _pretrain(cfg: PretrainConfig, dist: distributed.Dist) -> dict[str, Any]:
             val_loss, bpb = evaluate(train_model, val_loader, val_batches, token_bytes, dist)
             metrics.log(done, val_loss=val_loss, val_bpb=bpb)
             progress.write(f"step {done}: val loss {val_loss:.4f}, {bpb:.4f} bits/byte")
-        if cfg.sample_every and dist.is_main and (done % cfg.sample_every == 0 or last):
+        # A sharded forward pass is a collective, so under FSDP every rank samples.
+        sampling = dist.is_main or cfg.fsdp
+        if cfg.sample_every and sampling and (done % cfg.sample_every == 0 or last):
             for i, prompt in enumerate(SAMPLE_PROMPTS):
                 text = sample(model, tokenizer, prompt, seed=i)
                 metrics.text(done, f"sample_{i}", text)
@@ -293,8 +308,9 @@ def _pretrain(cfg: PretrainConfig, dist: distributed.Dist) -> dict[str, Any]:
 
     if state is not None and start >= plan.total_steps and dist.is_main:
         print(f"{cfg.output} already trained {start} steps; exporting the model again")
-    if dist.is_main:
-        export_hf(cfg.output, model, tokenizer)
+    whole = full_model(model, dist)  # gathers the shards under FSDP: every rank takes part
+    if whole is not None and dist.is_main:
+        export_hf(cfg.output, whole, tokenizer)
     metrics.close()
     distributed.barrier(dist)
     return {
