@@ -156,6 +156,7 @@ def test_raw_files_to_an_answering_model(tmp_path: Path) -> None:
     report = (dpo / "report.md").read_text()
     assert "| validation bits per byte |" in report and "| HumanEval pass@1 |" in report
     assert "![loss curve](loss_curve.png)" in report
+    assert f"| stage | dpo, started from `{sft.resolve()}` |" in report
     results = json.loads((dpo / "eval.json").read_text())
     assert 0 < results["bpb"]["bits_per_byte"] < 8
     # Every held-out byte and every token but each document's BOS was scored.

@@ -48,6 +48,21 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def run_stage(run_dir: Path) -> tuple[str, str] | None:
+    """(task, starting model) from the newest checkpoint's fingerprint, for SFT and DPO runs."""
+    checkpoints = sorted((run_dir / "checkpoints").glob("step-*"))
+    if not checkpoints:
+        return None
+    try:
+        meta = json.loads((checkpoints[-1] / "meta.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    fp = meta.get("fingerprint", {})
+    if "task" not in fp or "base_model" not in fp:
+        return None
+    return str(fp["task"]), str(fp["base_model"])
+
+
 def loss_series(rows: list[dict[str, Any]]) -> dict[str, list[tuple[float, float]]]:
     """Every numeric metric whose name mentions loss or bpb, as (step, value) points."""
     series: dict[str, list[tuple[float, float]]] = defaultdict(list)
@@ -118,8 +133,11 @@ def write_report(run_dir: Path, model_dir: Path, config: ModelConfig, results: E
         f"| heads (kv) | {config.num_attention_heads} ({config.num_key_value_heads}) |",
         f"| vocabulary | {config.vocab_size} |",
         f"| context | {config.max_position_embeddings} |",
-        "",
     ]
+    stage = run_stage(model_dir)
+    if stage:
+        lines.append(f"| stage | {stage[0]}, started from `{stage[1]}` |")
+    lines.append("")
 
     series = loss_series(read_metrics(run_dir))
     if series:
