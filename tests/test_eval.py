@@ -202,6 +202,9 @@ def test_eval_command_bad_inputs_are_clear_errors(tiny_model_dir: Path, tmp_path
         timeout=120,
     )
     assert out.returncode == 2 and "missing.txt" in out.stderr and "does not exist" in out.stderr
+    from fireside.cli import main
+
+    assert main(["eval", "--model", str(tiny_model_dir), "--humaneval-limit", "-1"]) == 2
 
 
 def test_bpb_refuses_data_prepared_with_another_tokenizer(

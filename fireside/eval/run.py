@@ -9,7 +9,13 @@ from pathlib import Path
 
 import torch
 
-from fireside.eval.bpb import bits_per_byte, data_dir_documents, read_texts, tokenize_documents
+from fireside.eval.bpb import (
+    EvalDataError,
+    bits_per_byte,
+    data_dir_documents,
+    read_texts,
+    tokenize_documents,
+)
 from fireside.eval.chat_eval import run_chat_eval
 from fireside.eval.humaneval import run_humaneval
 from fireside.eval.report import EvalResults, write_report
@@ -31,6 +37,12 @@ class EvalOptions:
 
 
 def evaluate(opts: EvalOptions) -> tuple[EvalResults, Path]:
+    if opts.humaneval_limit is not None and opts.humaneval_limit < 0:
+        raise EvalDataError(f"--humaneval-limit must be 0 or more, got {opts.humaneval_limit}")
+    if opts.bpb_tokens is not None and opts.bpb_tokens < 1:
+        raise EvalDataError(f"--bpb-tokens must be positive, got {opts.bpb_tokens}")
+    if opts.humaneval_timeout_s <= 0:
+        raise EvalDataError(f"--humaneval-timeout must be positive, got {opts.humaneval_timeout_s}")
     bundle = load_pretrained(opts.model, device=opts.device)
     results = EvalResults()
     if opts.texts or opts.data:
