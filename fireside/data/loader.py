@@ -71,7 +71,8 @@ class PackedLoader:
             total = sum(len(s.tokens) for s in self.shards)
             raise DataError(
                 f"the {split!r} split of {str(data_dir)!r} has {total} tokens, not enough for "
-                f"one row of seq_len + 1 = {seq_len + 1}: use more data or a shorter --seq-len"
+                f"one row of seq_len + 1 = {seq_len + 1}: use more data, a shorter --seq-len"
+                + (" or a larger `data prepare --val-fraction`" if split == "val" else "")
             )
         self.rows = np.concatenate(rows)  # [n_rows, 2]: (shard, offset)
         self.batches_taken = 0

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from fireside.errors import DataError
+from fireside.errors import DataError, TokenizerError
 from fireside.model.tokenizer import Tokenizer
 
 MANIFEST = "manifest.json"
@@ -80,8 +80,6 @@ def read_manifest(data_dir: str | Path) -> dict[str, Any]:
 
 
 def check_tokenizer(manifest: dict[str, Any], tokenizer: Tokenizer, data_dir: str | Path) -> None:
-    from fireside.errors import TokenizerError
-
     if manifest["tokenizer"]["sha256"] != tokenizer_hash(tokenizer):
         raise TokenizerError(
             f"the data in {str(data_dir)!r} was tokenized with a different tokenizer "
