@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,16 @@ from fireside.train.losses import sequence_logprobs
 from fireside.train.metrics import read_metrics
 from fireside.train.sft import train_sft
 from tests.conftest import tiny_config
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    # Tiny models gain nothing from threads, and on a shared 2-core machine OpenMP threads of
+    # parallel test workers oversubscribe the cores and slow every step many times over.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def write_jsonl(path: Path, rows: list[Any]) -> Path:
@@ -142,6 +153,7 @@ def test_torchrun_two_processes_match_one(tmp_path: Path, base_model: Path, stag
     args += ["--batch-size", "4", "--lr", "1e-3", "--no-progress", "--device", "cpu"]
     assert main([*args, "--output", str(tmp_path / "one")]) == 0
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env["OMP_NUM_THREADS"] = "1"
     launch = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "fireside"]
     two = subprocess.run(
         [*launch, *args, "--output", str(tmp_path / "two")],

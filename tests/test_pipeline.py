@@ -15,10 +15,12 @@ import subprocess
 import sys
 import sysconfig
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from fireside.cli import main
 from fireside.eval.generate import greedy_generate
@@ -27,6 +29,16 @@ from fireside.train.chat_data import LengthReport, load_sft_file
 from fireside.train.metrics import read_metrics
 
 PRETRAIN_STEPS = 20
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    # Tiny models gain nothing from threads, and on a shared 2-core machine OpenMP threads of
+    # parallel test workers oversubscribe the cores and slow every step many times over.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def small_stdlib_files(n: int) -> list[Path]:
@@ -75,6 +87,7 @@ def test_raw_files_to_an_answering_model(tmp_path: Path) -> None:
     pretrain += ["--eval-tokens", "2048", "--sample-every", "0", "--save-every", "10"]
     pretrain += ["--no-progress", "--device", "cpu"]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env["OMP_NUM_THREADS"] = "1"  # as the in-process stages below (see one_thread)
     proc = subprocess.Popen(pretrain, env=env, stderr=subprocess.PIPE, text=True)
     first_checkpoint = base / "checkpoints" / "step-000010"
     deadline = time.monotonic() + 300
