@@ -12,6 +12,7 @@ import sys
 
 import torch
 from torch import Tensor, nn
+from tqdm import tqdm
 
 from fireside.errors import TrainingError
 from fireside.model.transformer import Transformer
@@ -52,10 +53,15 @@ def pair_logprobs(
 
 
 def reference_logprobs(
-    model: Transformer, datasets: list[list[TokenizedPair]], pad_id: int, batch_size: int
+    model: Transformer,
+    datasets: list[list[TokenizedPair]],
+    pad_id: int,
+    batch_size: int,
+    progress: bool = False,
 ) -> list[tuple[Tensor, Tensor]]:
     """(chosen, rejected) reference log-probs for every pair of every file."""
     out = []
+    bar = tqdm(total=sum(map(len, datasets)), desc="dpo reference", disable=not progress)
     with evaluating(model):
         for pairs in datasets:
             chosen, rejected = [], []
@@ -63,7 +69,9 @@ def reference_logprobs(
                 c, r = pair_logprobs(model, pairs[i : i + batch_size], pad_id, model.device)
                 chosen.append(c.cpu())
                 rejected.append(r.cpu())
+                bar.update(len(c))
             out.append((torch.cat(chosen), torch.cat(rejected)))
+    bar.close()
     return out
 
 
@@ -86,7 +94,9 @@ def _train(opts: FinetuneOptions, beta: float, dist: Dist) -> None:
     total = total_steps(opts, sampler)
     pad_id = tok.token_id(tok.special.get("pad_token") or "") or 0
     # Before any checkpoint is loaded, the model is the starting model: the reference.
-    reference = reference_logprobs(model, datasets, pad_id, opts.batch_size)
+    reference = reference_logprobs(
+        model, datasets, pad_id, opts.batch_size, progress=opts.progress and dist.is_main
+    )
 
     model.train()
     optimizers = build_optimizers(model, opts.lr, opts.weight_decay, muon=use_muon(opts, device))
