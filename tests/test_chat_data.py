@@ -15,6 +15,7 @@ from fireside.model import Tokenizer, Transformer
 from fireside.train.chat_data import (
     ChatDataError,
     LengthReport,
+    MixtureSampler,
     last_run,
     load_dpo_file,
     load_sft_file,
@@ -252,3 +253,14 @@ def test_losses_match_their_definitions(tokenizer: Tokenizer) -> None:
     assert stats.accuracy.item() == 0.5
     assert stats.chosen_rewards.tolist() == pytest.approx([0.5, 0.0])
     assert stats.rejected_rewards.tolist() == pytest.approx([-0.5, 0.5])
+
+
+def test_mixture_sampler_walks_epochs_as_a_pure_function_of_the_step() -> None:
+    sampler = MixtureSampler([3, 2], [1.0, 1.0], batch_size=2, seed=7)
+    assert sampler.epoch_len == 5 and sampler.steps_per_epoch() == 3
+    seen = [pick for step in range(5) for pick in sampler.batch(step)]
+    assert sorted(seen[:5]) == sorted(seen[5:10]) == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)]
+    fresh = MixtureSampler([3, 2], [1.0, 1.0], batch_size=2, seed=7)
+    assert fresh.batch(3) == sampler.batch(3)  # no state: step 3 first, same records
+    with pytest.raises(ChatDataError, match="mixture is empty"):
+        MixtureSampler([0], [1.0], batch_size=2, seed=0)

@@ -275,7 +275,9 @@ def mixture_order(
 class MixtureSampler:
     """The records of step `s`: a pure function of (step, seed), so resuming needs no state."""
 
-    def __init__(self, sizes: Sequence[int], weights: Sequence[float], batch_size: int, seed: int):
+    def __init__(
+        self, sizes: Sequence[int], weights: Sequence[float], batch_size: int, seed: int
+    ) -> None:
         self.sizes, self.weights = list(sizes), list(weights)
         self.batch_size, self.seed = batch_size, seed
         self.epoch_len = len(mixture_order(self.sizes, self.weights, 0, seed))
