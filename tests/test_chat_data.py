@@ -97,6 +97,16 @@ def test_padding_is_never_a_target(tokenizer: Tokenizer) -> None:
         ('{"messages": [{"role": "user", "content": "x"}]}', "no assistant turn"),
         ('{"messages": [{"role": "user"}, {"role": "assistant", "content": "y"}]}', "no content"),
         ('{"messages": [{"role": "assistant", "content": 5}]}', "must be a string"),
+        (
+            '{"messages": [{"role": "user", "content": "a"}, {"role": "system", "content": "b"},'
+            ' {"role": "assistant", "content": "c"}]}',
+            "a system message may only come first",
+        ),
+        (
+            '{"messages": [{"role": "user", "content": [{"type": "image_url"}]},'
+            ' {"role": "assistant", "content": "c"}]}',
+            "'image_url' is not supported",
+        ),
     ],
 )
 def test_malformed_sft_line_is_reported_with_file_and_line(
