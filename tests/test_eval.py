@@ -134,6 +134,32 @@ def test_run_humaneval_scores_what_the_model_writes(
     assert {p.task_id for p in result.problems if p.passed} == right_on
 
 
+def test_humaneval_chat_mode_takes_the_code_from_the_reply(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bundle = load_pretrained(tiny_model_dir)
+    bundle.model.config.max_position_embeddings = 4096
+    problems = humaneval.load_problems(3)
+    asked: list[str] = []
+
+    def fake_generate(
+        model: Transformer, tok: Tokenizer, ids: list[int], *a: object, **k: object
+    ) -> str:
+        asked.append(tok.decode(ids))
+        p = next(p for p in problems if p["prompt"] in asked[-1])
+        if p["task_id"] == "HumanEval/0":  # the whole function, fenced, with chatter around it
+            return f"Sure!\n```python\n{p['prompt']}{p['canonical_solution']}```\nDone."
+        if p["task_id"] == "HumanEval/1":  # only the body, unfenced
+            return p["canonical_solution"]
+        return "```python\ndef truncate_number(number):\n    return 0.0\n```"
+
+    monkeypatch.setattr(humaneval, "greedy_generate", fake_generate)
+    result = humaneval.run_humaneval(bundle, limit=3, limits=FAST, mode="chat")
+    assert [p.passed for p in result.problems] == [True, True, False]
+    assert asked[0].startswith("<|endoftext|><|user|>Complete the following Python function")
+    assert asked[0].endswith("<|end|><|assistant|>")
+
+
 def test_chat_answers_are_checked_strictly() -> None:
     add = ChatTask("arithmetic", "What is 7 + 5?", "12")
     assert is_correct(add, "12")

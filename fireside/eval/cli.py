@@ -19,6 +19,7 @@ def _eval(args: argparse.Namespace) -> int:
             bpb_tokens=args.bpb_tokens,
             humaneval_limit=args.humaneval_limit,
             humaneval_timeout_s=args.humaneval_timeout,
+            humaneval_mode=args.humaneval_mode,
             chat=not args.no_chat,
             device=resolve_device(args.device),
         )
@@ -40,6 +41,12 @@ def add_eval_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     ev.add_argument("--bpb-tokens", type=int, help="score at most this many held-out tokens")
     ev.add_argument(
         "--humaneval-limit", type=int, help="first N HumanEval problems (default all, 0 skips)"
+    )
+    ev.add_argument(
+        "--humaneval-mode",
+        choices=["completion", "chat"],
+        default="completion",
+        help="completion: continue the prompt (base models); chat: ask in a user turn",
     )
     ev.add_argument("--humaneval-timeout", type=float, default=10.0, help="seconds per program")
     ev.add_argument("--no-chat", action="store_true", help="skip the chat eval")

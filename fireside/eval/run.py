@@ -32,6 +32,7 @@ class EvalOptions:
     bpb_tokens: int | None = None  # cap on the tokens scored (whole documents)
     humaneval_limit: int | None = None  # None = all 164; 0 = skip
     humaneval_timeout_s: float = 10.0
+    humaneval_mode: str = "completion"  # or "chat", for chat-tuned models
     chat: bool = True
     device: str = "cpu"
 
@@ -59,6 +60,7 @@ def evaluate(opts: EvalOptions) -> tuple[EvalResults, Path]:
             bundle,
             limit=opts.humaneval_limit,
             limits=limits,
+            mode=opts.humaneval_mode,
             progress=lambda i, n: _say(f"HumanEval: generated {i}/{n}", end="\r"),
         )
         _say(f"\nHumanEval pass@1: {100 * results.humaneval.pass_at_1:.1f}%")
