@@ -96,6 +96,8 @@ class RequestOutput:
     prompt_logprobs: list[TokenLogprob | None] | None = None
     finished: bool = False  # every sample has finished
     num_cached_prompt_tokens: int = 0  # prefix-cache hits for this request
+    # time.monotonic() when the request was first scheduled (queue-time metric); None = unknown.
+    scheduled_at: float | None = None
 
 
 @dataclass
