@@ -21,6 +21,10 @@ class PromptTooLongError(FiresideError, ValueError):
     """Prompt (+ max_tokens) does not fit the model's context. Never silently truncated."""
 
 
+class InvalidRequestError(FiresideError, ValueError):
+    """Sampling parameters or prompt tokens the engine cannot honour (HTTP 400)."""
+
+
 class EngineOverloadedError(FiresideError):
     """The waiting queue is full; the caller should retry later (HTTP 429)."""
 
