@@ -16,12 +16,10 @@ def _serve(args: argparse.Namespace) -> int:
         k: v for k, v in vars(args).items() if k in Settings.model_fields and v is not None
     }
     settings = settings.model_copy(update=overrides)
-    print(
-        "fireside serve: the OpenAI-compatible server is not built yet (issue: API server). "
-        f"It will serve {settings.model or 'the bundled model'} on http://{settings.host}:{settings.port}.",
-        file=sys.stderr,
-    )
-    return 2
+    from fireside.api.server import serve
+
+    serve(settings)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:

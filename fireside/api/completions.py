@@ -15,6 +15,8 @@ from fireside.api.generation import (
     collect,
     generate,
     merge,
+    prime,
+    usage_of,
 )
 from fireside.api.logprobs import TokenText, completion_logprobs
 from fireside.api.metrics import Metrics
@@ -24,8 +26,6 @@ from fireside.api.schemas import (
     CompletionChoice,
     CompletionLogprobs,
     CompletionRequest,
-    PromptTokensDetails,
-    Usage,
 )
 from fireside.api.served import ServedModel
 from fireside.engine.types import RequestOutput, SamplingParams
@@ -91,6 +91,11 @@ class CompletionJob:
             for i, ids in enumerate(self.prompts)
         ]
 
+    async def stream(self) -> AsyncIterator[Completion]:
+        """Primes the engine first, so an up-front error is the HTTP status of the reply."""
+        streams = [await prime(s) for s in self._streams()]
+        return self._chunks(streams)
+
     def _logprobs(
         self, i: int, sample: SampleResult, prompt_result: PromptResult | None, start: int
     ) -> CompletionLogprobs | None:
@@ -126,15 +131,17 @@ class CompletionJob:
                         stop_reason=s.stop_reason,
                     )
                 )
-        usage = _usage(prompt_tokens, completion_tokens, cached)
+        usage = usage_of(prompt_tokens, completion_tokens, cached)
         return Completion(id=self.id, model=self.served.name, choices=choices, usage=usage)
 
-    async def stream(self) -> AsyncIterator[Completion]:
+    async def _chunks(
+        self, streams: list[AsyncIterator[RequestOutput]]
+    ) -> AsyncIterator[Completion]:
         n = self.req.n
         started: set[int] = set()
         prompt_tokens = completion_tokens = cached = 0
         offsets: dict[int, int] = {}
-        async for i, out in merge(self._streams()):
+        async for i, out in merge(streams):
             choices = []
             if i not in started:
                 started.add(i)
@@ -169,7 +176,7 @@ class CompletionJob:
                 yield Completion(id=self.id, model=self.served.name, choices=choices)
         options = self.req.stream_options
         if options is not None and options.include_usage:
-            usage = _usage(prompt_tokens, completion_tokens, cached)
+            usage = usage_of(prompt_tokens, completion_tokens, cached)
             yield Completion(id=self.id, model=self.served.name, choices=[], usage=usage)
 
 
@@ -177,12 +184,3 @@ def _finish(reason: str | None) -> Literal["stop", "length"] | None:
     if reason is None:
         return None
     return "length" if reason == "length" else "stop"
-
-
-def _usage(prompt: int, completion: int, cached: int) -> Usage:
-    return Usage(
-        prompt_tokens=prompt,
-        completion_tokens=completion,
-        total_tokens=prompt + completion,
-        prompt_tokens_details=PromptTokensDetails(cached_tokens=cached),
-    )

@@ -12,6 +12,7 @@ from fastapi import Request
 
 from fireside.api.errors import APIError, from_engine_error
 from fireside.api.metrics import Metrics
+from fireside.api.schemas import PromptTokensDetails, Usage
 from fireside.api.served import ServedModel
 from fireside.engine.types import (
     FinishReason,
@@ -178,3 +179,38 @@ async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
         await task
     # Nobody reads this answer; 499 is nginx's "client closed request".
     raise APIError("the client closed the connection", 499, type="client_disconnected")
+
+
+async def prime(stream: AsyncIterator[T]) -> AsyncIterator[T]:
+    """Waits for the first item, so errors the engine raises up front (queue full, prompt
+    too long) become the HTTP status instead of an event in a stream already begun."""
+    try:
+        first = await anext(stream)
+    except StopAsyncIteration:
+        return _empty()
+    return _chain(first, stream)
+
+
+async def _empty() -> AsyncIterator[T]:
+    return
+    yield
+
+
+async def _chain(first: T, rest: AsyncIterator[T]) -> AsyncIterator[T]:
+    try:
+        yield first
+        async for item in rest:
+            yield item
+    finally:
+        aclose = getattr(rest, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+def usage_of(prompt: int, completion: int, cached: int) -> Usage:
+    return Usage(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=prompt + completion,
+        prompt_tokens_details=PromptTokensDetails(cached_tokens=cached),
+    )

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from fireside.api.logprobs import TokenText
 from fireside.engine.types import EngineClient
 from fireside.model.tokenizer import Tokenizer
 
@@ -27,6 +28,9 @@ class ServedModel:
     close: Callable[[], Awaitable[None]] | None = None
     _grammar_tokenizer: LLTokenizer | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        self.token_text = TokenText(self.tokenizer)
 
     @property
     def context_length(self) -> int:

@@ -1,0 +1,76 @@
+"""Constrained decoding with llguidance: JSON schemas and Lark grammars as `TokenConstraint`s.
+
+The grammar is compiled and checked once per request (a bad schema is a 400 before any
+token is spent); each sample then gets its own matcher, which walks the grammar one token at
+a time and hands the engine the mask of tokens that keep the output valid.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import llguidance
+import numpy as np
+import torch
+from torch import Tensor
+
+from fireside.api.errors import bad_request
+from fireside.engine.types import TokenConstraint
+
+
+class GrammarConstraint:
+    """One sample's walk through a grammar; satisfies the engine's `TokenConstraint`."""
+
+    def __init__(self, tokenizer: llguidance.LLTokenizer, grammar: str) -> None:
+        self.matcher = llguidance.LLMatcher(tokenizer, grammar, log_level=0)
+        self.eos = tokenizer.eos_token
+
+    def allowed(self, vocab_size: int) -> Tensor | None:
+        if self.matcher.is_error():
+            # Cannot happen while the engine honours the mask; end the sample cleanly if it does.
+            mask = torch.zeros(vocab_size, dtype=torch.bool)
+            mask[self.eos] = True
+            return mask
+        words = np.frombuffer(self.matcher.compute_bitmask(), dtype=np.uint8)
+        bits = np.unpackbits(words, bitorder="little")[:vocab_size]
+        mask = torch.zeros(vocab_size, dtype=torch.bool)
+        mask[: len(bits)] = torch.from_numpy(bits.astype(np.bool_))
+        return mask
+
+    def accept(self, token_id: int) -> None:
+        self.matcher.consume_token(token_id)
+
+    def is_finished(self) -> bool:
+        return bool(self.matcher.is_stopped())
+
+
+def json_schema_grammar(schema: dict[str, Any] | None) -> str:
+    """`response_format` json_object (schema None: any JSON object) or json_schema."""
+    # Compact separators keep outputs short and stop a model from padding with whitespace.
+    options = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+    schema = {"type": "object"} if schema is None else schema
+    try:
+        return str(llguidance.LLMatcher.grammar_from_json_schema(schema, overrides=options))  # type: ignore[arg-type]
+    except ValueError as e:
+        raise bad_request(f"the JSON schema is not valid: {e}", "response_format") from None
+
+
+def lark_grammar(source: str) -> str:
+    return str(llguidance.LLMatcher.grammar_from_lark(source))
+
+
+def constraint_factory(
+    tokenizer: llguidance.LLTokenizer, grammar: str, param: str
+) -> Callable[[], TokenConstraint]:
+    """Checks the grammar now, so a bad one is the client's 400, not a failed generation."""
+    error = llguidance.LLMatcher.validate_grammar(grammar, tokenizer)
+    if error and not error.startswith("WARNING"):
+        raise bad_request(f"the grammar for {param} does not compile: {error}", param)
+    return lambda: GrammarConstraint(tokenizer, grammar)
+
+
+def schema_lark(schema: dict[str, Any]) -> str:
+    """A JSON schema as an inline Lark rule body, for embedding in a larger grammar."""
+    return f"%json {json.dumps(schema)}"
