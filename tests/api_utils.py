@@ -11,10 +11,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import torch
 import uvicorn
 
 from fireside.api.server import build_app
+from fireside.model import Tokenizer, Transformer, save_pretrained
 from fireside.settings import Settings
+from tests.conftest import tiny_config
+
+
+def make_model_dir(tokenizer: Tokenizer, path: Path, context: int = 1024) -> Path:
+    """A tiny random Llama with room for tool schemas in its prompt (the tokenizer is tiny too)."""
+    torch.manual_seed(0)
+    model = Transformer(tiny_config(tokenizer.vocab_size, max_position_embeddings=context))
+    model.init_weights(std=0.5)
+    save_pretrained(model, tokenizer, path)
+    return path
 
 
 @dataclass
