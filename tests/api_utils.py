@@ -13,8 +13,10 @@ from pathlib import Path
 import httpx
 import torch
 import uvicorn
+from fastapi import FastAPI
 
 from fireside.api.server import build_app
+from fireside.engine import EngineConfig
 from fireside.model import Tokenizer, Transformer, save_pretrained
 from fireside.settings import Settings
 from tests.conftest import tiny_config
@@ -42,10 +44,19 @@ class RunningServer:
 
 @contextmanager
 def run_server(
-    model_dir: Path, name: str = "tiny", api_key: str | None = None, wait_ready: bool = True
+    model_dir: Path,
+    name: str = "tiny",
+    api_key: str | None = None,
+    engine_config: EngineConfig | None = None,
 ) -> Iterator[RunningServer]:
     settings = Settings(model=str(model_dir), served_model_name=name, api_key=api_key)
-    app = build_app(settings)
+    with run_app(build_app(settings, engine_config)) as url:
+        yield RunningServer(url, name, api_key)
+
+
+@contextmanager
+def run_app(app: FastAPI, wait_ready: bool = True) -> Iterator[str]:
+    """Serves `app` on a free port in a thread; yields its base URL (http://127.0.0.1:PORT)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))  # the OS picks a free port; no race with other workers
@@ -66,7 +77,7 @@ def run_server(
             if time.monotonic() > deadline:
                 raise RuntimeError("the test server's model did not load")
             time.sleep(0.05)
-        yield RunningServer(url, name, api_key)
+        yield url
     finally:
         server.should_exit = True
         thread.join(timeout=30)

@@ -28,11 +28,6 @@ def client(server: RunningServer) -> openai.OpenAI:
     return openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0)
 
 
-@pytest.fixture
-def aclient(server: RunningServer) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=server.base_url, api_key="unused", max_retries=0)
-
-
 def tokenize(server: RunningServer, text: str) -> list[int]:
     r = httpx.post(f"{server.url}/tokenize", json={"prompt": text})
     r.raise_for_status()
@@ -451,7 +446,7 @@ def test_oversized_body_is_413(server: RunningServer) -> None:
 
 
 def test_concurrent_streams_match_the_non_streamed_answer(
-    client: openai.OpenAI, aclient: openai.AsyncOpenAI
+    client: openai.OpenAI, server: RunningServer
 ) -> None:
     prompts = [f"def f{i}(x):" for i in range(6)]
     expected = [
@@ -461,14 +456,15 @@ def test_concurrent_streams_match_the_non_streamed_answer(
         for p in prompts
     ]
 
-    async def one(prompt: str) -> str:
+    async def one(aclient: openai.AsyncOpenAI, prompt: str) -> str:
         stream = await aclient.completions.create(
             model="tiny", prompt=prompt, max_tokens=20, temperature=0, stream=True
         )
         return "".join([c.choices[0].text async for c in stream])
 
     async def main() -> list[str]:
-        return list(await asyncio.gather(*(one(p) for p in prompts * 2)))
+        async with openai.AsyncOpenAI(base_url=server.base_url, api_key="x", max_retries=0) as c:
+            return list(await asyncio.gather(*(one(c, p) for p in prompts * 2)))
 
     assert asyncio.run(main()) == expected * 2
 

@@ -58,7 +58,7 @@ async def generate(
             if finished:
                 break
     finally:
-        tracker.finish()
+        tracker.finish(aborted=not finished)
         aclose = getattr(stream, "aclose", None)
         if aclose is not None:
             with contextlib.suppress(Exception):

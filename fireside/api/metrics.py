@@ -127,5 +127,8 @@ class RequestTracker:
             if s.finish_reason is not None:
                 self.m.success.labels(label, s.finish_reason).inc()
 
-    def finish(self) -> None:
+    def finish(self, aborted: bool) -> None:
+        """`aborted`: the client left before the end (vLLM counts these as "abort" too)."""
         self.m.e2e.labels(self.m.model).observe(time.monotonic() - self.arrival)
+        if aborted:
+            self.m.success.labels(self.m.model, "abort").inc()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
@@ -11,6 +12,9 @@ from fireside.api.app import create_app
 from fireside.api.served import ServedModel
 from fireside.errors import CheckpointError
 from fireside.settings import Settings
+
+if TYPE_CHECKING:
+    from fireside.engine import EngineConfig
 
 
 def default_model_dir() -> Path:
@@ -39,29 +43,39 @@ def _device(setting: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def build_app(settings: Settings) -> FastAPI:
+async def load_served(
+    model_dir: Path,
+    name: str,
+    device: str = "auto",
+    engine_config: EngineConfig | None = None,
+) -> ServedModel:
+    """Weights, tokenizer and a started engine for one model directory."""
+    from fireside.engine import Engine
+    from fireside.model import load_pretrained
+
+    pre = await asyncio.to_thread(load_pretrained, model_dir, _device(device))
+    engine = Engine.from_pretrained(pre, engine_config)
+    await engine.start()
+    return ServedModel(
+        engine=engine,
+        tokenizer=pre.tokenizer,
+        name=name,
+        eos_token_ids=pre.stop_token_ids,
+        vocab_size=pre.model.config.vocab_size,
+        root=str(model_dir),
+        close=engine.shutdown,
+    )
+
+
+def build_app(settings: Settings, engine_config: EngineConfig | None = None) -> FastAPI:
     """The app for these settings; the model loads once the server is listening."""
     model_dir = resolve_model_dir(settings)
     name = settings.served_model_name or model_dir.name
-
-    async def load() -> ServedModel:
-        from fireside.engine import Engine
-        from fireside.model import load_pretrained
-
-        pre = await asyncio.to_thread(load_pretrained, model_dir, _device(settings.device))
-        engine = Engine.from_pretrained(pre)
-        await engine.start()
-        return ServedModel(
-            engine=engine,
-            tokenizer=pre.tokenizer,
-            name=name,
-            eos_token_ids=pre.stop_token_ids,
-            vocab_size=pre.model.config.vocab_size,
-            root=str(model_dir),
-            close=engine.shutdown,
-        )
-
-    return create_app(name, load, api_key=settings.api_key)
+    return create_app(
+        name,
+        lambda: load_served(model_dir, name, settings.device, engine_config),
+        api_key=settings.api_key,
+    )
 
 
 def serve(settings: Settings) -> None:

@@ -1,0 +1,166 @@
+"""Server life: loading and death (503), API keys (401), a full queue (429), and clients that
+give up (a cancellation storm leaves the engine idle and serving)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from fireside.api.app import create_app
+from fireside.api.served import ServedModel
+from fireside.api.server import default_model_dir, load_served
+from fireside.engine import EngineConfig
+from fireside.errors import CheckpointError
+from tests.api_utils import run_app, run_server
+
+MESSAGES = [{"role": "user", "content": "hello"}]
+
+
+def test_health_is_503_while_loading_and_after_engine_death(api_model_dir: Path) -> None:
+    gate = threading.Event()
+    loaded: list[ServedModel] = []
+
+    async def load() -> ServedModel:
+        await asyncio.to_thread(gate.wait, 30)
+        served = await load_served(api_model_dir, "tiny")
+        loaded.append(served)
+        return served
+
+    with run_app(create_app("tiny", load), wait_ready=False) as url:
+        r = httpx.get(f"{url}/health")
+        assert r.status_code == 503
+        assert "loading" in r.json()["error"]["message"]
+        r = httpx.post(f"{url}/v1/completions", json={"model": "tiny", "prompt": "x"})
+        assert r.status_code == 503
+        gate.set()
+        for _ in range(600):
+            if httpx.get(f"{url}/health").status_code == 200:
+                break
+            threading.Event().wait(0.05)
+        assert httpx.get(f"{url}/health").json() == {"status": "ok"}
+        r = httpx.post(
+            f"{url}/v1/completions", json={"model": "tiny", "prompt": "x", "max_tokens": 2}
+        )
+        assert r.status_code == 200
+        asyncio.run(loaded[0].engine.shutdown())  # type: ignore[attr-defined]
+        assert httpx.get(f"{url}/health").status_code == 503
+        r = httpx.post(f"{url}/v1/completions", json={"model": "tiny", "prompt": "x"})
+        assert r.status_code == 503 and r.json()["error"]["type"] == "service_unavailable"
+
+
+def test_failed_load_is_reported_by_health(tmp_path: Path) -> None:
+    async def load() -> ServedModel:
+        raise CheckpointError("config.json is broken")
+
+    with run_app(create_app("tiny", load), wait_ready=False) as url:
+        for _ in range(100):
+            r = httpx.get(f"{url}/health")
+            if "broken" in r.text:
+                break
+            threading.Event().wait(0.02)
+        assert r.status_code == 503 and "config.json is broken" in r.json()["error"]["message"]
+
+
+def test_api_key(api_model_dir: Path) -> None:
+    with run_server(api_model_dir, api_key="sk-right") as s:
+        good = openai.OpenAI(base_url=s.base_url, api_key="sk-right", max_retries=0)
+        assert good.models.list().data[0].id == "tiny"
+        bad = openai.OpenAI(base_url=s.base_url, api_key="sk-wrong", max_retries=0)
+        with pytest.raises(openai.AuthenticationError):
+            bad.chat.completions.create(model="tiny", messages=MESSAGES)  # type: ignore[arg-type]
+        # A missing key is a 401 even when the body is malformed too.
+        r = httpx.post(f"{s.base_url}/chat/completions", content=b"{oops")
+        assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
+        assert httpx.get(f"{s.url}/health").status_code == 200  # probes need no key
+
+
+def test_full_queue_is_429(api_model_dir: Path) -> None:
+    # One running and one waiting request fill this engine; a third is refused, not queued.
+    config = EngineConfig(max_num_seqs=1, max_waiting=1)
+    with run_server(api_model_dir, engine_config=config) as s:
+
+        async def one(client: openai.AsyncOpenAI) -> str:
+            try:
+                await client.completions.create(
+                    model="tiny", prompt="def", max_tokens=300, extra_body={"ignore_eos": True}
+                )
+            except openai.RateLimitError:
+                return "429"
+            return "ok"
+
+        async def main() -> list[str]:
+            async with openai.AsyncOpenAI(base_url=s.base_url, api_key="x", max_retries=0) as c:
+                return list(await asyncio.gather(*(one(c) for _ in range(4))))
+
+        results = asyncio.run(main())
+        assert results.count("429") >= 1 and results.count("ok") >= 2
+
+
+def metric(url: str, name: str, labels: str = "") -> float:
+    """The sum over a metric's label sets (those containing `labels`)."""
+    lines = [
+        line
+        for line in httpx.get(f"{url}/metrics").text.splitlines()
+        if line.startswith(name + "{") and labels in line
+    ]
+    assert lines, f"{name} not exported"
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines)
+
+
+def test_cancellation_storm_leaves_engine_idle(api_model_dir: Path) -> None:
+    with run_server(api_model_dir) as s:
+
+        async def one(impatient: openai.AsyncOpenAI, i: int) -> str:
+            kwargs = dict(model="tiny", max_tokens=400, extra_body={"ignore_eos": True})
+            try:
+                if i % 2:
+                    stream = await impatient.chat.completions.create(
+                        messages=MESSAGES,
+                        stream=True,
+                        **kwargs,  # type: ignore[arg-type]
+                    )
+                    async for _ in stream:
+                        pass
+                else:
+                    await impatient.completions.create(prompt=f"def f{i}():", **kwargs)  # type: ignore[arg-type]
+            except openai.APITimeoutError:
+                return "timeout"
+            return "done"
+
+        async def storm() -> list[str]:
+            async with openai.AsyncOpenAI(
+                base_url=s.base_url, api_key="x", max_retries=0, timeout=0.5
+            ) as impatient:
+                return list(await asyncio.gather(*(one(impatient, i) for i in range(200))))
+
+        results = asyncio.run(storm())
+        assert results.count("timeout") > 150
+        # A normal request is answered within 5 s of the storm.
+        patient = openai.OpenAI(base_url=s.base_url, api_key="x", max_retries=0, timeout=5)
+        r = patient.completions.create(model="tiny", prompt="import os", max_tokens=4)
+        assert r.usage is not None and r.usage.completion_tokens >= 1
+        for _ in range(200):
+            if metric(s.url, "fireside:num_requests_running") == 0 and (
+                metric(s.url, "fireside:num_requests_waiting") == 0
+            ):
+                break
+            threading.Event().wait(0.05)
+        assert metric(s.url, "fireside:num_requests_running") == 0
+        assert metric(s.url, "fireside:num_requests_waiting") == 0
+        assert metric(s.url, "fireside:kv_cache_usage_perc") == 0.0
+        # Requests the server never read before their client left are no engine requests.
+        assert metric(s.url, "fireside:request_success_total", '"abort"') >= 1
+
+
+def test_default_model_dir_is_a_clear_error_when_missing() -> None:
+    try:
+        path = default_model_dir()
+    except CheckpointError as e:
+        assert "--model" in str(e)
+    else:
+        assert (path / "config.json").is_file()
