@@ -90,7 +90,7 @@ def test_lm_eval_local_completions(
                 "num_concurrent=1,max_retries=1,tokenized_requests=True"
             ),
             tasks=["fireside_mc", "fireside_gen"],
-            task_manager=TaskManager(include_path=str(tmp_path)),
+            task_manager=TaskManager(include_path=str(tmp_path), include_defaults=False),
             log_samples=True,
             random_seed=0,
         )
