@@ -17,7 +17,6 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fireside.engine.types import EngineDeadError, EngineOverloadedError, PromptTooLongError
-from fireside.errors import FiresideError
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +72,10 @@ def from_engine_error(e: Exception) -> APIError:
         return APIError(str(e) or "the server is busy; retry later", 429, type="rate_limit_error")
     if isinstance(e, EngineDeadError):
         return not_ready(str(e) or "the inference engine stopped")
-    if isinstance(e, FiresideError) and isinstance(e, ValueError):
+    if isinstance(e, ValueError):  # InvalidRequestError and other refusals of the request
         return bad_request(str(e))
-    raise e
+    log.error("unexpected engine error: %r", e)
+    return APIError("the engine failed; see the server log", 500, type="internal_error")
 
 
 def error_response(error: APIError) -> JSONResponse:

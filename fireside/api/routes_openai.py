@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -43,7 +44,8 @@ _STREAM_DOC: dict[int | str, dict[str, Any]] = {
 async def chat_completions(
     body: ChatCompletionRequest, request: Request, served: Served, state: State
 ) -> Any:
-    job = ChatJob(body, served, state.metrics, served.token_text)
+    # Rendering and grammar compiling take a while on big vocabularies: off the event loop.
+    job = await asyncio.to_thread(ChatJob, body, served, state.metrics, served.token_text)
     if body.stream:
         chunks = await cancel_on_disconnect(request, job.stream())
         return StreamingResponse(
@@ -56,7 +58,7 @@ async def chat_completions(
 async def completions(
     body: CompletionRequest, request: Request, served: Served, state: State
 ) -> Any:
-    job = CompletionJob(body, served, state.metrics, served.token_text)
+    job = await asyncio.to_thread(CompletionJob, body, served, state.metrics, served.token_text)
     if body.stream:
         chunks = await cancel_on_disconnect(request, job.stream())
         return StreamingResponse(
