@@ -106,6 +106,9 @@ class Engine:
         self._wake.set()
         if thread is not None:
             await asyncio.to_thread(thread.join)
+        # A stopped engine may be started again (tests, or a server reloading).
+        self._thread = None
+        self._stopping = False
 
     async def __aenter__(self) -> Engine:
         await self.start()

@@ -157,14 +157,17 @@ class PagedKV:
     """The model's `KVCache` for one forward over a batch `[B, T]`.
 
     slots: `[B*T]` flat slot index (block * block_size + offset) for every new token; padding
-    tokens write to a scratch slot no sequence reads. block_tables: `[B, max_blocks]`.
-    mask: `[B, 1, T, max_blocks * block_size]`, True where a query may attend.
+    tokens write to the scratch block. block_tables: `[B, max_blocks]`. mask: `[B, 1, T, S]`,
+    True where a query may attend, or None for plain causal attention over all S keys.
+    span: for a single sequence whose blocks are consecutive ids, (first block, tokens): its
+    history is then a view of the pool and needs no gather.
     """
 
     pool: KVBlockPool
     slots: Tensor
     block_tables: Tensor
-    mask: Tensor
+    mask: Tensor | None
+    span: tuple[int, int] | None = None
 
     def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
         B, H, T, D = k.shape
@@ -173,6 +176,12 @@ class PagedKV:
         flat_v = values.view(-1, H, D)
         flat_k.index_copy_(0, self.slots, k.transpose(1, 2).reshape(B * T, H, D))
         flat_v.index_copy_(0, self.slots, v.transpose(1, 2).reshape(B * T, H, D))
+        if self.span is not None:
+            first, length = self.span
+            start = first * self.pool.block_size
+            k_all = flat_k[start : start + length].unsqueeze(0).transpose(1, 2)
+            v_all = flat_v[start : start + length].unsqueeze(0).transpose(1, 2)
+            return k_all, v_all, self.mask
         table = self.block_tables.view(-1)
         S = self.block_tables.shape[1] * self.pool.block_size
         # Token-major blocks make the gathered history [B, S, H, D]; attention reads it
@@ -213,10 +222,24 @@ def build_batch_cache(
         mask &= keys > q_pos - sliding_window
     # A padding query attends to key 0 only: a fully masked row would produce NaN.
     mask = torch.where(valid[:, :, None], mask, keys == 0)
+    span = None
+    attn_mask: Tensor | None = mask[:, None]
+    only = block_tables[0] if B == 1 else []
+    if B == 1 and list(only) == list(range(only[0], only[0] + len(only))):
+        # One sequence in consecutive blocks (the common single-stream case): attend over a
+        # view of exactly its tokens. With no offset or window, that is plain causal attention.
+        total = starts[0] + lengths[0]
+        span = (only[0], total)
+        attn_mask = (
+            None
+            if sliding_window is None and (T == 1 or starts[0] == 0)
+            else (mask[:, None, :, :total])
+        )
     cache = PagedKV(
         pool=pool,
         slots=slots.view(-1).to(device),
         block_tables=table.to(device),
-        mask=mask[:, None].to(device),
+        mask=None if attn_mask is None else attn_mask.to(device),
+        span=span,
     )
     return cache, positions.clamp(min=0).to(device)
