@@ -4,6 +4,9 @@ give up (a cancellation storm leaves the engine idle and serving)."""
 from __future__ import annotations
 
 import asyncio
+import socket
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -164,3 +167,46 @@ def test_default_model_dir_is_a_clear_error_when_missing() -> None:
         assert "--model" in str(e)
     else:
         assert (path / "config.json").is_file()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_fireside_serve_command(api_model_dir: Path, tmp_path: Path) -> None:
+    port = free_port()
+    cmd = [sys.executable, "-m", "fireside.cli", "serve", "--model", str(api_model_dir)]
+    cmd += ["--served-model-name", "cli-model", "--port", str(port), "--api-key", "sk-cli"]
+    log = (tmp_path / "serve.log").open("w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        client = openai.OpenAI(
+            base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-cli", max_retries=0
+        )
+        for _ in range(600):
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()
+            threading.Event().wait(0.1)
+        r = client.chat.completions.create(model="cli-model", messages=MESSAGES, max_tokens=3)  # type: ignore[arg-type]
+        assert r.model == "cli-model" and r.usage is not None and r.usage.completion_tokens >= 1
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+def test_fireside_serve_without_a_model_dir_fails_clearly(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "fireside.cli", "serve", "--model", str(tmp_path / "missing")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2
+    assert "no config.json" in out.stderr
