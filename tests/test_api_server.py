@@ -50,7 +50,8 @@ def test_health_is_503_while_loading_and_after_engine_death(api_model_dir: Path)
             f"{url}/v1/completions", json={"model": "tiny", "prompt": "x", "max_tokens": 2}
         )
         assert r.status_code == 200
-        asyncio.run(loaded[0].engine.shutdown())  # type: ignore[attr-defined]
+        # The engine loop only dies of a bug, which no request can trigger: say it died.
+        loaded[0].engine.is_healthy = lambda: False  # type: ignore[method-assign]
         assert httpx.get(f"{url}/health").status_code == 503
         r = httpx.post(f"{url}/v1/completions", json={"model": "tiny", "prompt": "x"})
         assert r.status_code == 503 and r.json()["error"]["type"] == "service_unavailable"
