@@ -528,3 +528,32 @@ def test_metrics_count_requests_and_tokens(client: openai.OpenAI, server: Runnin
         "fireside:request_queue_time_seconds",
     ):
         assert name in text, name
+
+
+def test_streamed_n_samples_match_non_streamed_with_seed(client: openai.OpenAI) -> None:
+    kwargs = dict(model="tiny", messages=MESSAGES, max_tokens=10, n=3, seed=11, temperature=0.9)
+    whole = client.chat.completions.create(**kwargs)  # type: ignore[call-overload]
+    chunks = list(client.chat.completions.create(stream=True, **kwargs))  # type: ignore[call-overload]
+    roles = [c.choices[0].index for c in chunks if c.choices and c.choices[0].delta.role]
+    assert sorted(roles) == [0, 1, 2]
+    for choice in whole.choices:
+        mine = [c.choices[0] for c in chunks if c.choices and c.choices[0].index == choice.index]
+        assert "".join(m.delta.content or "" for m in mine) == choice.message.content
+        assert [m.finish_reason for m in mine if m.finish_reason] == [choice.finish_reason]
+
+
+def test_streamed_echo_logprobs_match_non_streamed(client: openai.OpenAI) -> None:
+    kwargs = dict(
+        model="tiny", prompt="x = [1, 2]", max_tokens=5, temperature=0, logprobs=1, echo=True
+    )
+    whole = client.completions.create(**kwargs)  # type: ignore[call-overload]
+    chunks = list(client.completions.create(stream=True, **kwargs))  # type: ignore[call-overload]
+    assert "".join(c.choices[0].text for c in chunks) == whole.choices[0].text
+    tokens = [t for c in chunks if c.choices[0].logprobs for t in c.choices[0].logprobs.tokens]
+    lps = [x for c in chunks if c.choices[0].logprobs for x in c.choices[0].logprobs.token_logprobs]
+    assert tokens == whole.choices[0].logprobs.tokens
+    assert lps == whole.choices[0].logprobs.token_logprobs
+    offsets = [
+        x for c in chunks if c.choices[0].logprobs for x in c.choices[0].logprobs.text_offset
+    ]
+    assert offsets == whole.choices[0].logprobs.text_offset

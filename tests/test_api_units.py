@@ -155,3 +155,18 @@ def test_sse_framing_and_error_event() -> None:
     assert out[-1] == DONE
     assert json.loads(out[0][len("data: ") :])["error"]["message"] == "boom"
     assert sse_event({"a": 1}) == 'data: {"a":1}\n\n'
+
+
+def test_hermes_tool_grammar_compiles_and_walks(tokenizer: Tokenizer) -> None:
+    tools = [Tool.model_validate({"type": "function", "function": {"name": "f"}})]
+    grammar = tool_call_grammar(tools, "required", HERMES, parallel=False)
+    c = constraint_factory(
+        grammar_tokenizer(tokenizer, tokenizer.vocab_size), grammar, "tool_choice"
+    )()
+    walk(
+        c,
+        tokenizer,
+        '<tool_call>\n{"name": "f", "arguments": {}}\n</tool_call>',
+        tokenizer.vocab_size,
+    )  # type: ignore[arg-type]
+    assert c.is_finished()

@@ -170,12 +170,10 @@ class ChatJob:
         self, outputs: AsyncIterator[RequestOutput]
     ) -> AsyncIterator[ChatCompletionChunk]:
         n = self.req.n
-        yield self._chunk(
-            [
-                ChatChunkChoice(index=i, delta=ChatDelta(role="assistant", content=""))
-                for i in range(n)
-            ]
-        )
+        # One choice per chunk, as OpenAI streams n > 1 (clients read choices[0]).
+        for i in range(n):
+            role = ChatDelta(role="assistant", content="")
+            yield self._chunk([ChatChunkChoice(index=i, delta=role)])
         parsers = [ToolCallStreamParser(self.fmt) for _ in range(n)] if self.tools else None
         called = [0] * n
         prompt_tokens = generated = cached = 0
@@ -220,8 +218,8 @@ class ChatJob:
                         stop_reason=d.stop_reason,
                     )
                 )
-            if choices:
-                yield self._chunk(choices)
+            for choice in choices:
+                yield self._chunk([choice])
         options = self.req.stream_options
         if options is not None and options.include_usage:
             yield self._chunk([], usage_of(prompt_tokens, generated, cached))

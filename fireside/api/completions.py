@@ -172,8 +172,8 @@ class CompletionJob:
                             stop_reason=d.stop_reason,
                         )
                     )
-            if choices:
-                yield Completion(id=self.id, model=self.served.name, choices=choices)
+            for choice in choices:  # one per chunk, as OpenAI streams n > 1
+                yield Completion(id=self.id, model=self.served.name, choices=[choice])
         options = self.req.stream_options
         if options is not None and options.include_usage:
             usage = usage_of(prompt_tokens, completion_tokens, cached)
