@@ -486,6 +486,8 @@ def test_metrics_count_requests_and_tokens(client: openai.OpenAI, server: Runnin
             "fireside:generation_tokens_total",
             "fireside:time_to_first_token_seconds_count",
             "fireside:e2e_request_latency_seconds_count",
+            "fireside:request_queue_time_seconds_count",
+            "fireside:inter_token_latency_seconds_count",
         )
     }
     length_before = metric(server, "fireside:request_success_total", 'finished_reason="length"')

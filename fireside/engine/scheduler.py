@@ -16,6 +16,7 @@ The scheduler is single-threaded: `Engine` owns it on its loop thread.
 from __future__ import annotations
 
 import math
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -82,6 +83,7 @@ class Request:
     num_cached: int = 0
     prompt_logprobs: list[TokenLogprob | None] | None = None
     sent_first: bool = False
+    scheduled_at: float | None = None  # time.monotonic() when admitted (queue-time metric)
 
     @property
     def finished(self) -> bool:
@@ -195,6 +197,7 @@ class Scheduler:
             if need + revived > self.pool.num_free - self.reserved:
                 return
             self.waiting.popleft()
+            req.scheduled_at = time.monotonic()
             if use_cache:
                 self.pool.prefix_queries += len(req.prompt_ids)
                 self.pool.prefix_hits += len(matched) * self.pool.block_size
@@ -477,6 +480,7 @@ class Scheduler:
             prompt_logprobs=None if req.sent_first else req.prompt_logprobs,
             finished=all(s.finished for s in req.samples) and req.prefilled,
             num_cached_prompt_tokens=req.num_cached,
+            scheduled_at=req.scheduled_at,
         )
         req.sent_first = True
         return out
