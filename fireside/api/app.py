@@ -20,6 +20,7 @@ from fireside.api.errors import ErrorResponse, install_error_handlers, not_ready
 from fireside.api.metrics import Metrics
 from fireside.api.middleware import GuardMiddleware
 from fireside.api.served import ServedModel
+from fireside.engine.types import EngineStats
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ class AppState:
     def __post_init__(self) -> None:
         self.metrics = Metrics(self.model_name, self._stats)
 
-    def _stats(self) -> Any:
+    def _stats(self) -> EngineStats | None:
         return self.served.engine.stats() if self.served is not None else None
 
     def ready(self) -> ServedModel:

@@ -28,7 +28,7 @@ from fireside.api.schemas import (
     CompletionRequest,
 )
 from fireside.api.served import ServedModel
-from fireside.engine.types import RequestOutput, SamplingParams
+from fireside.engine.types import RequestOutput, SamplingParams, TokenLogprob
 
 DEFAULT_MAX_TOKENS = 16  # OpenAI's default for completions
 
@@ -103,7 +103,7 @@ class CompletionJob:
         if k is None:
             return None
         ids: list[int] = []
-        entries: list = []
+        entries: list[TokenLogprob | None] = []
         if self.req.echo and prompt_result is not None:
             ids += prompt_result.prompt_ids
             entries += prompt_result.prompt_logprobs or [None] * len(prompt_result.prompt_ids)

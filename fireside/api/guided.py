@@ -7,7 +7,6 @@ a time and hands the engine the mask of tokens that keep the output valid.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -69,8 +68,3 @@ def constraint_factory(
     if error and not error.startswith("WARNING"):
         raise bad_request(f"the grammar for {param} does not compile: {error}", param)
     return lambda: GrammarConstraint(tokenizer, grammar)
-
-
-def schema_lark(schema: dict[str, Any]) -> str:
-    """A JSON schema as an inline Lark rule body, for embedding in a larger grammar."""
-    return f"%json {json.dumps(schema)}"
