@@ -394,6 +394,8 @@ def test_tool_history_renders(client: openai.OpenAI) -> None:
         ({"stop": [f"s{i}" for i in range(17)]}, "stop"),
         ({"top_logprobs": 3}, "top_logprobs"),
         ({"max_tokens": 10_000}, "max_tokens"),
+        ({"seed": 2**70}, "seed"),
+        ({"logit_bias": {"99999": 1}}, "logit_bias"),
     ],
 )
 def test_invalid_values_are_400(
@@ -406,6 +408,21 @@ def test_invalid_values_are_400(
     assert set(error) == {"message", "type", "param", "code"}
     assert error["type"] == "invalid_request_error"
     assert error["param"].startswith(param)
+
+
+def test_content_parts(client: openai.OpenAI) -> None:
+    parts = [
+        {"type": "text", "text": "Write a function "},
+        {"type": "text", "text": "that parses JSON."},
+    ]
+    kwargs = dict(model="tiny", max_tokens=6, temperature=0)
+    joined = client.chat.completions.create(messages=MESSAGES, **kwargs)  # type: ignore[call-overload]
+    split = client.chat.completions.create(messages=[{"role": "user", "content": parts}], **kwargs)  # type: ignore[call-overload]
+    assert split.choices[0].message.content == joined.choices[0].message.content
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(messages=[{"role": "user", "content": [image]}], **kwargs)  # type: ignore[call-overload]
+    assert "image_url" in str(e.value)  # refused, not silently dropped
 
 
 def test_prompt_over_context_is_400_not_truncated(client: openai.OpenAI) -> None:

@@ -52,8 +52,6 @@ def template_messages(messages: list[ChatMessageIn]) -> list[dict[str, Any]]:
         d = m.model_dump(exclude_none=True)
         if d["role"] == "developer":  # OpenAI's newer name for the system prompt
             d["role"] = "system"
-        if isinstance(d.get("content"), list):
-            d["content"] = [p for p in d["content"] if p.get("type") == "text"] or ""
         for call in d.get("tool_calls", []):
             # Templates (Llama 3's, Qwen's) want arguments as an object; OpenAI sends a string.
             args = call["function"].get("arguments")
