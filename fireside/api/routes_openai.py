@@ -30,10 +30,21 @@ router = APIRouter()
 Served = Annotated[ServedModel, Depends(served_model)]
 State = Annotated[AppState, Depends(app_state)]
 
+# One server-sent event (OpenAPI before 3.2 describes each event with `schema`): `data` holds
+# a JSON chunk, or `[DONE]` at the end.
+_SSE_EVENT = {
+    "type": "object",
+    "properties": {
+        "data": {"type": "string"},
+        "event": {"type": "string"},
+        "id": {"type": "string"},
+    },
+    "required": ["data"],
+}
 _STREAM_DOC: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "The answer, or with `stream: true` server-sent events ending in `data: [DONE]`",
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        "content": {"text/event-stream": {"schema": _SSE_EVENT}},
     }
 }
 
