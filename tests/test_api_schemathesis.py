@@ -47,7 +47,7 @@ def test_openapi_conformance(fuzzed_server: RunningServer) -> None:
 
         @given(case=op.as_strategy())
         @settings(
-            max_examples=12,
+            max_examples=30,
             deadline=None,
             suppress_health_check=list(HealthCheck),
             derandomize=True,
