@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -353,6 +354,57 @@ def test_forced_tool_calls(client: openai.OpenAI, choice: object) -> None:
     assert [c.choices[0].finish_reason for c in chunks if c.choices[0].finish_reason] == [
         "tool_calls"
     ]
+
+
+def test_auto_tool_call_is_parsed_from_the_output(client: openai.OpenAI) -> None:
+    # With tool_choice "auto" the model decides; a grammar (vLLM's structured_outputs) makes this
+    # random model write a call in Fireside's format, which the server must parse back out.
+    call = json.dumps({"name": "light", "arguments": {"on": True}})
+    grammar = f"start: {json.dumps('Sure. ')} <|tool_call|> {json.dumps(call)} <|/tool_call|>"
+    kwargs = dict(
+        model="tiny", messages=MESSAGES, max_tokens=60, tools=TOOLS, tool_choice="auto",
+        extra_body={"structured_outputs": {"grammar": grammar}},
+    )  # fmt: skip
+    r = client.chat.completions.create(**kwargs)  # type: ignore[call-overload]
+    message = r.choices[0].message
+    assert r.choices[0].finish_reason == "tool_calls"
+    assert message.content == "Sure. "
+    assert [(c.function.name, json.loads(c.function.arguments)) for c in message.tool_calls] == [
+        ("light", {"on": True})
+    ]
+    chunks = list(client.chat.completions.create(stream=True, **kwargs))  # type: ignore[call-overload]
+    text = "".join(c.choices[0].delta.content or "" for c in chunks)
+    deltas = [tc for c in chunks for tc in (c.choices[0].delta.tool_calls or [])]
+    assert text == "Sure. "
+    assert [(d.index, d.function.name) for d in deltas if d.function] == [(0, "light")]
+    assert json.loads(deltas[0].function.arguments or "") == {"on": True}  # type: ignore[union-attr]
+
+
+def test_structured_outputs_choice_regex_json(client: openai.OpenAI) -> None:
+    for seed in range(3):
+        r = client.completions.create(
+            model="tiny", prompt="The answer is", max_tokens=20, seed=seed,
+            extra_body={"guided_choice": ["yes", "no", "a \"maybe\""]},
+        )  # fmt: skip
+        assert r.choices[0].text in ("yes", "no", 'a "maybe"')
+        r = client.completions.create(
+            model="tiny", prompt="Call", max_tokens=20, seed=seed,
+            extra_body={"structured_outputs": {"regex": "[0-9]{3}-[a-z]{2}"}},
+        )  # fmt: skip
+        assert re.fullmatch("[0-9]{3}-[a-z]{2}", r.choices[0].text)
+    r = client.completions.create(
+        model="tiny", prompt="{", max_tokens=60, seed=1, extra_body={"guided_json": SCHEMA}
+    )
+    jsonschema.validate(json.loads(r.choices[0].text), SCHEMA)
+
+
+def test_two_output_constraints_are_400(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(
+            model="tiny", messages=MESSAGES, response_format={"type": "json_object"},  # type: ignore[arg-type]
+            extra_body={"guided_regex": "a+"},
+        )  # fmt: skip
+    assert "cannot be combined" in str(e.value)
 
 
 def test_tool_history_renders(client: openai.OpenAI) -> None:

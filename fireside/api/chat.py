@@ -15,7 +15,11 @@ from fireside.api.generation import (
     prime,
     usage_of,
 )
-from fireside.api.guided import constraint_factory, json_schema_grammar
+from fireside.api.guided import (
+    constraint_factory,
+    json_schema_grammar,
+    structured_output_grammar,
+)
 from fireside.api.logprobs import TokenText, chat_logprobs
 from fireside.api.metrics import Metrics
 from fireside.api.sampling import check_model, check_prompt_ids, resolve_max_tokens, sampling_params
@@ -92,34 +96,36 @@ class ChatJob:
         return rendered.ids
 
     def _constraint(self, choice: Any) -> Callable[[], TokenConstraint] | None:
-        fmt = self.req.response_format
-        wants_json = fmt is not None and fmt.type != "text"
-        forced_tools = self.tools is not None and choice != "auto"
-        if wants_json and forced_tools:
-            raise bad_request(
-                "response_format cannot be combined with a required or named tool_choice",
-                "response_format",
-            )
-        if forced_tools:
-            assert self.tools is not None
-            names = {t.function.name for t in self.tools}
+        """At most one of: a forced tool call, response_format, vLLM's structured outputs."""
+        asked: list[tuple[str, str]] = []  # (grammar, the field it came from)
+        if self.tools is not None and choice != "auto":
             named = getattr(getattr(choice, "function", None), "name", None)
-            if named is not None and named not in names:
+            if named is not None and named not in {t.function.name for t in self.tools}:
                 raise bad_request(
                     f"tool_choice names {named!r}, which is not in tools", "tool_choice"
                 )
-            grammar = tool_call_grammar(self.tools, choice, self.fmt, self.req.parallel_tool_calls)
-            return constraint_factory(self.served.grammar_tokenizer(), grammar, "tool_choice")
-        if wants_json:
-            assert fmt is not None
+            parallel = self.req.parallel_tool_calls
+            asked.append((tool_call_grammar(self.tools, choice, self.fmt, parallel), "tool_choice"))
+        fmt = self.req.response_format
+        if fmt is not None and fmt.type != "text":
             schema = None
             if fmt.type == "json_schema":
                 if fmt.json_schema is None or fmt.json_schema.schema_ is None:
                     raise bad_request("json_schema needs a schema", "response_format.json_schema")
                 schema = fmt.json_schema.schema_
-            grammar = json_schema_grammar(schema)
-            return constraint_factory(self.served.grammar_tokenizer(), grammar, "response_format")
-        return None
+            asked.append((json_schema_grammar(schema), "response_format"))
+        extra = structured_output_grammar(self.req)
+        if extra is not None:
+            asked.append(extra)
+        if len(asked) > 1:
+            names = " and ".join(param for _, param in asked)
+            raise bad_request(
+                f"{names} cannot be combined: each constrains the output", asked[1][1]
+            )
+        if not asked:
+            return None
+        grammar, param = asked[0]
+        return constraint_factory(self.served.grammar_tokenizer(), grammar, param)
 
     def _stream(self) -> AsyncIterator[RequestOutput]:
         return generate(self.served, self.metrics, self.prompt_ids, self.params, self.id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Literal, cast
 
 from fireside.api.errors import bad_request
@@ -18,6 +18,7 @@ from fireside.api.generation import (
     prime,
     usage_of,
 )
+from fireside.api.guided import constraint_factory, structured_output_grammar
 from fireside.api.logprobs import TokenText, completion_logprobs
 from fireside.api.metrics import Metrics
 from fireside.api.sampling import check_model, check_prompt_ids, resolve_max_tokens, sampling_params
@@ -28,7 +29,7 @@ from fireside.api.schemas import (
     CompletionRequest,
 )
 from fireside.api.served import ServedModel
-from fireside.engine.types import RequestOutput, SamplingParams, TokenLogprob
+from fireside.engine.types import RequestOutput, SamplingParams, TokenConstraint, TokenLogprob
 
 DEFAULT_MAX_TOKENS = 16  # OpenAI's default for completions
 
@@ -56,7 +57,15 @@ class CompletionJob:
             max_tokens=max_tokens,
             logprobs=k,
             prompt_logprobs=k if req.echo and k is not None else None,
+            constraint_factory=self._constraint(),
         )
+
+    def _constraint(self) -> Callable[[], TokenConstraint] | None:
+        asked = structured_output_grammar(self.req)
+        if asked is None:
+            return None
+        grammar, param = asked
+        return constraint_factory(self.served.grammar_tokenizer(), grammar, param)
 
     def _prompts(self) -> tuple[list[str | None], list[list[int]]]:
         p = self.req.prompt

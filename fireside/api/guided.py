@@ -7,6 +7,7 @@ a time and hands the engine the mask of tokens that keep the output valid.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +17,7 @@ import torch
 from torch import Tensor
 
 from fireside.api.errors import bad_request
+from fireside.api.schemas import SamplingFields
 from fireside.engine.types import TokenConstraint
 
 
@@ -54,6 +56,38 @@ def json_schema_grammar(schema: dict[str, Any] | None) -> str:
         return str(llguidance.LLMatcher.grammar_from_json_schema(schema, overrides=options))  # type: ignore[arg-type]
     except ValueError as e:
         raise bad_request(f"the JSON schema is not valid: {e}", "response_format") from None
+
+
+def structured_output_grammar(fields: SamplingFields) -> tuple[str, str] | None:
+    """vLLM's structured-output knobs → (grammar, the field it came from), at most one."""
+    so = fields.structured_outputs
+    asked: list[tuple[str, Any, str]] = [
+        ("structured_outputs.json", so and so.json_, "json"),
+        ("structured_outputs.regex", so and so.regex, "regex"),
+        ("structured_outputs.choice", so and so.choice, "choice"),
+        ("structured_outputs.grammar", so and so.grammar, "grammar"),
+        ("guided_json", fields.guided_json, "json"),
+        ("guided_regex", fields.guided_regex, "regex"),
+        ("guided_choice", fields.guided_choice, "choice"),
+        ("guided_grammar", fields.guided_grammar, "grammar"),
+    ]
+    given = [(param, value, kind) for param, value, kind in asked if value is not None]
+    if not given:
+        return None
+    if len(given) > 1:
+        names = ", ".join(param for param, _, _ in given)
+        raise bad_request(
+            f"give one structured-output constraint, not several ({names})", given[1][0]
+        )
+    param, value, kind = given[0]
+    if kind == "json":
+        return json_schema_grammar(value), param
+    if kind == "regex":
+        return str(llguidance.LLMatcher.grammar_from_regex(value)), param
+    if kind == "choice":
+        # Lark string literals take JSON escapes, so any choice text is spelt exactly.
+        return lark_grammar("start: " + " | ".join(json.dumps(c) for c in value)), param
+    return lark_grammar(value), param
 
 
 def lark_grammar(source: str) -> str:

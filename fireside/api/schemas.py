@@ -24,6 +24,13 @@ class StreamOptions(Request):
     include_usage: bool = False
 
 
+class StructuredOutputs(Request):
+    json_: Annotated[dict[str, Any] | None, Field(alias="json")] = None
+    regex: str | None = None
+    choice: Annotated[list[str], Field(min_length=1)] | None = None
+    grammar: str | None = None
+
+
 class SamplingFields(Request):
     """What completions and chat share: OpenAI's sampling fields and vLLM's extras."""
 
@@ -49,6 +56,12 @@ class SamplingFields(Request):
     stop_token_ids: list[Annotated[int, Field(ge=0)]] | None = None
     skip_special_tokens: bool = True
     include_stop_str_in_output: bool = False
+    # vLLM's structured outputs: the current object, and the older top-level spellings.
+    structured_outputs: StructuredOutputs | None = None
+    guided_json: dict[str, Any] | None = None
+    guided_regex: str | None = None
+    guided_choice: Annotated[list[str], Field(min_length=1)] | None = None
+    guided_grammar: str | None = None
 
 
 # -- completions ---------------------------------------------------------------------------
