@@ -82,4 +82,7 @@ def serve(settings: Settings) -> None:
     import uvicorn
 
     app = build_app(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+    # Open streams would hold a shutdown forever; after the grace period they are cut.
+    uvicorn.run(
+        app, host=settings.host, port=settings.port, log_level="info", timeout_graceful_shutdown=10
+    )
