@@ -54,6 +54,7 @@ class Engine:
         eos_token_ids: Sequence[int] = (),
     ) -> None:
         self.model = model.eval()
+        model.fuse_projections()
         self.tokenizer = tokenizer
         self.config = config or EngineConfig()
         cfg = model.config
