@@ -179,3 +179,12 @@ def test_repetition_and_frequency_penalties_change_repeats() -> None:
     )
     assert freq != plain
     assert distinct != plain
+
+
+def test_tiny_temperature_is_greedy_not_nan() -> None:
+    model = tiny_model(VOCAB)
+    engine = Engine(model)
+    params = SamplingParams(temperature=1e-40, max_tokens=6)
+    assert run(engine, collect(engine, [1, 2], params, "t")).tokens[0] == greedy_reference(
+        model, [1, 2], 6
+    )
