@@ -91,6 +91,7 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--concurrent", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     parser.add_argument(
         "--hf-sequential",
         type=int,
@@ -101,6 +102,8 @@ def main() -> None:
 
     from transformers import AutoModelForCausalLM
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     cfg = bench_config(args)
     model = Transformer(cfg)
@@ -113,48 +116,61 @@ def main() -> None:
     params = sum(p.numel() for p in model.parameters())
     # A decode step reads every weight once, except the embedding table (one row).
     weight_bytes = (params - cfg.vocab_size * cfg.hidden_size) * 4
-    bandwidth = read_bandwidth()
-    roofline = bandwidth / weight_bytes
     g = torch.Generator().manual_seed(1)
     prompts = [
         torch.randint(0, cfg.vocab_size, (args.prompt_tokens,), generator=g).tolist()
         for _ in range(args.concurrent)
     ]
     n = args.new_tokens
-    print(
-        f"model: {params / 1e6:.0f}M parameters fp32 ({args.layers} layers, hidden {args.hidden}, "
-        f"vocab {args.vocab}); {torch.get_num_threads()} threads; read bandwidth "
-        f"{bandwidth / 1e9:.1f} GB/s -> roofline {roofline:.1f} tokens/s"
-    )
+
+    engine = Engine(model, None, EngineConfig(max_num_seqs=max(args.concurrent, 1)))
+    asyncio.run(engine.start())
+    k = min(args.hf_sequential, args.concurrent)
+
+    def fs_run(batch: list[list[int]]) -> None:
+        asyncio.run(fireside_generate(engine, batch, n))
+
+    def hf_run(batch: list[list[int]]) -> None:
+        with torch.inference_mode():
+            for p in batch:
+                hf_generate(hf, p, n)
 
     with torch.inference_mode():
         hf_generate(hf, prompts[0], 8)  # warm-up
         hf_out = hf_generate(hf, prompts[0], n)
-        hf_single = n / median_time(lambda: hf_generate(hf, prompts[0], n), args.repeats)
-        k = min(args.hf_sequential, args.concurrent)
-        hf_seq = k * n / median_time(lambda: [hf_generate(hf, p, n) for p in prompts[:k]], 1)
+    asyncio.run(fireside_generate(engine, prompts[:2], 8))  # warm-up
+    fs_out: list[int] = []
 
-    engine = Engine(model, None, EngineConfig(max_num_seqs=max(args.concurrent, 1)))
+    async def check() -> None:
+        params = SamplingParams(temperature=0, max_tokens=n, ignore_eos=True)
+        async for out in engine.generate(prompts[0], params, "check"):
+            fs_out.extend(out.samples[0].token_ids)
 
-    async def run_fireside() -> tuple[float, float, bool]:
-        async with engine:
-            await fireside_generate(engine, prompts[:1], 8)  # warm-up
-            params = SamplingParams(temperature=0, max_tokens=n, ignore_eos=True)
-            same = []
-            async for out in engine.generate(prompts[0], params, "check"):
-                same += out.samples[0].token_ids
-            singles, batch = [], []
-            for _ in range(args.repeats):
-                start = time.perf_counter()
-                await fireside_generate(engine, prompts[:1], n)
-                singles.append(n / (time.perf_counter() - start))
-            for _ in range(args.repeats):
-                start = time.perf_counter()
-                total = await fireside_generate(engine, prompts, n)
-                batch.append(total / (time.perf_counter() - start))
-            return statistics.median(singles), statistics.median(batch), same == hf_out
-
-    fs_single, fs_batch, same = asyncio.run(run_fireside())
+    asyncio.run(check())
+    # Baseline and Fireside alternate within each repeat, so a shared, busy machine slows both
+    # alike rather than whichever happened to run during a noisy spell.
+    times: dict[str, list[float]] = {"hf1": [], "fs1": [], "hfk": [], "fsN": []}
+    bandwidths = []
+    for _ in range(args.repeats):
+        bandwidths.append(read_bandwidth())
+        times["hf1"].append(median_time(lambda: hf_run(prompts[:1]), 1))
+        times["fs1"].append(median_time(lambda: fs_run(prompts[:1]), 1))
+        times["hfk"].append(median_time(lambda: hf_run(prompts[:k]), 1))
+        times["fsN"].append(median_time(lambda: fs_run(prompts), 1))
+    asyncio.run(engine.shutdown())
+    hf_single = n / statistics.median(times["hf1"])
+    fs_single = n / statistics.median(times["fs1"])
+    hf_seq = k * n / statistics.median(times["hfk"])
+    fs_batch = len(prompts) * n / statistics.median(times["fsN"])
+    same = fs_out == hf_out
+    bandwidth = statistics.median(bandwidths)
+    roofline = bandwidth / weight_bytes
+    print(
+        f"model: {params / 1e6:.0f}M parameters fp32 ({args.layers} layers, hidden {args.hidden}, "
+        f"vocab {args.vocab}); {torch.get_num_threads()} threads; read bandwidth "
+        f"{bandwidth / 1e9:.1f} GB/s -> roofline {roofline:.1f} tokens/s; "
+        f"{args.prompt_tokens}-token prompts, {n} new tokens, medians of {args.repeats}"
+    )
 
     rows = [
         ("single stream, transformers", hf_single, 1.0, hf_single / roofline),

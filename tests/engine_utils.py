@@ -18,12 +18,22 @@ def tiny_model(vocab_size: int, seed: int = 0, **overrides: object) -> Transform
     return model.eval()
 
 
+def plain_copy(model: Transformer) -> Transformer:
+    """The same weights in a fresh model with the standard layout: a reference that shares no
+    code path with the serving layout the engine switches its model to."""
+    copy = Transformer(model.config)
+    copy.load_state_dict({k: v.contiguous() for k, v in model.state_dict().items()})
+    assert copy.lm_head_t is None
+    return copy.eval()
+
+
 @torch.no_grad()
 def greedy_reference(model: Transformer, prompt: list[int], max_tokens: int) -> list[int]:
     """Greedy continuation by full forward passes over the whole sequence, no cache at all."""
+    reference = plain_copy(model)
     ids = list(prompt)
     for _ in range(max_tokens):
-        ids.append(int(model(torch.tensor([ids]))[0, -1].argmax()))
+        ids.append(int(reference(torch.tensor([ids]))[0, -1].argmax()))
     return ids[len(prompt) :]
 
 

@@ -168,3 +168,28 @@ def test_full_pool_queues_requests_instead_of_failing() -> None:
     for rid in ("q0", "q1", "q2"):
         first, last = order.index(rid), len(order) - 1 - order[::-1].index(rid)
         assert set(order[first : last + 1]) == {rid}
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"architecture": "MistralForCausalLM", "sliding_window": 8},
+        {"architecture": "Qwen2ForCausalLM", "attention_bias": True, "tie_word_embeddings": True},
+        {"architecture": "Qwen3ForCausalLM", "qk_norm": True},
+    ],
+    ids=["mistral-window", "qwen2", "qwen3"],
+)
+def test_every_family_decodes_like_the_reference(overrides: dict[str, object]) -> None:
+    model = tiny_model(300, **overrides)
+    engine = Engine(model, None, EngineConfig(block_size=4, max_num_batched_tokens=8))
+    prompts = [list(range(30, 50)), [3, 4, 5]]  # the first outgrows the window
+
+    async def main() -> list[list[int]]:
+        async with engine:
+            got = await asyncio.gather(
+                *(collect(engine, p, GREEDY, f"f{i}") for i, p in enumerate(prompts))
+            )
+            return [g.tokens[0] for g in got]
+
+    for prompt, tokens in zip(prompts, asyncio.run(main()), strict=True):
+        assert tokens == greedy_reference(model, prompt, GREEDY.max_tokens)

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import torch
 
 from fireside.engine import Engine, EngineConfig, SamplingParams
-from tests.engine_utils import collect, greedy_reference, tiny_model
+from tests.engine_utils import collect, greedy_reference, plain_copy, tiny_model
 
 T = TypeVar("T")
 VOCAB = 300
@@ -31,7 +31,7 @@ def test_logprobs_equal_full_forward_log_softmax() -> None:
     got = run(engine, collect(engine, prompt, params, "lp"))
     tokens = got.tokens[0]
     with torch.no_grad():
-        full = model(torch.tensor([prompt + tokens]))[0].log_softmax(-1)
+        full = plain_copy(model)(torch.tensor([prompt + tokens]))[0].log_softmax(-1)
     # Generated tokens: position p's distribution chose token p + 1.
     for i, lp in enumerate(got.logprobs[0]):
         row = full[len(prompt) - 1 + i]
@@ -124,7 +124,7 @@ def test_top_k_restricts_choices_to_the_k_best() -> None:
     model = tiny_model(VOCAB)
     prompt = [11, 12, 13]
     with torch.no_grad():
-        best3 = set(model(torch.tensor([prompt]))[0, -1].topk(3).indices.tolist())
+        best3 = set(plain_copy(model)(torch.tensor([prompt]))[0, -1].topk(3).indices.tolist())
     engine = Engine(model)
     firsts = set()
     for seed in range(30):
@@ -179,3 +179,12 @@ def test_repetition_and_frequency_penalties_change_repeats() -> None:
     )
     assert freq != plain
     assert distinct != plain
+
+
+def test_tiny_temperature_is_greedy_not_nan() -> None:
+    model = tiny_model(VOCAB)
+    engine = Engine(model)
+    params = SamplingParams(temperature=1e-40, max_tokens=6)
+    assert run(engine, collect(engine, [1, 2], params, "t")).tokens[0] == greedy_reference(
+        model, [1, 2], 6
+    )

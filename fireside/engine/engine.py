@@ -54,6 +54,7 @@ class Engine:
         eos_token_ids: Sequence[int] = (),
     ) -> None:
         self.model = model.eval()
+        model.fuse_projections()
         self.tokenizer = tokenizer
         self.config = config or EngineConfig()
         cfg = model.config
@@ -210,7 +211,10 @@ class Engine:
                 0 <= p.min_tokens <= p.max_tokens,
                 f"min_tokens must be between 0 and max_tokens (got {p.min_tokens})",
             ),
-            (p.n >= 1, f"n must be at least 1 (got {p.n})"),
+            (
+                1 <= p.n <= self.config.max_num_seqs,
+                f"n must be between 1 and {self.config.max_num_seqs} (got {p.n})",
+            ),
             (p.temperature >= 0, f"temperature must be >= 0 (got {p.temperature})"),
             (0 < p.top_p <= 1, f"top_p must be in (0, 1] (got {p.top_p})"),
             (p.top_k >= 0, f"top_k must be >= 0, 0 = off (got {p.top_k})"),

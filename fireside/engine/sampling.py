@@ -19,6 +19,9 @@ from torch import Tensor
 
 from fireside.engine.types import SamplingParams, TokenConstraint, TokenLogprob
 
+# Temperatures this small are greedy: dividing by them would overflow the logits to inf.
+_GREEDY_BELOW = 1e-5
+
 
 @dataclass
 class SamplingRow:
@@ -140,7 +143,7 @@ def sample(
             _process_row(logits[i], rows[i])
 
     tokens = logits.argmax(dim=-1)
-    random_rows = [i for i, r in enumerate(rows) if r.params.temperature > 0]
+    random_rows = [i for i, r in enumerate(rows) if r.params.temperature >= _GREEDY_BELOW]
     if random_rows:
         picked = [rows[i] for i in random_rows]
         filtered = _filter(logits[random_rows], [r.params for r in picked])

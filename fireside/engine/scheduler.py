@@ -187,8 +187,11 @@ class Scheduler:
         return self._collect()
 
     def _admit(self) -> None:
-        while self.waiting and len(self.running) < self.config.max_num_seqs:
+        samples = sum(req.params.n for req in self.running)
+        while self.waiting:
             req = self.waiting[0]
+            if samples + req.params.n > self.config.max_num_seqs:
+                return
             use_cache = self.config.prefix_caching and req.params.prompt_logprobs is None
             matched = self._match(req.prompt_ids) if use_cache else []
             # A matched block sitting in the free list stops counting as free once shared.
@@ -197,6 +200,7 @@ class Scheduler:
             if need + revived > self.pool.num_free - self.reserved:
                 return
             self.waiting.popleft()
+            samples += req.params.n
             req.scheduled_at = time.monotonic()
             if use_cache:
                 self.pool.prefix_queries += len(req.prompt_ids)
