@@ -70,3 +70,15 @@ def test_too_many_waiting_requests_are_refused() -> None:
             await queued.aclose()
 
     asyncio.run(main())
+
+
+def test_cached_prefix_takes_whole_blocks_and_never_the_last_token() -> None:
+    pool = make_pool(4)
+    tokens = list(range(12))  # three full blocks of 4
+    for block, h in zip(
+        [pool.allocate() for _ in range(3)], pool.prefix_hashes(tokens), strict=True
+    ):
+        pool.register(block, h)
+    assert len(pool.cached_prefix(tokens)) == 2  # the third block holds the last token
+    assert len(pool.cached_prefix([*tokens, 99])) == 3
+    assert pool.cached_prefix([0, 1, 2, 7, 4, 5, 6, 7, 8]) == []  # differs in the first block

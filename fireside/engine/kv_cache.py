@@ -125,31 +125,27 @@ class KVBlockPool:
     def lookup(self, h: int) -> int | None:
         return self._by_hash.get(h)
 
-    def match_prefix(self, tokens: Sequence[int]) -> tuple[list[int], list[int]]:
-        """Blocks holding the longest cached prefix of `tokens` (whole blocks only), shared.
-
-        Returns the blocks and the hashes of every full block of `tokens`. The last token is
-        never matched: its logits must be computed, and it must land in a block of its own
-        sequence, not a shared one.
-        """
+    def prefix_hashes(self, tokens: Sequence[int]) -> list[int]:
+        """The hash of every full block of `tokens`."""
         bs = self.block_size
         hashes: list[int] = []
         parent: int | None = None
         for start in range(0, len(tokens) - bs + 1, bs):
             parent = block_hash(parent, tokens[start : start + bs])
             hashes.append(parent)
-        usable = (len(tokens) - 1) // bs
+        return hashes
+
+    def cached_prefix(self, tokens: Sequence[int]) -> list[int]:
+        """Blocks holding the longest cached prefix of `tokens`, whole blocks only (not yet
+        shared). The last token is never matched: its logits must be computed, and it must
+        land in a block of its own sequence, not a shared one."""
         matched: list[int] = []
-        for h in hashes[:usable]:
+        for h in self.prefix_hashes(tokens)[: (len(tokens) - 1) // self.block_size]:
             block = self.lookup(h)
             if block is None:
                 break
             matched.append(block)
-        for block in matched:
-            self.share(block)
-        self.prefix_queries += len(tokens)
-        self.prefix_hits += len(matched) * bs
-        return matched, hashes
+        return matched
 
 
 @dataclass

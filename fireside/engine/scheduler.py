@@ -193,7 +193,7 @@ class Scheduler:
             if samples + req.params.n > self.config.max_num_seqs:
                 return
             use_cache = self.config.prefix_caching and req.params.prompt_logprobs is None
-            matched = self._match(req.prompt_ids) if use_cache else []
+            matched = self.pool.cached_prefix(req.prompt_ids) if use_cache else []
             # A matched block sitting in the free list stops counting as free once shared.
             revived = sum(1 for b in matched if self.pool.refcount[b] == 0)
             need = self.blocks_needed(len(req.prompt_ids), req.params) - len(matched)
@@ -209,7 +209,7 @@ class Scheduler:
                 self.pool.share(b)
             first = self._new_sample(req, 0, list(req.prompt_ids))
             first.blocks = matched
-            first.hashes = self._prompt_hashes(req.prompt_ids)[: len(matched)]
+            first.hashes = self.pool.prefix_hashes(req.prompt_ids)[: len(matched)]
             first.num_computed = len(matched) * self.pool.block_size
             first.reserved = need
             self.reserved += need
@@ -218,25 +218,6 @@ class Scheduler:
             if req.params.prompt_logprobs is not None:
                 req.prompt_logprobs = [None]
             self.running.append(req)
-
-    def _match(self, prompt: Sequence[int]) -> list[int]:
-        matched: list[int] = []
-        usable = (len(prompt) - 1) // self.pool.block_size
-        for h in self._prompt_hashes(prompt)[:usable]:
-            block = self.pool.lookup(h)
-            if block is None:
-                break
-            matched.append(block)
-        return matched
-
-    def _prompt_hashes(self, tokens: Sequence[int]) -> list[int]:
-        bs = self.pool.block_size
-        hashes: list[int] = []
-        parent: int | None = None
-        for start in range(0, len(tokens) - bs + 1, bs):
-            parent = block_hash(parent, tokens[start : start + bs])
-            hashes.append(parent)
-        return hashes
 
     def _new_sample(self, req: Request, index: int, token_ids: list[int]) -> Sample:
         p = req.params
