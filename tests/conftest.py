@@ -53,3 +53,11 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer: Tokenize
 
 def read_json(path: Path) -> dict[str, object]:
     return dict(json.loads(path.read_text()))
+
+
+@pytest.fixture(scope="session")
+def api_model_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer: Tokenizer) -> Path:
+    """Like tiny_model_dir with a 1024-token context: room for tool schemas in chat prompts."""
+    from tests.api_utils import make_model_dir
+
+    return make_model_dir(tokenizer, tmp_path_factory.mktemp("api-llama"))

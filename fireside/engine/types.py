@@ -21,6 +21,10 @@ class PromptTooLongError(FiresideError, ValueError):
     """Prompt (+ max_tokens) does not fit the model's context. Never silently truncated."""
 
 
+class InvalidRequestError(FiresideError, ValueError):
+    """Sampling parameters or prompt tokens the engine cannot honour (HTTP 400)."""
+
+
 class EngineOverloadedError(FiresideError):
     """The waiting queue is full; the caller should retry later (HTTP 429)."""
 
@@ -96,6 +100,8 @@ class RequestOutput:
     prompt_logprobs: list[TokenLogprob | None] | None = None
     finished: bool = False  # every sample has finished
     num_cached_prompt_tokens: int = 0  # prefix-cache hits for this request
+    # time.monotonic() when the request was first scheduled (queue-time metric); None = unknown.
+    scheduled_at: float | None = None
 
 
 @dataclass

@@ -1,0 +1,189 @@
+"""Engine benchmark: Fireside's engine against `transformers` generate on the same weights.
+
+    .venv/bin/python bench/engine.py            # ~100M-parameter random Llama, fp32, CPU
+
+Prints single-stream decode tokens/s (with its fraction of the memory-bandwidth roofline:
+measured read bandwidth / bytes of weights read per token) and the throughput of N concurrent
+requests against transformers serving them one at a time. Every figure is a median over
+repeats, and every ratio is against a baseline measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from fireside.engine import Engine, EngineConfig, SamplingParams
+from fireside.model import ModelConfig, Transformer
+from fireside.model.checkpoint import save_model
+
+
+def median_time(fn: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def read_bandwidth(repeats: int = 7) -> float:
+    """Bytes per second a large reduction streams from memory (far beyond any cache)."""
+    big = torch.ones(256 * 2**20)  # 1 GiB of fp32
+    big.sum()  # first touch
+    return big.numel() * 4 / median_time(big.sum, repeats)
+
+
+def bench_config(args: argparse.Namespace) -> ModelConfig:
+    return ModelConfig(
+        vocab_size=args.vocab,
+        hidden_size=args.hidden,
+        intermediate_size=args.intermediate,
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.hidden // 64,
+        num_key_value_heads=args.hidden // 64,
+        head_dim=64,
+        max_position_embeddings=2048,
+        architecture="LlamaForCausalLM",
+    )
+
+
+def hf_generate(hf: torch.nn.Module, prompt: list[int], new_tokens: int) -> list[int]:
+    ids = torch.tensor([prompt])
+    out = hf.generate(  # type: ignore[operator]
+        ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens,
+        do_sample=False,
+        pad_token_id=0,
+    )
+    return list(out[0, len(prompt) :].tolist())
+
+
+async def fireside_generate(engine: Engine, prompts: list[list[int]], new_tokens: int) -> int:
+    params = SamplingParams(temperature=0, max_tokens=new_tokens, ignore_eos=True)
+
+    async def one(i: int, prompt: list[int]) -> int:
+        n = 0
+        async for out in engine.generate(prompt, params, f"bench-{i}"):
+            n += len(out.samples[0].token_ids)
+        return n
+
+    counts = await asyncio.gather(*(one(i, p) for i, p in enumerate(prompts)))
+    return sum(counts)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--layers", type=int, default=12)
+    parser.add_argument("--hidden", type=int, default=768)
+    parser.add_argument("--intermediate", type=int, default=2048)
+    parser.add_argument("--vocab", type=int, default=32000)
+    parser.add_argument("--prompt-tokens", type=int, default=16)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--concurrent", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    parser.add_argument(
+        "--hf-sequential",
+        type=int,
+        default=4,
+        help="requests transformers serves one at a time to measure its sequential throughput",
+    )
+    args = parser.parse_args()
+
+    from transformers import AutoModelForCausalLM
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    cfg = bench_config(args)
+    model = Transformer(cfg)
+    model.init_weights()
+    model.eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        save_model(model, Path(tmp))
+        hf = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32).eval()
+
+    params = sum(p.numel() for p in model.parameters())
+    # A decode step reads every weight once, except the embedding table (one row).
+    weight_bytes = (params - cfg.vocab_size * cfg.hidden_size) * 4
+    g = torch.Generator().manual_seed(1)
+    prompts = [
+        torch.randint(0, cfg.vocab_size, (args.prompt_tokens,), generator=g).tolist()
+        for _ in range(args.concurrent)
+    ]
+    n = args.new_tokens
+
+    engine = Engine(model, None, EngineConfig(max_num_seqs=max(args.concurrent, 1)))
+    asyncio.run(engine.start())
+    k = min(args.hf_sequential, args.concurrent)
+
+    def fs_run(batch: list[list[int]]) -> None:
+        asyncio.run(fireside_generate(engine, batch, n))
+
+    def hf_run(batch: list[list[int]]) -> None:
+        with torch.inference_mode():
+            for p in batch:
+                hf_generate(hf, p, n)
+
+    with torch.inference_mode():
+        hf_generate(hf, prompts[0], 8)  # warm-up
+        hf_out = hf_generate(hf, prompts[0], n)
+    asyncio.run(fireside_generate(engine, prompts[:2], 8))  # warm-up
+    fs_out: list[int] = []
+
+    async def check() -> None:
+        params = SamplingParams(temperature=0, max_tokens=n, ignore_eos=True)
+        async for out in engine.generate(prompts[0], params, "check"):
+            fs_out.extend(out.samples[0].token_ids)
+
+    asyncio.run(check())
+    # Baseline and Fireside alternate within each repeat, so a shared, busy machine slows both
+    # alike rather than whichever happened to run during a noisy spell.
+    times: dict[str, list[float]] = {"hf1": [], "fs1": [], "hfk": [], "fsN": []}
+    bandwidths = []
+    for _ in range(args.repeats):
+        bandwidths.append(read_bandwidth())
+        times["hf1"].append(median_time(lambda: hf_run(prompts[:1]), 1))
+        times["fs1"].append(median_time(lambda: fs_run(prompts[:1]), 1))
+        times["hfk"].append(median_time(lambda: hf_run(prompts[:k]), 1))
+        times["fsN"].append(median_time(lambda: fs_run(prompts), 1))
+    asyncio.run(engine.shutdown())
+    hf_single = n / statistics.median(times["hf1"])
+    fs_single = n / statistics.median(times["fs1"])
+    hf_seq = k * n / statistics.median(times["hfk"])
+    fs_batch = len(prompts) * n / statistics.median(times["fsN"])
+    same = fs_out == hf_out
+    bandwidth = statistics.median(bandwidths)
+    roofline = bandwidth / weight_bytes
+    print(
+        f"model: {params / 1e6:.0f}M parameters fp32 ({args.layers} layers, hidden {args.hidden}, "
+        f"vocab {args.vocab}); {torch.get_num_threads()} threads; read bandwidth "
+        f"{bandwidth / 1e9:.1f} GB/s -> roofline {roofline:.1f} tokens/s; "
+        f"{args.prompt_tokens}-token prompts, {n} new tokens, medians of {args.repeats}"
+    )
+
+    rows = [
+        ("single stream, transformers", hf_single, 1.0, hf_single / roofline),
+        ("single stream, fireside", fs_single, fs_single / hf_single, fs_single / roofline),
+        (f"{args.concurrent} requests, transformers one at a time", hf_seq, 1.0, None),
+        (f"{args.concurrent} concurrent, fireside", fs_batch, fs_batch / hf_seq, None),
+    ]
+    print(f"\n{'':46} {'tokens/s':>9} {'vs HF':>7} {'roofline':>9}")
+    for name, tps, ratio, roof in rows:
+        roof_s = f"{roof:9.0%}" if roof is not None else f"{'':9}"
+        print(f"{name:46} {tps:9.1f} {ratio:6.2f}x {roof_s}")
+    print(f"\ngreedy tokens identical to transformers: {same}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The OpenAI-compatible HTTP surface: /v1/*, tokenizer routes, health and metrics."""

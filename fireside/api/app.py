@@ -1,0 +1,149 @@
+"""create_app: the FastAPI application around one served model, loaded in the background.
+
+The server answers at once; /health says 503 until the model has loaded (and again if the
+engine dies), so an orchestrator can wait for readiness without timeouts on start-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
+
+from fireside.api.errors import ErrorResponse, install_error_handlers, not_ready
+from fireside.api.metrics import Metrics
+from fireside.api.middleware import GuardMiddleware
+from fireside.api.served import ServedModel
+from fireside.engine.types import EngineStats
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 8 << 20  # long prompts fit; a runaway upload does not
+
+
+@dataclass
+class AppState:
+    model_name: str
+    load: Callable[[], Awaitable[ServedModel]]
+    served: ServedModel | None = None
+    load_error: str | None = None
+    metrics: Metrics = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.metrics = Metrics(self.model_name, self._stats)
+
+    def _stats(self) -> EngineStats | None:
+        return self.served.engine.stats() if self.served is not None else None
+
+    def ready(self) -> ServedModel:
+        if self.served is None:
+            raise not_ready(
+                f"the model failed to load: {self.load_error}"
+                if self.load_error
+                else "the model is still loading; retry shortly"
+            )
+        if not self.served.engine.is_healthy():
+            raise not_ready("the inference engine has stopped; restart the server")
+        return self.served
+
+
+def app_state(request: Request) -> AppState:
+    state: AppState = request.app.state.fireside
+    return state
+
+
+def served_model(request: Request) -> ServedModel:
+    return app_state(request).ready()
+
+
+def create_app(
+    model_name: str,
+    load: Callable[[], Awaitable[ServedModel]],
+    *,
+    api_key: str | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+) -> FastAPI:
+    """`load` builds the engine (slow); it runs after the server is already listening."""
+    from fireside.api.routes_openai import router as openai_router
+    from fireside.api.routes_tokenizer import router as tokenizer_router
+
+    state = AppState(model_name, load)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async def load_in_background() -> None:
+            try:
+                state.served = await load()
+                log.info("serving %s", model_name)
+            except Exception as e:
+                log.exception("loading the model failed")
+                state.load_error = str(e) or type(e).__name__
+
+        task = asyncio.create_task(load_in_background())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            if state.served is not None and state.served.close is not None:
+                await state.served.close()
+
+    app = FastAPI(
+        title="Fireside",
+        summary="OpenAI-compatible API for a self-hosted language model",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.fireside = state
+    install_error_handlers(app)
+    app.add_middleware(GuardMiddleware, api_key=api_key, max_body_bytes=max_body_bytes)
+    app.include_router(openai_router)
+    app.include_router(tokenizer_router)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, saying 400 (OpenAI's envelope) where FastAPI would say 422."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    doc = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+    error_ref = {"$ref": "#/components/schemas/ErrorResponse"}
+    for item in doc.get("paths", {}).values():
+        for operation in item.values():
+            responses = operation.get("responses", {})
+            responses.pop("422", None)
+            for code, text in ERROR_DOCS.items():
+                responses.setdefault(
+                    code,
+                    {"description": text, "content": {"application/json": {"schema": error_ref}}},
+                )
+    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+    schemas.pop("HTTPValidationError", None)
+    schemas.pop("ValidationError", None)
+    schemas["ErrorResponse"] = ErrorResponse.model_json_schema(
+        ref_template="#/components/schemas/{model}"
+    )
+    for name, sub in schemas["ErrorResponse"].pop("$defs", {}).items():
+        schemas.setdefault(name, sub)
+    app.openapi_schema = doc
+    return doc
+
+
+ERROR_DOCS = {
+    "400": "Invalid request (OpenAI error envelope)",
+    "401": "Missing or wrong API key",
+    "404": "Unknown model or route",
+    "405": "Method not allowed",
+    "413": "Request body too large",
+    "429": "Queue full; retry later",
+    "500": "Internal error",
+    "503": "Model loading or engine stopped",
+}

@@ -1,0 +1,104 @@
+"""Constrained decoding with llguidance: JSON schemas and Lark grammars as `TokenConstraint`s.
+
+The grammar is compiled and checked once per request (a bad schema is a 400 before any
+token is spent); each sample then gets its own matcher, which walks the grammar one token at
+a time and hands the engine the mask of tokens that keep the output valid.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import llguidance
+import numpy as np
+import torch
+from torch import Tensor
+
+from fireside.api.errors import bad_request
+from fireside.api.schemas import SamplingFields
+from fireside.engine.types import TokenConstraint
+
+
+class GrammarConstraint:
+    """One sample's walk through a grammar; satisfies the engine's `TokenConstraint`."""
+
+    def __init__(self, tokenizer: llguidance.LLTokenizer, grammar: str) -> None:
+        self.matcher = llguidance.LLMatcher(tokenizer, grammar, log_level=0)
+        self.eos = tokenizer.eos_token
+
+    def allowed(self, vocab_size: int) -> Tensor | None:
+        if self.matcher.is_error():
+            # Cannot happen while the engine honours the mask; end the sample cleanly if it does.
+            mask = torch.zeros(vocab_size, dtype=torch.bool)
+            mask[self.eos] = True
+            return mask
+        words = np.frombuffer(self.matcher.compute_bitmask(), dtype=np.uint8)
+        bits = np.unpackbits(words, bitorder="little")[:vocab_size]
+        mask = torch.zeros(vocab_size, dtype=torch.bool)
+        mask[: len(bits)] = torch.from_numpy(bits.astype(np.bool_))
+        return mask
+
+    def accept(self, token_id: int) -> None:
+        self.matcher.consume_token(token_id)
+
+    def is_finished(self) -> bool:
+        return bool(self.matcher.is_stopped())
+
+
+def json_schema_grammar(schema: dict[str, Any] | None) -> str:
+    """`response_format` json_object (schema None: any JSON object) or json_schema."""
+    # Compact separators keep outputs short and stop a model from padding with whitespace.
+    options = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+    schema = {"type": "object"} if schema is None else schema
+    try:
+        return str(llguidance.LLMatcher.grammar_from_json_schema(schema, overrides=options))  # type: ignore[arg-type]
+    except ValueError as e:
+        raise bad_request(f"the JSON schema is not valid: {e}", "response_format") from None
+
+
+def structured_output_grammar(fields: SamplingFields) -> tuple[str, str] | None:
+    """vLLM's structured-output knobs → (grammar, the field it came from), at most one."""
+    so = fields.structured_outputs
+    asked: list[tuple[str, Any, str]] = [
+        ("structured_outputs.json", so and so.json_, "json"),
+        ("structured_outputs.regex", so and so.regex, "regex"),
+        ("structured_outputs.choice", so and so.choice, "choice"),
+        ("structured_outputs.grammar", so and so.grammar, "grammar"),
+        ("guided_json", fields.guided_json, "json"),
+        ("guided_regex", fields.guided_regex, "regex"),
+        ("guided_choice", fields.guided_choice, "choice"),
+        ("guided_grammar", fields.guided_grammar, "grammar"),
+    ]
+    given = [(param, value, kind) for param, value, kind in asked if value is not None]
+    if not given:
+        return None
+    if len(given) > 1:
+        names = ", ".join(param for param, _, _ in given)
+        raise bad_request(
+            f"give one structured-output constraint, not several ({names})", given[1][0]
+        )
+    param, value, kind = given[0]
+    if kind == "json":
+        return json_schema_grammar(value), param
+    if kind == "regex":
+        return str(llguidance.LLMatcher.grammar_from_regex(value)), param
+    if kind == "choice":
+        # Lark string literals take JSON escapes, so any choice text is spelt exactly.
+        return lark_grammar("start: " + " | ".join(json.dumps(c) for c in value)), param
+    return lark_grammar(value), param
+
+
+def lark_grammar(source: str) -> str:
+    return str(llguidance.LLMatcher.grammar_from_lark(source))
+
+
+def constraint_factory(
+    tokenizer: llguidance.LLTokenizer, grammar: str, param: str
+) -> Callable[[], TokenConstraint]:
+    """Checks the grammar now, so a bad one is the client's 400, not a failed generation."""
+    error = llguidance.LLMatcher.validate_grammar(grammar, tokenizer)
+    if error and not error.startswith("WARNING"):
+        raise bad_request(f"the grammar for {param} does not compile: {error}", param)
+    return lambda: GrammarConstraint(tokenizer, grammar)

@@ -1,0 +1,85 @@
+"""ASGI middleware that answers before any route runs: API key (401) and body size (413).
+
+Both must win over body validation (a wrong key with a malformed body is still a 401), so
+they cannot be route dependencies, which FastAPI resolves together with the body.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from fireside.api.errors import APIError, error_response
+
+# Paths anyone may read: liveness probes, Prometheus, the API's own documentation.
+OPEN_PATHS = frozenset({"/health", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect"})
+
+
+class GuardMiddleware:
+    def __init__(self, app: ASGIApp, api_key: str | None, max_body_bytes: int) -> None:
+        self.app = app
+        self.api_key = api_key
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        error = self._check_key(scope)
+        if error is None:
+            body, error = await self._read_body(scope, receive)
+        if error is not None:
+            await error_response(error)(scope, receive, send)
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            # The body once, then the real channel (so a disconnect is still seen).
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    def _check_key(self, scope: Scope) -> APIError | None:
+        if self.api_key is None or scope["path"] in OPEN_PATHS:
+            return None
+        headers = dict(scope["headers"])
+        given = headers.get(b"authorization", b"").decode("latin-1")
+        scheme, _, token = given.partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(token.strip(), self.api_key):
+            return None
+        problem = "no API key was given" if not given else "the API key is not valid"
+        return APIError(
+            f"{problem}: send it as 'Authorization: Bearer <key>'",
+            401,
+            type="authentication_error",
+            code="invalid_api_key",
+        )
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> tuple[bytes, APIError | None]:
+        too_big = APIError(
+            f"the request body is larger than the limit of {self.max_body_bytes} bytes",
+            413,
+            code="request_too_large",
+        )
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            return b"", too_big
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                return b"", too_big
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks), None

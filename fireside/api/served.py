@@ -1,0 +1,50 @@
+"""The model an app serves: engine, tokenizer and names, bundled once it has loaded."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from fireside.api.logprobs import TokenText
+from fireside.engine.types import EngineClient
+from fireside.model.tokenizer import Tokenizer
+
+if TYPE_CHECKING:
+    from llguidance import LLTokenizer
+
+
+@dataclass
+class ServedModel:
+    engine: EngineClient
+    tokenizer: Tokenizer
+    name: str
+    eos_token_ids: list[int]
+    vocab_size: int  # the model's logits width (may exceed the tokenizer's vocabulary)
+    root: str | None = None
+    created: int = field(default_factory=lambda: int(time.time()))
+    close: Callable[[], Awaitable[None]] | None = None
+    _grammar_tokenizer: LLTokenizer | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        self.token_text = TokenText(self.tokenizer)
+
+    @property
+    def context_length(self) -> int:
+        return self.engine.context_length
+
+    def grammar_tokenizer(self) -> LLTokenizer:
+        """llguidance's view of the vocabulary; built on first use (about 1 s for 150k tokens)."""
+        with self._lock:
+            if self._grammar_tokenizer is None:
+                from llguidance import LLTokenizer
+
+                self._grammar_tokenizer = LLTokenizer(
+                    self.tokenizer.backend.to_str(),
+                    n_vocab=self.vocab_size,
+                    eos_token=self.eos_token_ids or None,
+                )
+            return self._grammar_tokenizer

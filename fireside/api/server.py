@@ -1,0 +1,88 @@
+"""`fireside serve`: load a model directory into the engine and run the API on uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fastapi import FastAPI
+
+from fireside.api.app import create_app
+from fireside.api.served import ServedModel
+from fireside.errors import CheckpointError
+from fireside.settings import Settings
+
+if TYPE_CHECKING:
+    from fireside.engine import EngineConfig
+
+
+def default_model_dir() -> Path:
+    """The model bundled with Fireside, served when no --model is given."""
+    path = Path(__file__).resolve().parent.parent / "assets" / "model"
+    if not (path / "config.json").is_file():
+        raise CheckpointError(
+            f"no bundled model at {str(path)!r} (this install has none yet); "
+            "pass --model DIR with a model directory (config.json, safetensors, tokenizer.json)"
+        )
+    return path
+
+
+def resolve_model_dir(settings: Settings) -> Path:
+    path = Path(settings.model) if settings.model else default_model_dir()
+    if not (path / "config.json").is_file():
+        raise CheckpointError(f"{str(path)!r} is not a model directory: it has no config.json")
+    return path
+
+
+def _device(setting: str) -> str:
+    if setting != "auto":
+        return setting
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+async def load_served(
+    model_dir: Path,
+    name: str,
+    device: str = "auto",
+    engine_config: EngineConfig | None = None,
+) -> ServedModel:
+    """Weights, tokenizer and a started engine for one model directory."""
+    from fireside.engine import Engine
+    from fireside.model import load_pretrained
+
+    pre = await asyncio.to_thread(load_pretrained, model_dir, _device(device))
+    engine = Engine.from_pretrained(pre, engine_config)
+    await engine.start()
+    return ServedModel(
+        engine=engine,
+        tokenizer=pre.tokenizer,
+        name=name,
+        eos_token_ids=pre.stop_token_ids,
+        vocab_size=pre.model.config.vocab_size,
+        root=str(model_dir),
+        close=engine.shutdown,
+    )
+
+
+def build_app(settings: Settings, engine_config: EngineConfig | None = None) -> FastAPI:
+    """The app for these settings; the model loads once the server is listening."""
+    model_dir = resolve_model_dir(settings)
+    name = settings.served_model_name or model_dir.name
+    return create_app(
+        name,
+        lambda: load_served(model_dir, name, settings.device, engine_config),
+        api_key=settings.api_key,
+    )
+
+
+def serve(settings: Settings) -> None:
+    import uvicorn
+
+    app = build_app(settings)
+    # Open streams would hold a shutdown forever; after the grace period they are cut.
+    uvicorn.run(
+        app, host=settings.host, port=settings.port, log_level="info", timeout_graceful_shutdown=10
+    )

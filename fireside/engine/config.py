@@ -1,0 +1,28 @@
+"""How an engine is sized: KV memory, batch limits, queue limits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class EngineConfig:
+    block_size: int = 16  # tokens per KV block
+    # KV pool size: num_kv_blocks if given, else the blocks that fit kv_cache_bytes, capped at
+    # what max_num_seqs sequences of full context could ever use.
+    kv_cache_bytes: int = 1 << 30
+    num_kv_blocks: int | None = None
+    max_num_seqs: int = 64  # samples decoding at once
+    # Tokens per step beyond the decodes: bounds how long a prompt chunk delays the decodes.
+    max_num_batched_tokens: int = 512
+    max_waiting: int = 1024  # queued requests beyond this are refused (EngineOverloadedError)
+    max_model_len: int | None = None  # default: the model's max_position_embeddings
+    prefix_caching: bool = True
+    seed: int | None = None  # for requests without a seed; None = nondeterministic
+
+    def __post_init__(self) -> None:
+        for name in ("block_size", "max_num_seqs", "max_num_batched_tokens", "max_waiting"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"EngineConfig.{name} must be at least 1")
+        if self.num_kv_blocks is not None and self.num_kv_blocks < 1:
+            raise ValueError("EngineConfig.num_kv_blocks must be at least 1")

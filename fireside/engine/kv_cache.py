@@ -1,0 +1,241 @@
+"""The paged KV cache: a fixed pool of blocks, block tables, and prefix reuse by content hash.
+
+Keys and values live in one preallocated tensor per layer, `[num_blocks, block_size, n_kv_heads,
+head_dim]`, sized once from a memory budget, so serving never allocates KV memory and never runs
+out of it. A sequence owns a list of block ids (its block table); `PagedKV` is the model's
+`KVCache` for one forward pass: it writes the step's keys and values into their slots and hands
+attention the sequence's blocks gathered in order, with the mask that keeps each query to its
+own past.
+
+A full block is named by a hash of its tokens and everything before them. Blocks are
+refcounted; a block whose count drops to zero goes back to the free list but keeps its content
+and hash until it is handed out again, so a later prompt with the same prefix (a system prompt,
+the conversation so far) reuses it instead of recomputing it.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from fireside.model.config import ModelConfig
+
+
+def kv_bytes_per_token(cfg: ModelConfig, dtype: torch.dtype) -> int:
+    """Keys and values of every layer for one token."""
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    return 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * itemsize
+
+
+def block_hash(parent: int | None, tokens: Sequence[int]) -> int:
+    """A block's identity: its tokens and, through the parent's hash, all tokens before them."""
+    return hash((parent, tuple(tokens)))
+
+
+class KVBlockPool:
+    """Block storage and bookkeeping: allocation, refcounts, and the prefix-hash index."""
+
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        num_blocks: int,
+        block_size: int,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> None:
+        if num_blocks < 1 or block_size < 1:
+            raise ValueError(
+                f"the KV pool needs at least one block of at least one token "
+                f"(got {num_blocks} blocks of {block_size})"
+            )
+        self.num_blocks = num_blocks
+        self.block_size = block_size
+        # Block 0 is scratch: padding tokens write there and no block table points at it.
+        shape = (num_blocks + 1, block_size, cfg.num_key_value_heads, cfg.head_dim)
+        # Zeros, not empty: stale slots are multiplied by zero attention weights, and
+        # uninitialised memory could hold NaN, which survives that multiplication.
+        self.keys = [
+            torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.num_hidden_layers)
+        ]
+        self.values = [
+            torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.num_hidden_layers)
+        ]
+        self.refcount = [0] * (num_blocks + 1)
+        # Free blocks in eviction order (oldest first). A free block may still be indexed by
+        # hash: handing it out evicts it from the index.
+        self._free: OrderedDict[int, None] = OrderedDict(
+            (b, None) for b in range(1, num_blocks + 1)
+        )
+        self._hash_of: dict[int, int] = {}
+        self._by_hash: dict[int, int] = {}
+        self.prefix_queries = 0
+        self.prefix_hits = 0
+
+    # -- accounting ----------------------------------------------------------------------
+
+    @property
+    def num_free(self) -> int:
+        return len(self._free)
+
+    @property
+    def num_used(self) -> int:
+        return self.num_blocks - len(self._free)
+
+    # -- allocation ----------------------------------------------------------------------
+
+    def allocate(self) -> int:
+        if not self._free:
+            # The scheduler reserves blocks before admitting a request, so this is a bug.
+            raise RuntimeError("KV block pool exhausted despite admission control")
+        block, _ = self._free.popitem(last=False)
+        old = self._hash_of.pop(block, None)
+        if old is not None and self._by_hash.get(old) == block:
+            del self._by_hash[old]
+        self.refcount[block] = 1
+        return block
+
+    def share(self, block: int) -> None:
+        if self.refcount[block] == 0:
+            del self._free[block]
+        self.refcount[block] += 1
+
+    def release(self, blocks: Sequence[int]) -> None:
+        for block in blocks:
+            self.refcount[block] -= 1
+            if self.refcount[block] == 0:
+                self._free[block] = None
+
+    def copy_block(self, src: int, dst: int) -> None:
+        for keys, values in zip(self.keys, self.values, strict=True):
+            keys[dst].copy_(keys[src])
+            values[dst].copy_(values[src])
+
+    # -- prefix cache --------------------------------------------------------------------
+
+    def register(self, block: int, h: int) -> None:
+        """Index a block whose content is complete; the first block with a hash keeps it."""
+        if h not in self._by_hash:
+            self._by_hash[h] = block
+            self._hash_of[block] = h
+
+    def lookup(self, h: int) -> int | None:
+        return self._by_hash.get(h)
+
+    def prefix_hashes(self, tokens: Sequence[int]) -> list[int]:
+        """The hash of every full block of `tokens`."""
+        bs = self.block_size
+        hashes: list[int] = []
+        parent: int | None = None
+        for start in range(0, len(tokens) - bs + 1, bs):
+            parent = block_hash(parent, tokens[start : start + bs])
+            hashes.append(parent)
+        return hashes
+
+    def cached_prefix(self, tokens: Sequence[int]) -> list[int]:
+        """Blocks holding the longest cached prefix of `tokens`, whole blocks only (not yet
+        shared). The last token is never matched: its logits must be computed, and it must
+        land in a block of its own sequence, not a shared one."""
+        matched: list[int] = []
+        for h in self.prefix_hashes(tokens)[: (len(tokens) - 1) // self.block_size]:
+            block = self.lookup(h)
+            if block is None:
+                break
+            matched.append(block)
+        return matched
+
+
+@dataclass
+class PagedKV:
+    """The model's `KVCache` for one forward over a batch `[B, T]`.
+
+    slots: `[B*T]` flat slot index (block * block_size + offset) for every new token; padding
+    tokens write to the scratch block. block_tables: `[B, max_blocks]`. mask: `[B, 1, T, S]`,
+    True where a query may attend, or None for plain causal attention over all S keys.
+    span: for a single sequence whose blocks are consecutive ids, (first block, tokens): its
+    history is then a view of the pool and needs no gather.
+    """
+
+    pool: KVBlockPool
+    slots: Tensor
+    block_tables: Tensor
+    mask: Tensor | None
+    span: tuple[int, int] | None = None
+
+    def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        B, H, T, D = k.shape
+        keys, values = self.pool.keys[layer], self.pool.values[layer]
+        flat_k = keys.view(-1, H, D)
+        flat_v = values.view(-1, H, D)
+        flat_k.index_copy_(0, self.slots, k.transpose(1, 2).reshape(B * T, H, D))
+        flat_v.index_copy_(0, self.slots, v.transpose(1, 2).reshape(B * T, H, D))
+        if self.span is not None:
+            first, length = self.span
+            start = first * self.pool.block_size
+            k_all = flat_k[start : start + length].unsqueeze(0).transpose(1, 2)
+            v_all = flat_v[start : start + length].unsqueeze(0).transpose(1, 2)
+            return k_all, v_all, self.mask
+        table = self.block_tables.view(-1)
+        S = self.block_tables.shape[1] * self.pool.block_size
+        # Token-major blocks make the gathered history [B, S, H, D]; attention reads it
+        # through a transposed view, so there is one copy per layer, not two.
+        k_all = keys.index_select(0, table).view(B, S, H, D).transpose(1, 2)
+        v_all = values.index_select(0, table).view(B, S, H, D).transpose(1, 2)
+        return k_all, v_all, self.mask
+
+
+def build_batch_cache(
+    pool: KVBlockPool,
+    block_tables: Sequence[Sequence[int]],
+    starts: Sequence[int],
+    lengths: Sequence[int],
+    sliding_window: int | None,
+    device: torch.device,
+) -> tuple[PagedKV, Tensor]:
+    """The cache and positions `[B, T]` for rows that each add `lengths[i]` tokens at
+    position `starts[i]` (T = max length; shorter rows are padded)."""
+    bs = pool.block_size
+    B, T = len(starts), max(lengths)
+    max_blocks = max(len(t) for t in block_tables)
+    table = torch.zeros(B, max_blocks, dtype=torch.long)
+    for i, t in enumerate(block_tables):
+        table[i, : len(t)] = torch.tensor(t, dtype=torch.long)
+    start = torch.tensor(starts, dtype=torch.long)[:, None]
+    length = torch.tensor(lengths, dtype=torch.long)[:, None]
+    offsets = torch.arange(T, dtype=torch.long)[None, :]
+    positions = start + offsets  # [B, T]
+    valid = offsets < length
+    block_idx = (positions // bs).clamp(max=max_blocks - 1)
+    slots = table.gather(1, block_idx) * bs + positions % bs
+    slots = torch.where(valid, slots, torch.zeros_like(slots))
+    keys = torch.arange(max_blocks * bs, dtype=torch.long)[None, None, :]
+    q_pos = positions[:, :, None]
+    mask = keys <= q_pos
+    if sliding_window is not None:
+        mask &= keys > q_pos - sliding_window
+    # A padding query attends to key 0 only: a fully masked row would produce NaN.
+    mask = torch.where(valid[:, :, None], mask, keys == 0)
+    span = None
+    attn_mask: Tensor | None = mask[:, None]
+    only = block_tables[0] if B == 1 else []
+    if B == 1 and list(only) == list(range(only[0], only[0] + len(only))):
+        # One sequence in consecutive blocks (the common single-stream case): attend over a
+        # view of exactly its tokens. With no offset or window, that is plain causal attention.
+        total = starts[0] + lengths[0]
+        span = (only[0], total)
+        attn_mask = (
+            None
+            if sliding_window is None and (T == 1 or starts[0] == 0)
+            else (mask[:, None, :, :total])
+        )
+    cache = PagedKV(
+        pool=pool,
+        slots=slots.view(-1).to(device),
+        block_tables=table.to(device),
+        mask=None if attn_mask is None else attn_mask.to(device),
+        span=span,
+    )
+    return cache, positions.clamp(min=0).to(device)

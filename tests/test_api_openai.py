@@ -1,0 +1,630 @@
+"""The official `openai` client, sync and async, against a real server and the real engine."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import jsonschema
+import openai
+import pytest
+
+from tests.api_utils import RunningServer, run_server
+
+MESSAGES = [{"role": "user", "content": "Write a function that parses JSON."}]
+
+
+@pytest.fixture(scope="module")
+def server(api_model_dir: Path) -> Iterator[RunningServer]:
+    with run_server(api_model_dir) as s:
+        yield s
+
+
+@pytest.fixture
+def client(server: RunningServer) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0)
+
+
+def tokenize(server: RunningServer, text: str) -> list[int]:
+    r = httpx.post(f"{server.url}/tokenize", json={"prompt": text})
+    r.raise_for_status()
+    return list(r.json()["tokens"])
+
+
+# -- models ----------------------------------------------------------------------------------
+
+
+def test_models_list_and_retrieve(client: openai.OpenAI) -> None:
+    models = client.models.list().data
+    assert [m.id for m in models] == ["tiny"]
+    assert client.models.retrieve("tiny").id == "tiny"
+    with pytest.raises(openai.NotFoundError) as e:
+        client.models.retrieve("gpt-4")
+    assert e.value.body["code"] == "model_not_found"  # type: ignore[index]
+
+
+# -- chat ------------------------------------------------------------------------------------
+
+
+def test_chat_stream_equals_non_stream_at_temperature_0(client: openai.OpenAI) -> None:
+    whole = client.chat.completions.create(
+        model="tiny",
+        messages=MESSAGES,
+        max_tokens=24,
+        temperature=0,  # type: ignore[arg-type]
+    )
+    chunks = list(
+        client.chat.completions.create(
+            model="tiny",
+            messages=MESSAGES,  # type: ignore[arg-type]
+            max_tokens=24,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert all(c.choices[0].delta.role is None for c in chunks[1:] if c.choices)
+    finishes = [
+        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
+    ]
+    assert finishes == [whole.choices[0].finish_reason]
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert whole.choices[0].message.content
+    assert text == whole.choices[0].message.content
+    # Exactly one usage chunk, last, with no choices and the same counts as the whole answer.
+    assert [c.usage is not None for c in chunks].count(True) == 1
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens  # type: ignore[union-attr]
+    assert chunks[-1].usage.prompt_tokens == whole.usage.prompt_tokens  # type: ignore[union-attr]
+
+
+def test_sse_framing_ends_with_done(server: RunningServer) -> None:
+    body = {"model": "tiny", "messages": MESSAGES, "max_tokens": 4, "stream": True}
+    with httpx.stream("POST", f"{server.base_url}/chat/completions", json=body) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        events = [line for line in r.iter_lines() if line]
+    assert all(e.startswith("data: ") for e in events)
+    assert events[-1] == "data: [DONE]"
+    assert all(json.loads(e[6:])["object"] == "chat.completion.chunk" for e in events[:-1])
+
+
+def test_max_tokens_and_max_completion_tokens(client: openai.OpenAI) -> None:
+    for field in ("max_tokens", "max_completion_tokens"):
+        r = client.chat.completions.create(
+            model="tiny",
+            messages=MESSAGES,  # type: ignore[arg-type]
+            temperature=0,
+            extra_body={"ignore_eos": True},
+            **{field: 5},  # type: ignore[arg-type]
+        )
+        assert r.usage is not None and r.usage.completion_tokens == 5
+        assert r.choices[0].finish_reason == "length"
+
+
+def test_n_with_seed_is_reproducible(client: openai.OpenAI) -> None:
+    def ask(seed: int) -> list[str]:
+        r = client.chat.completions.create(
+            model="tiny",
+            messages=MESSAGES,
+            max_tokens=12,
+            n=3,
+            seed=seed,
+            temperature=1.0,  # type: ignore[arg-type]
+        )
+        assert [c.index for c in r.choices] == [0, 1, 2]
+        return [c.message.content or "" for c in r.choices]
+
+    first = ask(7)
+    assert ask(7) == first
+    assert ask(8) != first
+    assert len(set(first)) > 1  # the samples differ from one another
+
+
+def test_stop_string_and_list(client: openai.OpenAI) -> None:
+    full = (
+        client.completions.create(
+            model="tiny", prompt="import json\n", max_tokens=20, temperature=0
+        )
+        .choices[0]
+        .text
+    )
+    assert len(full) > 6
+    stop = full[3:6]
+    before = full[: full.index(stop)]
+    for spec in (stop, [stop, "never appears here"]):
+        r = client.completions.create(
+            model="tiny", prompt="import json\n", max_tokens=20, temperature=0, stop=spec
+        )
+        assert r.choices[0].text == before
+        assert r.choices[0].finish_reason == "stop"
+
+
+def test_chat_logprobs(client: openai.OpenAI) -> None:
+    r = client.chat.completions.create(
+        model="tiny",
+        messages=MESSAGES,
+        max_tokens=6,
+        temperature=0,
+        logprobs=True,
+        top_logprobs=3,  # type: ignore[arg-type]
+    )
+    content = r.choices[0].logprobs.content  # type: ignore[union-attr]
+    assert content is not None and len(content) == r.usage.completion_tokens  # type: ignore[union-attr]
+    # Raw bytes, since a byte-level token may hold part of a character (held back in the text).
+    joined = bytes(b for t in content for b in t.bytes or [])
+    assert joined.decode("utf-8", errors="replace").startswith(r.choices[0].message.content or "")
+    for t in content:
+        assert len(t.top_logprobs) == 3
+        lps = [x.logprob for x in t.top_logprobs]
+        assert lps == sorted(lps, reverse=True) and all(lp <= 0 for lp in lps)
+        assert t.logprob == pytest.approx(lps[0])  # greedy picks the best token
+
+
+def test_vllm_knobs_and_unknown_fields(client: openai.OpenAI) -> None:
+    r = client.chat.completions.create(
+        model="tiny",
+        messages=MESSAGES,  # type: ignore[arg-type]
+        max_tokens=8,
+        extra_body={
+            "top_k": 5,
+            "min_p": 0.05,
+            "repetition_penalty": 1.2,
+            "min_tokens": 8,
+            "stop_token_ids": [],
+            "skip_special_tokens": False,
+            "no_such_field": {"x": 1},
+        },
+    )
+    assert r.usage is not None and r.usage.completion_tokens == 8
+
+
+# -- completions -------------------------------------------------------------------------------
+
+
+def test_completion_prompt_shapes(client: openai.OpenAI, server: RunningServer) -> None:
+    ids = tokenize(server, "def main():")
+    as_text = client.completions.create(
+        model="tiny", prompt="def main():", max_tokens=6, temperature=0
+    )
+    as_ids = client.completions.create(model="tiny", prompt=ids, max_tokens=6, temperature=0)
+    assert as_ids.choices[0].text == as_text.choices[0].text
+    many = client.completions.create(
+        model="tiny", prompt=["def main():", "class A:"], max_tokens=6, temperature=0, n=2
+    )
+    assert [c.index for c in many.choices] == [0, 1, 2, 3]
+    assert many.choices[0].text == as_text.choices[0].text
+    many_ids = client.completions.create(
+        model="tiny", prompt=[ids, tokenize(server, "class A:")], max_tokens=6, temperature=0
+    )
+    assert many_ids.choices[0].text == as_text.choices[0].text
+    assert many_ids.choices[1].text == many.choices[2].text
+    assert many_ids.usage is not None and many_ids.usage.completion_tokens == 12
+
+
+def test_completion_echo_logprobs_cover_the_prompt(
+    client: openai.OpenAI, server: RunningServer
+) -> None:
+    prompt = "import os\nprint(os.getcwd())"
+    ids = tokenize(server, prompt)
+    r = client.completions.create(
+        model="tiny", prompt=prompt, max_tokens=3, temperature=0, logprobs=2, echo=True
+    )
+    choice = r.choices[0]
+    lp = choice.logprobs
+    assert lp is not None and lp.token_logprobs is not None and lp.tokens is not None
+    assert choice.text.startswith(prompt)
+    assert len(lp.tokens) == len(ids) + 3
+    assert lp.token_logprobs[0] is None and lp.top_logprobs[0] is None  # type: ignore[index]
+    assert all(x is not None and x <= 0 for x in lp.token_logprobs[1:])
+    assert "".join(lp.tokens) == choice.text
+    assert lp.text_offset == [sum(len(t) for t in lp.tokens[:i]) for i in range(len(lp.tokens))]
+
+
+def test_completion_stream_equals_non_stream(client: openai.OpenAI) -> None:
+    whole = client.completions.create(model="tiny", prompt="for i in", max_tokens=16, temperature=0)
+    chunks = list(
+        client.completions.create(
+            model="tiny", prompt="for i in", max_tokens=16, temperature=0, stream=True
+        )
+    )
+    assert "".join(c.choices[0].text for c in chunks) == whole.choices[0].text
+    assert [c.choices[0].finish_reason for c in chunks if c.choices[0].finish_reason] == ["length"]
+
+
+# -- structured output and tools ---------------------------------------------------------------
+
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "ok": {"type": "boolean"},
+        "color": {"enum": ["red", "green", "blue"]},
+    },
+    "required": ["ok", "color"],
+    "additionalProperties": False,
+}
+
+
+def test_response_format_json_schema_validates(client: openai.OpenAI) -> None:
+    for seed in (1, 2, 3):
+        r = client.chat.completions.create(
+            model="tiny",
+            messages=MESSAGES,  # type: ignore[arg-type]
+            max_tokens=60,
+            seed=seed,
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "answer", "schema": SCHEMA},
+            },
+        )
+        assert r.choices[0].finish_reason == "stop"
+        jsonschema.validate(json.loads(r.choices[0].message.content or ""), SCHEMA)
+
+
+def test_response_format_json_object_parses(client: openai.OpenAI) -> None:
+    r = client.chat.completions.create(
+        model="tiny",
+        messages=MESSAGES,  # type: ignore[arg-type]
+        max_tokens=200,
+        temperature=0,
+        response_format={"type": "json_object"},
+    )
+    assert r.choices[0].finish_reason == "stop"
+    assert isinstance(json.loads(r.choices[0].message.content or ""), dict)
+
+
+def test_bad_json_schema_is_400(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(
+            model="tiny",
+            messages=MESSAGES,  # type: ignore[arg-type]
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "x", "schema": {"type": "bogus"}},
+            },
+        )
+    assert "bogus" in str(e.value)
+
+
+# Short, because the tiny tokenizer spends many tokens on JSON and the context is 256.
+LIGHT = {
+    "type": "object",
+    "properties": {"on": {"type": "boolean"}},
+    "required": ["on"],
+    "additionalProperties": False,
+}
+TOOLS = [
+    {"type": "function", "function": {"name": "light", "parameters": LIGHT}},
+    {
+        "type": "function",
+        "function": {
+            "name": "noop",
+            "parameters": {"type": "object", "properties": {}, "additionalProperties": False},
+        },
+    },
+]
+
+
+@pytest.mark.parametrize(
+    "choice", ["required", {"type": "function", "function": {"name": "light"}}]
+)
+def test_forced_tool_calls(client: openai.OpenAI, choice: object) -> None:
+    r = client.chat.completions.create(
+        model="tiny",
+        messages=MESSAGES,  # type: ignore[arg-type]
+        max_tokens=80,
+        temperature=0,
+        tools=TOOLS,  # type: ignore[arg-type]
+        tool_choice=choice,  # type: ignore[arg-type]
+        parallel_tool_calls=False,
+    )
+    choice0 = r.choices[0]
+    assert choice0.finish_reason == "tool_calls"
+    calls = choice0.message.tool_calls
+    assert calls is not None and len(calls) == 1
+    call = calls[0]
+    assert call.id.startswith("call_")
+    if isinstance(choice, dict):
+        assert call.function.name == "light"
+    args = json.loads(call.function.arguments)
+    jsonschema.validate(args, LIGHT if call.function.name == "light" else {"maxProperties": 0})
+    # Streamed, the same call arrives as tool_calls deltas.
+    chunks = list(
+        client.chat.completions.create(
+            model="tiny",
+            messages=MESSAGES,  # type: ignore[arg-type]
+            max_tokens=80,
+            temperature=0,
+            tools=TOOLS,  # type: ignore[arg-type]
+            tool_choice=choice,  # type: ignore[arg-type]
+            parallel_tool_calls=False,
+            stream=True,
+        )
+    )
+    deltas = [tc for c in chunks for tc in (c.choices[0].delta.tool_calls or [])]
+    assert [d.function.name for d in deltas if d.function] == [call.function.name]
+    assert (
+        "".join(d.function.arguments or "" for d in deltas if d.function) == call.function.arguments
+    )
+    assert [c.choices[0].finish_reason for c in chunks if c.choices[0].finish_reason] == [
+        "tool_calls"
+    ]
+
+
+def test_auto_tool_call_is_parsed_from_the_output(client: openai.OpenAI) -> None:
+    # With tool_choice "auto" the model decides; a grammar (vLLM's structured_outputs) makes this
+    # random model write a call in Fireside's format, which the server must parse back out.
+    call = json.dumps({"name": "light", "arguments": {"on": True}})
+    grammar = f"start: {json.dumps('Sure. ')} <|tool_call|> {json.dumps(call)} <|/tool_call|>"
+    kwargs = dict(
+        model="tiny", messages=MESSAGES, max_tokens=60, tools=TOOLS, tool_choice="auto",
+        extra_body={"structured_outputs": {"grammar": grammar}},
+    )  # fmt: skip
+    r = client.chat.completions.create(**kwargs)  # type: ignore[call-overload]
+    message = r.choices[0].message
+    assert r.choices[0].finish_reason == "tool_calls"
+    assert message.content == "Sure. "
+    assert [(c.function.name, json.loads(c.function.arguments)) for c in message.tool_calls] == [
+        ("light", {"on": True})
+    ]
+    chunks = list(client.chat.completions.create(stream=True, **kwargs))  # type: ignore[call-overload]
+    text = "".join(c.choices[0].delta.content or "" for c in chunks)
+    deltas = [tc for c in chunks for tc in (c.choices[0].delta.tool_calls or [])]
+    assert text == "Sure. "
+    assert [(d.index, d.function.name) for d in deltas if d.function] == [(0, "light")]
+    assert json.loads(deltas[0].function.arguments or "") == {"on": True}  # type: ignore[union-attr]
+
+
+def test_structured_outputs_choice_regex_json(client: openai.OpenAI) -> None:
+    for seed in range(3):
+        r = client.completions.create(
+            model="tiny", prompt="The answer is", max_tokens=20, seed=seed,
+            extra_body={"guided_choice": ["yes", "no", "a \"maybe\""]},
+        )  # fmt: skip
+        assert r.choices[0].text in ("yes", "no", 'a "maybe"')
+        r = client.completions.create(
+            model="tiny", prompt="Call", max_tokens=20, seed=seed,
+            extra_body={"structured_outputs": {"regex": "[0-9]{3}-[a-z]{2}"}},
+        )  # fmt: skip
+        assert re.fullmatch("[0-9]{3}-[a-z]{2}", r.choices[0].text)
+    r = client.completions.create(
+        model="tiny", prompt="{", max_tokens=60, seed=1, extra_body={"guided_json": SCHEMA}
+    )
+    jsonschema.validate(json.loads(r.choices[0].text), SCHEMA)
+
+
+def test_two_output_constraints_are_400(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(
+            model="tiny", messages=MESSAGES, response_format={"type": "json_object"},  # type: ignore[arg-type]
+            extra_body={"guided_regex": "a+"},
+        )  # fmt: skip
+    assert "cannot be combined" in str(e.value)
+
+
+def test_tool_history_renders(client: openai.OpenAI) -> None:
+    messages = [
+        {"role": "user", "content": "Lights on"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "light", "arguments": '{"on": true}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "done"},
+    ]
+    r = client.chat.completions.create(
+        model="tiny",
+        messages=messages,
+        max_tokens=4,
+        tools=TOOLS,
+        tool_choice="none",  # type: ignore[arg-type]
+    )
+    assert r.choices[0].message.tool_calls in (None, [])
+    assert r.usage is not None and r.usage.prompt_tokens > 20
+
+
+# -- errors ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"temperature": 2.5}, "temperature"),
+        ({"n": 0}, "n"),
+        ({"n": 129}, "n"),
+        ({"stop": [f"s{i}" for i in range(17)]}, "stop"),
+        ({"top_logprobs": 3}, "top_logprobs"),
+        ({"max_tokens": 10_000}, "max_tokens"),
+        ({"seed": 2**70}, "seed"),
+        ({"logit_bias": {"99999": 1}}, "logit_bias"),
+    ],
+)
+def test_invalid_values_are_400(
+    server: RunningServer, extra: dict[str, object], param: str
+) -> None:
+    body = {"model": "tiny", "messages": MESSAGES, **extra}
+    r = httpx.post(f"{server.base_url}/chat/completions", json=body)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["type"] == "invalid_request_error"
+    assert error["param"].startswith(param)
+
+
+def test_content_parts(client: openai.OpenAI) -> None:
+    parts = [
+        {"type": "text", "text": "Write a function "},
+        {"type": "text", "text": "that parses JSON."},
+    ]
+    kwargs = dict(model="tiny", max_tokens=6, temperature=0)
+    joined = client.chat.completions.create(messages=MESSAGES, **kwargs)  # type: ignore[call-overload]
+    split = client.chat.completions.create(messages=[{"role": "user", "content": parts}], **kwargs)  # type: ignore[call-overload]
+    assert split.choices[0].message.content == joined.choices[0].message.content
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(messages=[{"role": "user", "content": [image]}], **kwargs)  # type: ignore[call-overload]
+    assert "image_url" in str(e.value)  # refused, not silently dropped
+
+
+def test_prompt_over_context_is_400_not_truncated(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as e:
+        client.completions.create(model="tiny", prompt="word " * 1100, max_tokens=4)
+    assert e.value.code == "context_length_exceeded"
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"{not json", b"[]", b'{"messages": "hi"}', b""],
+)
+def test_malformed_bodies_are_400_never_422(server: RunningServer, content: bytes) -> None:
+    r = httpx.post(
+        f"{server.base_url}/chat/completions",
+        content=content,
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_unknown_model_and_route_are_404(client: openai.OpenAI, server: RunningServer) -> None:
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="gpt-4o", messages=MESSAGES)  # type: ignore[arg-type]
+    r = httpx.get(f"{server.url}/v1/nothing")
+    assert r.status_code == 404 and "error" in r.json()
+
+
+def test_oversized_body_is_413(server: RunningServer) -> None:
+    body = {"model": "tiny", "prompt": "x" * (9 << 20)}
+    r = httpx.post(f"{server.base_url}/completions", json=body)
+    assert r.status_code == 413
+    assert r.json()["error"]["code"] == "request_too_large"
+
+
+# -- concurrency, metrics --------------------------------------------------------------------
+
+
+def test_concurrent_streams_match_the_non_streamed_answer(
+    client: openai.OpenAI, server: RunningServer
+) -> None:
+    prompts = [f"def f{i}(x):" for i in range(6)]
+    expected = [
+        client.completions.create(model="tiny", prompt=p, max_tokens=20, temperature=0)
+        .choices[0]
+        .text
+        for p in prompts
+    ]
+
+    async def one(aclient: openai.AsyncOpenAI, prompt: str) -> str:
+        stream = await aclient.completions.create(
+            model="tiny", prompt=prompt, max_tokens=20, temperature=0, stream=True
+        )
+        return "".join([c.choices[0].text async for c in stream])
+
+    async def main() -> list[str]:
+        async with openai.AsyncOpenAI(base_url=server.base_url, api_key="x", max_retries=0) as c:
+            return list(await asyncio.gather(*(one(c, p) for p in prompts * 2)))
+
+    assert asyncio.run(main()) == expected * 2
+
+
+def metric(server: RunningServer, name: str, labels: str = "") -> float:
+    text = httpx.get(f"{server.url}/metrics").text
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") and labels in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_metrics_count_requests_and_tokens(client: openai.OpenAI, server: RunningServer) -> None:
+    before = {
+        n: metric(server, n)
+        for n in (
+            "fireside:prompt_tokens_total",
+            "fireside:generation_tokens_total",
+            "fireside:time_to_first_token_seconds_count",
+            "fireside:e2e_request_latency_seconds_count",
+            "fireside:request_queue_time_seconds_count",
+            "fireside:inter_token_latency_seconds_count",
+        )
+    }
+    length_before = metric(server, "fireside:request_success_total", 'finished_reason="length"')
+    r = client.completions.create(
+        model="tiny",
+        prompt="import sys",
+        max_tokens=7,
+        temperature=0,
+        extra_body={"ignore_eos": True},
+    )
+    assert r.usage is not None
+    after = {n: metric(server, n) for n in before}
+    assert (
+        after["fireside:prompt_tokens_total"] - before["fireside:prompt_tokens_total"]
+        == r.usage.prompt_tokens
+    )
+    assert (
+        after["fireside:generation_tokens_total"] - before["fireside:generation_tokens_total"] == 7
+    )
+    assert (
+        after["fireside:time_to_first_token_seconds_count"]
+        == before["fireside:time_to_first_token_seconds_count"] + 1
+    )
+    assert (
+        after["fireside:e2e_request_latency_seconds_count"]
+        == before["fireside:e2e_request_latency_seconds_count"] + 1
+    )
+    assert (
+        metric(server, "fireside:request_success_total", 'finished_reason="length"')
+        == length_before + 1
+    )
+    text = httpx.get(f"{server.url}/metrics").text
+    for name in (
+        "fireside:num_requests_running",
+        "fireside:num_requests_waiting",
+        "fireside:kv_cache_usage_perc",
+        "fireside:prefix_cache_queries_total",
+        "fireside:prefix_cache_hits_total",
+        "fireside:inter_token_latency_seconds_bucket",
+        "fireside:request_queue_time_seconds",
+    ):
+        assert name in text, name
+
+
+def test_streamed_n_samples_match_non_streamed_with_seed(client: openai.OpenAI) -> None:
+    kwargs = dict(model="tiny", messages=MESSAGES, max_tokens=10, n=3, seed=11, temperature=0.9)
+    whole = client.chat.completions.create(**kwargs)  # type: ignore[call-overload]
+    chunks = list(client.chat.completions.create(stream=True, **kwargs))  # type: ignore[call-overload]
+    roles = [c.choices[0].index for c in chunks if c.choices and c.choices[0].delta.role]
+    assert sorted(roles) == [0, 1, 2]
+    for choice in whole.choices:
+        mine = [c.choices[0] for c in chunks if c.choices and c.choices[0].index == choice.index]
+        assert "".join(m.delta.content or "" for m in mine) == choice.message.content
+        assert [m.finish_reason for m in mine if m.finish_reason] == [choice.finish_reason]
+
+
+def test_streamed_echo_logprobs_match_non_streamed(client: openai.OpenAI) -> None:
+    kwargs = dict(
+        model="tiny", prompt="x = [1, 2]", max_tokens=5, temperature=0, logprobs=1, echo=True
+    )
+    whole = client.completions.create(**kwargs)  # type: ignore[call-overload]
+    chunks = list(client.completions.create(stream=True, **kwargs))  # type: ignore[call-overload]
+    assert "".join(c.choices[0].text for c in chunks) == whole.choices[0].text
+    tokens = [t for c in chunks if c.choices[0].logprobs for t in c.choices[0].logprobs.tokens]
+    lps = [x for c in chunks if c.choices[0].logprobs for x in c.choices[0].logprobs.token_logprobs]
+    assert tokens == whole.choices[0].logprobs.tokens
+    assert lps == whole.choices[0].logprobs.token_logprobs
+    offsets = [
+        x for c in chunks if c.choices[0].logprobs for x in c.choices[0].logprobs.text_offset
+    ]
+    assert offsets == whole.choices[0].logprobs.text_offset

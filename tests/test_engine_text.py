@@ -1,0 +1,105 @@
+"""Text out of the engine: UTF-8-safe streaming and stop strings that never leak."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fireside.engine import Engine, SamplingParams
+from fireside.engine.detokenize import StreamDetokenizer
+from fireside.model import Tokenizer
+from tests.engine_utils import collect, greedy_reference, tiny_model
+
+
+def test_split_utf8_characters_are_never_emitted_half(tokenizer: Tokenizer) -> None:
+    text = "naïve café — 火 🔥 done"
+    ids = tokenizer.encode(text)
+    # The tiny tokenizer never saw these characters, so they arrive as single bytes.
+    assert len(ids) > len(text.split())
+    detok = StreamDetokenizer(tokenizer, tokenizer.encode("x = "))
+    deltas = [detok.add(t)[0] for t in ids]
+    deltas.append(detok.flush())
+    assert all("\ufffd" not in d for d in deltas)
+    assert "".join(deltas) == text
+
+
+def test_stop_string_held_back_until_it_is_clearly_not_one(tokenizer: Tokenizer) -> None:
+    detok = StreamDetokenizer(tokenizer, [], stop=["STOP"])
+    emitted, hits = "", []
+    for piece in ["ab", "ST", "O", "x", "yS", "TO", "P", "tail"]:
+        for t in tokenizer.encode(piece):
+            delta, hit = detok.add(t)
+            emitted += delta
+            hits.append(hit)
+        if piece in ("ST", "O"):
+            assert emitted == "ab"  # "ST", "STO" could begin "STOP": held back
+        if piece == "x":
+            assert emitted == "abSTOx"  # they did not
+        if piece == "P":
+            assert hits[-1] == "STOP"
+            break
+    assert emitted == "abSTOxy"
+    assert hits.count("STOP") == 1
+
+
+def _boundary_stop(tokenizer: Tokenizer, tokens: list[int]) -> tuple[str, str]:
+    """A stop string made of the end of one token and the start of the next, and the text
+    before its first occurrence."""
+    pieces = [tokenizer.decode([t]) for t in tokens]
+    for i in range(3, len(pieces) - 1):
+        left, right = pieces[i].strip(), pieces[i + 1].strip()
+        if (
+            len(left) >= 2
+            and len(right) >= 2
+            and pieces[i].endswith(left[-2:])
+            and pieces[i + 1].startswith(right[:2])
+        ):
+            stop = left[-2:] + right[:2]
+            full = "".join(pieces)
+            return stop, full[: full.find(stop)]
+    raise AssertionError("no token boundary to split a stop string over")
+
+
+def test_stop_string_split_across_tokens_never_leaks(tokenizer: Tokenizer) -> None:
+    model = tiny_model(tokenizer.vocab_size, seed=1)
+    engine = Engine(model, tokenizer)
+    prompt = tokenizer.encode("import json\n\ndef load(path):\n    ")
+    reference = greedy_reference(model, prompt, 60)
+    stop, before = _boundary_stop(tokenizer, reference)
+
+    async def main() -> None:
+        async with engine:
+            params = SamplingParams(temperature=0, max_tokens=60, stop=[stop], ignore_eos=True)
+            got = await collect(engine, prompt, params, "stop")
+            assert got.text[0] == before
+            assert stop not in got.text[0]
+            assert got.finish[0] == "stop" and got.stop_reason[0] == stop
+            # Generation ended at the token that completed the stop string.
+            assert len(got.tokens[0]) < 60
+            assert got.tokens[0] == reference[: len(got.tokens[0])]
+
+            asked = SamplingParams(
+                temperature=0,
+                max_tokens=60,
+                stop=[stop, "never-generated"],
+                include_stop_str_in_output=True,
+                ignore_eos=True,
+            )
+            got = await collect(engine, prompt, asked, "stop2")
+            assert got.text[0] == before + stop
+
+    asyncio.run(main())
+
+
+def test_text_without_stop_equals_decode(tokenizer: Tokenizer) -> None:
+    model = tiny_model(tokenizer.vocab_size, seed=2)
+    engine = Engine(model, tokenizer)
+    prompt = tokenizer.encode("class Decoder:\n")
+
+    async def main() -> None:
+        async with engine:
+            params = SamplingParams(temperature=0, max_tokens=40, stop=["zzzz"], ignore_eos=True)
+            got = await collect(engine, prompt, params, "t")
+            assert got.text[0] == tokenizer.decode(got.tokens[0], skip_special_tokens=True)
+            assert got.finish[0] == "length"
+
+    asyncio.run(main())
