@@ -2,8 +2,8 @@
 
 tokenizer -> data prepare -> pretrain (loss falls) -> SIGKILL mid-run -> resume (steps carry
 on) -> SFT (assistant-only mask) -> DPO (chosen log-ratio rises) -> eval (report card) -> the
-final RUN_DIR loads and answers a chat turn. The API server lives on another branch; until it is
-merged the last step answers through `fireside.model` (greedy decode with the chat template).
+final RUN_DIR loads and answers a chat turn. The last step serves the final RUN_DIR with
+`fireside serve`'s app and asks it through the official openai client.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import openai
 import pytest
 import torch
 
@@ -27,6 +28,7 @@ from fireside.eval.generate import greedy_generate
 from fireside.model import load_pretrained
 from fireside.train.chat_data import LengthReport, load_sft_file
 from fireside.train.metrics import read_metrics
+from tests.api_utils import run_server
 
 PRETRAIN_STEPS = 20
 
@@ -183,16 +185,25 @@ def test_raw_files_to_an_answering_model(tmp_path: Path) -> None:
         "timeout",
     }
 
-    # Served and answering: the final RUN_DIR loads and ends its turn with its end token.
+    # Served and answering: `fireside serve` on the final RUN_DIR, asked through the official
+    # openai client, answers greedily exactly what the model itself says.
+    messages = [
+        {"role": "system", "content": "You are a terse assistant."},
+        {"role": "user", "content": "What is 2 + 2?"},
+    ]
     final = load_pretrained(dpo)
-    prompt = final.tokenizer.render_chat(
-        [
-            {"role": "system", "content": "You are a terse assistant."},
-            {"role": "user", "content": "What is 2 + 2?"},
-        ],
-        add_generation_prompt=True,
-    )
-    reply = greedy_generate(
+    prompt = final.tokenizer.render_chat(messages, add_generation_prompt=True)
+    expected = greedy_generate(
         final.model, final.tokenizer, prompt.ids, 20, stop_token_ids=final.stop_token_ids
     )
-    assert reply.strip() and len(final.tokenizer.encode(reply)) < 20, reply
+    assert expected.strip() and len(final.tokenizer.encode(expected)) < 20, expected
+    with run_server(dpo, name="mine") as server:
+        client = openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0)
+        reply = client.chat.completions.create(
+            model="mine",
+            messages=messages,
+            temperature=0,
+            max_tokens=20,
+        )
+    assert reply.choices[0].finish_reason == "stop"  # it ended its turn by itself
+    assert reply.choices[0].message.content == expected
