@@ -7,7 +7,7 @@ import math
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from fireside.eval import chat_eval, humaneval
 from fireside.eval.bpb import EvalDataError, bits_per_byte, read_texts, windows
 from fireside.eval.chat_eval import TASKS, ChatTask, is_correct
-from fireside.eval.generate import PromptTooLong, greedy_generate
+from fireside.eval.generate import PromptTooLong, generate_all, greedy_generate
 from fireside.eval.sandbox import Limits, run_python
 from fireside.model import Tokenizer, Transformer, load_pretrained
 from tests.conftest import tiny_config
@@ -77,6 +77,30 @@ def test_generation_stops_at_stop_tokens_strings_and_context(
         greedy_generate(model, tokenizer, [5] * context, max_new_tokens=1)
 
 
+def test_engine_batch_generation_matches_the_reference_decoder(tiny_model_dir: Path) -> None:
+    bundle = load_pretrained(tiny_model_dir)
+    tok = bundle.tokenizer
+    prompts = [tok.encode(t) for t in ("import json\n", "def f(x):\n", "class A:\n    ")]
+    prompts.append([5] * (bundle.context_length - 4))  # room for four tokens only
+    prompts.append([5] * bundle.context_length)  # no room at all
+    stops = ("\n\n",)
+    got = generate_all(bundle, prompts, max_new_tokens=24, stop_strings=stops)
+    want = [
+        greedy_generate(bundle.model, tok, p, 24, bundle.stop_token_ids, stops)
+        for p in prompts[:-1]
+    ]
+    assert got == [*want, None]
+
+
+def each_prompt(
+    fake: Callable[[Transformer, Tokenizer, list[int]], str],
+) -> Callable[..., list[str | None]]:
+    """A stand-in for generate_all from one that answers a single prompt."""
+    return lambda bundle, prompts, *a, **k: [
+        fake(bundle.model, bundle.tokenizer, list(p)) for p in prompts
+    ]
+
+
 def test_bits_per_byte_is_nats_over_bytes(model: Transformer, tokenizer: Tokenizer) -> None:
     text = "The quick brown fox jumps over the lazy dog. Ünïcödé counts in bytes."
     ids = [0, *tokenizer.encode(text)]
@@ -128,7 +152,7 @@ def test_run_humaneval_scores_what_the_model_writes(
         task = next(p for p in humaneval.load_problems(4) if p["prompt"] == prompt)
         return solutions[prompt] if task["task_id"] in right_on else "    return 0\n"
 
-    monkeypatch.setattr(humaneval, "greedy_generate", fake_generate)
+    monkeypatch.setattr(humaneval, "generate_all", each_prompt(fake_generate))
     result = humaneval.run_humaneval(bundle, limit=4, limits=FAST)
     assert result.pass_at_1 == 0.5
     assert {p.task_id for p in result.problems if p.passed} == right_on
@@ -153,7 +177,7 @@ def test_humaneval_chat_mode_takes_the_code_from_the_reply(
             return p["canonical_solution"]
         return "```python\ndef truncate_number(number):\n    return 0.0\n```"
 
-    monkeypatch.setattr(humaneval, "greedy_generate", fake_generate)
+    monkeypatch.setattr(humaneval, "generate_all", each_prompt(fake_generate))
     result = humaneval.run_humaneval(bundle, limit=3, limits=FAST, mode="chat")
     assert [p.passed for p in result.problems] == [True, True, False]
     assert asked[0].startswith("<|endoftext|><|user|>Complete the following Python function")
@@ -185,7 +209,7 @@ def test_chat_eval_scores_the_replies(
         task = next(t for t in TASKS if t.question in prompts[-1])
         return task.answer if task.category == "arithmetic" else "no idea"
 
-    monkeypatch.setattr(chat_eval, "greedy_generate", fake_generate)
+    monkeypatch.setattr(chat_eval, "generate_all", each_prompt(fake_generate))
     result = chat_eval.run_chat_eval(bundle)
     assert result.by_category["arithmetic"] == 1.0
     assert result.by_category["facts"] == 0.0

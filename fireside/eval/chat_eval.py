@@ -10,7 +10,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass
 
-from fireside.eval.generate import PromptTooLong, greedy_generate
+from fireside.eval.generate import generate_all
 from fireside.model.pretrained import Pretrained
 
 
@@ -70,22 +70,17 @@ class ChatEvalResult:
 def run_chat_eval(
     bundle: Pretrained, tasks: tuple[ChatTask, ...] = TASKS, max_new_tokens: int = 32
 ) -> ChatEvalResult:
-    answers = []
-    for task in tasks:
-        prompt = bundle.tokenizer.render_chat(
+    prompts = [
+        bundle.tokenizer.render_chat(
             [{"role": "user", "content": task.question}], add_generation_prompt=True
-        )
-        try:
-            reply = greedy_generate(
-                bundle.model,
-                bundle.tokenizer,
-                prompt.ids,
-                max_new_tokens,
-                stop_token_ids=bundle.stop_token_ids,
-            )
-        except PromptTooLong:
-            reply = ""
-        answers.append(ChatAnswer(task, reply, is_correct(task, reply)))
+        ).ids
+        for task in tasks
+    ]
+    replies = generate_all(bundle, prompts, max_new_tokens)
+    answers = [
+        ChatAnswer(task, reply or "", is_correct(task, reply or ""))
+        for task, reply in zip(tasks, replies, strict=True)
+    ]
     groups: dict[str, list[bool]] = defaultdict(list)
     for a in answers:
         groups[a.task.category].append(a.correct)

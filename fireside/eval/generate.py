@@ -1,18 +1,26 @@
-"""Greedy decoding for evaluation: one sequence, a contiguous KV cache, stop tokens and strings.
+"""Greedy decoding for evaluation.
 
-Evaluation needs determinism, not throughput; the serving engine (`fireside.engine`) is the
-place for batching and paged caches. Keeping this small also keeps eval independent of it.
+`generate_all` runs many prompts through the serving engine (continuous batching); it is what
+HumanEval and the chat eval use. `greedy_generate` is the plain reference: one sequence, a
+contiguous KV cache, the model's own forward — small enough to trust, and what tests compare
+the engine's greedy answers with.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
+from fireside.model.pretrained import Pretrained
 from fireside.model.tokenizer import Tokenizer
 from fireside.model.transformer import Transformer
+
+if TYPE_CHECKING:
+    from fireside.engine import EngineConfig
 
 
 class ContiguousCache:
@@ -81,3 +89,42 @@ def greedy_generate(
         x = torch.tensor([[token]], device=device)
         positions = torch.tensor([[cache.length]], device=device)
     return tokenizer.decode(out)
+
+
+def generate_all(
+    bundle: Pretrained,
+    prompts: Sequence[Sequence[int]],
+    max_new_tokens: int,
+    stop_strings: Sequence[str] = (),
+    engine_config: EngineConfig | None = None,
+) -> list[str | None]:
+    """Greedy replies to many prompts at once through the serving engine (continuous batching
+    over its paged KV cache), so evaluating 164 problems costs about one long decode, not 164.
+
+    Each reply is cut at the model's stop tokens or the first stop string, and at the context
+    length; a prompt that leaves no room for a token gets None rather than being cut.
+    """
+    from fireside.engine import Engine, PromptTooLongError, SamplingParams
+
+    engine = Engine.from_pretrained(bundle, engine_config)
+
+    async def one(i: int, prompt: Sequence[int]) -> str | None:
+        room = min(max_new_tokens, engine.context_length - len(prompt))
+        if room < 1:
+            return None
+        params = SamplingParams(
+            max_tokens=room, temperature=0.0, stop=list(stop_strings), skip_special_tokens=False
+        )
+        text: list[str] = []
+        try:
+            async for out in engine.generate(list(prompt), params, f"eval-{i}"):
+                text.extend(s.text for s in out.samples)
+        except PromptTooLongError:
+            return None
+        return "".join(text)
+
+    async def run() -> list[str | None]:
+        async with engine:
+            return list(await asyncio.gather(*(one(i, p) for i, p in enumerate(prompts))))
+
+    return asyncio.run(run())

@@ -10,13 +10,12 @@ asked in a user turn (`mode="chat"`), their code taken from the reply's fenced b
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from fireside.errors import FiresideError
-from fireside.eval.generate import PromptTooLong, greedy_generate
+from fireside.eval.generate import generate_all
 from fireside.eval.sandbox import Limits, SandboxResult, run_python
 from fireside.model.pretrained import Pretrained
 
@@ -90,7 +89,6 @@ def run_humaneval(
     limits: Limits | None = None,
     workers: int = 2,
     mode: str = "completion",
-    progress: Callable[[int, int], None] | None = None,
 ) -> HumanEvalResult:
     """`completion`: the model continues the prompt as text (base models, Codex's protocol);
     `chat`: the prompt is asked as a user turn and the code taken from the reply (chat models)."""
@@ -98,34 +96,21 @@ def run_humaneval(
         raise ValueError(f"HumanEval mode must be completion or chat, got {mode!r}")
     problems = load_problems(limit)
     tok = bundle.tokenizer
-    completions: list[str | None] = []
-    for i, problem in enumerate(problems):
+    prompts: list[list[int]] = []
+    for problem in problems:
         if mode == "chat":
             question = CHAT_INSTRUCTION.format(prompt=problem["prompt"])
-            ids = tok.render_chat(
-                [{"role": "user", "content": question}], add_generation_prompt=True
-            ).ids
-            stops: tuple[str, ...] = ()
+            prompts.append(
+                tok.render_chat(
+                    [{"role": "user", "content": question}], add_generation_prompt=True
+                ).ids
+            )
         else:
             ids = tok.encode(problem["prompt"])
-            if tok.bos_id is not None:
-                ids = [tok.bos_id, *ids]
-            stops = STOP_STRINGS
-        try:
-            completions.append(
-                greedy_generate(
-                    bundle.model,
-                    tok,
-                    ids,
-                    max_new_tokens,
-                    stop_token_ids=bundle.stop_token_ids,
-                    stop_strings=stops,
-                )
-            )
-        except PromptTooLong:
-            completions.append(None)  # counted as a failure, and said so in the report
-        if progress:
-            progress(i + 1, len(problems))
+            prompts.append([tok.bos_id, *ids] if tok.bos_id is not None else ids)
+    stops = STOP_STRINGS if mode == "completion" else ()
+    # None: the prompt did not fit the context; counted as a failure, and said so in the report.
+    completions = generate_all(bundle, prompts, max_new_tokens, stops)
 
     def execute(pair: tuple[dict[str, Any], str | None]) -> ProblemResult:
         problem, completion = pair

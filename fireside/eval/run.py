@@ -61,9 +61,8 @@ def evaluate(opts: EvalOptions) -> tuple[EvalResults, Path]:
             limit=opts.humaneval_limit,
             limits=limits,
             mode=opts.humaneval_mode,
-            progress=lambda i, n: _say(f"HumanEval: generated {i}/{n}", end="\r"),
         )
-        _say(f"\nHumanEval pass@1: {100 * results.humaneval.pass_at_1:.1f}%")
+        _say(f"HumanEval pass@1: {100 * results.humaneval.pass_at_1:.1f}%")
     if opts.chat and not bundle.tokenizer.chat_template:
         _say("chat eval skipped: the model's tokenizer has no chat template")
     elif opts.chat:
