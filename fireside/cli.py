@@ -39,6 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--api-key", dest="api_key")
     serve.set_defaults(func=_serve)
     _add_chat_parser(sub)
+
+    from fireside.data.cli import add_data_parser
+    from fireside.train.cli import add_train_parser
+
+    add_data_parser(sub)
+    add_train_parser(sub)
     return parser
 
 

@@ -15,3 +15,15 @@ class TokenizerError(FiresideError, ValueError):
 
 class ChatTemplateError(FiresideError, ValueError):
     """A conversation the chat template refuses, or a template that fails to render."""
+
+
+class DataError(FiresideError, ValueError):
+    """Training data that cannot be used: empty or unreadable inputs, malformed records."""
+
+
+class TrainingError(FiresideError, ValueError):
+    """A training run that cannot start or resume as asked."""
+
+
+class RunConfigMismatchError(TrainingError):
+    """A RUN_DIR whose checkpoints were made with a different configuration."""

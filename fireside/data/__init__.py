@@ -1,0 +1,1 @@
+"""Training data: corpus sources, preparation into token shards, and the packing loader."""

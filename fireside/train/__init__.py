@@ -1,0 +1,1 @@
+"""Training: pretraining, checkpoints that resume exactly, optimizers, torchrun DDP."""
