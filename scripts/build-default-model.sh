@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 
 WORK=${WORK:-/tmp/fireside-default-model}
 DEPTH=${DEPTH:-4}
-STEPS=${STEPS:-150}
+STEPS=${STEPS:-60}
 SFT_STEPS=${SFT_STEPS:-150}
 VOCAB=${VOCAB:-8192}
 OUT=${OUT:-fireside/assets/model}
@@ -30,7 +30,7 @@ mkdir -p "$WORK"
     --output "$WORK/data"
 $fireside train pretrain --data "$WORK/data" --tokenizer "$WORK/tokenizer" --depth "$DEPTH" \
   --output "$WORK/pretrain" --steps "$STEPS" --seq-len 512 --batch-tokens 16384 \
-  --eval-every 50 --sample-every 0 --save-every 10 --keep-last 2 --no-progress
+  --eval-every 30 --eval-tokens 131072 --sample-every 0 --save-every 10 --keep-last 2 --no-progress
 [ -f "$WORK/chat.jsonl" ] || $fireside data synth-chat --output "$WORK/chat.jsonl"
 $fireside train sft --model "$WORK/pretrain" --data "$WORK/chat.jsonl" --output "$WORK/sft" \
   --steps "$SFT_STEPS" --batch-size 16 --max-len 512 --save-every 10 --no-progress
