@@ -165,8 +165,8 @@ def test_repetition_and_frequency_penalties_change_repeats() -> None:
         return run(engine, collect(engine, prompt, params, "p")).tokens[0]
 
     plain = tokens(SamplingParams(temperature=0, max_tokens=30, ignore_eos=True))
-    # A huge presence penalty makes every output token distinct (greedy never repeats).
-    distinct = tokens(
+    # The largest presence penalty steers greedy decoding away from the tokens it has used.
+    present = tokens(
         SamplingParams(temperature=0, max_tokens=30, ignore_eos=True, presence_penalty=2.0)
     )
     assert len(set(plain)) < len(plain)  # this model repeats itself when left alone
@@ -178,7 +178,7 @@ def test_repetition_and_frequency_penalties_change_repeats() -> None:
         SamplingParams(temperature=0, max_tokens=30, ignore_eos=True, frequency_penalty=2.0)
     )
     assert freq != plain
-    assert distinct != plain
+    assert present != plain
 
 
 def test_tiny_temperature_is_greedy_not_nan() -> None:

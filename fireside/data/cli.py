@@ -1,4 +1,4 @@
-"""`fireside data prepare | sources`: argument parsing only; the work is imported lazily."""
+"""`fireside data prepare | sources | synth-chat`: argument parsing only; the work is imported lazily."""
 
 from __future__ import annotations
 
@@ -43,6 +43,16 @@ def _sources(args: argparse.Namespace) -> int:
     return 0
 
 
+def _synth_chat(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from fireside.data.synth import synthesize
+
+    counts = synthesize(Path(args.output), seed=args.seed, arithmetic_n=args.arithmetic)
+    print(f"{args.output}: {sum(counts.values())} conversations " + json.dumps(counts))
+    return 0
+
+
 def add_data_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     data = sub.add_parser("data", help="gather a corpus and prepare token shards")
     actions = data.add_subparsers(dest="action", required=True)
@@ -67,3 +77,11 @@ def add_data_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     src.add_argument("--recipe", nargs="+", help="recipes to run (default: all available)")
     src.add_argument("--max-files", type=int, help="files per recipe at most")
     src.set_defaults(func=_sources)
+
+    synth = actions.add_parser(
+        "synth-chat", help="chat and code SFT conversations made from local facts (no download)"
+    )
+    synth.add_argument("--output", required=True, help="JSONL file to write")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--arithmetic", type=int, default=1500, help="arithmetic conversations")
+    synth.set_defaults(func=_synth_chat)
