@@ -7,10 +7,9 @@ import json
 import re
 from pathlib import Path
 
-from fireside.train.chat_data import LengthReport, load_sft_file
-
 from fireside.data.synth import arithmetic, stdlib_functions, synthesize
 from fireside.model import Tokenizer
+from fireside.train.chat_data import LengthReport, load_sft_file
 
 
 def test_arithmetic_answers_are_correct() -> None:
