@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rebuild fireside/assets/model, the small model `make serve` serves when no --model is given,
+# Rebuild fireside/assets/fireside-tiny, the small model `make serve` serves when no --model is given,
 # from the text and code this machine carries: the whole Fireside loop, end to end.
 #
 #   scripts/build-default-model.sh            # CPU defaults: depth 4, a few minutes of training
@@ -14,7 +14,7 @@ DEPTH=${DEPTH:-4}
 STEPS=${STEPS:-60}
 SFT_STEPS=${SFT_STEPS:-150}
 VOCAB=${VOCAB:-8192}
-OUT=${OUT:-fireside/assets/model}
+OUT=${OUT:-fireside/assets/fireside-tiny}
 fireside=".venv/bin/fireside"
 
 [ -x "$fireside" ] || make install

@@ -13,12 +13,14 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+import torch
 
 from fireside.api.app import create_app
 from fireside.api.served import ServedModel
 from fireside.api.server import default_model_dir, load_served
 from fireside.engine import EngineConfig
 from fireside.errors import CheckpointError
+from fireside.model import load_pretrained
 from tests.api_utils import run_app, run_server
 
 MESSAGES = [{"role": "user", "content": "hello"}]
@@ -191,13 +193,19 @@ def test_client_disconnect_aborts_its_request(api_model_dir: Path, stream: bool)
         assert metric(s.url, "fireside:generation_tokens_total") < 1000
 
 
-def test_default_model_dir_is_a_clear_error_when_missing() -> None:
-    try:
-        path = default_model_dir()
-    except CheckpointError as e:
-        assert "--model" in str(e)
-    else:
-        assert (path / "config.json").is_file()
+def test_bundled_model_is_the_default_and_loads() -> None:
+    """`make serve` with no --model serves the bundled model: present, loadable, chat-ready."""
+    path = default_model_dir()
+    assert path.name == "fireside-tiny"
+    bundle = load_pretrained(path)
+    assert bundle.model.dtype == torch.float32  # stored bf16; CPU serves fp32
+    prompt = bundle.tokenizer.render_chat(
+        [{"role": "user", "content": "Who are you?"}], add_generation_prompt=True
+    )
+    with torch.inference_mode():
+        logits = bundle.model(torch.tensor([prompt.ids]))
+    assert logits.shape[-1] == bundle.model.config.vocab_size and torch.isfinite(logits).all()
+    assert bundle.stop_token_ids == [bundle.tokenizer.token_id("<|end|>")]
 
 
 def free_port() -> int:

@@ -166,3 +166,10 @@ def test_fireside_model_directory_loads_in_transformers(
         assert (hf(x).logits - bundle.model(x)).abs().max().item() <= TOL
     assert bundle.stop_token_ids == [tokenizer.eos_id]
     save_pretrained(bundle.model, bundle.tokenizer, tiny_model_dir.parent / "again")
+
+
+def test_saved_files_are_readable_by_others(tmp_path: Path) -> None:
+    model = Transformer(tiny_config(320))
+    save_model(model, tmp_path)
+    for name in ("model.safetensors", "config.json"):
+        assert (tmp_path / name).stat().st_mode & 0o044 == 0o044, name

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 def default_model_dir() -> Path:
     """The model bundled with Fireside, served when no --model is given."""
-    path = Path(__file__).resolve().parent.parent / "assets" / "model"
+    path = Path(__file__).resolve().parent.parent / "assets" / "fireside-tiny"
     if not (path / "config.json").is_file():
         raise CheckpointError(
             f"no bundled model at {str(path)!r} (this install has none yet); "

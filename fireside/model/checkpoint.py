@@ -23,6 +23,8 @@ from fireside.model.transformer import Transformer
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
+# mkstemp creates 0600 files; a model directory is meant to be read by other users and servers.
+SHARED_FILE_MODE = 0o644
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -185,6 +187,7 @@ def _atomic_save(tensors: dict[str, torch.Tensor], path: Path) -> None:
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata={"format": "pt"})
+        os.chmod(tmp, SHARED_FILE_MODE)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -197,4 +200,5 @@ def write_json(path: Path, obj: Any) -> None:
     with os.fdopen(fd, "w") as fh:
         json.dump(obj, fh, indent=2, ensure_ascii=False)
         fh.write("\n")
+    os.chmod(tmp, SHARED_FILE_MODE)
     os.replace(tmp, path)
