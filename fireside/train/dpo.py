@@ -8,8 +8,6 @@ the policy, and needs no second copy of the weights in memory.
 
 from __future__ import annotations
 
-import sys
-
 import torch
 from torch import Tensor, nn
 from tqdm import tqdm
@@ -17,13 +15,16 @@ from tqdm import tqdm
 from fireside.errors import TrainingError
 from fireside.model.transformer import Transformer
 from fireside.train.chat_data import MixtureSampler, TokenizedPair, load_dpo_file
-from fireside.train.checkpoint import export_hf, load_latest_checkpoint, save_checkpoint
-from fireside.train.distributed import Dist, all_reduce_mean, barrier, wrap_ddp
+from fireside.train.checkpoint import load_latest_checkpoint
+from fireside.train.distributed import Dist, all_reduce_mean, wrap_ddp
 from fireside.train.finetune import (
     FinetuneOptions,
     fingerprint,
+    finish,
     max_len,
+    maybe_checkpoint,
     run,
+    say,
     start,
     total_steps,
     use_muon,
@@ -87,7 +88,7 @@ def _train(opts: FinetuneOptions, beta: float, dist: Dist) -> None:
     model, tok, device = bundle.model, bundle.tokenizer, dist.device
     limit = max_len(opts, bundle)
     datasets = [load_dpo_file(path, tok, limit) for path, _ in files]
-    _say(dist, f"dpo: {sum(len(d) for d in datasets)} preference pairs")
+    say(dist, f"dpo: {sum(len(d) for d in datasets)} preference pairs")
     sampler = MixtureSampler(
         [len(d) for d in datasets], [w for _, w in files], opts.batch_size, opts.seed
     )
@@ -106,7 +107,7 @@ def _train(opts: FinetuneOptions, beta: float, dist: Dist) -> None:
     )
     first = state["step"] if state else 0
     if first:
-        _say(dist, f"dpo: resuming {opts.output} at step {first}/{total}")
+        say(dist, f"dpo: resuming {opts.output} at step {first}/{total}")
     train_model = wrap_ddp(model, dist)
     logger = MetricsLogger(opts.output, resume_step=first, enabled=dist.is_main)
     progress = Progress(
@@ -156,27 +157,17 @@ def _train(opts: FinetuneOptions, beta: float, dist: Dist) -> None:
             grad_norm=grad_norm,
             **speed,
         )
-        if (step + 1) % opts.save_every == 0 or step + 1 == total:
-            save_checkpoint(
-                opts.output,
-                model=model,
-                optimizers=optimizers,
-                step=step + 1,
-                state={"epoch": step // sampler.steps_per_epoch()},
-                keep_last=opts.keep_last,
-                fingerprint=run_fingerprint,
-                dist=dist,
-            )
+        if maybe_checkpoint(
+            opts,
+            dist,
+            step=step + 1,
+            total=total,
+            model=model,
+            optimizers=optimizers,
+            sampler=sampler,
+            run_fingerprint=run_fingerprint,
+        ):
             progress.reset_clock()
     progress.close()
     logger.close()
-    if dist.is_main:
-        model.eval()
-        export_hf(opts.output, model, tok, bundle.generation_config)
-        _say(dist, f"dpo: model written to {opts.output}")
-    barrier(dist)
-
-
-def _say(dist: Dist, message: str) -> None:
-    if dist.is_main:
-        print(message, file=sys.stderr, flush=True)
+    finish("dpo", opts, dist, model, bundle)

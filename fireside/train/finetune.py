@@ -10,6 +10,7 @@ the gradient is the one a single process would compute.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,8 @@ import torch
 from fireside.errors import TrainingError
 from fireside.model.pretrained import Pretrained, load_pretrained
 from fireside.train.chat_data import MixtureSampler, parse_weighted_path
-from fireside.train.distributed import Dist, init_distributed, teardown
+from fireside.train.checkpoint import export_hf, save_checkpoint
+from fireside.train.distributed import Dist, barrier, init_distributed, teardown
 from fireside.train.loop import deterministic, seed_everything
 
 
@@ -127,3 +129,47 @@ def fingerprint(
         "total_steps": total,
         **opts.extra,
     }
+
+
+def say(dist: Dist, message: str) -> None:
+    """Print once per run (rank 0), to stderr so stdout stays for data."""
+    if dist.is_main:
+        print(message, file=sys.stderr, flush=True)
+
+
+def maybe_checkpoint(
+    opts: FinetuneOptions,
+    dist: Dist,
+    *,
+    step: int,
+    total: int,
+    model: torch.nn.Module,
+    optimizers: list[torch.optim.Optimizer],
+    sampler: MixtureSampler,
+    run_fingerprint: dict[str, Any],
+) -> bool:
+    """Checkpoint after `step` (1-based) every save_every steps and at the end; True if saved."""
+    if step % opts.save_every and step != total:
+        return False
+    save_checkpoint(
+        opts.output,
+        model=model,
+        optimizers=optimizers,
+        step=step,
+        state={"epoch": (step - 1) // sampler.steps_per_epoch()},
+        keep_last=opts.keep_last,
+        fingerprint=run_fingerprint,
+        dist=dist,
+    )
+    return True
+
+
+def finish(
+    stage: str, opts: FinetuneOptions, dist: Dist, model: torch.nn.Module, bundle: Pretrained
+) -> None:
+    """Write the trained model into RUN_DIR in HF format (rank 0), then wait for every rank."""
+    if dist.is_main:
+        model.eval()
+        export_hf(opts.output, model, bundle.tokenizer, bundle.generation_config)
+        say(dist, f"{stage}: model written to {opts.output}")
+    barrier(dist)

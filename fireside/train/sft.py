@@ -9,8 +9,6 @@ dropped when nothing trainable survives) and counted, never silently.
 
 from __future__ import annotations
 
-import sys
-
 from fireside.train.chat_data import (
     LengthReport,
     MixtureSampler,
@@ -18,13 +16,16 @@ from fireside.train.chat_data import (
     load_sft_file,
     require_generation_blocks,
 )
-from fireside.train.checkpoint import export_hf, load_latest_checkpoint, save_checkpoint
-from fireside.train.distributed import Dist, all_reduce_mean, barrier, wrap_ddp
+from fireside.train.checkpoint import load_latest_checkpoint
+from fireside.train.distributed import Dist, all_reduce_mean, wrap_ddp
 from fireside.train.finetune import (
     FinetuneOptions,
     fingerprint,
+    finish,
     max_len,
+    maybe_checkpoint,
     run,
+    say,
     start,
     total_steps,
     use_muon,
@@ -48,7 +49,7 @@ def _train(opts: FinetuneOptions, dist: Dist) -> None:
     datasets: list[list[TokenizedChat]] = [
         load_sft_file(path, tok, limit, lengths) for path, _ in files
     ]
-    _say(dist, f"sft: {lengths.summary()}")
+    say(dist, f"sft: {lengths.summary()}")
     sampler = MixtureSampler(
         [len(d) for d in datasets], [w for _, w in files], opts.batch_size, opts.seed
     )
@@ -63,7 +64,7 @@ def _train(opts: FinetuneOptions, dist: Dist) -> None:
     )
     first = state["step"] if state else 0
     if first:
-        _say(dist, f"sft: resuming {opts.output} at step {first}/{total}")
+        say(dist, f"sft: resuming {opts.output} at step {first}/{total}")
     train_model = wrap_ddp(model, dist)
     logger = MetricsLogger(opts.output, resume_step=first, enabled=dist.is_main)
     progress = Progress(
@@ -99,27 +100,17 @@ def _train(opts: FinetuneOptions, dist: Dist) -> None:
             trained_tokens=targets,
             **stats,
         )
-        if (step + 1) % opts.save_every == 0 or step + 1 == total:
-            save_checkpoint(
-                opts.output,
-                model=model,
-                optimizers=optimizers,
-                step=step + 1,
-                state={"epoch": step // sampler.steps_per_epoch()},
-                keep_last=opts.keep_last,
-                fingerprint=run_fingerprint,
-                dist=dist,
-            )
+        if maybe_checkpoint(
+            opts,
+            dist,
+            step=step + 1,
+            total=total,
+            model=model,
+            optimizers=optimizers,
+            sampler=sampler,
+            run_fingerprint=run_fingerprint,
+        ):
             progress.reset_clock()
     progress.close()
     logger.close()
-    if dist.is_main:
-        model.eval()
-        export_hf(opts.output, model, tok, bundle.generation_config)
-        _say(dist, f"sft: model written to {opts.output}")
-    barrier(dist)
-
-
-def _say(dist: Dist, message: str) -> None:
-    if dist.is_main:
-        print(message, file=sys.stderr, flush=True)
+    finish("sft", opts, dist, model, bundle)
