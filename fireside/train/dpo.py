@@ -15,11 +15,10 @@ from tqdm import tqdm
 from fireside.errors import TrainingError
 from fireside.model.transformer import Transformer
 from fireside.train.chat_data import MixtureSampler, TokenizedPair, load_dpo_file
-from fireside.train.checkpoint import load_latest_checkpoint
-from fireside.train.distributed import Dist, all_reduce_mean, wrap_ddp
+from fireside.train.distributed import Dist, all_reduce_mean
 from fireside.train.finetune import (
     FinetuneOptions,
-    fingerprint,
+    begin_training,
     finish,
     max_len,
     maybe_checkpoint,
@@ -27,18 +26,14 @@ from fireside.train.finetune import (
     say,
     start,
     total_steps,
-    use_muon,
 )
 from fireside.train.loop import (
-    Progress,
     autocast,
     clip_and_step,
     evaluating,
-    flops_per_token,
 )
 from fireside.train.losses import dpo_loss, pad_batch, sequence_logprobs
-from fireside.train.metrics import MetricsLogger
-from fireside.train.optim import build_optimizers, lr_schedule, set_lr_multiplier
+from fireside.train.optim import lr_schedule, set_lr_multiplier
 
 
 def pair_logprobs(
@@ -99,25 +94,9 @@ def _train(opts: FinetuneOptions, beta: float, dist: Dist) -> None:
         model, datasets, pad_id, opts.batch_size, progress=opts.progress and dist.is_main
     )
 
-    model.train()
-    optimizers = build_optimizers(model, opts.lr, opts.weight_decay, muon=use_muon(opts, device))
-    run_fingerprint = fingerprint(opts, files, "dpo", total)
-    state = load_latest_checkpoint(
-        opts.output, model=model, optimizers=optimizers, fingerprint=run_fingerprint, dist=dist
-    )
-    first = state["step"] if state else 0
-    if first:
-        say(dist, f"dpo: resuming {opts.output} at step {first}/{total}")
-    train_model = wrap_ddp(model, dist)
-    logger = MetricsLogger(opts.output, resume_step=first, enabled=dist.is_main)
-    progress = Progress(
-        total,
-        first,
-        flops_per_token=flops_per_token(model.config, limit),
-        device=device,
-        enabled=opts.progress and dist.is_main,
-        desc="dpo",
-    )
+    run = begin_training("dpo", opts, dist, model, files, total, limit)
+    optimizers, run_fingerprint, first = run.optimizers, run.run_fingerprint, run.first
+    train_model, logger, progress = run.train_model, run.logger, run.progress
     for step in range(first, total):
         lr = lr_schedule(step, total, opts.warmup)
         set_lr_multiplier(optimizers, lr)

@@ -20,10 +20,13 @@ import torch
 
 from fireside.errors import TrainingError
 from fireside.model.pretrained import Pretrained, load_pretrained
+from fireside.model.transformer import Transformer
 from fireside.train.chat_data import MixtureSampler, parse_weighted_path
-from fireside.train.checkpoint import export_hf, save_checkpoint
-from fireside.train.distributed import Dist, barrier, init_distributed, teardown
-from fireside.train.loop import deterministic, seed_everything
+from fireside.train.checkpoint import export_hf, load_latest_checkpoint, save_checkpoint
+from fireside.train.distributed import Dist, barrier, init_distributed, teardown, wrap_ddp
+from fireside.train.loop import Progress, deterministic, flops_per_token, seed_everything
+from fireside.train.metrics import MetricsLogger
+from fireside.train.optim import build_optimizers
 
 
 @dataclass
@@ -173,3 +176,54 @@ def finish(
         export_hf(opts.output, model, bundle.tokenizer, bundle.generation_config)
         say(dist, f"{stage}: model written to {opts.output}")
     barrier(dist)
+
+
+@dataclass
+class TrainingRun:
+    """What a fine-tuning loop needs once the model is loaded: resumed where the RUN_DIR left off."""
+
+    optimizers: list[torch.optim.Optimizer]
+    run_fingerprint: dict[str, Any]
+    first: int  # the step to start from (0 for a new run)
+    train_model: torch.nn.Module  # the model, DDP-wrapped under torchrun
+    logger: MetricsLogger
+    progress: Progress
+
+
+def begin_training(
+    stage: str,
+    opts: FinetuneOptions,
+    dist: Dist,
+    model: Transformer,
+    files: list[tuple[Path, float]],
+    total: int,
+    limit: int,
+) -> TrainingRun:
+    """Optimizers, the resume from the latest checkpoint, DDP, metrics and the progress bar."""
+    model.train()
+    optimizers = build_optimizers(
+        model, opts.lr, opts.weight_decay, muon=use_muon(opts, dist.device)
+    )
+    run_fingerprint = fingerprint(opts, files, stage, total)
+    state = load_latest_checkpoint(
+        opts.output, model=model, optimizers=optimizers, fingerprint=run_fingerprint, dist=dist
+    )
+    first = state["step"] if state else 0
+    if first:
+        say(dist, f"{stage}: resuming {opts.output} at step {first}/{total}")
+    progress = Progress(
+        total,
+        first,
+        flops_per_token=flops_per_token(model.config, limit),
+        device=dist.device,
+        enabled=opts.progress and dist.is_main,
+        desc=stage,
+    )
+    return TrainingRun(
+        optimizers=optimizers,
+        run_fingerprint=run_fingerprint,
+        first=first,
+        train_model=wrap_ddp(model, dist),
+        logger=MetricsLogger(opts.output, resume_step=first, enabled=dist.is_main),
+        progress=progress,
+    )

@@ -16,11 +16,10 @@ from fireside.train.chat_data import (
     load_sft_file,
     require_generation_blocks,
 )
-from fireside.train.checkpoint import load_latest_checkpoint
-from fireside.train.distributed import Dist, all_reduce_mean, wrap_ddp
+from fireside.train.distributed import Dist, all_reduce_mean
 from fireside.train.finetune import (
     FinetuneOptions,
-    fingerprint,
+    begin_training,
     finish,
     max_len,
     maybe_checkpoint,
@@ -28,12 +27,10 @@ from fireside.train.finetune import (
     say,
     start,
     total_steps,
-    use_muon,
 )
-from fireside.train.loop import Progress, autocast, clip_and_step, flops_per_token
+from fireside.train.loop import autocast, clip_and_step
 from fireside.train.losses import pad_batch, token_nll
-from fireside.train.metrics import MetricsLogger
-from fireside.train.optim import build_optimizers, lr_schedule, set_lr_multiplier
+from fireside.train.optim import lr_schedule, set_lr_multiplier
 
 
 def train_sft(opts: FinetuneOptions) -> None:
@@ -56,25 +53,9 @@ def _train(opts: FinetuneOptions, dist: Dist) -> None:
     total = total_steps(opts, sampler)
     pad_id = tok.token_id(tok.special.get("pad_token") or "") or 0
 
-    model.train()
-    optimizers = build_optimizers(model, opts.lr, opts.weight_decay, muon=use_muon(opts, device))
-    run_fingerprint = fingerprint(opts, files, "sft", total)
-    state = load_latest_checkpoint(
-        opts.output, model=model, optimizers=optimizers, fingerprint=run_fingerprint, dist=dist
-    )
-    first = state["step"] if state else 0
-    if first:
-        say(dist, f"sft: resuming {opts.output} at step {first}/{total}")
-    train_model = wrap_ddp(model, dist)
-    logger = MetricsLogger(opts.output, resume_step=first, enabled=dist.is_main)
-    progress = Progress(
-        total,
-        first,
-        flops_per_token=flops_per_token(model.config, limit),
-        device=device,
-        enabled=opts.progress and dist.is_main,
-        desc="sft",
-    )
+    run = begin_training("sft", opts, dist, model, files, total, limit)
+    optimizers, run_fingerprint, first = run.optimizers, run.run_fingerprint, run.first
+    train_model, logger, progress = run.train_model, run.logger, run.progress
     for step in range(first, total):
         lr = lr_schedule(step, total, opts.warmup)
         set_lr_multiplier(optimizers, lr)
