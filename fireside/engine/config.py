@@ -19,10 +19,16 @@ class EngineConfig:
     max_model_len: int | None = None  # default: the model's max_position_embeddings
     prefix_caching: bool = True
     seed: int | None = None  # for requests without a seed; None = nondeterministic
+    # CPU fp32: serve from oneDNN-packed copies of the weights, laid out for batches of this
+    # many rows. Batched decode runs ~1.2x faster (bench/matmul.py) for a second copy of the
+    # weights in memory; None keeps one copy. Ignored on CUDA.
+    pack_weights_for_batch: int | None = 16
 
     def __post_init__(self) -> None:
         for name in ("block_size", "max_num_seqs", "max_num_batched_tokens", "max_waiting"):
             if getattr(self, name) < 1:
                 raise ValueError(f"EngineConfig.{name} must be at least 1")
+        if self.pack_weights_for_batch is not None and self.pack_weights_for_batch < 1:
+            raise ValueError("EngineConfig.pack_weights_for_batch must be at least 1 or None")
         if self.num_kv_blocks is not None and self.num_kv_blocks < 1:
             raise ValueError("EngineConfig.num_kv_blocks must be at least 1")

@@ -13,6 +13,7 @@ import logging
 import queue
 import threading
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -38,6 +39,20 @@ from fireside.model.transformer import Transformer
 log = logging.getLogger(__name__)
 
 _Command = tuple[str, Any]
+_Item = RequestOutput | BaseException
+
+
+@dataclass(frozen=True)
+class _Outbox:
+    """Where a request's outputs go: a queue read on the caller's event loop."""
+
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue[_Item]
+
+
+def _put_all(items: list[tuple[asyncio.Queue[_Item], _Item]]) -> None:
+    for q, item in items:
+        q.put_nowait(item)
 
 
 class Engine:
@@ -54,9 +69,9 @@ class Engine:
         eos_token_ids: Sequence[int] = (),
     ) -> None:
         self.model = model.eval()
-        model.fuse_projections()
         self.tokenizer = tokenizer
         self.config = config or EngineConfig()
+        model.fuse_projections(self.config.pack_weights_for_batch)
         cfg = model.config
         bs = self.config.block_size
         max_len = min(
@@ -78,7 +93,7 @@ class Engine:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._dead: BaseException | None = None
-        self._active: set[str] = set()
+        self._outboxes: dict[str, _Outbox] = {}  # of requests in flight, by id
         self._lock = threading.Lock()
 
     @classmethod
@@ -155,28 +170,16 @@ class Engine:
     ) -> AsyncIterator[RequestOutput]:
         self.validate(prompt_token_ids, params)
         self._ensure_started()
+        outputs: asyncio.Queue[_Item] = asyncio.Queue()
         with self._lock:
-            if request_id in self._active:
+            if request_id in self._outboxes:
                 raise InvalidRequestError(f"request id {request_id!r} is already running")
-            if len(self._active) >= self.config.max_waiting + self.config.max_num_seqs:
+            if len(self._outboxes) >= self.config.max_waiting + self.config.max_num_seqs:
                 raise EngineOverloadedError(
-                    f"{len(self._active)} requests are in flight; retry later"
+                    f"{len(self._outboxes)} requests are in flight; retry later"
                 )
-            self._active.add(request_id)
-        loop = asyncio.get_running_loop()
-        outputs: asyncio.Queue[RequestOutput | BaseException] = asyncio.Queue()
-
-        def emit(out: RequestOutput | BaseException) -> None:
-            # A closed event loop means nobody is listening any more.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(outputs.put_nowait, out)
-
-        request = Request(
-            request_id=request_id,
-            prompt_ids=list(prompt_token_ids),
-            params=params,
-            emit=emit,
-        )
+            self._outboxes[request_id] = _Outbox(asyncio.get_running_loop(), outputs)
+        request = Request(request_id=request_id, prompt_ids=list(prompt_token_ids), params=params)
         finished = False
         try:
             self._send(("add", request))
@@ -302,7 +305,7 @@ class Engine:
             elif kind == "abort":
                 req = self.scheduler.abort(arg)
                 if req is not None:
-                    self._deliver(req, self.scheduler.final_output(req, "abort"))
+                    self._deliver([(req, self.scheduler.final_output(req, "abort"))])
 
     def _step(self) -> None:
         try:
@@ -313,17 +316,26 @@ class Engine:
             log.exception("engine step failed; ending the running requests")
             self._fail_all("error", None)
             return
-        for req, out in outputs:
-            self._deliver(req, out)
+        self._deliver(outputs)
 
     def _fail_all(self, reason: Any, error: BaseException | None) -> None:
         requests = list(self.scheduler.running) + list(self.scheduler.waiting)
         outputs = self.scheduler.fail_all(reason)
-        for req, out in zip(requests, outputs, strict=True):
-            self._deliver(req, error if error is not None else out)
+        self._deliver([(req, error or out) for req, out in zip(requests, outputs, strict=True)])
 
-    def _deliver(self, req: Request, out: RequestOutput | BaseException) -> None:
-        if isinstance(out, BaseException) or out.finished:
-            with self._lock:
-                self._active.discard(req.request_id)
-        req.emit(out)
+    def _deliver(self, outputs: Sequence[tuple[Request, _Item]]) -> None:
+        """Hand a step's outputs to their callers: one wake-up per event loop, not one per
+        request, because every wake-up costs the loop thread a GIL hand-off."""
+        batches: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue[_Item], _Item]]] = {}
+        with self._lock:
+            for req, out in outputs:
+                box = self._outboxes.get(req.request_id)
+                if box is None:
+                    continue
+                if isinstance(out, BaseException) or out.finished:
+                    del self._outboxes[req.request_id]
+                batches.setdefault(box.loop, []).append((box.queue, out))
+        for loop, items in batches.items():
+            # A closed event loop means nobody is listening any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_put_all, items)

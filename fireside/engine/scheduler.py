@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -77,7 +77,6 @@ class Request:
     request_id: str
     prompt_ids: list[int]
     params: SamplingParams
-    emit: Callable[[RequestOutput | BaseException], None]
     samples: list[Sample] = field(default_factory=list)
     prefilled: bool = False
     num_cached: int = 0

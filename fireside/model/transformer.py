@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fireside.model import serving
 from fireside.model.config import ModelConfig
 
 
@@ -111,25 +112,23 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, cfg.hidden_size, bias=False)
         self.q_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps) if cfg.qk_norm else None
         self.k_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps) if cfg.qk_norm else None
-        # Set by Transformer.fuse_projections: q, k and v as one [in, out] matrix (and bias).
-        self.qkv_t: Tensor | None = None
+        # Set by Transformer.fuse_projections: q, k and v as one matrix (and bias), and o.
+        self.qkv_weight: Tensor | None = None
         self.qkv_bias: Tensor | None = None
+        self.o_weight: Tensor | None = None
 
-    def fuse(self) -> None:
+    def fuse(self, pack_batch: int | None) -> None:
         projections = (self.q_proj, self.k_proj, self.v_proj)
-        self.qkv_t = _fuse_transposed([p.weight for p in projections])
+        self.qkv_weight = serving.serving_weight([p.weight for p in projections], pack_batch)
+        self.o_weight = serving.serving_weight([self.o_proj.weight], pack_batch)
         biases = [p.bias for p in projections if p.bias is not None]
         if biases:
-            self.qkv_bias = torch.cat([b.detach() for b in biases])
-            start = 0
-            for b in biases:
-                b.data = self.qkv_bias[start : start + b.shape[0]]
-                start += b.shape[0]
+            self.qkv_bias = serving.fuse_rows(biases)
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache | None = None) -> Tensor:
         B, T, _ = x.shape
-        if self.qkv_t is not None:
-            qkv = x @ self.qkv_t
+        if self.qkv_weight is not None:
+            qkv = serving.linear(x, self.qkv_weight)
             if self.qkv_bias is not None:
                 qkv = qkv + self.qkv_bias
             kv_width = self.n_kv_heads * self.head_dim
@@ -159,18 +158,10 @@ class Attention(nn.Module):
             is_causal=mask is None and T > 1,
             enable_gqa=self.n_kv_heads != self.n_heads,
         )
-        return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
-
-
-def _fuse_transposed(weights: list[Tensor]) -> Tensor:
-    """Concatenate [out_i, in] weights into one [in, sum(out_i)] matrix, and make each weight a
-    view of its slice, so the numbers are stored once and state_dict still has every name."""
-    fused = torch.cat([w.detach() for w in weights]).t().contiguous()
-    start = 0
-    for w in weights:
-        w.data = fused[:, start : start + w.shape[0]].t()
-        start += w.shape[0]
-    return fused
+        y = y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)
+        if self.o_weight is not None:
+            return serving.linear(y, self.o_weight)
+        return self.o_proj(y)
 
 
 class MLP(nn.Module):
@@ -181,17 +172,20 @@ class MLP(nn.Module):
         self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
         self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
-        self.gate_up_t: Tensor | None = None  # set by Transformer.fuse_projections
+        # Set by Transformer.fuse_projections: gate and up as one matrix, and down.
+        self.gate_up_weight: Tensor | None = None
+        self.down_weight: Tensor | None = None
 
-    def fuse(self) -> None:
-        self.gate_up_t = _fuse_transposed([self.gate_proj.weight, self.up_proj.weight])
+    def fuse(self, pack_batch: int | None) -> None:
+        pair = [self.gate_proj.weight, self.up_proj.weight]
+        self.gate_up_weight = serving.serving_weight(pair, pack_batch)
+        self.down_weight = serving.serving_weight([self.down_proj.weight], pack_batch)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.gate_up_t is not None:
-            gate, up = (x @ self.gate_up_t).chunk(2, dim=-1)
-        else:
-            gate, up = self.gate_proj(x), self.up_proj(x)
-        return self.down_proj(F.silu(gate) * up)
+        if self.gate_up_weight is None or self.down_weight is None:
+            return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        gate, up = serving.linear(x, self.gate_up_weight).chunk(2, dim=-1)
+        return serving.linear(F.silu(gate) * up, self.down_weight)
 
 
 class Block(nn.Module):
@@ -226,7 +220,7 @@ class Transformer(nn.Module):
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         if cfg.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
-        self.lm_head_t: Tensor | None = None  # set by fuse_projections
+        self.lm_head_weight: Tensor | None = None  # set by fuse_projections
 
     def hidden_states(
         self, input_ids: Tensor, positions: Tensor | None = None, cache: KVCache | None = None
@@ -243,29 +237,32 @@ class Transformer(nn.Module):
         return self.model.norm(x)
 
     def logits(self, hidden: Tensor) -> Tensor:
-        if self.lm_head_t is not None:
-            return hidden @ self.lm_head_t
+        if self.lm_head_weight is not None:
+            return serving.linear(hidden, self.lm_head_weight)
         return self.lm_head(hidden)
 
-    @torch.no_grad()
-    def fuse_projections(self) -> None:
-        """Lay the weights out for serving: q/k/v as one matrix, gate/up as one, and those and
-        lm_head stored [in, out].
+    @property
+    def fused(self) -> bool:
+        return self.lm_head_weight is not None
 
-        Decoding reads every weight once per token. On CPU, BLAS streams a wide [in, out]
-        matrix at close to memory bandwidth but a [out, in] one with a short inner dimension
-        well below it, and one matmul instead of three saves the calls (bench/engine.py).
-        The original parameters become views of the fused matrices: nothing is stored twice,
-        and state_dict, save and load see the usual names. Results equal the unfused model's
-        to float rounding.
+    @torch.no_grad()
+    def fuse_projections(self, pack_batch: int | None = None) -> None:
+        """Lay the weights out for serving (`fireside.model.serving`): q/k/v as one matrix,
+        gate/up as one, every projection through `serving.linear`.
+
+        Unpacked, the original parameters become views of the fused matrices: nothing is
+        stored twice, and state_dict, save and load see the usual names. With `pack_batch`
+        (CPU fp32 only), the serving weights are oneDNN-packed copies laid out for batches of
+        about that many rows: faster batched decode for a second copy of the weights. Either
+        way, results equal the unfused model's to float rounding.
         """
-        if self.lm_head_t is not None:
+        if self.fused:
             return
         for block in self.model.layers:
             assert isinstance(block, Block)
-            block.self_attn.fuse()
-            block.mlp.fuse()
-        self.lm_head_t = _fuse_transposed([self.lm_head.weight])
+            block.self_attn.fuse(pack_batch)
+            block.mlp.fuse(pack_batch)
+        self.lm_head_weight = serving.serving_weight([self.lm_head.weight], pack_batch)
 
     def forward(
         self, input_ids: Tensor, positions: Tensor | None = None, cache: KVCache | None = None
