@@ -166,12 +166,11 @@ class PagedKV:
     span: tuple[int, int] | None = None
 
     def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
-        B, H, T, D = k.shape
-        keys, values = self.pool.keys[layer], self.pool.values[layer]
-        flat_k = keys.view(-1, H, D)
-        flat_v = values.view(-1, H, D)
-        flat_k.index_copy_(0, self.slots, k.transpose(1, 2).reshape(B * T, H, D))
-        flat_v.index_copy_(0, self.slots, v.transpose(1, 2).reshape(B * T, H, D))
+        B, T, H, D = k.shape
+        flat_k = self.pool.keys[layer].view(-1, H, D)
+        flat_v = self.pool.values[layer].view(-1, H, D)
+        flat_k.index_copy_(0, self.slots, k.reshape(B * T, H, D))
+        flat_v.index_copy_(0, self.slots, v.reshape(B * T, H, D))
         if self.span is not None:
             first, length = self.span
             start = first * self.pool.block_size
@@ -182,8 +181,8 @@ class PagedKV:
         S = self.block_tables.shape[1] * self.pool.block_size
         # Token-major blocks make the gathered history [B, S, H, D]; attention reads it
         # through a transposed view, so there is one copy per layer, not two.
-        k_all = keys.index_select(0, table).view(B, S, H, D).transpose(1, 2)
-        v_all = values.index_select(0, table).view(B, S, H, D).transpose(1, 2)
+        k_all = self.pool.keys[layer].index_select(0, table).view(B, S, H, D).transpose(1, 2)
+        v_all = self.pool.values[layer].index_select(0, table).view(B, S, H, D).transpose(1, 2)
         return k_all, v_all, self.mask
 
 

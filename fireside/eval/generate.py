@@ -33,16 +33,16 @@ class ContiguousCache:
     def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
         past_k, past_v = self.k[layer], self.v[layer]
         if past_k is not None and past_v is not None:
-            k, v = torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)
+            k, v = torch.cat([past_k, k], dim=1), torch.cat([past_v, v], dim=1)
         self.k[layer], self.v[layer] = k, v
         # Prefill (no past) is plain causal attention and one new token sees everything, so the
         # model's own causal path is right in both cases; eval never feeds chunks after a past.
-        return k, v, None
+        return k.transpose(1, 2), v.transpose(1, 2), None
 
     @property
     def length(self) -> int:
         k = self.k[0]
-        return 0 if k is None else int(k.shape[2])
+        return 0 if k is None else int(k.shape[1])
 
 
 class PromptTooLong(ValueError):

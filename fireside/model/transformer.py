@@ -24,10 +24,11 @@ from fireside.model.config import ModelConfig
 class KVCache(Protocol):
     """What attention needs from a cache, whatever its layout.
 
-    `update` stores this step's keys and values ([B, n_kv_heads, T, head_dim], RoPE applied)
-    for one layer and returns the keys and values to attend over ([B, n_kv_heads, S, head_dim])
-    with a boolean mask [B, 1, T, S] (True = may attend), or None for plain causal attention
-    over exactly the T new tokens.
+    `update` stores this step's keys and values ([B, T, n_kv_heads, head_dim], token-major as
+    they come out of the projection, RoPE applied) for one layer and returns the keys and
+    values to attend over ([B, n_kv_heads, S, head_dim], views are fine) with a boolean mask
+    [B, 1, T, S] (True = may attend), or None for plain causal attention over exactly the T
+    new tokens.
     """
 
     def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor | None]: ...
@@ -40,6 +41,10 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.dtype == torch.float32:
+            # One op instead of six, and the same numbers: decode runs this 2 * layers times
+            # per token, where every op's overhead shows.
+            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
         # Normalise in fp32 whatever the activations' dtype, as the reference implementations do.
         h = x.float()
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
@@ -81,18 +86,18 @@ class RotaryEmbedding(nn.Module):
         self.inv_freq = rope_inv_freq(self.cfg, device)
 
     def forward(self, positions: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """cos and signed sin, [B, T, 1, D], for `apply_rope` on positions [B, T]."""
         # Angles in fp32 from explicit positions: the engine's sequences sit at arbitrary offsets.
-        freqs = positions.float()[..., None] * self.inv_freq
-        emb = torch.cat((freqs, freqs), dim=-1)
-        return emb.cos().to(dtype), emb.sin().to(dtype)
+        angles = positions.float()[..., None, None] * self.inv_freq
+        cos, sin = angles.cos(), angles.sin()
+        return torch.cat((cos, cos), dim=-1).to(dtype), torch.cat((-sin, sin), dim=-1).to(dtype)
 
 
-def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """x: [B, H, T, D]; cos/sin: [B, T, D]. Rotates the two halves (HF's layout, not interleaved)."""
-    cos, sin = cos[:, None], sin[:, None]
-    x1, x2 = x.chunk(2, dim=-1)
-    rotated = torch.cat((-x2, x1), dim=-1)
-    return x * cos + rotated * sin
+def apply_rope(x: Tensor, cos: Tensor, signed_sin: Tensor) -> Tensor:
+    """x: [B, T, H, D]. Rotates the two halves (HF's layout, not interleaved): HF's
+    `x * cos + cat(-x2, x1) * sin` with the sign folded into the sine once per forward, so
+    each layer pays one roll instead of a chunk, a negation and a concatenation."""
+    return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * signed_sin
 
 
 class Attention(nn.Module):
@@ -127,38 +132,39 @@ class Attention(nn.Module):
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache | None = None) -> Tensor:
         B, T, _ = x.shape
+        H, Hkv, D = self.n_heads, self.n_kv_heads, self.head_dim
         if self.qkv_weight is not None:
             qkv = serving.linear(x, self.qkv_weight)
             if self.qkv_bias is not None:
                 qkv = qkv + self.qkv_bias
-            kv_width = self.n_kv_heads * self.head_dim
-            q, k, v = qkv.split([self.n_heads * self.head_dim, kv_width, kv_width], dim=-1)
+            qkv = qkv.view(B, T, H + 2 * Hkv, D)
+            q, k, v = qkv[:, :, :H], qkv[:, :, H : H + Hkv], qkv[:, :, H + Hkv :]
         else:
-            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        q = q.reshape(B, T, self.n_heads, self.head_dim)
-        k = k.reshape(B, T, self.n_kv_heads, self.head_dim)
-        v = v.reshape(B, T, self.n_kv_heads, self.head_dim)
+            q = self.q_proj(x).view(B, T, H, D)
+            k = self.k_proj(x).view(B, T, Hkv, D)
+            v = self.v_proj(x).view(B, T, Hkv, D)
         if self.q_norm is not None and self.k_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
-        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
 
         mask: Tensor | None = None
         if cache is not None:
             k, v, mask = cache.update(self.layer, k, v)
-        elif self.sliding_window is not None and self.sliding_window < T:
-            i = torch.arange(T, device=x.device)
-            dist = i[:, None] - i[None, :]
-            mask = (dist >= 0) & (dist < self.sliding_window)
+        else:
+            k, v = k.transpose(1, 2), v.transpose(1, 2)
+            if self.sliding_window is not None and self.sliding_window < T:
+                i = torch.arange(T, device=x.device)
+                dist = i[:, None] - i[None, :]
+                mask = (dist >= 0) & (dist < self.sliding_window)
         y = F.scaled_dot_product_attention(
-            q,
+            q.transpose(1, 2),
             k,
             v,
             attn_mask=mask,
             is_causal=mask is None and T > 1,
             enable_gqa=self.n_kv_heads != self.n_heads,
         )
-        y = y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)
+        y = y.transpose(1, 2).reshape(B, T, H * D)
         if self.o_weight is not None:
             return serving.linear(y, self.o_weight)
         return self.o_proj(y)
