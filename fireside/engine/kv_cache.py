@@ -196,6 +196,9 @@ def build_batch_cache(
 ) -> tuple[PagedKV, Tensor]:
     """The cache and positions `[B, T]` for rows that each add `lengths[i]` tokens at
     position `starts[i]` (T = max length; shorter rows are padded)."""
+    only = block_tables[0]
+    if len(starts) == 1 and list(only) == list(range(only[0], only[0] + len(only))):
+        return _single_span_cache(pool, only, starts[0], lengths[0], sliding_window, device)
     bs = pool.block_size
     B, T = len(starts), max(lengths)
     max_blocks = max(len(t) for t in block_tables)
@@ -210,31 +213,52 @@ def build_batch_cache(
     block_idx = (positions // bs).clamp(max=max_blocks - 1)
     slots = table.gather(1, block_idx) * bs + positions % bs
     slots = torch.where(valid, slots, torch.zeros_like(slots))
-    keys = torch.arange(max_blocks * bs, dtype=torch.long)[None, None, :]
-    q_pos = positions[:, :, None]
-    mask = keys <= q_pos
-    if sliding_window is not None:
-        mask &= keys > q_pos - sliding_window
+    mask = _attention_mask(positions, max_blocks * bs, sliding_window)
     # A padding query attends to key 0 only: a fully masked row would produce NaN.
+    keys = torch.arange(max_blocks * bs, dtype=torch.long)[None, None, :]
     mask = torch.where(valid[:, :, None], mask, keys == 0)
-    span = None
-    attn_mask: Tensor | None = mask[:, None]
-    only = block_tables[0] if B == 1 else []
-    if B == 1 and list(only) == list(range(only[0], only[0] + len(only))):
-        # One sequence in consecutive blocks (the common single-stream case): attend over a
-        # view of exactly its tokens. With no offset or window, that is plain causal attention.
-        total = starts[0] + lengths[0]
-        span = (only[0], total)
-        attn_mask = (
-            None
-            if sliding_window is None and (T == 1 or starts[0] == 0)
-            else (mask[:, None, :, :total])
-        )
     cache = PagedKV(
         pool=pool,
         slots=slots.view(-1).to(device),
         block_tables=table.to(device),
-        mask=None if attn_mask is None else attn_mask.to(device),
-        span=span,
+        mask=mask[:, None].to(device),
     )
     return cache, positions.clamp(min=0).to(device)
+
+
+def _single_span_cache(
+    pool: KVBlockPool,
+    blocks: Sequence[int],
+    start: int,
+    length: int,
+    sliding_window: int | None,
+    device: torch.device,
+) -> tuple[PagedKV, Tensor]:
+    """One sequence in consecutive blocks (the common single-stream case): its slots are
+    first_block * block_size + position, and attention reads a view of exactly its tokens;
+    with no offset or window, that is plain causal attention. Few small ops, because in
+    single-stream decode this runs once per token."""
+    first_block = blocks[0]
+    positions = torch.arange(start, start + length, dtype=torch.long)[None, :]
+    total = start + length
+    mask = None
+    if sliding_window is not None or (length > 1 and start > 0):
+        mask = _attention_mask(positions, total, sliding_window)[:, None].to(device)
+    cache = PagedKV(
+        pool=pool,
+        slots=(positions[0] + first_block * pool.block_size).to(device),
+        block_tables=torch.tensor([list(blocks)], dtype=torch.long, device=device),
+        mask=mask,
+        span=(first_block, total),
+    )
+    return cache, positions.to(device)
+
+
+def _attention_mask(positions: Tensor, num_keys: int, sliding_window: int | None) -> Tensor:
+    """[B, T, num_keys]: True where the query at `positions` may attend to the key slot."""
+    keys = torch.arange(num_keys, dtype=torch.long)[None, None, :]
+    q_pos = positions[:, :, None]
+    mask = keys <= q_pos
+    if sliding_window is not None:
+        mask &= keys > q_pos - sliding_window
+    return mask

@@ -130,7 +130,15 @@ class Attention(nn.Module):
         if biases:
             self.qkv_bias = serving.fuse_rows(biases)
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache | None = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        cos: Tensor,
+        sin: Tensor,
+        cache: KVCache | None = None,
+        residual: Tensor | None = None,
+    ) -> Tensor:
+        """Attention over x (normalised), plus `residual` if given."""
         B, T, _ = x.shape
         H, Hkv, D = self.n_heads, self.n_kv_heads, self.head_dim
         if self.qkv_weight is not None:
@@ -166,8 +174,9 @@ class Attention(nn.Module):
         )
         y = y.transpose(1, 2).reshape(B, T, H * D)
         if self.o_weight is not None:
-            return serving.linear(y, self.o_weight)
-        return self.o_proj(y)
+            return serving.linear(y, self.o_weight, residual)
+        out = self.o_proj(y)
+        return out if residual is None else residual + out
 
 
 class MLP(nn.Module):
@@ -187,11 +196,13 @@ class MLP(nn.Module):
         self.gate_up_weight = serving.serving_weight(pair, pack_batch)
         self.down_weight = serving.serving_weight([self.down_proj.weight], pack_batch)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
+        """The MLP of x (normalised), plus `residual` if given."""
         if self.gate_up_weight is None or self.down_weight is None:
-            return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+            out = self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+            return out if residual is None else residual + out
         gate, up = serving.linear(x, self.gate_up_weight).chunk(2, dim=-1)
-        return serving.linear(F.silu(gate) * up, self.down_weight)
+        return serving.linear(F.silu(gate) * up, self.down_weight, residual)
 
 
 class Block(nn.Module):
@@ -203,8 +214,8 @@ class Block(nn.Module):
         self.mlp = MLP(cfg)
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache | None) -> Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache)
-        return x + self.mlp(self.post_attention_layernorm(x))
+        x = self.self_attn(self.input_layernorm(x), cos, sin, cache, residual=x)
+        return self.mlp(self.post_attention_layernorm(x), residual=x)
 
 
 class Decoder(nn.Module):
