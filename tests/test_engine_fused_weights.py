@@ -13,15 +13,19 @@ from tests.conftest import tiny_config
 from tests.engine_utils import plain_copy, tiny_model
 
 
+@pytest.mark.parametrize("pack_batch", [None, 16])
 @pytest.mark.parametrize(
     "overrides",
     [
         {},
         {"attention_bias": True, "architecture": "Qwen2ForCausalLM"},
         {"tie_word_embeddings": True},
+        {"qk_norm": True, "architecture": "Qwen3ForCausalLM"},
     ],
 )
-def test_fused_layout_gives_the_same_logits(overrides: dict[str, object]) -> None:
+def test_fused_layout_gives_the_same_logits(
+    overrides: dict[str, object], pack_batch: int | None
+) -> None:
     model = tiny_model(300, **overrides)
     if overrides.get("attention_bias"):
         for block in model.model.layers:
@@ -30,16 +34,31 @@ def test_fused_layout_gives_the_same_logits(overrides: dict[str, object]) -> Non
     with torch.no_grad():
         before = model(ids)
         params_before = sum(p.numel() for p in model.parameters())
-        model.fuse_projections()
+        model.fuse_projections(pack_batch)
         after = model(ids)
     assert model.fused
     assert torch.allclose(before, after, atol=1e-5)
-    # The weights are views of the fused matrices, not copies.
     attn = model.model.layers[0].self_attn
-    assert (
-        attn.q_proj.weight.untyped_storage().data_ptr() == attn.qkv_weight.untyped_storage().data_ptr()
-    )  # type: ignore[union-attr]
+    assert attn.qkv_weight is not None
+    if pack_batch is None:
+        # The weights are views of the fused matrices, not copies.
+        q_storage = attn.q_proj.weight.untyped_storage().data_ptr()
+        assert q_storage == attn.qkv_weight.untyped_storage().data_ptr()
+    else:
+        assert attn.qkv_weight.is_mkldnn
     assert sum(p.numel() for p in model.parameters()) == params_before
+
+
+def test_fused_layout_in_bf16_matches_the_plain_model() -> None:
+    """bf16 on CPU takes the F.linear path of the serving layout (as CUDA does)."""
+    model = tiny_model(300).to(torch.bfloat16)
+    reference = plain_copy(model).to(torch.bfloat16)
+    ids = torch.randint(0, 300, (2, 9))
+    with torch.no_grad():
+        model.fuse_projections(16)  # packing applies to fp32 only: ignored here
+        assert not model.model.layers[0].self_attn.qkv_weight.is_mkldnn  # type: ignore[union-attr]
+        after, before = model(ids).float(), reference(ids).float()
+    assert torch.allclose(before, after, atol=0.05 * before.abs().max().item())
 
 
 def test_fused_model_saves_and_reloads(tmp_path: Path) -> None:
