@@ -169,14 +169,17 @@ class PagedKV:
         B, T, H, D = k.shape
         flat_k = self.pool.keys[layer].view(-1, H, D)
         flat_v = self.pool.values[layer].view(-1, H, D)
-        flat_k.index_copy_(0, self.slots, k.reshape(B * T, H, D))
-        flat_v.index_copy_(0, self.slots, v.reshape(B * T, H, D))
         if self.span is not None:
+            # One stretch of the pool holds the whole history, ending with this step's
+            # tokens: write them in place and attend over a view of it.
             first, length = self.span
             start = first * self.pool.block_size
-            k_all = flat_k[start : start + length].unsqueeze(0).transpose(1, 2)
-            v_all = flat_v[start : start + length].unsqueeze(0).transpose(1, 2)
-            return k_all, v_all, self.mask
+            k_all, v_all = flat_k[start : start + length], flat_v[start : start + length]
+            k_all[length - T :] = k[0]
+            v_all[length - T :] = v[0]
+            return k_all[None].transpose(1, 2), v_all[None].transpose(1, 2), self.mask
+        flat_k.index_copy_(0, self.slots, k.reshape(B * T, H, D))
+        flat_v.index_copy_(0, self.slots, v.reshape(B * T, H, D))
         table = self.block_tables.view(-1)
         S = self.block_tables.shape[1] * self.pool.block_size
         # Token-major blocks make the gathered history [B, S, H, D]; attention reads it
