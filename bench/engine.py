@@ -41,6 +41,17 @@ def read_bandwidth(repeats: int = 7) -> float:
     return big.numel() * 4 / median_time(big.sum, repeats)
 
 
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    """The model and workload, shared with bench/llama_cpp.py so both measure the same thing."""
+    parser.add_argument("--layers", type=int, default=12)
+    parser.add_argument("--hidden", type=int, default=768)
+    parser.add_argument("--intermediate", type=int, default=2048)
+    parser.add_argument("--vocab", type=int, default=32000)
+    parser.add_argument("--prompt-tokens", type=int, default=16)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=3)
+
+
 def bench_config(args: argparse.Namespace) -> ModelConfig:
     return ModelConfig(
         vocab_size=args.vocab,
@@ -53,6 +64,29 @@ def bench_config(args: argparse.Namespace) -> ModelConfig:
         max_position_embeddings=2048,
         architecture="LlamaForCausalLM",
     )
+
+
+def bench_model(args: argparse.Namespace) -> Transformer:
+    """The random Llama every run builds: the same seed gives the same weights."""
+    torch.manual_seed(0)
+    model = Transformer(bench_config(args))
+    model.init_weights()
+    return model.eval()
+
+
+def bench_prompts(args: argparse.Namespace, count: int) -> list[list[int]]:
+    g = torch.Generator().manual_seed(1)
+    return [
+        torch.randint(0, args.vocab, (args.prompt_tokens,), generator=g).tolist()
+        for _ in range(count)
+    ]
+
+
+def decode_weight_bytes(model: Transformer) -> int:
+    """Bytes of weights a decode step reads: every weight once, except the embedding table
+    (one row)."""
+    params = sum(p.numel() for p in model.parameters())
+    return (params - model.config.vocab_size * model.config.hidden_size) * 4
 
 
 def hf_generate(hf: torch.nn.Module, prompt: list[int], new_tokens: int) -> list[int]:
@@ -81,16 +115,22 @@ async def fireside_generate(engine: Engine, prompts: list[list[int]], new_tokens
     return sum(counts)
 
 
+def fireside_greedy(engine: Engine, prompt: list[int], new_tokens: int) -> list[int]:
+    params = SamplingParams(temperature=0, max_tokens=new_tokens, ignore_eos=True)
+    tokens: list[int] = []
+
+    async def run() -> None:
+        async for out in engine.generate(prompt, params, "check"):
+            tokens.extend(out.samples[0].token_ids)
+
+    asyncio.run(run())
+    return tokens
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--layers", type=int, default=12)
-    parser.add_argument("--hidden", type=int, default=768)
-    parser.add_argument("--intermediate", type=int, default=2048)
-    parser.add_argument("--vocab", type=int, default=32000)
-    parser.add_argument("--prompt-tokens", type=int, default=16)
-    parser.add_argument("--new-tokens", type=int, default=128)
+    add_model_args(parser)
     parser.add_argument("--concurrent", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     parser.add_argument(
         "--hf-sequential",
@@ -104,23 +144,14 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    cfg = bench_config(args)
-    model = Transformer(cfg)
-    model.init_weights()
-    model.eval()
+    model = bench_model(args)
     with tempfile.TemporaryDirectory() as tmp:
         save_model(model, Path(tmp))
         hf = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32).eval()
 
     params = sum(p.numel() for p in model.parameters())
-    # A decode step reads every weight once, except the embedding table (one row).
-    weight_bytes = (params - cfg.vocab_size * cfg.hidden_size) * 4
-    g = torch.Generator().manual_seed(1)
-    prompts = [
-        torch.randint(0, cfg.vocab_size, (args.prompt_tokens,), generator=g).tolist()
-        for _ in range(args.concurrent)
-    ]
+    weight_bytes = decode_weight_bytes(model)
+    prompts = bench_prompts(args, args.concurrent)
     n = args.new_tokens
 
     engine = Engine(model, None, EngineConfig(max_num_seqs=max(args.concurrent, 1)))
@@ -139,14 +170,7 @@ def main() -> None:
         hf_generate(hf, prompts[0], 8)  # warm-up
         hf_out = hf_generate(hf, prompts[0], n)
     asyncio.run(fireside_generate(engine, prompts[:2], 8))  # warm-up
-    fs_out: list[int] = []
-
-    async def check() -> None:
-        params = SamplingParams(temperature=0, max_tokens=n, ignore_eos=True)
-        async for out in engine.generate(prompts[0], params, "check"):
-            fs_out.extend(out.samples[0].token_ids)
-
-    asyncio.run(check())
+    fs_out = fireside_greedy(engine, prompts[0], n)
     # Baseline and Fireside alternate within each repeat, so a shared, busy machine slows both
     # alike rather than whichever happened to run during a noisy spell.
     times: dict[str, list[float]] = {"hf1": [], "fs1": [], "hfk": [], "fsN": []}
