@@ -43,17 +43,11 @@ def serving_weight(weights: Sequence[Tensor], pack_batch: int | None) -> Tensor:
     return fuse_rows(weights) if len(weights) > 1 else weights[0].detach()
 
 
-def linear(x: Tensor, weight: Tensor, residual: Tensor | None = None) -> Tensor:
-    """x @ weight.T (plus `residual`) for a [out, in] weight from `serving_weight`; inference
-    only."""
+def linear(x: Tensor, weight: Tensor) -> Tensor:
+    """x @ weight.T for a [out, in] weight from `serving_weight` (inference only)."""
     if weight.is_mkldnn or (_onednn(weight) and not torch.is_grad_enabled()):
-        if residual is None:
-            return torch.ops.mkldnn._linear_pointwise(x, weight, None, "none", [], "")
-        # The residual add rides along as a post-op of the matmul: one op fewer, and in
-        # decode every op between two weight streams pays for caches the stream evicted.
-        return torch.ops.mkldnn._linear_pointwise.binary(x, residual, weight, None, "add")
-    y = F.linear(x, weight)
-    return y if residual is None else residual + y
+        return torch.ops.mkldnn._linear_pointwise(x, weight, None, "none", [], "")
+    return F.linear(x, weight)
 
 
 def _onednn(weight: Tensor) -> bool:

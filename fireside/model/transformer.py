@@ -130,15 +130,7 @@ class Attention(nn.Module):
         if biases:
             self.qkv_bias = serving.fuse_rows(biases)
 
-    def forward(
-        self,
-        x: Tensor,
-        cos: Tensor,
-        sin: Tensor,
-        cache: KVCache | None = None,
-        residual: Tensor | None = None,
-    ) -> Tensor:
-        """Attention over x (normalised), plus `residual` if given."""
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache | None = None) -> Tensor:
         B, T, _ = x.shape
         H, Hkv, D = self.n_heads, self.n_kv_heads, self.head_dim
         if self.qkv_weight is not None:
@@ -153,7 +145,12 @@ class Attention(nn.Module):
             v = self.v_proj(x).view(B, T, Hkv, D)
         if self.q_norm is not None and self.k_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if self.qkv_weight is not None and self.q_norm is None:
+            # q and k sit side by side in the fused output: rotate both in one pass.
+            qk = apply_rope(qkv[:, :, : H + Hkv], cos, sin)
+            q, k = qk[:, :, :H], qk[:, :, H:]
+        else:
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
 
         mask: Tensor | None = None
         if cache is not None:
@@ -174,9 +171,8 @@ class Attention(nn.Module):
         )
         y = y.transpose(1, 2).reshape(B, T, H * D)
         if self.o_weight is not None:
-            return serving.linear(y, self.o_weight, residual)
-        out = self.o_proj(y)
-        return out if residual is None else residual + out
+            return serving.linear(y, self.o_weight)
+        return self.o_proj(y)
 
 
 class MLP(nn.Module):
@@ -196,13 +192,11 @@ class MLP(nn.Module):
         self.gate_up_weight = serving.serving_weight(pair, pack_batch)
         self.down_weight = serving.serving_weight([self.down_proj.weight], pack_batch)
 
-    def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
-        """The MLP of x (normalised), plus `residual` if given."""
+    def forward(self, x: Tensor) -> Tensor:
         if self.gate_up_weight is None or self.down_weight is None:
-            out = self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
-            return out if residual is None else residual + out
+            return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
         gate, up = serving.linear(x, self.gate_up_weight).chunk(2, dim=-1)
-        return serving.linear(F.silu(gate) * up, self.down_weight, residual)
+        return serving.linear(F.silu(gate) * up, self.down_weight)
 
 
 class Block(nn.Module):
@@ -214,8 +208,8 @@ class Block(nn.Module):
         self.mlp = MLP(cfg)
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache | None) -> Tensor:
-        x = self.self_attn(self.input_layernorm(x), cos, sin, cache, residual=x)
-        return self.mlp(self.post_attention_layernorm(x), residual=x)
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache)
+        return x + self.mlp(self.post_attention_layernorm(x))
 
 
 class Decoder(nn.Module):
