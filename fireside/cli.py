@@ -6,16 +6,25 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from pydantic import ValidationError
+
 from fireside.errors import FiresideError
 from fireside.settings import Settings
 
 
 def _serve(args: argparse.Namespace) -> int:
-    settings = Settings()
     overrides = {
         k: v for k, v in vars(args).items() if k in Settings.model_fields and v is not None
     }
-    settings = settings.model_copy(update=overrides)
+    try:
+        # Flags override FIRESIDE_* variables, and both are checked (a 0 or a negative size
+        # is refused here, not deep inside the engine).
+        settings = Settings(**overrides)
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
+        )
+        raise FiresideError(f"invalid settings: {problems}") from None
     from fireside.api.server import serve
 
     serve(settings)
@@ -37,6 +46,23 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--api-key", dest="api_key")
+    serve.add_argument("--device", help="cpu, cuda, or auto (default: CUDA if present)")
+    serve.add_argument(
+        "--max-num-seqs", type=int, dest="max_num_seqs", help="samples decoding at once (64)"
+    )
+    serve.add_argument(
+        "--max-model-len", type=int, dest="max_model_len", help="cap on prompt + output tokens"
+    )
+    serve.add_argument(
+        "--kv-cache-gib", type=float, dest="kv_cache_gib", help="KV cache memory in GiB (1)"
+    )
+    serve.add_argument(
+        "--no-pack-weights",
+        dest="pack_weights",
+        action="store_false",
+        default=None,
+        help="CPU: serve from one copy of the weights (less memory, slower batched decode)",
+    )
     serve.set_defaults(func=_serve)
     _add_chat_parser(sub)
 

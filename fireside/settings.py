@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -14,5 +15,11 @@ class Settings(BaseSettings):
     port: int = 8000
     api_key: str | None = None
     device: str = "auto"  # "auto" = CUDA when present, else CPU
+    # Engine sizing, named as vLLM's flags are: samples decoding at once, a cap on the
+    # context, the KV cache's memory, and (CPU) whether to keep oneDNN-packed weights.
+    max_num_seqs: int = Field(default=64, ge=1)
+    max_model_len: int | None = Field(default=None, ge=1)
+    kv_cache_gib: float = Field(default=1.0, gt=0)
+    pack_weights: bool = True
     database_url: str = "sqlite:///fireside.db"
     redis_url: str | None = None

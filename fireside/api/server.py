@@ -67,10 +67,23 @@ async def load_served(
     )
 
 
+def engine_config_for(settings: Settings) -> EngineConfig:
+    from fireside.engine import EngineConfig
+
+    return EngineConfig(
+        max_num_seqs=settings.max_num_seqs,
+        max_model_len=settings.max_model_len,
+        kv_cache_bytes=int(settings.kv_cache_gib * 2**30),
+        pack_weights_for_batch=16 if settings.pack_weights else None,
+    )
+
+
 def build_app(settings: Settings, engine_config: EngineConfig | None = None) -> FastAPI:
-    """The app for these settings; the model loads once the server is listening."""
+    """The app for these settings (engine sized by them unless `engine_config` is given); the
+    model loads once the server is listening."""
     model_dir = resolve_model_dir(settings)
     name = settings.served_model_name or model_dir.name
+    engine_config = engine_config or engine_config_for(settings)
     return create_app(
         name,
         lambda: load_served(model_dir, name, settings.device, engine_config),
