@@ -118,6 +118,8 @@ def main() -> None:
         url = f"http://127.0.0.1:{port}"
         try:
             while True:
+                if server.poll() is not None:
+                    sys.exit(f"fireside serve exited with code {server.returncode} before ready")
                 try:
                     if httpx.get(f"{url}/health").status_code == 200:
                         break
