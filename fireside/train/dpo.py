@@ -14,18 +14,17 @@ from tqdm import tqdm
 
 from fireside.errors import TrainingError
 from fireside.model.transformer import Transformer
-from fireside.train.chat_data import MixtureSampler, TokenizedPair, load_dpo_file
+from fireside.train.chat_data import TokenizedPair, load_dpo_file
 from fireside.train.distributed import Dist, all_reduce_mean
 from fireside.train.finetune import (
     FinetuneOptions,
     begin_training,
-    finish,
     max_len,
-    maybe_checkpoint,
+    mixture_sampler,
+    pad_id,
     run,
     say,
     start,
-    total_steps,
 )
 from fireside.train.loop import (
     autocast,
@@ -84,20 +83,16 @@ def _train(opts: FinetuneOptions, beta: float, dist: Dist) -> None:
     limit = max_len(opts, bundle)
     datasets = [load_dpo_file(path, tok, limit) for path, _ in files]
     say(dist, f"dpo: {sum(len(d) for d in datasets)} preference pairs")
-    sampler = MixtureSampler(
-        [len(d) for d in datasets], [w for _, w in files], opts.batch_size, opts.seed
-    )
-    total = total_steps(opts, sampler)
-    pad_id = tok.token_id(tok.special.get("pad_token") or "") or 0
+    sampler = mixture_sampler(opts, files, [len(d) for d in datasets])
+    pad = pad_id(bundle)
     # Before any checkpoint is loaded, the model is the starting model: the reference.
     reference = reference_logprobs(
-        model, datasets, pad_id, opts.batch_size, progress=opts.progress and dist.is_main
+        model, datasets, pad, opts.batch_size, progress=opts.progress and dist.is_main
     )
 
-    run = begin_training("dpo", opts, dist, model, files, total, limit)
-    optimizers, run_fingerprint, first = run.optimizers, run.run_fingerprint, run.first
-    train_model, logger, progress = run.train_model, run.logger, run.progress
-    for step in range(first, total):
+    run = begin_training("dpo", opts, dist, bundle, files, sampler, limit)
+    optimizers, total, train_model = run.optimizers, run.total, run.train_model
+    for step in range(run.first, total):
         lr = lr_schedule(step, total, opts.warmup)
         set_lr_multiplier(optimizers, lr)
         picks = sampler.batch(step)
@@ -105,7 +100,7 @@ def _train(opts: FinetuneOptions, beta: float, dist: Dist) -> None:
         pairs = [datasets[f][i] for f, i in mine]
         ref_chosen = torch.stack([reference[f][0][i] for f, i in mine]).to(device)
         ref_rejected = torch.stack([reference[f][1][i] for f, i in mine]).to(device)
-        chosen, rejected = pair_logprobs(train_model, pairs, pad_id, device)
+        chosen, rejected = pair_logprobs(train_model, pairs, pad, device)
         stats = dpo_loss(chosen, rejected, ref_chosen, ref_rejected, beta)
         # Normalised by the global batch, so DDP's average is the single-process mean.
         (stats.losses.sum() * dist.world_size / len(picks)).backward()
@@ -122,8 +117,8 @@ def _train(opts: FinetuneOptions, beta: float, dist: Dist) -> None:
             all_reduce_mean(sums, dist) * dist.world_size / len(picks)
         ).tolist()
         tokens = sum(len(p.chosen_ids) + len(p.rejected_ids) for p in pairs) * dist.world_size
-        speed = progress.update(loss, tokens=tokens)
-        logger.log(
+        speed = run.progress.update(loss, tokens=tokens)
+        run.logger.log(
             step + 1,
             loss=loss,
             # Rewards are beta x log-ratios (policy vs reference); log-ratios read without beta.
@@ -136,17 +131,5 @@ def _train(opts: FinetuneOptions, beta: float, dist: Dist) -> None:
             grad_norm=grad_norm,
             **speed,
         )
-        if maybe_checkpoint(
-            opts,
-            dist,
-            step=step + 1,
-            total=total,
-            model=model,
-            optimizers=optimizers,
-            sampler=sampler,
-            run_fingerprint=run_fingerprint,
-        ):
-            progress.reset_clock()
-    progress.close()
-    logger.close()
-    finish("dpo", opts, dist, model, bundle)
+        run.checkpoint(step + 1)
+    run.finish()

@@ -20,7 +20,6 @@ import torch
 
 from fireside.errors import TrainingError
 from fireside.model.pretrained import Pretrained, load_pretrained
-from fireside.model.transformer import Transformer
 from fireside.train.chat_data import MixtureSampler, parse_weighted_path
 from fireside.train.checkpoint import export_hf, load_latest_checkpoint, save_checkpoint
 from fireside.train.distributed import Dist, barrier, init_distributed, teardown, wrap_ddp
@@ -140,67 +139,77 @@ def say(dist: Dist, message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
-def maybe_checkpoint(
-    opts: FinetuneOptions,
-    dist: Dist,
-    *,
-    step: int,
-    total: int,
-    model: torch.nn.Module,
-    optimizers: list[torch.optim.Optimizer],
-    sampler: MixtureSampler,
-    run_fingerprint: dict[str, Any],
-) -> bool:
-    """Checkpoint after `step` (1-based) every save_every steps and at the end; True if saved."""
-    if step % opts.save_every and step != total:
-        return False
-    save_checkpoint(
-        opts.output,
-        model=model,
-        optimizers=optimizers,
-        step=step,
-        state={"epoch": (step - 1) // sampler.steps_per_epoch()},
-        keep_last=opts.keep_last,
-        fingerprint=run_fingerprint,
-        dist=dist,
-    )
-    return True
+def mixture_sampler(
+    opts: FinetuneOptions, files: list[tuple[Path, float]], sizes: list[int]
+) -> MixtureSampler:
+    """Batches drawn from the data files by their weights (sizes: examples per file)."""
+    return MixtureSampler(sizes, [w for _, w in files], opts.batch_size, opts.seed)
 
 
-def finish(
-    stage: str, opts: FinetuneOptions, dist: Dist, model: torch.nn.Module, bundle: Pretrained
-) -> None:
-    """Write the trained model into RUN_DIR in HF format (rank 0), then wait for every rank."""
-    if dist.is_main:
-        model.eval()
-        export_hf(opts.output, model, bundle.tokenizer, bundle.generation_config)
-        say(dist, f"{stage}: model written to {opts.output}")
-    barrier(dist)
+def pad_id(bundle: Pretrained) -> int:
+    tok = bundle.tokenizer
+    return tok.token_id(tok.special.get("pad_token") or "") or 0
 
 
 @dataclass
 class TrainingRun:
-    """What a fine-tuning loop needs once the model is loaded: resumed where the RUN_DIR left off."""
+    """A fine-tuning run once the model is loaded, resumed where the RUN_DIR left off: what
+    the loop needs, and the checkpoint and export that end its steps."""
 
+    stage: str
+    opts: FinetuneOptions
+    dist: Dist
+    bundle: Pretrained
+    sampler: MixtureSampler
+    total: int  # steps in the whole run
+    first: int  # the step to start from (0 for a new run)
     optimizers: list[torch.optim.Optimizer]
     run_fingerprint: dict[str, Any]
-    first: int  # the step to start from (0 for a new run)
     train_model: torch.nn.Module  # the model, DDP-wrapped under torchrun
     logger: MetricsLogger
     progress: Progress
+
+    def checkpoint(self, step: int) -> None:
+        """Checkpoint after `step` (1-based) every save_every steps and at the end."""
+        if step % self.opts.save_every and step != self.total:
+            return
+        save_checkpoint(
+            self.opts.output,
+            model=self.bundle.model,
+            optimizers=self.optimizers,
+            step=step,
+            state={"epoch": (step - 1) // self.sampler.steps_per_epoch()},
+            keep_last=self.opts.keep_last,
+            fingerprint=self.run_fingerprint,
+            dist=self.dist,
+        )
+        self.progress.reset_clock()  # saving is not training: keep it out of tokens/s
+
+    def finish(self) -> None:
+        """Write the trained model into RUN_DIR in HF format (rank 0), then wait for every
+        rank."""
+        self.progress.close()
+        self.logger.close()
+        if self.dist.is_main:
+            model = self.bundle.model.eval()
+            export_hf(self.opts.output, model, self.bundle.tokenizer, self.bundle.generation_config)
+            say(self.dist, f"{self.stage}: model written to {self.opts.output}")
+        barrier(self.dist)
 
 
 def begin_training(
     stage: str,
     opts: FinetuneOptions,
     dist: Dist,
-    model: Transformer,
+    bundle: Pretrained,
     files: list[tuple[Path, float]],
-    total: int,
+    sampler: MixtureSampler,
     limit: int,
 ) -> TrainingRun:
     """Optimizers, the resume from the latest checkpoint, DDP, metrics and the progress bar."""
+    model = bundle.model
     model.train()
+    total = total_steps(opts, sampler)
     optimizers = build_optimizers(
         model, opts.lr, opts.weight_decay, muon=use_muon(opts, dist.device)
     )
@@ -220,9 +229,15 @@ def begin_training(
         desc=stage,
     )
     return TrainingRun(
+        stage=stage,
+        opts=opts,
+        dist=dist,
+        bundle=bundle,
+        sampler=sampler,
+        total=total,
+        first=first,
         optimizers=optimizers,
         run_fingerprint=run_fingerprint,
-        first=first,
         train_model=wrap_ddp(model, dist),
         logger=MetricsLogger(opts.output, resume_step=first, enabled=dist.is_main),
         progress=progress,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from fireside.train.chat_data import (
     LengthReport,
-    MixtureSampler,
     TokenizedChat,
     load_sft_file,
     require_generation_blocks,
@@ -20,13 +19,12 @@ from fireside.train.distributed import Dist, all_reduce_mean
 from fireside.train.finetune import (
     FinetuneOptions,
     begin_training,
-    finish,
     max_len,
-    maybe_checkpoint,
+    mixture_sampler,
+    pad_id,
     run,
     say,
     start,
-    total_steps,
 )
 from fireside.train.loop import autocast, clip_and_step
 from fireside.train.losses import pad_batch, token_nll
@@ -39,7 +37,7 @@ def train_sft(opts: FinetuneOptions) -> None:
 
 def _train(opts: FinetuneOptions, dist: Dist) -> None:
     bundle, files = start(opts, dist)
-    model, tok, device = bundle.model, bundle.tokenizer, dist.device
+    tok, device = bundle.tokenizer, dist.device
     require_generation_blocks(tok)
     limit = max_len(opts, bundle)
     lengths = LengthReport()
@@ -47,16 +45,12 @@ def _train(opts: FinetuneOptions, dist: Dist) -> None:
         load_sft_file(path, tok, limit, lengths) for path, _ in files
     ]
     say(dist, f"sft: {lengths.summary()}")
-    sampler = MixtureSampler(
-        [len(d) for d in datasets], [w for _, w in files], opts.batch_size, opts.seed
-    )
-    total = total_steps(opts, sampler)
-    pad_id = tok.token_id(tok.special.get("pad_token") or "") or 0
+    sampler = mixture_sampler(opts, files, [len(d) for d in datasets])
+    pad = pad_id(bundle)
 
-    run = begin_training("sft", opts, dist, model, files, total, limit)
-    optimizers, run_fingerprint, first = run.optimizers, run.run_fingerprint, run.first
-    train_model, logger, progress = run.train_model, run.logger, run.progress
-    for step in range(first, total):
+    run = begin_training("sft", opts, dist, bundle, files, sampler, limit)
+    optimizers, total, train_model = run.optimizers, run.total, run.train_model
+    for step in range(run.first, total):
         lr = lr_schedule(step, total, opts.warmup)
         set_lr_multiplier(optimizers, lr)
         batch = [datasets[f][i] for f, i in sampler.batch(step)]
@@ -64,7 +58,7 @@ def _train(opts: FinetuneOptions, dist: Dist) -> None:
         # DDP's gradient average then equals the single-process mean over all target tokens.
         targets = sum(sum(c.mask[1:]) for c in batch)
         mine = batch[dist.rank :: dist.world_size]
-        ids, mask = pad_batch([c.ids for c in mine], [c.mask for c in mine], pad_id)
+        ids, mask = pad_batch([c.ids for c in mine], [c.mask for c in mine], pad)
         ids, mask = ids.to(device), mask.to(device)
         with autocast(device):
             nll, _ = token_nll(train_model, ids, mask)
@@ -72,8 +66,8 @@ def _train(opts: FinetuneOptions, dist: Dist) -> None:
         grad_norm = clip_and_step(train_model, optimizers, opts.clip)
         loss = float(all_reduce_mean(nll.detach(), dist)) * dist.world_size / targets
         tokens = sum(len(c.ids) for c in batch)
-        stats = progress.update(loss, tokens=tokens)
-        logger.log(
+        stats = run.progress.update(loss, tokens=tokens)
+        run.logger.log(
             step + 1,
             loss=loss,
             lr=lr * opts.lr,
@@ -81,17 +75,5 @@ def _train(opts: FinetuneOptions, dist: Dist) -> None:
             trained_tokens=targets,
             **stats,
         )
-        if maybe_checkpoint(
-            opts,
-            dist,
-            step=step + 1,
-            total=total,
-            model=model,
-            optimizers=optimizers,
-            sampler=sampler,
-            run_fingerprint=run_fingerprint,
-        ):
-            progress.reset_clock()
-    progress.close()
-    logger.close()
-    finish("sft", opts, dist, model, bundle)
+        run.checkpoint(step + 1)
+    run.finish()
