@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sysconfig
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -61,3 +62,13 @@ def api_model_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer: Tokenizer
     from tests.api_utils import make_model_dir
 
     return make_model_dir(tokenizer, tmp_path_factory.mktemp("api-llama"))
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    # Tiny models gain nothing from threads, and on a shared 2-core machine OpenMP threads of
+    # parallel test workers oversubscribe the cores and slow every step many times over.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

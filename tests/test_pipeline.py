@@ -15,13 +15,11 @@ import subprocess
 import sys
 import sysconfig
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
-import torch
 
 from fireside.cli import main
 from fireside.eval.generate import greedy_generate
@@ -33,14 +31,7 @@ from tests.api_utils import run_server
 PRETRAIN_STEPS = 20
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    # Tiny models gain nothing from threads, and on a shared 2-core machine OpenMP threads of
-    # parallel test workers oversubscribe the cores and slow every step many times over.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_stdlib_files(n: int) -> list[Path]:

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,14 +27,7 @@ TINY = ["--depth", "2", "--seq-len", "32", "--device-batch", "4", "--batch-token
 TINY += ["--eval-every", "10", "--eval-tokens", "512", "--sample-every", "0", "--no-progress"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    # Tiny models gain nothing from threads, and on a shared 2-core machine OpenMP threads of
-    # parallel test workers oversubscribe the cores and slow every step many times over.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,15 +21,7 @@ from fireside.train.loop import lm_loss
 from fireside.train.optim import build_optimizers, lr_schedule, set_lr_multiplier
 from tests.conftest import tiny_config
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    # Tiny models gain nothing from threads, and on a shared 2-core machine OpenMP threads of
-    # parallel test workers oversubscribe the cores and slow every step many times over.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _setup(vocab: int, seed: int = 0, **overrides: object) -> tuple[Transformer, list]:
