@@ -10,7 +10,6 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
-import os
 import random
 import shutil
 import tempfile
@@ -24,6 +23,7 @@ from tqdm import tqdm
 
 from fireside.data.shards import MANIFEST, ShardWriter, token_dtype, tokenizer_hash
 from fireside.errors import DataError
+from fireside.files import swap_dir
 from fireside.model.tokenizer import Tokenizer
 
 TEXT_SUFFIXES = frozenset(
@@ -210,16 +210,9 @@ def read_documents(path: Path, source: str) -> Iterator[Document]:
 
 
 def _place_output(staging: Path, output: Path, overwrite: bool) -> None:
-    if output.exists():
-        if not overwrite:
-            raise DataError(f"output {str(output)!r} exists; pass --overwrite to replace it")
-        old = output.with_name(f".{output.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(output, old)
-        os.replace(staging, output)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staging, output)
+    if output.exists() and not overwrite:
+        raise DataError(f"output {str(output)!r} exists; pass --overwrite to replace it")
+    swap_dir(staging, output, output.with_name(f".{output.name}.old"))
 
 
 def prepare(

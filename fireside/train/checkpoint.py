@@ -30,6 +30,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from fireside.errors import RunConfigMismatchError, TrainingError
+from fireside.files import swap_dir
 from fireside.model.pretrained import save_pretrained
 from fireside.model.tokenizer import Tokenizer
 from fireside.model.transformer import Transformer
@@ -201,15 +202,8 @@ def save_checkpoint(
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
         _fsync_tree(tmp)
-        if final.exists():
-            # Re-saving a step (a resumed run that ends where it resumed): swap, never delete first.
-            old = root / f"{TMP_PREFIX}old-{final.name}"
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
+        # A step may be saved again (a resumed run that ends where it resumed).
+        swap_dir(tmp, final, root / f"{TMP_PREFIX}old-{final.name}")
         _fsync_dir(root)
         for stale in checkpoint_dirs(run_dir)[:-keep_last]:
             shutil.rmtree(stale, ignore_errors=True)
