@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -91,6 +92,25 @@ async def api_run(url: str, prompts: list[list[int]], tokens: int) -> tuple[int,
     return sum(n for n, _ in results), statistics.median(t for _, t in results)
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_healthy(url: str, process: subprocess.Popen[bytes], failure: Callable[[], str]) -> None:
+    """Poll `url`/health until it answers 200; exit with failure() if the process dies first."""
+    while True:
+        if process.poll() is not None:
+            sys.exit(failure())
+        try:
+            if httpx.get(f"{url}/health").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--hidden", type=int, default=256)
@@ -106,9 +126,7 @@ def main() -> None:
         tokenizer = engine.tokenizer
         assert tokenizer is not None
         prompts = [tokenizer.encode(p) for p in PROMPTS]
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
         env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 2) // 2))}
         server = subprocess.Popen(
             [sys.executable, "-m", "fireside.cli", "serve", "--model", str(model_dir),
@@ -117,15 +135,9 @@ def main() -> None:
         )  # fmt: skip
         url = f"http://127.0.0.1:{port}"
         try:
-            while True:
-                if server.poll() is not None:
-                    sys.exit(f"fireside serve exited with code {server.returncode} before ready")
-                try:
-                    if httpx.get(f"{url}/health").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.2)
+            wait_healthy(
+                url, server, lambda: f"fireside serve exited with code {server.returncode}"
+            )
             asyncio.run(api_run(url, prompts[:2], 4))  # warm-up both sides
             asyncio.run(engine_run(engine, prompts[:2], 4))
             print(

@@ -18,17 +18,16 @@ import argparse
 import asyncio
 import functools
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import gguf
 import httpx
 import torch
+from api import free_port, wait_healthy
 from engine import (
     add_model_args,
     bench_model,
@@ -116,9 +115,7 @@ class LlamaServer:
     def __init__(
         self, binary: Path, model: Path, log: Path, threads: int, slots: int, context: int
     ) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
         cmd = [
             str(binary), "-m", str(model), "--port", str(port), "-t", str(threads),
             "-tb", str(threads), "-np", str(slots), "-c", str(slots * context),
@@ -126,15 +123,9 @@ class LlamaServer:
         with log.open("w") as out:  # a file, not a pipe: nobody reads it while the server runs
             self.process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
         self.url = f"http://127.0.0.1:{port}"
-        while True:
-            if self.process.poll() is not None:
-                sys.exit(f"{' '.join(cmd)} failed:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
+        wait_healthy(
+            self.url, self.process, lambda: f"{' '.join(cmd)} failed:\n{log.read_text()[-3000:]}"
+        )
 
     def close(self) -> None:
         self.process.terminate()
