@@ -25,8 +25,9 @@ from pathlib import Path
 
 import httpx
 import torch
+from engine import fireside_generate
 
-from fireside.engine import Engine, SamplingParams
+from fireside.engine import Engine
 from fireside.model import ModelConfig, Transformer, save_pretrained, train_tokenizer
 
 PROMPTS = [f"def handler_{i}(request):\n    " for i in range(64)]
@@ -51,18 +52,6 @@ def make_model(path: Path, args: argparse.Namespace) -> Path:
     model.init_weights(std=0.02)
     save_pretrained(model, tokenizer, path)
     return path
-
-
-async def engine_run(engine: Engine, prompts: list[list[int]], tokens: int) -> int:
-    params = SamplingParams(max_tokens=tokens, temperature=0, ignore_eos=True)
-
-    async def one(i: int, ids: list[int]) -> int:
-        n = 0
-        async for out in engine.generate(ids, params, f"bench-{time.monotonic_ns()}-{i}"):
-            n += sum(len(s.token_ids) for s in out.samples)
-        return n
-
-    return sum(await asyncio.gather(*(one(i, p) for i, p in enumerate(prompts))))
 
 
 async def api_run(url: str, prompts: list[list[int]], tokens: int) -> tuple[int, float]:
@@ -139,7 +128,7 @@ def main() -> None:
                 url, server, lambda: f"fireside serve exited with code {server.returncode}"
             )
             asyncio.run(api_run(url, prompts[:2], 4))  # warm-up both sides
-            asyncio.run(engine_run(engine, prompts[:2], 4))
+            asyncio.run(fireside_generate(engine, prompts[:2], 4))
             print(
                 f"model: hidden {args.hidden}, {args.layers} layers, fp32 CPU; {args.tokens} tokens/request"
             )
@@ -151,7 +140,7 @@ def main() -> None:
                 eng, api, ttft = [], [], []
                 for _ in range(args.repeats):
                     start = time.perf_counter()
-                    made = asyncio.run(engine_run(engine, batch, args.tokens))
+                    made = asyncio.run(fireside_generate(engine, batch, args.tokens))
                     eng.append(made / (time.perf_counter() - start))
                     start = time.perf_counter()
                     made, first = asyncio.run(api_run(url, batch, args.tokens))
