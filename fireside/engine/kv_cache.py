@@ -152,17 +152,18 @@ class KVBlockPool:
 class PagedKV:
     """The model's `KVCache` for one forward over a batch `[B, T]`.
 
-    slots: `[B*T]` flat slot index (block * block_size + offset) for every new token; padding
-    tokens write to the scratch block. block_tables: `[B, max_blocks]`. mask: `[B, 1, T, S]`,
-    True where a query may attend, or None for plain causal attention over all S keys.
-    span: for a single sequence whose blocks are consecutive ids, (first block, tokens): its
-    history is then a view of the pool and needs no gather.
+    mask: `[B, 1, T, S]`, True where a query may attend, or None for plain causal attention
+    over all S keys. Then either slots (`[B*T]` flat slot index, block * block_size + offset,
+    for every new token; padding tokens write to the scratch block) and block_tables
+    (`[B, max_blocks]`), or span: for a single sequence whose blocks are consecutive ids,
+    (first block, tokens), whose history is then a view of the pool written in place, with
+    no slots, no table and no gather.
     """
 
     pool: KVBlockPool
-    slots: Tensor
-    block_tables: Tensor
     mask: Tensor | None
+    slots: Tensor | None = None
+    block_tables: Tensor | None = None
     span: tuple[int, int] | None = None
 
     def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
@@ -178,6 +179,7 @@ class PagedKV:
             k_all[length - T :] = k[0]
             v_all[length - T :] = v[0]
             return k_all[None].transpose(1, 2), v_all[None].transpose(1, 2), self.mask
+        assert self.slots is not None and self.block_tables is not None
         flat_k.index_copy_(0, self.slots, k.reshape(B * T, H, D))
         flat_v.index_copy_(0, self.slots, v.reshape(B * T, H, D))
         table = self.block_tables.view(-1)
@@ -201,7 +203,7 @@ def build_batch_cache(
     position `starts[i]` (T = max length; shorter rows are padded)."""
     only = block_tables[0]
     if len(starts) == 1 and list(only) == list(range(only[0], only[0] + len(only))):
-        return _single_span_cache(pool, only, starts[0], lengths[0], sliding_window, device)
+        return _single_span_cache(pool, only[0], starts[0], lengths[0], sliding_window, device)
     bs = pool.block_size
     B, T = len(starts), max(lengths)
     max_blocks = max(len(t) for t in block_tables)
@@ -231,17 +233,15 @@ def build_batch_cache(
 
 def _single_span_cache(
     pool: KVBlockPool,
-    blocks: Sequence[int],
+    first_block: int,
     start: int,
     length: int,
     sliding_window: int | None,
     device: torch.device,
 ) -> tuple[PagedKV, Tensor]:
-    """One sequence in consecutive blocks (the common single-stream case): its slots are
-    first_block * block_size + position, and attention reads a view of exactly its tokens;
-    with no offset or window, that is plain causal attention. Few small ops, because in
-    single-stream decode this runs once per token."""
-    first_block = blocks[0]
+    """One sequence in consecutive blocks (the common single-stream case): attention reads a
+    view of exactly its tokens; with no offset or window, that is plain causal attention. Few
+    small ops, because in single-stream decode this runs once per token."""
     positions = torch.arange(start, start + length, dtype=torch.long)[None, :]
     total = start + length
     mask = None
@@ -249,8 +249,6 @@ def _single_span_cache(
         mask = _attention_mask(positions, total, sliding_window)[:, None].to(device)
     cache = PagedKV(
         pool=pool,
-        slots=(positions[0] + first_block * pool.block_size).to(device),
-        block_tables=torch.tensor([list(blocks)], dtype=torch.long, device=device),
         mask=mask,
         span=(first_block, total),
     )

@@ -29,15 +29,11 @@ def fuse_rows(weights: Sequence[Tensor]) -> Tensor:
     return fused
 
 
-def can_pack(weight: Tensor) -> bool:
-    return _onednn(weight)
-
-
 def serving_weight(weights: Sequence[Tensor], pack_batch: int | None) -> Tensor:
     """The one matrix a group of projections of the same input runs as: a oneDNN-packed copy
     laid out for batches of about `pack_batch` rows where that is possible and asked for, else
     the weights fused in place (no copy)."""
-    if pack_batch is not None and can_pack(weights[0]):
+    if pack_batch is not None and _onednn(weights[0]):
         dense = torch.cat([w.detach() for w in weights])
         return torch.ops.mkldnn._reorder_linear_weight(dense, pack_batch)
     return fuse_rows(weights) if len(weights) > 1 else weights[0].detach()
