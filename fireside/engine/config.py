@@ -20,8 +20,9 @@ class EngineConfig:
     prefix_caching: bool = True
     seed: int | None = None  # for requests without a seed; None = nondeterministic
     # CPU fp32: serve from oneDNN-packed copies of the weights, laid out for batches of this
-    # many rows. Batched decode runs ~1.3x faster (bench/matmul.py) for a second copy of the
-    # weights in memory; None keeps one copy. Ignored on CUDA.
+    # many rows. Batched decode runs ~1.3x faster (bench/matmul.py); the packed copy replaces
+    # the dense weights of a model the engine owns, and doubles those of one it was lent.
+    # None serves the dense weights. Ignored on CUDA.
     pack_weights_for_batch: int | None = 16
 
     def __post_init__(self) -> None:

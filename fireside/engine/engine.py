@@ -67,11 +67,16 @@ class Engine:
         tokenizer: Tokenizer | None = None,
         config: EngineConfig | None = None,
         eos_token_ids: Sequence[int] = (),
+        *,
+        owns_model: bool = False,
     ) -> None:
+        """`owns_model`: nothing else will use the model, so packing its weights for serving
+        may replace the dense ones instead of doubling the memory they take (the model can
+        then no longer be saved or trained)."""
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.config = config or EngineConfig()
-        model.fuse_projections(self.config.pack_weights_for_batch)
+        model.fuse_projections(self.config.pack_weights_for_batch, drop_dense=owns_model)
         cfg = model.config
         bs = self.config.block_size
         max_len = min(
@@ -104,11 +109,16 @@ class Engine:
         *,
         device: str | torch.device = "cpu",
         dtype: torch.dtype | None = None,
+        owns_model: bool | None = None,
     ) -> Engine:
         """An engine for a model directory (or a loaded `Pretrained`): its tokenizer for text
-        and stop strings, its generation config's EOS tokens for ending turns."""
+        and stop strings, its generation config's EOS tokens for ending turns. The engine owns
+        a model it loads itself; a `Pretrained` passed in stays the caller's unless
+        `owns_model`."""
+        loaded = not isinstance(source, Pretrained)
         pre = source if isinstance(source, Pretrained) else load_pretrained(source, device, dtype)
-        return cls(pre.model, pre.tokenizer, config, pre.stop_token_ids)
+        owns = loaded if owns_model is None else owns_model
+        return cls(pre.model, pre.tokenizer, config, pre.stop_token_ids, owns_model=owns)
 
     # -- lifecycle -----------------------------------------------------------------------
 

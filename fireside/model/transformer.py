@@ -243,6 +243,8 @@ class Transformer(nn.Module):
         if cfg.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
         self.lm_head_weight: Tensor | None = None  # set by fuse_projections
+        # Set by fuse_projections(drop_dense=True): the projections' dense weights are gone.
+        self.serving_only = False
 
     def hidden_states(
         self, input_ids: Tensor, positions: Tensor | None = None, cache: KVCache | None = None
@@ -268,7 +270,7 @@ class Transformer(nn.Module):
         return self.lm_head_weight is not None
 
     @torch.no_grad()
-    def fuse_projections(self, pack_batch: int | None = None) -> None:
+    def fuse_projections(self, pack_batch: int | None = None, *, drop_dense: bool = False) -> None:
         """Lay the weights out for serving (`fireside.model.serving`): q/k/v as one matrix,
         gate/up as one, every projection through `serving.linear`.
 
@@ -277,6 +279,10 @@ class Transformer(nn.Module):
         (CPU fp32 only), the serving weights are oneDNN-packed copies laid out for batches of
         about that many rows: faster batched decode for a second copy of the weights. Either
         way, results equal the unfused model's to float rounding.
+
+        `drop_dense` (for a model only an engine uses) frees the dense parameters that a packed
+        copy replaces, so packing costs no memory; the model can then serve but not be saved
+        or trained (`serving_only`).
         """
         if self.fused:
             return
@@ -285,6 +291,21 @@ class Transformer(nn.Module):
             block.self_attn.fuse(pack_batch)
             block.mlp.fuse(pack_batch)
         self.lm_head_weight = serving.serving_weight([self.lm_head.weight], pack_batch)
+        if drop_dense and self.lm_head_weight.is_mkldnn:
+            self._drop_dense_weights()
+
+    def _drop_dense_weights(self) -> None:
+        projections: list[nn.Linear] = []
+        for block in self.model.layers:
+            assert isinstance(block, Block)
+            attn, mlp = block.self_attn, block.mlp
+            projections += [attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj]
+            projections += [mlp.gate_proj, mlp.up_proj, mlp.down_proj]
+        if not self.config.tie_word_embeddings:  # a tied head is also the embedding table
+            projections.append(self.lm_head)
+        for proj in projections:
+            proj.weight.data = proj.weight.new_empty(0)
+        self.serving_only = True
 
     def forward(
         self, input_ids: Tensor, positions: Tensor | None = None, cache: KVCache | None = None
