@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="pack_weights",
         action="store_false",
         default=None,
-        help="CPU: serve from one copy of the weights (less memory, slower batched decode)",
+        help="CPU: serve the dense weights, not oneDNN-packed ones (slower batched decode)",
     )
     serve.set_defaults(func=_serve)
     _add_chat_parser(sub)

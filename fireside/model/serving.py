@@ -6,7 +6,7 @@ gate and up) run as one matmul over one long matrix. On CPU in fp32 every projec
 through oneDNN's matmul: it streams the weights at close to the machine's read bandwidth for
 one token, where the MKL sgemm behind `F.linear` falls well short on AMD cores and on short
 batches (bench/matmul.py has the figures). Packing a weight into oneDNN's blocked layout
-speeds batched decode up further, for the memory of a second copy of the weights.
+speeds batched decode up further; an engine that owns its model then drops the dense copy.
 """
 
 from __future__ import annotations

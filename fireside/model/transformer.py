@@ -277,8 +277,8 @@ class Transformer(nn.Module):
         Unpacked, the original parameters become views of the fused matrices: nothing is
         stored twice, and state_dict, save and load see the usual names. With `pack_batch`
         (CPU fp32 only), the serving weights are oneDNN-packed copies laid out for batches of
-        about that many rows: faster batched decode for a second copy of the weights. Either
-        way, results equal the unfused model's to float rounding.
+        about that many rows: faster batched decode, for a second copy of the weights unless
+        `drop_dense`. Either way, results equal the unfused model's to float rounding.
 
         `drop_dense` (for a model only an engine uses) frees the dense parameters that a packed
         copy replaces, so packing costs no memory; the model can then serve but not be saved
