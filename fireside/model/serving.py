@@ -39,18 +39,11 @@ def serving_weight(weights: Sequence[Tensor], pack_batch: int | None) -> Tensor:
     return fuse_rows(weights) if len(weights) > 1 else weights[0].detach()
 
 
-def linear(x: Tensor, weight: Tensor, residual: Tensor | None = None) -> Tensor:
-    """x @ weight.T (+ residual) for a [out, in] weight from `serving_weight` (inference only).
-
-    oneDNN adds the residual as the matmul writes its output: one kernel less per projection
-    that ends a sublayer, and in decode every kernel between two weight streams costs several
-    times its size (the stream has just evicted the caches)."""
+def linear(x: Tensor, weight: Tensor) -> Tensor:
+    """x @ weight.T for a [out, in] weight from `serving_weight` (inference only)."""
     if weight.is_mkldnn or (_onednn(weight) and not torch.is_grad_enabled()):
-        if residual is not None:
-            return torch.ops.mkldnn._linear_pointwise.binary(x, residual, weight, None, "add")
         return torch.ops.mkldnn._linear_pointwise(x, weight, None, "none", [], "")
-    y = F.linear(x, weight)
-    return y if residual is None else residual + y
+    return F.linear(x, weight)
 
 
 def _onednn(weight: Tensor) -> bool:
