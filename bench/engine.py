@@ -5,7 +5,8 @@
 Prints single-stream decode tokens/s (with its fraction of the memory-bandwidth roofline:
 measured read bandwidth / bytes of weights read per token) and the throughput of N concurrent
 requests against transformers serving them one at a time. Every figure is a median over
-repeats, and every ratio is against a baseline measured in the same run.
+repeats, and every ratio is against a baseline measured in the same run. Both sides run under
+the allocator `fireside serve` uses (jemalloc where installed; FIRESIDE_JEMALLOC=0 for glibc's).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from fireside.allocator import reexec_with_jemalloc, running_jemalloc
 from fireside.engine import Engine, EngineConfig, SamplingParams
 from fireside.model import ModelConfig, Transformer
 from fireside.model.checkpoint import save_model
@@ -127,7 +129,12 @@ def fireside_greedy(engine: Engine, prompt: list[int], new_tokens: int) -> list[
     return tokens
 
 
+def allocator_name() -> str:
+    return "jemalloc" if running_jemalloc() else "glibc malloc"
+
+
 def main() -> None:
+    reexec_with_jemalloc()  # as `fireside serve` runs (fireside.allocator)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_model_args(parser)
     parser.add_argument("--concurrent", type=int, default=16)
@@ -191,7 +198,7 @@ def main() -> None:
     roofline = bandwidth / weight_bytes
     print(
         f"model: {params / 1e6:.0f}M parameters fp32 ({args.layers} layers, hidden {args.hidden}, "
-        f"vocab {args.vocab}); {torch.get_num_threads()} threads; read bandwidth "
+        f"vocab {args.vocab}); {torch.get_num_threads()} threads; {allocator_name()}; read bandwidth "
         f"{bandwidth / 1e9:.1f} GB/s -> roofline {roofline:.1f} tokens/s; "
         f"{args.prompt_tokens}-token prompts, {n} new tokens, medians of {args.repeats}"
     )

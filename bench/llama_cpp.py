@@ -30,6 +30,7 @@ import torch
 from api import free_port, wait_healthy
 from engine import (
     add_model_args,
+    allocator_name,
     bench_model,
     bench_prompts,
     decode_weight_bytes,
@@ -40,6 +41,7 @@ from engine import (
 )
 from torch import Tensor
 
+from fireside.allocator import reexec_with_jemalloc
 from fireside.engine import Engine, EngineConfig
 from fireside.model import Transformer
 
@@ -152,6 +154,7 @@ class LlamaServer:
 
 
 def main() -> None:
+    reexec_with_jemalloc()  # the Fireside side runs as `fireside serve` does
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_model_args(parser)
     parser.add_argument("--parallel", type=int, nargs="+", default=[8, 16])
@@ -219,7 +222,8 @@ def main() -> None:
     roofline = bandwidth / weight_bytes
     print(
         f"model: {params / 1e6:.0f}M parameters fp32 ({args.layers} layers, hidden {args.hidden}, "
-        f"vocab {args.vocab}); {args.threads} threads for both; read bandwidth "
+        f"vocab {args.vocab}); {args.threads} threads for both; fireside under "
+        f"{allocator_name()}; read bandwidth "
         f"{bandwidth / 1e9:.1f} GB/s -> roofline {roofline:.1f} tokens/s; "
         f"{p}-token prompts, {n} new tokens, medians of {args.repeats}"
     )

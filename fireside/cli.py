@@ -101,5 +101,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-if __name__ == "__main__":
+def entry() -> None:
+    """The `fireside` console script: commands that decode run under jemalloc where the
+    machine has it (`fireside.allocator`); tests call `main` and stay in their process."""
+    if len(sys.argv) > 1 and sys.argv[1] in ("serve", "chat"):
+        from fireside.allocator import reexec_with_jemalloc
+
+        reexec_with_jemalloc()
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()
