@@ -115,9 +115,10 @@ class Engine:
         and stop strings, its generation config's EOS tokens for ending turns. The engine owns
         a model it loads itself; a `Pretrained` passed in stays the caller's unless
         `owns_model`."""
-        loaded = not isinstance(source, Pretrained)
-        pre = source if isinstance(source, Pretrained) else load_pretrained(source, device, dtype)
-        owns = loaded if owns_model is None else owns_model
+        if isinstance(source, Pretrained):
+            pre, owns = source, owns_model is True
+        else:
+            pre, owns = load_pretrained(source, device, dtype), owns_model is not False
         return cls(pre.model, pre.tokenizer, config, pre.stop_token_ids, owns_model=owns)
 
     # -- lifecycle -----------------------------------------------------------------------

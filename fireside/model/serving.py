@@ -29,13 +29,21 @@ def fuse_rows(weights: Sequence[Tensor]) -> Tensor:
     return fused
 
 
-def serving_weight(weights: Sequence[Tensor], pack_batch: int | None) -> Tensor:
+def serving_weight(
+    weights: Sequence[Tensor], pack_batch: int | None, drop_dense: bool = False
+) -> Tensor:
     """The one matrix a group of projections of the same input runs as: a oneDNN-packed copy
     laid out for batches of about `pack_batch` rows where that is possible and asked for, else
-    the weights fused in place (no copy)."""
+    the weights fused in place (no copy). `drop_dense` empties the weights a packed copy
+    replaces, at once, so the whole model never exists twice."""
     if pack_batch is not None and _onednn(weights[0]):
-        dense = torch.cat([w.detach() for w in weights])
-        return torch.ops.mkldnn._reorder_linear_weight(dense, pack_batch)
+        packed = torch.ops.mkldnn._reorder_linear_weight(
+            torch.cat([w.detach() for w in weights]), pack_batch
+        )
+        if drop_dense:
+            for w in weights:
+                w.data = w.new_empty(0)
+        return packed
     return fuse_rows(weights) if len(weights) > 1 else weights[0].detach()
 
 

@@ -121,10 +121,12 @@ class Attention(nn.Module):
         self.qkv_bias: Tensor | None = None
         self.o_weight: Tensor | None = None
 
-    def fuse(self, pack_batch: int | None) -> None:
+    def fuse(self, pack_batch: int | None, drop_dense: bool) -> None:
         projections = (self.q_proj, self.k_proj, self.v_proj)
-        self.qkv_weight = serving.serving_weight([p.weight for p in projections], pack_batch)
-        self.o_weight = serving.serving_weight([self.o_proj.weight], pack_batch)
+        self.qkv_weight = serving.serving_weight(
+            [p.weight for p in projections], pack_batch, drop_dense
+        )
+        self.o_weight = serving.serving_weight([self.o_proj.weight], pack_batch, drop_dense)
         biases = [p.bias for p in projections if p.bias is not None]
         if biases:
             self.qkv_bias = serving.fuse_rows(biases)
@@ -186,10 +188,10 @@ class MLP(nn.Module):
         self.gate_up_weight: Tensor | None = None
         self.down_weight: Tensor | None = None
 
-    def fuse(self, pack_batch: int | None) -> None:
+    def fuse(self, pack_batch: int | None, drop_dense: bool) -> None:
         pair = [self.gate_proj.weight, self.up_proj.weight]
-        self.gate_up_weight = serving.serving_weight(pair, pack_batch)
-        self.down_weight = serving.serving_weight([self.down_proj.weight], pack_batch)
+        self.gate_up_weight = serving.serving_weight(pair, pack_batch, drop_dense)
+        self.down_weight = serving.serving_weight([self.down_proj.weight], pack_batch, drop_dense)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.gate_up_weight is None or self.down_weight is None:
@@ -276,24 +278,12 @@ class Transformer(nn.Module):
             return
         for block in self.model.layers:
             assert isinstance(block, Block)
-            block.self_attn.fuse(pack_batch)
-            block.mlp.fuse(pack_batch)
-        self.lm_head_weight = serving.serving_weight([self.lm_head.weight], pack_batch)
-        if drop_dense and self.lm_head_weight.is_mkldnn:
-            self._drop_dense_weights()
-
-    def _drop_dense_weights(self) -> None:
-        projections: list[nn.Linear] = []
-        for block in self.model.layers:
-            assert isinstance(block, Block)
-            attn, mlp = block.self_attn, block.mlp
-            projections += [attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj]
-            projections += [mlp.gate_proj, mlp.up_proj, mlp.down_proj]
-        if not self.config.tie_word_embeddings:  # a tied head is also the embedding table
-            projections.append(self.lm_head)
-        for proj in projections:
-            proj.weight.data = proj.weight.new_empty(0)
-        self.serving_only = True
+            block.self_attn.fuse(pack_batch, drop_dense)
+            block.mlp.fuse(pack_batch, drop_dense)
+        # A tied head is also the embedding table: it stays.
+        drop_head = drop_dense and not self.config.tie_word_embeddings
+        self.lm_head_weight = serving.serving_weight([self.lm_head.weight], pack_batch, drop_head)
+        self.serving_only = drop_dense and self.lm_head_weight.is_mkldnn
 
     def forward(
         self, input_ids: Tensor, positions: Tensor | None = None, cache: KVCache | None = None
