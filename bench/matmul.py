@@ -1,5 +1,5 @@
-"""Matmul kernels for decode on CPU: the MKL sgemm behind `F.linear` against oneDNN's matmul,
-on plain and packed weights (what `fireside.model.serving` chooses between).
+"""Matmul kernels for decode on CPU: the MKL sgemm behind `F.linear` against oneDNN's matmul on
+plain and packed weights and numpy's BLAS (what `fireside.model.serving` chooses between).
 
     .venv/bin/python bench/matmul.py            # the projections of bench/engine.py's model
 
@@ -17,6 +17,7 @@ import statistics
 import time
 from collections.abc import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -36,6 +37,20 @@ def make_pass(weights: list[Tensor], rows: int, kernel: str) -> Pass:
     onednn = torch.ops.mkldnn._linear_pointwise
     if kernel == "packed":
         weights = [torch.ops.mkldnn._reorder_linear_weight(w, rows) for w in weights]
+    if kernel == "BLAS":
+        # numpy's BLAS (sgemv for one row, sgemm for more), as serving.linear calls it.
+        arrays = [w.numpy() for w in weights]
+        rows_of = {i: x[0].numpy() for i, x in inputs.items()}
+
+        def blas() -> None:
+            for w in arrays:
+                x = rows_of[w.shape[1]]
+                if rows == 1:
+                    np.dot(w, x[0])
+                else:
+                    np.dot(x, w.T)
+
+        return blas
 
     def run() -> None:
         for w in weights:
@@ -46,6 +61,22 @@ def make_pass(weights: list[Tensor], rows: int, kernel: str) -> Pass:
                 onednn(x, w, None, "none", [], "")
 
     return run
+
+
+def timed(name: str, fn: Pass) -> float:
+    """Seconds one pass takes. numpy's BLAS runs on its own threads with torch's pool at one
+    thread, as a one-row serving step does; its threads spin for ~0.1 s after a call, so the
+    next kernel waits them out rather than share the cores with them."""
+    threads = torch.get_num_threads()
+    if name == "BLAS":
+        torch.set_num_threads(1)
+    start = time.perf_counter()
+    fn()
+    elapsed = time.perf_counter() - start
+    if name == "BLAS":
+        torch.set_num_threads(threads)
+        time.sleep(0.3)
+    return elapsed
 
 
 def main() -> None:
@@ -62,7 +93,7 @@ def main() -> None:
     weights = [torch.randn(o, i) for o, i in projection_shapes(args)]
     nbytes = sum(w.numel() for w in weights) * 4
     stream = torch.ones(nbytes // 4)
-    kernels = ["F.linear", "oneDNN", "packed"]
+    kernels = ["F.linear", "oneDNN", "packed", "BLAS"]
     print(
         f"{len(weights)} projections, {nbytes / 1e6:.0f} MB fp32, "
         f"{torch.get_num_threads()} threads, medians of {args.repeats}"
@@ -73,13 +104,11 @@ def main() -> None:
             passes: dict[str, Pass] = {k: make_pass(weights, rows, k) for k in kernels}
             passes["stream"] = stream.sum
             times: dict[str, list[float]] = {k: [] for k in passes}
-            for fn in passes.values():
-                fn()  # warm-up: primitive creation, first touch
+            for name, fn in passes.items():
+                timed(name, fn)  # warm-up: primitive creation, first touch
             for _ in range(args.repeats):
                 for name, fn in passes.items():
-                    start = time.perf_counter()
-                    fn()
-                    times[name].append(time.perf_counter() - start)
+                    times[name].append(timed(name, fn))
             base = statistics.median(times["F.linear"])
             for name, ts in times.items():
                 t = statistics.median(ts)

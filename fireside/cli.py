@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="pack_weights",
         action="store_false",
         default=None,
-        help="CPU: serve the dense weights, not oneDNN-packed ones (slower batched decode)",
+        help="CPU: no oneDNN-packed copy of the weights for batches (less memory, slower batching)",
     )
     serve.set_defaults(func=_serve)
     _add_chat_parser(sub)

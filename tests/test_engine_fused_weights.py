@@ -1,4 +1,5 @@
-"""The serving weight layout (fused q/k/v and gate/up, oneDNN matmuls on CPU) changes no result."""
+"""The serving weight layout (fused q/k/v and gate/up) and the CPU kernels for one row and for
+batches change no result."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 from fireside.engine import Engine, EngineConfig, SamplingParams
-from fireside.model import load_model
+from fireside.model import load_model, serving
 from fireside.model.checkpoint import save_model
 from tests.conftest import tiny_config
 from tests.engine_utils import collect, greedy_reference, plain_copy, tiny_model
@@ -44,13 +45,45 @@ def test_fused_layout_gives_the_same_logits(
     assert torch.allclose(before, after, atol=1e-5)
     attn = model.model.layers[0].self_attn
     assert attn.qkv_weight is not None
-    if pack_batch is None:
-        # The weights are views of the fused matrices, not copies.
-        q_storage = attn.q_proj.weight.untyped_storage().data_ptr()
-        assert q_storage == attn.qkv_weight.untyped_storage().data_ptr()
-    else:
-        assert attn.qkv_weight.is_mkldnn
+    # The weights are views of the fused matrices, not copies.
+    q_storage = attn.q_proj.weight.untyped_storage().data_ptr()
+    assert q_storage == attn.qkv_weight.dense.untyped_storage().data_ptr()
+    assert (attn.qkv_weight.packed is not None) == (pack_batch is not None)
     assert sum(p.numel() for p in model.parameters()) == params_before
+
+
+@pytest.mark.parametrize("pack_batch", [None, 16])
+def test_every_kernel_computes_the_same_product(pack_batch: int | None) -> None:
+    """One row (numpy's BLAS sgemv), several rows (oneDNN, packed or dense), and training
+    (F.linear) all give x @ W.T."""
+    weight = torch.randn(48, 32)
+    served = serving.serving_weight([weight.clone()], pack_batch)
+    for shape in [(32,), (1, 1, 32), (1, 32), (3, 32), (2, 5, 32)]:
+        x = torch.randn(shape)
+        with torch.inference_mode():
+            out = serving.linear(x, served)
+        assert out.shape == (*shape[:-1], 48)
+        assert torch.allclose(out, x @ weight.T, atol=1e-5)
+    row = torch.randn(1, 64)[:, ::2]  # a strided view: the one-row path copies it
+    with torch.inference_mode():
+        assert torch.allclose(serving.linear(row, served), row @ weight.T, atol=1e-5)
+    x = torch.randn(1, 32, requires_grad=True)
+    serving.linear(x, serving.ServingWeight(weight.requires_grad_())).sum().backward()
+    assert x.grad is not None
+
+
+def test_a_one_row_step_runs_torch_on_one_thread_and_restores_it() -> None:
+    threads = torch.get_num_threads()
+    cpu = torch.device("cpu")
+    with serving.one_row_threads(1, cpu, torch.float32):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == threads
+    for rows, dtype in [(2, torch.float32), (1, torch.bfloat16)]:
+        with serving.one_row_threads(rows, cpu, dtype):
+            assert torch.get_num_threads() == threads
+    with pytest.raises(RuntimeError), serving.one_row_threads(1, cpu, torch.float32):
+        raise RuntimeError("a failed step")
+    assert torch.get_num_threads() == threads
 
 
 def test_fused_layout_in_bf16_matches_the_plain_model() -> None:
@@ -60,7 +93,7 @@ def test_fused_layout_in_bf16_matches_the_plain_model() -> None:
     ids = torch.randint(0, 300, (2, 9))
     with torch.no_grad():
         model.fuse_projections(16)  # packing applies to fp32 only: ignored here
-        assert not model.model.layers[0].self_attn.qkv_weight.is_mkldnn  # type: ignore[union-attr]
+        assert model.model.layers[0].self_attn.qkv_weight.packed is None  # type: ignore[union-attr]
         after, before = model(ids).float(), reference(ids).float()
     assert torch.allclose(before, after, atol=0.05 * before.abs().max().item())
 
@@ -78,36 +111,33 @@ def test_fused_model_saves_and_reloads(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("tied", [False, True])
-def test_an_engine_that_owns_its_model_keeps_one_copy_of_the_weights(
-    tmp_path: Path, tied: bool
-) -> None:
+def test_an_engine_decodes_one_row_and_batches_alike(tied: bool) -> None:
+    """Alone, a request's decode steps are one row (BLAS sgemv on the dense weights); beside
+    others they are batched (oneDNN on the packed copy): the greedy tokens are the same."""
     model = tiny_model(300, tie_word_embeddings=tied)
-    prompt = [5, 6, 7, 8, 9]
-    expected = greedy_reference(model, prompt, GREEDY.max_tokens)
-    embedding = model.model.embed_tokens.weight.numel()
-    engine = Engine(model, None, EngineConfig(pack_weights_for_batch=16), owns_model=True)
-
-    attn = model.model.layers[0].self_attn
-    assert attn.qkv_weight is not None and attn.qkv_weight.is_mkldnn
-    assert (
-        attn.q_proj.weight.numel() == 0 and model.model.layers[0].mlp.down_proj.weight.numel() == 0
-    )
-    assert model.lm_head.weight.numel() == (embedding if tied else 0)
-    assert model.model.embed_tokens.weight.numel() == embedding
-
-    async def run() -> list[int]:
-        async with engine:
-            return (await collect(engine, prompt, GREEDY, "r")).tokens[0]
-
-    assert asyncio.run(run()) == expected
-    with pytest.raises(ValueError, match="dropped"):
-        save_model(model, tmp_path)
-
-
-def test_an_engine_leaves_a_model_it_was_lent_whole() -> None:
-    model = tiny_model(300)
+    prompts = [[5, 6, 7, 8, 9], [3, 1, 4], [2, 7, 1, 8, 2, 8]]
+    expected = [greedy_reference(model, p, GREEDY.max_tokens) for p in prompts]
     sizes = {k: v.numel() for k, v in model.state_dict().items()}
-    Engine(model, None, EngineConfig(pack_weights_for_batch=16))
-    assert model.model.layers[0].self_attn.qkv_weight.is_mkldnn  # type: ignore[union-attr]
+    engine = Engine(model, None, EngineConfig(pack_weights_for_batch=16))
+    attn = model.model.layers[0].self_attn
+    assert attn.qkv_weight is not None and attn.qkv_weight.packed is not None
+    # The model stays whole: it can still be saved or trained.
     assert {k: v.numel() for k, v in model.state_dict().items()} == sizes
-    assert not model.serving_only
+
+    async def run() -> tuple[list[int], list[list[int]]]:
+        async with engine:
+            alone = (await collect(engine, prompts[0], GREEDY, "alone")).tokens[0]
+            together = await asyncio.gather(
+                *(collect(engine, p, GREEDY, f"r{i}") for i, p in enumerate(prompts))
+            )
+        return alone, [out.tokens[0] for out in together]
+
+    alone, together = asyncio.run(run())
+    assert alone == expected[0]
+    assert together == expected
+
+
+def test_an_engine_for_one_sequence_does_not_pack() -> None:
+    model = tiny_model(300)
+    Engine(model, None, EngineConfig(max_num_seqs=1, pack_weights_for_batch=16))
+    assert model.model.layers[0].self_attn.qkv_weight.packed is None  # type: ignore[union-attr]

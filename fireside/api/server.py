@@ -54,7 +54,7 @@ async def load_served(
     from fireside.model import load_pretrained
 
     pre = await asyncio.to_thread(load_pretrained, model_dir, _device(device))
-    engine = Engine.from_pretrained(pre, engine_config, owns_model=True)
+    engine = Engine.from_pretrained(pre, engine_config)
     await engine.start()
     return ServedModel(
         engine=engine,

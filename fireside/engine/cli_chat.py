@@ -42,7 +42,7 @@ def run(args: argparse.Namespace, stdin: TextIO = sys.stdin, stdout: TextIO = sy
     bundle = load_pretrained(args.model, device=_device(args.device))
     if not bundle.tokenizer.chat_template:
         raise FiresideError(f"the model in {args.model!r} has no chat template to chat with")
-    engine = Engine.from_pretrained(bundle, EngineConfig(max_num_seqs=1), owns_model=True)
+    engine = Engine.from_pretrained(bundle, EngineConfig(max_num_seqs=1))
     interactive = stdin.isatty()
     system: list[dict[str, Any]] = (
         [{"role": "system", "content": args.system}] if args.system else []

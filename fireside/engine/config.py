@@ -19,10 +19,11 @@ class EngineConfig:
     max_model_len: int | None = None  # default: the model's max_position_embeddings
     prefix_caching: bool = True
     seed: int | None = None  # for requests without a seed; None = nondeterministic
-    # CPU fp32: serve from oneDNN-packed copies of the weights, laid out for batches of this
-    # many rows. Batched decode runs ~1.3x faster (bench/matmul.py); the packed copy replaces
-    # the dense weights of a model the engine owns, and doubles those of one it was lent.
-    # None serves the dense weights. Ignored on CUDA.
+    # CPU fp32: multi-row matmuls (batched decode, prefill) run on oneDNN-packed copies of the
+    # projection weights laid out for batches of this many rows: batched decode ~1.3x faster
+    # (bench/matmul.py), for a second copy of those weights. Skipped where max_num_seqs is 1
+    # (one-row decode steps run on the dense weights) or where the copy would take over a
+    # quarter of the machine's memory. None never packs. Ignored on CUDA.
     pack_weights_for_batch: int | None = 16
 
     def __post_init__(self) -> None:

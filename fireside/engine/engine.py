@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import queue
 import threading
 from collections.abc import AsyncIterator, Sequence
@@ -55,6 +56,30 @@ def _put_all(items: list[tuple[asyncio.Queue[_Item], _Item]]) -> None:
         q.put_nowait(item)
 
 
+def _pack_batch(model: Transformer, config: EngineConfig) -> int | None:
+    """The batch to pack the weights for, or None where packing does not apply (not CPU fp32,
+    no batched decode) or its second copy of the projection weights would take more than a
+    quarter of the machine's memory."""
+    pack = config.pack_weights_for_batch
+    if pack is None or model.device.type != "cpu" or model.dtype != torch.float32:
+        return None
+    if config.max_num_seqs == 1:
+        return None  # every decode step is one row, which runs on the dense weights
+    copy_bytes = model.lm_head.weight.numel() * 4 + sum(
+        p.numel() * 4 for name, p in model.named_parameters() if name.endswith("proj.weight")
+    )
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if copy_bytes > memory // 4:
+        log.warning(
+            "not packing the weights for batched decode: the packed copy (%.1f GiB) would take "
+            "more than a quarter of this machine's memory; batched decode runs on the dense "
+            "weights",
+            copy_bytes / 2**30,
+        )
+        return None
+    return pack
+
+
 class Engine:
     """Continuous batching over a paged KV cache; satisfies `EngineClient`.
 
@@ -67,16 +92,11 @@ class Engine:
         tokenizer: Tokenizer | None = None,
         config: EngineConfig | None = None,
         eos_token_ids: Sequence[int] = (),
-        *,
-        owns_model: bool = False,
     ) -> None:
-        """`owns_model`: nothing else will use the model, so packing its weights for serving
-        may replace the dense ones instead of doubling the memory they take (the model can
-        then no longer be saved or trained)."""
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.config = config or EngineConfig()
-        model.fuse_projections(self.config.pack_weights_for_batch, drop_dense=owns_model)
+        model.fuse_projections(_pack_batch(model, self.config))
         cfg = model.config
         bs = self.config.block_size
         max_len = min(
@@ -109,17 +129,11 @@ class Engine:
         *,
         device: str | torch.device = "cpu",
         dtype: torch.dtype | None = None,
-        owns_model: bool | None = None,
     ) -> Engine:
         """An engine for a model directory (or a loaded `Pretrained`): its tokenizer for text
-        and stop strings, its generation config's EOS tokens for ending turns. The engine owns
-        a model it loads itself; a `Pretrained` passed in stays the caller's unless
-        `owns_model`."""
-        if isinstance(source, Pretrained):
-            pre, owns = source, owns_model is True
-        else:
-            pre, owns = load_pretrained(source, device, dtype), owns_model is not False
-        return cls(pre.model, pre.tokenizer, config, pre.stop_token_ids, owns_model=owns)
+        and stop strings, its generation config's EOS tokens for ending turns."""
+        pre = source if isinstance(source, Pretrained) else load_pretrained(source, device, dtype)
+        return cls(pre.model, pre.tokenizer, config, pre.stop_token_ids)
 
     # -- lifecycle -----------------------------------------------------------------------
 

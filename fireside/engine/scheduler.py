@@ -36,6 +36,7 @@ from fireside.engine.types import (
     TokenConstraint,
     TokenLogprob,
 )
+from fireside.model import serving
 from fireside.model.tokenizer import Tokenizer
 from fireside.model.transformer import Transformer
 
@@ -179,10 +180,12 @@ class Scheduler:
             n = min(len(req.prompt_ids) - s.num_computed, budget)
             chunks.append((req, n))
             budget -= n
-        if decoding:
-            self._decode(decoding)
-        if chunks:
-            self._prefill(chunks)
+        rows = len(decoding) + sum(n for _, n in chunks)
+        with serving.one_row_threads(rows, self.device, self.model.dtype):
+            if decoding:
+                self._decode(decoding)
+            if chunks:
+                self._prefill(chunks)
         return self._collect()
 
     def _admit(self) -> None:

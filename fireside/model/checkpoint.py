@@ -148,11 +148,6 @@ def save_model(model: Transformer, model_dir: str | Path, max_shard_bytes: int =
 
     Each file is written to a temporary name and renamed, so a crash never leaves a half file.
     """
-    if model.serving_only:
-        raise ValueError(
-            "this model's dense weights were dropped when an engine packed them for serving; "
-            "save the checkpoint it was loaded from instead"
-        )
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}

@@ -1,21 +1,44 @@
-"""Weight layouts for inference: fused projections and, on CPU, oneDNN-packed weights.
+"""Weight layouts and matmul kernels for inference: fused projections and, on CPU in fp32, the
+fastest kernel for each batch shape.
 
 Decode is a matrix-vector product per token (a skinny matrix product for a batch), bound by
 how fast the weights stream from memory. Projections that read the same input (q, k and v;
-gate and up) run as one matmul over one long matrix. On CPU in fp32 every projection goes
-through oneDNN's matmul: it streams the weights at close to the machine's read bandwidth for
-one token, where the MKL sgemm behind `F.linear` falls well short on AMD cores and on short
-batches (bench/matmul.py has the figures). Packing a weight into oneDNN's blocked layout
-speeds batched decode up further; an engine that owns its model then drops the dense copy.
+gate and up) run as one matmul over one long matrix. On CPU in fp32 the kernel depends on the
+rows of the step (bench/matmul.py has the figures):
+
+- One row (single-stream decode): the sgemv of the BLAS numpy ships (OpenBLAS on Linux and
+  Windows), on the dense weights. It streams them at close to the machine's read bandwidth;
+  oneDNN's matmul (a brgemm kernel at one row) and the MKL behind `F.linear` on AMD cores
+  reach two thirds of it. OpenBLAS runs its own threads, so a one-row step keeps torch's pool
+  at one thread (`one_row_threads`): two pools spinning on the same cores slow each other
+  down severalfold.
+- More rows (batched decode, prefill): oneDNN's matmul, on a copy of the weights packed into
+  its blocked layout for batches of about `pack_batch` rows where one was made, else on the
+  dense weights.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+
+@dataclass(frozen=True)
+class ServingWeight:
+    """The one matrix a group of projections of the same input runs as."""
+
+    dense: Tensor  # [out, in]
+    packed: Tensor | None = None  # oneDNN-packed copy of `dense`, for multi-row matmuls
+
+    @property
+    def nbytes(self) -> int:
+        return self.dense.numel() * self.dense.element_size()
 
 
 def fuse_rows(weights: Sequence[Tensor]) -> Tensor:
@@ -29,34 +52,47 @@ def fuse_rows(weights: Sequence[Tensor]) -> Tensor:
     return fused
 
 
-def serving_weight(
-    weights: Sequence[Tensor], pack_batch: int | None, drop_dense: bool = False
-) -> Tensor:
-    """The one matrix a group of projections of the same input runs as: a oneDNN-packed copy
-    laid out for batches of about `pack_batch` rows where that is possible and asked for, else
-    the weights fused in place (no copy). `drop_dense` empties the weights a packed copy
-    replaces, at once, so the whole model never exists twice."""
-    if pack_batch is not None and _onednn(weights[0]):
-        packed = torch.ops.mkldnn._reorder_linear_weight(
-            torch.cat([w.detach() for w in weights]), pack_batch
-        )
-        if drop_dense:
-            for w in weights:
-                w.data = w.new_empty(0)
-        return packed
-    return fuse_rows(weights) if len(weights) > 1 else weights[0].detach()
-
-
-def linear(x: Tensor, weight: Tensor) -> Tensor:
-    """x @ weight.T for a [out, in] weight from `serving_weight` (inference only)."""
-    if weight.is_mkldnn or (_onednn(weight) and not torch.is_grad_enabled()):
-        return torch.ops.mkldnn._linear_pointwise(x, weight, None, "none", [], "")
-    return F.linear(x, weight)
-
-
-def _onednn(weight: Tensor) -> bool:
-    return (
-        weight.device.type == "cpu"
-        and weight.dtype == torch.float32
+def serving_weight(weights: Sequence[Tensor], pack_batch: int | None) -> ServingWeight:
+    """The weights fused in place (no copy), plus, where `pack_batch` asks for it and oneDNN
+    serves this device and dtype, a copy packed for batches of about that many rows."""
+    dense = fuse_rows(weights) if len(weights) > 1 else weights[0].detach()
+    packable = (
+        dense.device.type == "cpu"
+        and dense.dtype == torch.float32
         and torch.backends.mkldnn.is_available()
     )
+    if pack_batch is None or not packable:
+        return ServingWeight(dense)
+    return ServingWeight(dense, torch.ops.mkldnn._reorder_linear_weight(dense, pack_batch))
+
+
+def linear(x: Tensor, weight: ServingWeight) -> Tensor:
+    """x @ weight.T (inference only)."""
+    dense = weight.dense
+    if torch.is_grad_enabled() or dense.device.type != "cpu" or dense.dtype != torch.float32:
+        return F.linear(x, dense)
+    if x.numel() == x.shape[-1]:
+        # One row: sgemv on numpy's BLAS; the arrays share memory with the tensors.
+        row = x.detach().reshape(-1).numpy()
+        return torch.from_numpy(np.dot(dense.numpy(), row)).view(*x.shape[:-1], dense.shape[0])
+    if weight.packed is not None:
+        return torch.ops.mkldnn._linear_pointwise(x, weight.packed, None, "none", [], "")
+    if torch.backends.mkldnn.is_available():
+        return torch.ops.mkldnn._linear_pointwise(x, dense, None, "none", [], "")
+    return F.linear(x, dense)
+
+
+@contextmanager
+def one_row_threads(rows: int, device: torch.device, dtype: torch.dtype) -> Iterator[None]:
+    """Run a model step of `rows` token rows with torch's thread pool sized for it: one thread
+    where the step's matmuls run on the BLAS's own threads (one row, CPU fp32), else as it
+    was. The count is restored afterwards, so nothing outside the step sees the change."""
+    if rows != 1 or device.type != "cpu" or dtype != torch.float32:
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

@@ -117,16 +117,14 @@ class Attention(nn.Module):
         self.q_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps) if cfg.qk_norm else None
         self.k_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps) if cfg.qk_norm else None
         # Set by Transformer.fuse_projections: q, k and v as one matrix (and bias), and o.
-        self.qkv_weight: Tensor | None = None
+        self.qkv_weight: serving.ServingWeight | None = None
         self.qkv_bias: Tensor | None = None
-        self.o_weight: Tensor | None = None
+        self.o_weight: serving.ServingWeight | None = None
 
-    def fuse(self, pack_batch: int | None, drop_dense: bool) -> None:
+    def fuse(self, pack_batch: int | None) -> None:
         projections = (self.q_proj, self.k_proj, self.v_proj)
-        self.qkv_weight = serving.serving_weight(
-            [p.weight for p in projections], pack_batch, drop_dense
-        )
-        self.o_weight = serving.serving_weight([self.o_proj.weight], pack_batch, drop_dense)
+        self.qkv_weight = serving.serving_weight([p.weight for p in projections], pack_batch)
+        self.o_weight = serving.serving_weight([self.o_proj.weight], pack_batch)
         biases = [p.bias for p in projections if p.bias is not None]
         if biases:
             self.qkv_bias = serving.fuse_rows(biases)
@@ -185,13 +183,13 @@ class MLP(nn.Module):
         self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
         # Set by Transformer.fuse_projections: gate and up as one matrix, and down.
-        self.gate_up_weight: Tensor | None = None
-        self.down_weight: Tensor | None = None
+        self.gate_up_weight: serving.ServingWeight | None = None
+        self.down_weight: serving.ServingWeight | None = None
 
-    def fuse(self, pack_batch: int | None, drop_dense: bool) -> None:
+    def fuse(self, pack_batch: int | None) -> None:
         pair = [self.gate_proj.weight, self.up_proj.weight]
-        self.gate_up_weight = serving.serving_weight(pair, pack_batch, drop_dense)
-        self.down_weight = serving.serving_weight([self.down_proj.weight], pack_batch, drop_dense)
+        self.gate_up_weight = serving.serving_weight(pair, pack_batch)
+        self.down_weight = serving.serving_weight([self.down_proj.weight], pack_batch)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.gate_up_weight is None or self.down_weight is None:
@@ -232,9 +230,7 @@ class Transformer(nn.Module):
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         if cfg.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
-        self.lm_head_weight: Tensor | None = None  # set by fuse_projections
-        # Set by fuse_projections(drop_dense=True): the projections' dense weights are gone.
-        self.serving_only = False
+        self.lm_head_weight: serving.ServingWeight | None = None  # set by fuse_projections
 
     def hidden_states(
         self, input_ids: Tensor, positions: Tensor | None = None, cache: KVCache | None = None
@@ -260,30 +256,23 @@ class Transformer(nn.Module):
         return self.lm_head_weight is not None
 
     @torch.no_grad()
-    def fuse_projections(self, pack_batch: int | None = None, *, drop_dense: bool = False) -> None:
+    def fuse_projections(self, pack_batch: int | None = None) -> None:
         """Lay the weights out for serving (`fireside.model.serving`): q/k/v as one matrix,
         gate/up as one, every projection through `serving.linear`.
 
-        Unpacked, the original parameters become views of the fused matrices: nothing is
-        stored twice, and state_dict, save and load see the usual names. With `pack_batch`
-        (CPU fp32 only), the serving weights are oneDNN-packed copies laid out for batches of
-        about that many rows: faster batched decode, for a second copy of the weights unless
-        `drop_dense`. Either way, results equal the unfused model's to float rounding.
-
-        `drop_dense` (for a model only an engine uses) frees the dense parameters that a packed
-        copy replaces, so packing costs no memory; the model can then serve but not be saved
-        or trained (`serving_only`).
+        The original parameters become views of the fused matrices: nothing is stored twice,
+        and state_dict, save and load see the usual names. With `pack_batch` (CPU fp32 only),
+        each projection also gets a oneDNN-packed copy laid out for batches of about that many
+        rows: faster batched decode, for a second copy of the projection weights. Either way,
+        results equal the unfused model's to float rounding.
         """
         if self.fused:
             return
         for block in self.model.layers:
             assert isinstance(block, Block)
-            block.self_attn.fuse(pack_batch, drop_dense)
-            block.mlp.fuse(pack_batch, drop_dense)
-        # A tied head is also the embedding table: it stays.
-        drop_head = drop_dense and not self.config.tie_word_embeddings
-        self.lm_head_weight = serving.serving_weight([self.lm_head.weight], pack_batch, drop_head)
-        self.serving_only = drop_dense and self.lm_head_weight.is_mkldnn
+            block.self_attn.fuse(pack_batch)
+            block.mlp.fuse(pack_batch)
+        self.lm_head_weight = serving.serving_weight([self.lm_head.weight], pack_batch)
 
     def forward(
         self, input_ids: Tensor, positions: Tensor | None = None, cache: KVCache | None = None
