@@ -41,6 +41,12 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.dtype == torch.float32 and x.device.type == "cpu":
+            # The formula below in five ops from one norm: F.rms_norm on CPU runs a dozen, and
+            # between two weight streams each costs tens of microseconds on cold caches
+            # (single-stream decode 2% faster, in-process A/B).
+            n = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+            return x * torch.rsqrt(n.square().div_(x.shape[-1]).add_(self.eps)) * self.weight
         if x.dtype == torch.float32:
             # The same numbers as the formula below; on CUDA, one fused kernel.
             return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
