@@ -7,11 +7,10 @@ gate and up) run as one matmul over one long matrix. On CPU in fp32 the kernel d
 rows of the step (bench/matmul.py has the figures):
 
 - One row (single-stream decode): the sgemv of the BLAS numpy ships (OpenBLAS on Linux and
-  Windows), on the dense weights. It streams them at close to the machine's read bandwidth;
-  oneDNN's matmul (a brgemm kernel at one row) and the MKL behind `F.linear` on AMD cores
-  reach two thirds of it. OpenBLAS runs its own threads, so a one-row step keeps torch's pool
-  at one thread (`one_row_threads`): two pools spinning on the same cores slow each other
-  down severalfold.
+  Windows), on the dense weights. Inside a decode step its matmuls take ~25% less time than
+  oneDNN's matmul (a brgemm kernel at one row); the MKL behind `F.linear` trails both on AMD
+  cores. OpenBLAS runs its own threads, so a one-row step keeps torch's pool at one thread
+  (`one_row_threads`): two pools spinning on the same cores slow each other down severalfold.
 - More rows (batched decode, prefill): oneDNN's matmul, on a copy of the weights packed into
   its blocked layout for batches of about `pack_batch` rows where one was made, else on the
   dense weights.
