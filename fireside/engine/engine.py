@@ -33,6 +33,7 @@ from fireside.engine.types import (
     RequestOutput,
     SamplingParams,
 )
+from fireside.model import serving
 from fireside.model.pretrained import Pretrained, load_pretrained
 from fireside.model.tokenizer import Tokenizer
 from fireside.model.transformer import Transformer
@@ -61,13 +62,12 @@ def _pack_batch(model: Transformer, config: EngineConfig) -> int | None:
     no batched decode) or its second copy of the projection weights would take more than a
     quarter of the machine's memory."""
     pack = config.pack_weights_for_batch
-    if pack is None or model.device.type != "cpu" or model.dtype != torch.float32:
+    if pack is None or not serving.cpu_fp32(model.device, model.dtype):
         return None
     if config.max_num_seqs == 1:
         return None  # every decode step is one row, which runs on the dense weights
-    copy_bytes = model.lm_head.weight.numel() * 4 + sum(
-        p.numel() * 4 for name, p in model.named_parameters() if name.endswith("proj.weight")
-    )
+    projections = [p for name, p in model.named_parameters() if name.endswith("proj.weight")]
+    copy_bytes = 4 * sum(p.numel() for p in [*projections, model.lm_head.weight])
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     if copy_bytes > memory // 4:
         log.warning(

@@ -35,10 +35,6 @@ class ServingWeight:
     dense: Tensor  # [out, in]
     packed: Tensor | None = None  # oneDNN-packed copy of `dense`, for multi-row matmuls
 
-    @property
-    def nbytes(self) -> int:
-        return self.dense.numel() * self.dense.element_size()
-
 
 def fuse_rows(weights: Sequence[Tensor]) -> Tensor:
     """Stack [out_i, in] weights into one [sum(out_i), in] matrix, and make each weight a view
@@ -51,15 +47,16 @@ def fuse_rows(weights: Sequence[Tensor]) -> Tensor:
     return fused
 
 
+def cpu_fp32(device: torch.device, dtype: torch.dtype) -> bool:
+    """Where this module's CPU kernels apply; elsewhere (CUDA, bf16) projections run F.linear."""
+    return device.type == "cpu" and dtype == torch.float32
+
+
 def serving_weight(weights: Sequence[Tensor], pack_batch: int | None) -> ServingWeight:
     """The weights fused in place (no copy), plus, where `pack_batch` asks for it and oneDNN
     serves this device and dtype, a copy packed for batches of about that many rows."""
     dense = fuse_rows(weights) if len(weights) > 1 else weights[0].detach()
-    packable = (
-        dense.device.type == "cpu"
-        and dense.dtype == torch.float32
-        and torch.backends.mkldnn.is_available()
-    )
+    packable = cpu_fp32(dense.device, dense.dtype) and torch.backends.mkldnn.is_available()
     if pack_batch is None or not packable:
         return ServingWeight(dense)
     return ServingWeight(dense, torch.ops.mkldnn._reorder_linear_weight(dense, pack_batch))
@@ -68,7 +65,7 @@ def serving_weight(weights: Sequence[Tensor], pack_batch: int | None) -> Serving
 def linear(x: Tensor, weight: ServingWeight) -> Tensor:
     """x @ weight.T (inference only)."""
     dense = weight.dense
-    if torch.is_grad_enabled() or dense.device.type != "cpu" or dense.dtype != torch.float32:
+    if torch.is_grad_enabled() or not cpu_fp32(dense.device, dense.dtype):
         return F.linear(x, dense)
     if x.numel() == x.shape[-1]:
         # One row: sgemv on numpy's BLAS; the arrays share memory with the tensors.
@@ -86,7 +83,7 @@ def one_row_threads(rows: int, device: torch.device, dtype: torch.dtype) -> Iter
     """Run a model step of `rows` token rows with torch's thread pool sized for it: one thread
     where the step's matmuls run on the BLAS's own threads (one row, CPU fp32), else as it
     was. The count is restored afterwards, so nothing outside the step sees the change."""
-    if rows != 1 or device.type != "cpu" or dtype != torch.float32:
+    if rows != 1 or not cpu_fp32(device, dtype):
         yield
         return
     threads = torch.get_num_threads()
