@@ -12,6 +12,7 @@ import torch
 from fireside.engine import Engine, EngineConfig, SamplingParams
 from fireside.model import load_model, serving
 from fireside.model.checkpoint import save_model
+from fireside.model.transformer import RMSNorm
 from tests.conftest import tiny_config
 from tests.engine_utils import collect, greedy_reference, plain_copy, tiny_model
 
@@ -70,6 +71,25 @@ def test_every_kernel_computes_the_same_product(pack_batch: int | None) -> None:
     x = torch.randn(1, 32, requires_grad=True)
     serving.linear(x, serving.ServingWeight(weight.requires_grad_())).sum().backward()
     assert x.grad is not None
+
+
+def test_rms_norm_of_one_row_equals_the_batched_formula() -> None:
+    """Single-stream decode normalises one row with a Python-float scale; a row of a batch,
+    and training (gradients flow through the scale), take the tensor formula."""
+    norm = RMSNorm(64, 1e-6)
+    torch.nn.init.normal_(norm.weight)
+    batch = torch.randn(3, 1, 64) * torch.tensor([1e-4, 1.0, 1e3])[:, None, None]
+    with torch.inference_mode():
+        together = norm(batch)
+        for i in range(3):
+            assert torch.allclose(norm(batch[i : i + 1]), together[i : i + 1], rtol=1e-6)
+    x, ref = batch[1:2].clone().requires_grad_(), batch[1:2].clone().requires_grad_()
+    upstream = torch.randn(1, 1, 64)
+    (norm(x) * upstream).sum().backward()
+    scale = torch.rsqrt(ref.square().mean(-1, keepdim=True) + norm.eps)
+    (ref * scale * norm.weight * upstream).sum().backward()
+    assert x.grad is not None and ref.grad is not None
+    assert torch.allclose(x.grad, ref.grad, atol=1e-5)
 
 
 def test_a_one_row_step_runs_torch_on_one_thread_and_restores_it() -> None:

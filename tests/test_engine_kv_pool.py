@@ -54,7 +54,8 @@ def test_block_hash_depends_on_everything_before() -> None:
 
 def test_too_many_waiting_requests_are_refused() -> None:
     engine = Engine(tiny_model(300), None, EngineConfig(max_num_seqs=1, max_waiting=1))
-    params = SamplingParams(temperature=0, max_tokens=50, ignore_eos=True)
+    # Long enough that "a" is still running when "c" arrives, however fast the machine.
+    params = SamplingParams(temperature=0, max_tokens=200, ignore_eos=True)
 
     async def main() -> None:
         async with engine:
@@ -62,7 +63,7 @@ def test_too_many_waiting_requests_are_refused() -> None:
             await running.__anext__()
             queued = engine.generate([3, 4], params, "b")
             queued_task = asyncio.ensure_future(queued.__anext__())
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0)  # "b" registers before its first wait for output
             with pytest.raises(EngineOverloadedError, match="retry later"):
                 await engine.generate([5, 6], params, "c").__anext__()
             await running.aclose()

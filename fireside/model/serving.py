@@ -34,6 +34,9 @@ class ServingWeight:
 
     dense: Tensor  # [out, in]
     packed: Tensor | None = None  # oneDNN-packed copy of `dense`, for multi-row matmuls
+    # `dense` as a numpy array (shared memory) where the CPU kernels apply, else None: made
+    # once, because one-row steps call BLAS on it ~50 times per token.
+    array: np.ndarray | None = None
 
 
 def fuse_rows(weights: Sequence[Tensor]) -> Tensor:
@@ -56,21 +59,24 @@ def serving_weight(weights: Sequence[Tensor], pack_batch: int | None) -> Serving
     """The weights fused in place (no copy), plus, where `pack_batch` asks for it and oneDNN
     serves this device and dtype, a copy packed for batches of about that many rows."""
     dense = fuse_rows(weights) if len(weights) > 1 else weights[0].detach()
-    packable = cpu_fp32(dense.device, dense.dtype) and torch.backends.mkldnn.is_available()
-    if pack_batch is None or not packable:
+    if not cpu_fp32(dense.device, dense.dtype):
         return ServingWeight(dense)
-    return ServingWeight(dense, torch.ops.mkldnn._reorder_linear_weight(dense, pack_batch))
+    packed = None
+    if pack_batch is not None and torch.backends.mkldnn.is_available():
+        packed = torch.ops.mkldnn._reorder_linear_weight(dense, pack_batch)
+    return ServingWeight(dense, packed, dense.numpy())
 
 
 def linear(x: Tensor, weight: ServingWeight) -> Tensor:
     """x @ weight.T (inference only)."""
     dense = weight.dense
-    if torch.is_grad_enabled() or not cpu_fp32(dense.device, dense.dtype):
+    if weight.array is None or torch.is_grad_enabled():
         return F.linear(x, dense)
     if x.numel() == x.shape[-1]:
-        # One row: sgemv on numpy's BLAS; the arrays share memory with the tensors.
-        row = x.detach().reshape(-1).numpy()
-        return torch.from_numpy(np.dot(dense.numpy(), row)).view(*x.shape[:-1], dense.shape[0])
+        # One row: sgemv on numpy's BLAS; the arrays share memory with the tensors. Reshaped
+        # on the numpy side, where a reshape costs a fraction of torch's.
+        row = x.detach().numpy().reshape(-1)
+        return torch.from_numpy(np.dot(weight.array, row).reshape(*x.shape[:-1], -1))
     if weight.packed is not None:
         return torch.ops.mkldnn._linear_pointwise(x, weight.packed, None, "none", [], "")
     if torch.backends.mkldnn.is_available():
