@@ -4,6 +4,9 @@ batches change no result."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -104,6 +107,21 @@ def test_a_one_row_step_runs_torch_on_one_thread_and_restores_it() -> None:
     with pytest.raises(RuntimeError), serving.one_row_threads(1, cpu, torch.float32):
         raise RuntimeError("a failed step")
     assert torch.get_num_threads() == threads
+
+
+@pytest.mark.parametrize(("given", "seen"), [(None, "20"), ("10", "10")])
+def test_import_fireside_shortens_openblas_spinning_unless_set(
+    given: str | None, seen: str
+) -> None:
+    """OpenBLAS reads its spin timeout when numpy loads it, so `import fireside` sets it first
+    (a user's own value wins)."""
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    if given is not None:
+        env["OPENBLAS_THREAD_TIMEOUT"] = given
+    probe = "import fireside, numpy, os; print(os.environ['OPENBLAS_THREAD_TIMEOUT'])"
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == seen
 
 
 def test_fused_layout_in_bf16_matches_the_plain_model() -> None:
