@@ -55,6 +55,12 @@ def cpu_fp32(device: torch.device, dtype: torch.dtype) -> bool:
     return device.type == "cpu" and dtype == torch.float32
 
 
+def one_row(x: Tensor) -> bool:
+    """Whether `x` holds a single token row (single-stream decode), which the CPU fp32 path
+    runs with scalar and matrix-vector kernels."""
+    return x.numel() == x.shape[-1]
+
+
 def serving_weight(weights: Sequence[Tensor], pack_batch: int | None) -> ServingWeight:
     """The weights fused in place (no copy), plus, where `pack_batch` asks for it and oneDNN
     serves this device and dtype, a copy packed for batches of about that many rows."""
@@ -72,7 +78,7 @@ def linear(x: Tensor, weight: ServingWeight) -> Tensor:
     dense = weight.dense
     if weight.array is None or torch.is_grad_enabled():
         return F.linear(x, dense)
-    if x.numel() == x.shape[-1]:
+    if one_row(x):
         # One row: sgemv on numpy's BLAS; the arrays share memory with the tensors. Reshaped
         # on the numpy side, where a reshape costs a fraction of torch's.
         row = x.detach().numpy().reshape(-1)
