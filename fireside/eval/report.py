@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from fireside.eval.bpb import BPBResult
+from fireside.eval.bpb import BPBResult, TextBPB
 from fireside.eval.chat_eval import ChatEvalResult
 from fireside.eval.humaneval import HumanEvalResult
 from fireside.model.checkpoint import write_json
@@ -27,6 +27,7 @@ METRICS_FILES = ("metrics.jsonl",)
 @dataclass
 class EvalResults:
     bpb: BPBResult | None = None
+    texts: list[TextBPB] = field(default_factory=list)
     humaneval: HumanEvalResult | None = None
     chat: ChatEvalResult | None = None
 
@@ -154,6 +155,12 @@ def write_report(run_dir: Path, model_dir: Path, config: ModelConfig, results: E
             f"| validation bits per byte | {b.bits_per_byte:.4f} | "
             f"{b.tokens} tokens, {b.bytes} bytes, {b.documents} documents |"
         )
+    for t in results.texts:
+        verdict = "beats" if t.model.bits_per_byte < t.xz_bits_per_byte else "does not beat"
+        lines.append(
+            f"| bits per byte, {_cell(Path(t.path).name)} | {t.model.bits_per_byte:.4f} | "
+            f"xz -9e: {t.xz_bits_per_byte:.4f} ({verdict} xz); {t.model.bytes} bytes |"
+        )
     if results.humaneval:
         h = results.humaneval
         n_pass = sum(p.passed for p in h.problems)
@@ -197,6 +204,7 @@ def write_report(run_dir: Path, model_dir: Path, config: ModelConfig, results: E
         {
             "model": str(model_dir),
             "bpb": asdict(results.bpb) if results.bpb else None,
+            "texts": [asdict(t) for t in results.texts],
             "humaneval": asdict(results.humaneval) if results.humaneval else None,
             "chat": asdict(results.chat) if results.chat else None,
         },
