@@ -1,4 +1,4 @@
-"""`fireside serve | chat | train | eval | data | bench`: the command line."""
+"""`fireside serve | chat | train | eval | data | knowledge`: the command line."""
 
 from __future__ import annotations
 
@@ -68,9 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from fireside.data.cli import add_data_parser
     from fireside.eval.cli import add_eval_parser
+    from fireside.tools.cli import add_knowledge_parser
     from fireside.train.cli import add_train_parser
 
     add_data_parser(sub)
+    add_knowledge_parser(sub)
     add_train_parser(sub)
     add_eval_parser(sub)
     return parser

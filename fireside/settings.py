@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -23,3 +26,13 @@ class Settings(BaseSettings):
     pack_weights: bool = True
     database_url: str = "sqlite:///fireside.db"
     redis_url: str | None = None
+
+
+def data_dir() -> Path:
+    """Where Fireside keeps its files: FIRESIDE_DATA_DIR, else $XDG_DATA_HOME/fireside, else
+    ~/.local/share/fireside. Never the working directory."""
+    if explicit := os.environ.get("FIRESIDE_DATA_DIR"):
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_DATA_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share"
+    return base / "fireside"
