@@ -123,7 +123,7 @@ def test_a_call_runs_and_the_model_answers_from_its_result(tokenizer: Tokenizer)
     assert engine.prompts[1].endswith(
         call("calculator", {"expression": "1234 * 56"}) + "<|end|><|tool|>69104<|end|><|assistant|>"
     )
-    assert '"name": "calculator"' in engine.prompts[0]
+    assert "Tools:\ncalculator(expression): Evaluate arithmetic" in engine.prompts[0]
     assert all(not p.skip_special_tokens for p in engine.params)
     assert tokenizer.token_id("<|tool|>") in engine.params[0].stop_token_ids
 
@@ -189,7 +189,7 @@ def test_on_the_real_engine_the_loop_reaches_done(api_model_dir: Path, one_threa
     rendered = bundle.tokenizer.render_chat(
         [{"role": "user", "content": "hi"}], add_generation_prompt=True, tools=tool_specs(tools)
     )
-    assert '"name": "python"' in rendered.text
+    assert "\npython(code): " in rendered.text
 
     async def go() -> list[LoopEvent]:
         engine = Engine.from_pretrained(bundle, EngineConfig(max_num_seqs=1))

@@ -11,12 +11,16 @@ about what was asked. Identity and small talk need no tool.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import itertools
 import json
 import random
 import re
+import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from fireside.data.problems import held_out_problems, problem
@@ -128,9 +132,57 @@ def first_hit_about(result: str, name: str) -> str | None:
     """The first line of a search result that is about `name`, without its `title: ` prefix."""
     for line in result.splitlines():
         title, sep, snippet = line.partition(": ")
-        if sep and snippet and re.search(rf"(^|[\s.(]){re.escape(name)}\b", title):
+        if sep and snippet and re.fullmatch(rf"{re.escape(name)}(\(\w+\))?", title):
             return snippet.strip()
     return None
+
+
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+
+
+def gist(snippet: str, min_chars: int = 40) -> str:
+    """The snippet's first sentences, enough to say what the thing is: the answer a small model
+    copies (shorter to copy is likelier copied right)."""
+    out = ""
+    for sentence in _SENTENCE.split(snippet):
+        out = f"{out} {sentence}".strip()
+        if len(out) >= min_chars:
+            break
+    return out
+
+
+def held_out_entity(name: str) -> bool:
+    """One name in fifty is kept out of fine-tuning, for the look-up evaluation."""
+    digest = hashlib.blake2b(name.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") % 50 == 0
+
+
+# Names a newcomer tries first are always taught, whatever their hash says.
+ALWAYS_TAUGHT = frozenset(["tar", "ls", "grep", "cat", "cp", "mv", "rm", "ssh", "git", "python3"])
+_MAN_TITLE = re.compile(r"([\w.+-]+)\((1|8)\)")
+_PY_TITLE = re.compile(r"[a-z_][\w]*(\.[A-Za-z_]\w*)+")
+
+
+def index_entities(knowledge_db: str | Path) -> list[Entity]:
+    """Commands (man sections 1 and 8) and dotted Python names the index holds, sorted."""
+    with contextlib.closing(sqlite3.connect(f"file:{knowledge_db}?mode=ro", uri=True)) as db:
+        titles = [t for (t,) in db.execute("SELECT title FROM entries")]
+    found: dict[str, Entity] = {}
+    for title in titles:
+        if title.startswith("gcloud"):
+            continue  # thousands of generated cloud-CLI pages would drown the commands people use
+        if m := _MAN_TITLE.fullmatch(title):
+            found.setdefault(m.group(1), Entity(m.group(1), "command"))
+        elif _PY_TITLE.fullmatch(title) and not any(p.startswith("_") for p in title.split(".")):
+            found.setdefault(title, Entity(title, "function"))
+    return sorted(found.values(), key=lambda e: e.name)
+
+
+def split_entities(entities: Sequence[Entity]) -> tuple[list[Entity], list[Entity]]:
+    """(taught, held out) by name."""
+    taught = [e for e in entities if e.name in ALWAYS_TAUGHT or not held_out_entity(e.name)]
+    held = [e for e in entities if e.name not in ALWAYS_TAUGHT and held_out_entity(e.name)]
+    return taught, held
 
 
 def lookups(rng: random.Random, run: RunTool, entities: Sequence[Entity]) -> Iterator[Conversation]:
@@ -145,7 +197,7 @@ def lookups(rng: random.Random, run: RunTool, entities: Sequence[Entity]) -> Ite
                 _user(rng.choice(questions).format(n=entity.name)),
                 _call("search", {"query": entity.name}),
                 _tool(result),
-                _assistant(f"`{entity.name}`: {snippet}"),
+                _assistant(f"`{entity.name}`: {gist(snippet)}"),
             ]
         }
 
@@ -236,15 +288,12 @@ def programs(rng: random.Random, run: RunTool, n: int) -> Iterator[Conversation]
 
 
 def python_stdout(result: str) -> str | None:
-    """What a successful run printed, from the python tool's result, or None."""
-    try:
-        parsed = json.loads(result)
-    except json.JSONDecodeError:
+    """What a clean run printed, from the python tool's result (its stdout, then
+    `exit status: 0`), or None for a run that failed or wrote to stderr."""
+    body, sep, status = result.rpartition("\n")
+    if status != "exit status: 0" or not sep or "stderr:\n" in body:
         return None
-    if not isinstance(parsed, dict) or parsed.get("exit_code") != 0:
-        return None
-    out = str(parsed.get("stdout", "")).strip()
-    return out or None
+    return body.strip() or None
 
 
 def identity(rng: random.Random, n: int) -> Iterator[Conversation]:
@@ -279,24 +328,71 @@ def chatterbot_pairs() -> list[tuple[str, str]]:
     return pairs
 
 
-def mixture(
-    rng: random.Random,
-    run: RunTool,
-    entities: Sequence[Entity],
-    counts: Mapping[str, int],
-    small_talk_pairs: Sequence[tuple[str, str]] = (),
-) -> dict[str, list[Conversation]]:
-    """Every kind of conversation, `counts[kind]` of each (lookups: one per entity, repeated
-    `counts['lookup_passes']` times with new phrasings). Held-out problems never appear."""
-    held = {p.expression for p in held_out_problems()}
+# One epoch of fine-tuning, by kind. Calculator and look-ups carry the issue's accuracy
+# targets and copying arrives late, so they dominate; every skill is mixed from step one.
+DEFAULT_COUNTS = {
+    "calculator": 9000,
+    "lookup": 8000,
+    "unknown": 2500,
+    "python": 1200,
+    "identity": 800,
+    "small_talk_passes": 2,
+}
+UNKNOWN_EVAL_SEED = 2_000_003
+
+
+def unknown_eval_names(n: int = 20) -> list[str]:
+    """Made-up names for the honesty evaluation; fine-tuning never asks about them."""
+    rng = random.Random(UNKNOWN_EVAL_SEED)
+    names: list[str] = []
+    while len(names) < n:
+        if (name := made_up_name(rng)) not in names:
+            names.append(name)
+    return names
+
+
+def synthesize(
+    output: str | Path,
+    knowledge_db: str | Path,
+    *,
+    counts: Mapping[str, int] = DEFAULT_COUNTS,
+    seed: int = 0,
+) -> dict[str, int]:
+    """Write the shuffled tool-use conversations (`{"messages", "tools"}` per line, what
+    `fireside train sft` reads) to `output`; return how many of each kind."""
+    from fireside.tools import builtin_tools, tool_specs
+    from fireside.tools.base import run_tool
+
+    tools = builtin_tools(Path(knowledge_db))
+    by_name = {t.name: t for t in tools}
+
+    def run(name: str, arguments: dict[str, Any]) -> str:
+        return run_tool(by_name[name], arguments)[0]
+
+    rng = random.Random(seed)
+    taught, _ = split_entities(index_entities(knowledge_db))
+    # Commands are fewer than Python names and asked about more: each is taught twice.
+    taught += [e for e in taught if e.kind == "command"]
+    rng.shuffle(taught)
+    passes = max(1, -(-counts["lookup"] // max(len(taught), 1)))
+    chosen = (taught * passes)[: counts["lookup"]]
+    held_problems = {p.expression for p in held_out_problems()}
     kinds: dict[str, list[Conversation]] = {
-        "calculator": list(calculator(rng, run, counts["calculator"], held)),
-        "lookup": [
-            c for _ in range(counts.get("lookup_passes", 1)) for c in lookups(rng, run, entities)
-        ],
-        "unknown": list(unknowns(rng, run, counts["unknown"], set())),
+        "calculator": list(calculator(rng, run, counts["calculator"], held_problems)),
+        "lookup": list(lookups(rng, run, chosen)),
+        "unknown": list(unknowns(rng, run, counts["unknown"], set(unknown_eval_names()))),
         "python": list(programs(rng, run, counts["python"])),
         "identity": list(identity(rng, counts["identity"])),
-        "small_talk": list(small_talk(small_talk_pairs)) * counts.get("small_talk_passes", 1),
+        "small_talk": list(small_talk(chatterbot_pairs())) * counts["small_talk_passes"],
     }
-    return kinds
+    specs = tool_specs(tools)
+    rows = [{**c, "tools": specs} for convs in kinds.values() for c in convs]
+    rng.shuffle(rows)
+    path = Path(output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+    return {k: len(v) for k, v in kinds.items()}

@@ -78,15 +78,21 @@ def cap(text: str, max_chars: int) -> str:
     return text[: max(0, max_chars - len(TRUNCATED))] + TRUNCATED
 
 
-async def call_tool(tool: Tool, arguments: Any) -> tuple[str, bool]:
-    """Run a tool off the event loop within its time limit → (text for the model, failed)."""
+def run_tool(tool: Tool, arguments: Any) -> tuple[str, bool]:
+    """Run a tool here and now → (text for the model, failed). Training data is made with this
+    too, so a model learns from exactly the text it will read at inference."""
     try:
-        checked = tool.check_arguments(arguments)
-        text = await asyncio.wait_for(asyncio.to_thread(tool.run, checked), tool.timeout_s)
+        text = tool.run(tool.check_arguments(arguments))
     except ToolError as e:
         return cap(f"error: {e}", tool.max_chars), True
+    return cap(text, tool.max_chars), False
+
+
+async def call_tool(tool: Tool, arguments: Any) -> tuple[str, bool]:
+    """`run_tool` off the event loop within the tool's time limit."""
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(run_tool, tool, arguments), tool.timeout_s)
     except TimeoutError:
         # The worker thread cannot be killed; tools that might run long (python) enforce
         # their own, shorter limit, so this is the backstop.
         return f"error: {tool.name} took longer than {tool.timeout_s:g} s", True
-    return cap(text, tool.max_chars), False
