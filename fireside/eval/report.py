@@ -18,10 +18,17 @@ from typing import Any
 from fireside.eval.bpb import BPBResult, TextBPB
 from fireside.eval.chat_eval import ChatEvalResult
 from fireside.eval.humaneval import HumanEvalResult
+from fireside.eval.tool_eval import ToolEvalResult
 from fireside.model.checkpoint import write_json
 from fireside.model.config import ModelConfig
 
 METRICS_FILES = ("metrics.jsonl",)
+TOOL_ROWS = {
+    "arithmetic": "arithmetic through the calculator (held out)",
+    "lookup": "look-ups through search (held out)",
+    "honesty": "says it does not know",
+    "identity": "identity",
+}
 
 
 @dataclass
@@ -30,6 +37,7 @@ class EvalResults:
     texts: list[TextBPB] = field(default_factory=list)
     humaneval: HumanEvalResult | None = None
     chat: ChatEvalResult | None = None
+    tools: ToolEvalResult | None = None
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
@@ -172,7 +180,22 @@ def write_report(run_dir: Path, model_dir: Path, config: ModelConfig, results: E
         c = results.chat
         n_ok = sum(a.correct for a in c.answers)
         lines.append(f"| chat eval | {100 * c.accuracy:.1f}% | {n_ok}/{len(c.answers)} correct |")
+    if results.tools:
+        for category, what in TOOL_ROWS.items():
+            right, n = results.tools.score(category)
+            if n:
+                lines.append(f"| {what} | {100 * right / n:.1f}% | {right}/{n} right |")
     lines.append("")
+    if results.tools:
+        lines += ["## Tool skills, every answer", "", "| question | expected | answer | tools | |"]
+        lines.append("|---|---|---|---|---|")
+        for ans in results.tools.answers:
+            mark = "✓" if ans.correct else "✗"
+            lines.append(
+                f"| {_cell(ans.question)} | {_cell(ans.expected)} | {_cell(ans.answer)} | "
+                f"{', '.join(ans.tools_called)} | {mark} |"
+            )
+        lines.append("")
 
     if results.humaneval:
         statuses: dict[str, int] = defaultdict(int)
@@ -207,6 +230,7 @@ def write_report(run_dir: Path, model_dir: Path, config: ModelConfig, results: E
             "texts": [asdict(t) for t in results.texts],
             "humaneval": asdict(results.humaneval) if results.humaneval else None,
             "chat": asdict(results.chat) if results.chat else None,
+            "tools": asdict(results.tools) if results.tools else None,
         },
     )
     path = run_dir / "report.md"

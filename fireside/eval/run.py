@@ -36,6 +36,8 @@ class EvalOptions:
     humaneval_timeout_s: float = 10.0
     humaneval_mode: str = "completion"  # or "chat", for chat-tuned models
     chat: bool = True
+    chat_tools: bool = False
+    knowledge_db: Path | None = None  # default: the data directory's index
     device: str = "cpu"
 
 
@@ -73,6 +75,14 @@ def evaluate(opts: EvalOptions) -> tuple[EvalResults, Path]:
     elif opts.chat:
         results.chat = run_chat_eval(bundle)
         _say(f"chat eval: {100 * results.chat.accuracy:.1f}%")
+    if opts.chat_tools:
+        from fireside.eval.tool_eval import run_tool_eval
+        from fireside.tools.knowledge import default_index_path
+
+        results.tools = run_tool_eval(bundle, opts.knowledge_db or default_index_path())
+        for category in ("arithmetic", "lookup", "honesty", "identity"):
+            right, n = results.tools.score(category)
+            _say(f"{category}: {right}/{n}")
     out = opts.output or opts.model
     report = write_report(out, opts.model, bundle.model.config, results)
     _say(f"report card: {report}")

@@ -56,6 +56,19 @@ def _pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recipe(args: argparse.Namespace) -> int:
+    from fireside.train.recipe import run_recipe
+
+    out = run_recipe(
+        args.name,
+        Path(args.work),
+        Path(args.output),
+        Path(args.knowledge_db) if args.knowledge_db else None,
+    )
+    print(f"model written to {out}")
+    return 0
+
+
 def add_train_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     train = sub.add_parser("train", help="train a tokenizer or a model")
     stages = train.add_subparsers(dest="stage", required=True)
@@ -108,6 +121,21 @@ def add_train_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     pre.add_argument("--no-progress", action="store_true", help="no progress bar")
     pre.set_defaults(func=_pretrain)
+
+    rec = stages.add_parser(
+        "recipe",
+        help="the whole bundled-model recipe: corpus, tokenizer, pretraining, tool-use SFT "
+        "(re-run to resume)",
+    )
+    rec.add_argument("name", choices=["small", "gpu"], help="small: a 2-core CPU; gpu: ~100M")
+    rec.add_argument(
+        "--work", default="runs/recipe", help="working directory (corpus, checkpoints)"
+    )
+    rec.add_argument(
+        "--output", default="fireside/assets/fireside-tiny", help="where the model goes"
+    )
+    rec.add_argument("--knowledge-db", help="the search index to train against (default: built)")
+    rec.set_defaults(func=_recipe)
 
     from fireside.train.finetune_cli import add_finetune_parsers
 
