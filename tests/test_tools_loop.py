@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -205,3 +207,13 @@ def test_on_the_real_engine_the_loop_reaches_done(api_model_dir: Path, one_threa
     assert isinstance(done, Done) and done.finish_reason in ("stop", "length", "max_steps")
     assert done.messages[0] == {"role": "user", "content": "What is 2 + 2?"}
     assert done.messages[1]["role"] == "assistant"
+
+
+def test_tools_and_the_terminal_chat_import_no_web_framework() -> None:
+    code = (
+        "import sys, fireside.tools, fireside.tools.loop, fireside.tools.cli, fireside.chat_cli\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('fastapi', 'sqlalchemy', 'starlette'))\n"
+        "assert not bad, bad\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
