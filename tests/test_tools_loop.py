@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -183,6 +185,26 @@ def test_a_conversation_over_the_context_is_refused(tokenizer: Tokenizer) -> Non
         collect(engine, tokenizer, [{"role": "user", "content": "a long question " * 10}])
 
 
+def test_tool_results_that_fill_the_context_end_the_turn(tokenizer: Tokenizer) -> None:
+    question = [{"role": "user", "content": "What is 1234 * 56?"}]
+    specs = tool_specs([calculator_tool()])
+    first = tokenizer.render_chat(question, add_generation_prompt=True, tools=specs).ids
+    # Room for the first turn, none once its call and result are in the conversation.
+    engine = ScriptedEngine(
+        tokenizer, [call("calculator", {"expression": "1234 * 56"})], context=len(first) + 5
+    )
+    events = collect(engine, tokenizer, question)
+    done = events[-1]
+    assert isinstance(done, Done) and done.finish_reason == "length" and done.steps == 1
+    assert done.messages[-1] == {
+        "role": "tool",
+        "tool_call_id": done.messages[1]["tool_calls"][0]["id"],
+        "name": "calculator",
+        "content": "69104",
+    }
+    assert len(engine.prompts) == 1
+
+
 def test_on_the_real_engine_the_loop_reaches_done(api_model_dir: Path, one_thread: None) -> None:
     bundle = load_pretrained(api_model_dir)
     tools = builtin_tools(knowledge_db=api_model_dir / "none.db")
@@ -205,3 +227,13 @@ def test_on_the_real_engine_the_loop_reaches_done(api_model_dir: Path, one_threa
     assert isinstance(done, Done) and done.finish_reason in ("stop", "length", "max_steps")
     assert done.messages[0] == {"role": "user", "content": "What is 2 + 2?"}
     assert done.messages[1]["role"] == "assistant"
+
+
+def test_tools_and_the_terminal_chat_import_no_web_framework() -> None:
+    code = (
+        "import sys, fireside.tools, fireside.tools.loop, fireside.tools.cli, fireside.chat_cli\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('fastapi', 'sqlalchemy', 'starlette'))\n"
+        "assert not bad, bad\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr

@@ -33,6 +33,24 @@ def test_stderr_and_a_failing_status() -> None:
     assert lines[-1] == "exit status: 1"
 
 
+def test_tracebacks_show_the_program_alone() -> None:
+    text, _ = run("def f(x):\n    return 1 / x\nf(0)")
+    assert text == (
+        "stderr:\n"
+        "Traceback (most recent call last):\n"
+        '  File "program.py", line 3, in <module>\n'
+        "    f(0)\n"
+        '  File "program.py", line 2, in f\n'
+        "    return 1 / x\n"
+        "           ~~^~~\n"
+        "ZeroDivisionError: division by zero\n"
+        "exit status: 1"
+    )
+    text, _ = run("def f(:\n    pass")
+    assert text.startswith('stderr:\n  File "program.py", line 1\n    def f(:')
+    assert "SyntaxError" in text and "fireside-sandbox" not in text
+
+
 def test_long_output_keeps_its_end() -> None:
     text, _ = run("for i in range(5000):\n    print(i)")
     assert text.startswith("[…]") and text.endswith("4999\nexit status: 0")

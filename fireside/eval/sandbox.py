@@ -137,6 +137,33 @@ def limits_prelude(limits: Limits) -> str:
     )
 
 
+# Runs the program as `program.py` after the preludes, so its tracebacks show its own file name
+# and line numbers, with no sandbox frames or paths: the model reads them.
+RUNNER = """\
+def _fireside_run(path):
+    import linecache, sys, traceback
+    with open(path, encoding="utf-8") as fh:
+        source = fh.read()
+    linecache.cache["program.py"] = (len(source), None, source.splitlines(True), "program.py")
+
+    def own_frames_only(kind, value, tb):
+        # The program's frames and those of the library it called; none of the sandbox's.
+        top = traceback.TracebackException(kind, value, tb)
+        report, seen = top, set()
+        while report is not None and id(report) not in seen:
+            seen.add(id(report))
+            frames = [f for f in report.stack if f.filename != sys.argv[0]]
+            report.stack = traceback.StackSummary.from_list(frames)
+            report = report.__cause__ or report.__context__
+        sys.stderr.write("".join(top.format()))
+
+    sys.excepthook = own_frames_only
+    code = compile(source, "program.py", "exec")
+    exec(code, dict(__name__="__main__", __builtins__=__builtins__))
+_fireside_run({path!r})
+"""
+
+
 def run_python(source: str, limits: Limits | None = None) -> SandboxResult:
     """Run `source` as a script; `passed` means it exited 0 within the limits."""
     limits = limits or Limits()
@@ -144,8 +171,11 @@ def run_python(source: str, limits: Limits | None = None) -> SandboxResult:
         root = Path(tmp)
         work = root / "work"
         work.mkdir()
-        script = root / "program.py"
-        script.write_text(limits_prelude(limits) + NETWORK_BLOCK + "\n" + source, encoding="utf-8")
+        program = root / "program.py"
+        program.write_text(source, encoding="utf-8")
+        script = root / "run.py"
+        runner = RUNNER.format(path=str(program))
+        script.write_text(limits_prelude(limits) + NETWORK_BLOCK + runner, encoding="utf-8")
         out_path, err_path = root / "stdout", root / "stderr"
         env = {"PATH": "/usr/bin:/bin", "HOME": str(work), "LANG": "C.UTF-8", "TMPDIR": str(work)}
         cmd = [*network_namespace_prefix(), sys.executable, "-I", "-B", str(script)]

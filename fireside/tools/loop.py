@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from fireside.engine.types import EngineClient, PromptTooLongError, SamplingParams
@@ -88,6 +88,49 @@ async def run_tool_call(call: ToolCall, tools: Mapping[str, Tool]) -> tuple[str,
     return await call_tool(tool, _arguments(call))
 
 
+@dataclass
+class _Turn:
+    """What one generation produced, filled in while its text streams."""
+
+    content: str = ""
+    calls: list[ToolCall] = field(default_factory=list)
+    reason: FinishReason = "stop"
+
+
+async def _generate(
+    engine: EngineClient,
+    prompt: list[int],
+    params: SamplingParams,
+    request_id: str,
+    parser: ToolCallStreamParser | None,
+    turn: _Turn,
+) -> AsyncIterator[str]:
+    """One engine request; yields the answer's text (call markup held back), fills `turn`."""
+    async for out in engine.generate(prompt, params, request_id):
+        for sample in out.samples:
+            text, calls = parser.feed(sample.text) if parser else (sample.text, [])
+            if sample.finish_reason is not None:
+                turn.reason = sample.finish_reason
+                if parser is not None:
+                    more, late = parser.finish()
+                    text, calls = text + more, calls + late
+            turn.calls += calls
+            if text:
+                turn.content += text
+                yield text
+
+
+def _loop_params(params: SamplingParams, tokenizer: Tokenizer, with_tools: bool) -> SamplingParams:
+    params = replace(params, n=1)
+    if not with_tools:
+        return params
+    # The call markers are special tokens: keep them in the text to parse them. End the turn
+    # where the model starts another role's (a tool's result, the user's next message).
+    others = [tokenizer.token_id(t) for t in TURN_STARTS]
+    stops = [*params.stop_token_ids, *(i for i in others if i is not None)]
+    return replace(params, skip_special_tokens=False, stop_token_ids=stops)
+
+
 async def run_with_tools(
     engine: EngineClient,
     tokenizer: Tokenizer,
@@ -100,54 +143,37 @@ async def run_with_tools(
 ) -> AsyncIterator[LoopEvent]:
     """Run the conversation to the model's answer, calling tools on the way. `params` applies
     to each generation; its max_tokens is cut to the room left in the context. Raises
-    PromptTooLongError when the conversation no longer fits."""
+    PromptTooLongError when the conversation does not fit to begin with; when tool results
+    fill the context later, ends with finish reason "length"."""
     conversation = [dict(m) for m in messages]
     by_name = {t.name: t for t in tools}
     specs = tool_specs(tools) if tools else None
     fmt = tool_format(tokenizer)
     base_id = request_id or f"tools-{uuid.uuid4().hex}"
-    # With tools the call markers are special tokens: keep them in the text to parse them,
-    # and end the turn where the model starts writing another role's (a tool's result, the
-    # user's next message) instead of the turn end.
-    params = replace(params, n=1)
-    if tools:
-        others = [tokenizer.token_id(t) for t in TURN_STARTS]
-        stops = [*params.stop_token_ids, *(i for i in others if i is not None)]
-        params = replace(params, skip_special_tokens=False, stop_token_ids=stops)
+    params = _loop_params(params, tokenizer, bool(tools))
     for step in range(max_steps):
         prompt = tokenizer.render_chat(conversation, add_generation_prompt=True, tools=specs).ids
         room = engine.context_length - len(prompt)
         if room < 1:
-            raise PromptTooLongError(
-                f"the conversation ({len(prompt)} tokens) fills the model's context "
-                f"({engine.context_length})"
-            )
+            if step == 0:
+                raise PromptTooLongError(
+                    f"the conversation ({len(prompt)} tokens) fills the model's context "
+                    f"({engine.context_length})"
+                )
+            yield Done(conversation, "length", step)
+            return
+        turn = _Turn()
         step_params = replace(params, max_tokens=min(params.max_tokens, room))
         parser = ToolCallStreamParser(fmt) if tools else None
-        content, calls = "", list[ToolCall]()
-        reason: str | None = None
-        async for out in engine.generate(prompt, step_params, f"{base_id}-{step}"):
-            for sample in out.samples:
-                text, new_calls = (
-                    parser.feed(sample.text) if parser else (sample.text, list[ToolCall]())
-                )
-                if sample.finish_reason is not None:
-                    reason = sample.finish_reason
-                    if parser is not None:
-                        more, late = parser.finish()
-                        text, new_calls = text + more, new_calls + late
-                if text:
-                    content += text
-                    yield TextDelta(text, step)
-                calls += new_calls
-        conversation.append(_assistant_message(content, calls))
-        if not calls or reason not in ("stop", None):
-            finish: FinishReason = "stop" if reason in ("stop", None) else reason  # type: ignore[assignment]
-            yield Done(conversation, finish, step + 1)
+        async for text in _generate(engine, prompt, step_params, f"{base_id}-{step}", parser, turn):
+            yield TextDelta(text, step)
+        conversation.append(_assistant_message(turn.content, turn.calls))
+        if not turn.calls or turn.reason != "stop":
+            yield Done(conversation, turn.reason, step + 1)
             return
         if step + 1 == max_steps:
             break  # the model asked for tools once more than it may: the calls are not run
-        for call in calls:
+        for call in turn.calls:
             yield ToolCallEvent(call.id, call.name, call.arguments, step)
             result, failed = await run_tool_call(call, by_name)
             yield ToolResultEvent(call.id, call.name, result, failed, step)

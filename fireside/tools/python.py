@@ -8,8 +8,9 @@ clock, no network, a throwaway directory). The model reads:
     <stderr>
     exit status: 0
 
-stdout and stderr only when not empty, each cut to its last characters when long; the last
-line is always `exit status: N` or `exit status: killed (…)`.
+stdout and stderr only when not empty, each cut to its last 1,500 characters when long
+(`[…]` marks the cut); the last line is always `exit status: N` or `exit status: killed (…)`.
+A traceback names the program `program.py` with its own line numbers.
 """
 
 from __future__ import annotations

@@ -10,7 +10,12 @@ def _tokenizer(args: argparse.Namespace) -> int:
     from fireside.train.tokenizer import train_and_report
 
     report = train_and_report(
-        args.input, args.vocab_size, args.output, max_chars=args.max_chars, gpt2=args.compare_gpt2
+        args.input,
+        args.vocab_size,
+        args.output,
+        max_chars=args.max_chars,
+        gpt2=args.compare_gpt2,
+        max_document_chars=args.max_document_chars,
     )
     for line in report.lines():
         print(line)
@@ -73,11 +78,24 @@ def add_train_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     train = sub.add_parser("train", help="train a tokenizer or a model")
     stages = train.add_subparsers(dest="stage", required=True)
 
-    tok = stages.add_parser("tokenizer", help="train a byte-level BPE tokenizer")
+    tok = stages.add_parser(
+        "tokenizer",
+        help="train a byte-level BPE tokenizer",
+        description="Train a byte-level BPE on the inputs; one document in 50 (the 1st, 51st, "
+        "...) is held out to measure bytes per token. A text file longer than "
+        "--max-document-chars is split into documents at blank lines, so a single large file "
+        "(e.g. nanoGPT's Shakespeare) works: its first piece is held out.",
+    )
     tok.add_argument("--input", nargs="+", required=True, help="files, directories or globs")
     tok.add_argument("--vocab-size", type=int, required=True)
     tok.add_argument("--output", required=True, help="directory for tokenizer.json and friends")
     tok.add_argument("--max-chars", type=int, default=2_000_000_000, help="training text cap")
+    tok.add_argument(
+        "--max-document-chars",
+        type=int,
+        default=32_000,
+        help="split longer text files into documents of at most this many characters (32000)",
+    )
     tok.add_argument(
         "--compare-gpt2",
         metavar="PATH",
