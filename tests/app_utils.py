@@ -111,7 +111,9 @@ def parse_sse(lines: Iterator[str]) -> Iterator[SSEEvent]:
     for line in lines:
         if line == "":
             if "data" in fields:
-                yield SSEEvent(fields.get("id", ""), fields.get("event", ""), json.loads(fields["data"]))
+                yield SSEEvent(
+                    fields.get("id", ""), fields.get("event", ""), json.loads(fields["data"])
+                )
             fields = {}
         elif not line.startswith(":"):
             name, _, value = line.partition(":")
@@ -128,7 +130,9 @@ class Client:
 
     def signup(self, name: str = "Ann") -> dict[str, Any]:
         email = f"{name.lower()}-{uuid.uuid4().hex[:8]}@example.com"
-        r = self.http.post("/auth/signup", json={"email": email, "password": "secret-pass", "name": name})
+        r = self.http.post(
+            "/auth/signup", json={"email": email, "password": "secret-pass", "name": name}
+        )
         assert r.status_code == 201, r.text
         return dict(r.json(), password="secret-pass")
 
@@ -137,7 +141,9 @@ class Client:
         assert r.status_code == 201, r.text
         return dict(r.json())
 
-    def events(self, method: str, path: str, limit: int | None = None, **kwargs: Any) -> list[SSEEvent]:
+    def events(
+        self, method: str, path: str, limit: int | None = None, **kwargs: Any
+    ) -> list[SSEEvent]:
         """The events of a streamed reply (the first `limit`, then the connection is cut)."""
         got: list[SSEEvent] = []
         with self.http.stream(method, path, **kwargs) as r:
@@ -151,8 +157,45 @@ class Client:
 
     def send(self, conversation_id: str, content: str, **fields: Any) -> list[SSEEvent]:
         return self.events(
-            "POST", f"/conversations/{conversation_id}/messages", json={"content": content, **fields}
+            "POST",
+            f"/conversations/{conversation_id}/messages",
+            json={"content": content, **fields},
         )
 
     def close(self) -> None:
         self.http.close()
+
+
+def redis_available() -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping())
+    except redis.RedisError:
+        return False
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """A database of its own on the local PostgreSQL, dropped afterwards; skips the test
+    when PostgreSQL is not running."""
+    import asyncpg
+    import pytest
+
+    name = f"fireside_test_{uuid.uuid4().hex[:12]}"
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(PG_ADMIN_URL, timeout=5)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    try:
+        asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncpg.PostgresError) as e:
+        pytest.skip(f"PostgreSQL is not reachable at 127.0.0.1:5432 as postgres: {e}")
+    try:
+        yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
