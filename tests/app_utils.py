@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from fastapi import FastAPI
 
 from fireside.api.app import create_app
 from fireside.api.served import ServedModel
@@ -84,15 +85,18 @@ class Backend:
     redis_url: str | None = None
 
 
-@contextmanager
-def run_chat_server(model_dir: Path, settings: Settings) -> Iterator[str]:
+def chat_app(model_dir: Path, settings: Settings) -> FastAPI:
     async def load() -> ServedModel:
         served = await load_served(model_dir, "tiny", "cpu", EngineConfig(max_num_seqs=8))
         served.engine = HoldingEngine(served.engine, served.tokenizer.decode)
         return served
 
-    app = create_app("tiny", load, extensions=[ChatApp(settings)])
-    with run_app(app) as url:
+    return create_app("tiny", load, extensions=[ChatApp(settings)])
+
+
+@contextmanager
+def run_chat_server(model_dir: Path, settings: Settings) -> Iterator[str]:
+    with run_app(chat_app(model_dir, settings)) as url:
         yield url
 
 

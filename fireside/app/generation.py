@@ -195,25 +195,27 @@ class Generations:
         message_id = gen.message.id
         text, status, error = "", "complete", None
         usage: tuple[int, int] | None = None
-        flushed_at = time.monotonic()
+        flushed_at = -FLUSH_EVERY_S  # the first text is saved at once, then once a second
         try:
             chunks = cast(AsyncGenerator[ChatCompletionChunk, None], await gen.job.stream())
             async with contextlib.aclosing(chunks):
                 async for chunk in chunks:
                     if chunk.usage is not None:
                         usage = (chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
-                    for choice in chunk.choices:
-                        piece = choice.delta.content
-                        if piece:
-                            text += piece
-                            await self.chat.events.append(
-                                key, "delta", {"message_id": str(message_id), "text": piece}
-                            )
-                        # The seam for the tool loop (fireside/tools): tool_call and tool_result
-                        # events, and each call and result stored as messages of the tree.
+                    pieces = [c.delta.content for c in chunk.choices if c.delta.content]
+                    # The seam for the tool loop (fireside/tools): tool_call and tool_result
+                    # events, and each call and result stored as messages of the tree.
+                    if not pieces:
+                        continue
+                    text += "".join(pieces)
                     if time.monotonic() - flushed_at >= FLUSH_EVERY_S:
+                        # Saved before it is sent: the first text a client sees is stored.
                         await self._save_partial(message_id, text)
                         flushed_at = time.monotonic()
+                    for piece in pieces:
+                        await self.chat.events.append(
+                            key, "delta", {"message_id": str(message_id), "text": piece}
+                        )
         except asyncio.CancelledError:
             status = "stopped" if gen.stopping else "interrupted"
             # Closing the stream aborts the engine request too; this makes sure of it.
