@@ -79,7 +79,7 @@ def create_app(
     )
     app.state.fireside = state
     install_error_handlers(app)
-    app.add_middleware(GuardMiddleware, api_key=api_key, max_body_bytes=max_body_bytes)
+    app.add_middleware(GuardMiddleware, api_key=api_key, max_body_bytes=max_body_bytes, state=state)
     app.include_router(openai_router)
     app.include_router(tokenizer_router)
     for extension in extensions:
