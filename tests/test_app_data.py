@@ -4,8 +4,10 @@ routes, on both backends."""
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -191,3 +193,53 @@ def test_admin_routes(client: Client, chat_server: str, chat_backend: Backend) -
     missing = "00000000-0000-0000-0000-000000000000"
     assert admin.http.patch(f"/admin/users/{missing}", json={}).status_code == 404
     admin.close()
+
+
+def test_search_finds_only_ones_own_messages(client: Client, chat_server: str) -> None:
+    word = "zebra" + uuid.uuid4().hex[:8]  # a word no other test writes
+    conv = client.new_conversation(title="Animals")
+    client.send(conv["id"], f"Tell me about the {word} <b>now</b>")
+    client.send(conv["id"], f"More on {word} please")
+    other = client.new_conversation()
+    client.send(other["id"], f"And {word} again")
+    seen: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        params = {"q": word, "limit": 2, **({"cursor": cursor} if cursor else {})}
+        r = client.http.get("/search", params=params)
+        assert r.status_code == 200, r.text
+        seen += r.json()["data"]
+        cursor = r.json()["next_cursor"]
+        if cursor is None:
+            break
+    assert len(seen) == 3 and len({h["message_id"] for h in seen}) == 3
+    assert {h["conversation_id"] for h in seen} == {conv["id"], other["id"]}
+    first = next(h for h in seen if "about" in h["snippet"])
+    # The match is marked; the message's own markup never comes through as markup (SQLite
+    # escapes it, PostgreSQL's parser drops tags).
+    assert f"<mark>{word}</mark>" in first["snippet"] and "<b>" not in first["snippet"]
+    assert first["title"] == "Animals" and first["role"] == "user"
+
+    stranger = Client(chat_server)
+    stranger.signup("Stranger")
+    assert stranger.http.get("/search", params={"q": word}).json()["data"] == []
+    stranger.close()
+    for bad in ({"q": ""}, {"q": "   "}, {"q": word, "cursor": "x"}, {}):
+        assert client.http.get("/search", params=bad).status_code == 400, bad
+    # Query syntax is not the user's to trip over: operators and quotes are words.
+    for odd in ('"', "AND OR NOT", "a*b", "(x", "NEAR("):
+        assert client.http.get("/search", params={"q": odd}).status_code == 200, odd
+
+
+def test_models_and_own_data_export(client: Client) -> None:
+    models = client.http.get("/models").json()["data"]
+    assert models == [{"id": "tiny", "source": "local", "ready": True}]
+    conv = client.new_conversation(title="Mine")
+    events = client.send(conv["id"], "Keep this")
+    answer = events[-1].data["message"]
+    client.events("POST", f"/messages/{answer['id']}/regenerate")
+    data = client.http.get("/export").json()
+    assert data["user"]["email"] == client.http.get("/auth/me").json()["email"]
+    [exported] = [c for c in data["conversations"] if c["id"] == conv["id"]]
+    # The whole tree: the question and both answers, not only the branch on show.
+    assert [m["role"] for m in exported["messages"]] == ["user", "assistant", "assistant"]

@@ -33,11 +33,12 @@ class ChatApp:
         from fireside.app.routes_admin import router as admin
         from fireside.app.routes_auth import router as auth
         from fireside.app.routes_conversations import router as conversations
+        from fireside.app.routes_data import router as data
         from fireside.app.routes_feedback import router as feedback
         from fireside.app.routes_ws import router as ws
 
         api = APIRouter(prefix=PREFIX)
-        for router in (auth, conversations, ws, keys, feedback, admin):
+        for router in (auth, conversations, ws, keys, feedback, admin, data):
             api.include_router(router)
         app.include_router(api)
 
