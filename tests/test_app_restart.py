@@ -135,3 +135,35 @@ def test_sigkill_mid_answer_leaves_it_interrupted(api_model_dir: Path, tmp_path:
     finally:
         proc.kill()
         proc.wait(timeout=30)
+
+
+def test_the_database_allows_one_answer_in_writing_per_conversation(
+    chat_backend: Backend, tmp_path: Path
+) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    settings = chat_settings(chat_backend, data_dir=tmp_path)
+
+    async def scenario() -> None:
+        db = Database(settings.resolved_database_url())
+        await db.migrate()
+        async with db.session() as s:
+            user = await create_user(
+                s, f"race-{time.monotonic_ns()}@example.com", "pw123456", "R", "open"
+            )
+            conv = await conversations.add_conversation(s, user.id)
+            q = await conversations.add_message(s, conv.id, None, "user", "Hi")
+            await conversations.add_message(s, conv.id, q.id, "assistant", "", status="streaming")
+            await s.commit()
+            cid, qid = conv.id, q.id  # a rollback expires the objects
+            # Two sends racing past the route's check still cannot both start an answer.
+            with pytest.raises(IntegrityError):
+                await conversations.add_message(s, cid, qid, "assistant", "", status="streaming")
+            await s.rollback()
+            # Finished answers are not limited.
+            for _ in range(2):
+                await conversations.add_message(s, cid, qid, "assistant", "x")
+            await s.commit()
+        await db.close()
+
+    asyncio.run(scenario())
