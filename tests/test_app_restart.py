@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from fireside.app.accounts import create_user
+from fireside.settings import Settings
 from fireside.store import conversations
 from fireside.store.db import Database
 from tests.app_utils import HOLD, Backend, Client, chat_settings, parse_sse, run_chat_server
@@ -120,8 +121,12 @@ def test_sigkill_mid_answer_leaves_it_interrupted(api_model_dir: Path, tmp_path:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         client.close()
-
-        proc, url = start_server_process(api_model_dir, tmp_path)
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    # The next start-up on the same data directory (in this process: starting is the point).
+    settings = Settings(data_dir=tmp_path, app_max_tokens=200)
+    with run_chat_server(api_model_dir, settings) as url:
         client = Client(url)
         login = {"email": me["email"], "password": me["password"]}
         assert client.http.post("/auth/login", json=login).status_code == 200
@@ -132,9 +137,6 @@ def test_sigkill_mid_answer_leaves_it_interrupted(api_model_dir: Path, tmp_path:
         ]
         assert messages[0]["content"] == f"{HOLD} and crash" and messages[1]["content"] == text
         client.close()
-    finally:
-        proc.kill()
-        proc.wait(timeout=30)
 
 
 def test_the_database_allows_one_answer_in_writing_per_conversation(
