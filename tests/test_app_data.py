@@ -302,3 +302,67 @@ async def stored_key(backend: Backend, name: str) -> bytes | None:
         found = await by_name(s, name)
     await db.close()
     return found.api_key_encrypted if found is not None else None
+
+
+def chatgpt_export() -> list[dict[str, Any]]:
+    """The shape of ChatGPT's conversations.json: a root node, a system turn, a question
+    answered twice (a regeneration), and a follow-up on the second answer."""
+
+    def node(
+        id_: str, parent: str | None, children: list[str], role: str | None, text: str = ""
+    ) -> dict[str, Any]:
+        message = None
+        if role is not None:
+            message = {
+                "author": {"role": role},
+                "content": {"content_type": "text", "parts": [text]},
+                "create_time": 1_700_000_000.0,
+            }
+        return {"id": id_, "parent": parent, "children": children, "message": message}
+
+    mapping = {
+        "root": node("root", None, ["sys"], None),
+        "sys": node("sys", "root", ["q1"], "system", "You are ChatGPT"),
+        "q1": node("q1", "sys", ["a1", "a2"], "user", "What is DNS?"),
+        "a1": node("a1", "q1", [], "assistant", "Names to addresses."),
+        "a2": node("a2", "q1", ["q2"], "assistant", "The internet's phone book."),
+        "q2": node("q2", "a2", ["a3"], "user", "And HTTP?"),
+        "a3": node("a3", "q2", [], "assistant", "Hypertext transfer."),
+    }
+    return [
+        {
+            "title": "Networking",
+            "create_time": 1_700_000_000.0,
+            "mapping": mapping,
+            "current_node": "a3",
+            "moderation_results": [],
+        }
+    ]
+
+
+def test_import_of_a_chatgpt_export(client: Client) -> None:
+    r = client.http.post("/import", json=chatgpt_export())
+    assert r.status_code == 201, r.text
+    [conv_id] = r.json()["conversation_ids"]
+    conv = client.http.get(f"/conversations/{conv_id}").json()
+    assert conv["title"] == "Networking"
+    assert [(m["role"], m["content"]) for m in conv["messages"]] == [
+        ("user", "What is DNS?"),
+        ("assistant", "The internet's phone book."),
+        ("user", "And HTTP?"),
+        ("assistant", "Hypertext transfer."),
+    ]
+    assert conv["messages"][0]["parent_id"] is None  # the root and system nodes are skipped
+    # The other answer is kept, beside the one on the branch.
+    exported = client.http.get("/export").json()["conversations"]
+    [tree] = [c for c in exported if c["id"] == conv_id]
+    assert sorted(m["content"] for m in tree["messages"] if m["role"] == "assistant") == [
+        "Hypertext transfer.",
+        "Names to addresses.",
+        "The internet's phone book.",
+    ]
+    # It is a conversation like any other: it can be continued.
+    events = client.send(conv_id, "Thanks")
+    assert events[0].data["parent_id"] == conv["messages"][-1]["id"]
+    for bad in ({"not": "a list"}, [{"title": "x"}], [{"mapping": {"a": {"message": 5}}}]):
+        assert client.http.post("/import", json=bad).status_code == 400, bad

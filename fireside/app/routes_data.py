@@ -8,11 +8,12 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Body, Query
 from pydantic import BaseModel
 
 from fireside.api.errors import bad_request
 from fireside.api.state import AppStateDep
+from fireside.app.chatgpt_import import MAX_CONVERSATIONS, GptConversation, import_conversations
 from fireside.app.deps import DB, ChatStateDep, CurrentUser
 from fireside.app.schemas import ConversationPublic, MessagePublic, Page, UserPublic
 from fireside.app.sources import remote_models
@@ -109,3 +110,20 @@ async def export_my_data(user: CurrentUser, db: DB) -> dict[str, Any]:
             for c, messages in pairs
         ],
     }
+
+
+class ImportResult(BaseModel):
+    imported: int
+    conversation_ids: list[uuid.UUID]
+
+
+@router.post("/import", response_model=ImportResult, status_code=201)
+async def import_chatgpt(
+    body: Annotated[list[GptConversation], Body(max_length=MAX_CONVERSATIONS)],
+    user: CurrentUser,
+    db: DB,
+) -> ImportResult:
+    """ChatGPT's `conversations.json` (Settings → Data controls → Export), as the body."""
+    ids = await import_conversations(db, user.id, body)
+    await db.commit()
+    return ImportResult(imported=len(ids), conversation_ids=ids)
