@@ -226,13 +226,14 @@ class Generations:
                     if not piece.text:
                         continue
                     text += piece.text
-                    if time.monotonic() - flushed_at >= FLUSH_EVERY_S:
-                        # Saved before it is sent: the first text a client sees is stored.
-                        await self._save_partial(message_id, text)
-                        flushed_at = time.monotonic()
                     await self.chat.events.append(
                         key, "delta", {"message_id": str(message_id), "text": piece.text}
                     )
+                    # Sent first (a commit is not in front of the first token), then saved:
+                    # the first text at once, then once a second.
+                    if time.monotonic() - flushed_at >= FLUSH_EVERY_S:
+                        await self._save_partial(message_id, text)
+                        flushed_at = time.monotonic()
         except asyncio.CancelledError:
             status = "stopped" if gen.stopping else "interrupted"
             with contextlib.suppress(Exception):
