@@ -1,4 +1,4 @@
-"""`fireside serve | chat | train | eval | data | knowledge`: the command line."""
+"""`fireside serve | chat | train | eval | data | knowledge | admin`: the command line."""
 
 from __future__ import annotations
 
@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_serve)
     _add_chat_parser(sub)
 
+    from fireside.app.cli import add_admin_parser
     from fireside.data.cli import add_data_parser
     from fireside.eval.cli import add_eval_parser
     from fireside.tools.cli import add_knowledge_parser
@@ -86,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_knowledge_parser(sub)
     add_train_parser(sub)
     add_eval_parser(sub)
+    add_admin_parser(sub)
     return parser
 
 
