@@ -13,6 +13,7 @@ import jsonschema
 import openai
 import pytest
 
+from fireside.model import Tokenizer
 from tests.api_utils import RunningServer, run_server
 
 MESSAGES = [{"role": "user", "content": "Write a function that parses JSON."}]
@@ -424,7 +425,9 @@ def test_two_output_constraints_are_400(client: openai.OpenAI) -> None:
     assert "cannot be combined" in str(e.value)
 
 
-def test_tool_history_renders(client: openai.OpenAI) -> None:
+def test_tool_history_renders(
+    client: openai.OpenAI, server: RunningServer, tokenizer: Tokenizer
+) -> None:
     messages = [
         {"role": "user", "content": "Lights on"},
         {
@@ -448,7 +451,22 @@ def test_tool_history_renders(client: openai.OpenAI) -> None:
         tool_choice="none",  # type: ignore[arg-type]
     )
     assert r.choices[0].message.tool_calls in (None, [])
-    assert r.usage is not None and r.usage.prompt_tokens > 20
+    # The prompt the model saw (tool_choice "none" leaves the tool list out) is the template's
+    # rendering of the call and its result.
+    history = (
+        "<|user|>Lights on<|end|>"
+        '<|assistant|><|tool_call|>{"name": "light", "arguments": {"on": true}}<|/tool_call|>'
+        "<|end|><|tool|>done<|end|><|assistant|>"
+    )
+    seen = httpx.post(f"{server.url}/tokenize", json={"messages": messages}).json()
+    assert r.usage is not None and r.usage.prompt_tokens == seen["count"]
+    assert tokenizer.decode(seen["tokens"], skip_special_tokens=False) == "<|endoftext|>" + history
+    with_tools = httpx.post(
+        f"{server.url}/tokenize", json={"messages": messages, "tools": TOOLS}
+    ).json()
+    text = tokenizer.decode(with_tools["tokens"], skip_special_tokens=False)
+    assert text.endswith(history)
+    assert '"name": "light"' in text.split("<|end|>")[0]  # the tools, in the system turn
 
 
 # -- errors ----------------------------------------------------------------------------------
