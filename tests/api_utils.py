@@ -15,11 +15,14 @@ import torch
 import uvicorn
 from fastapi import FastAPI
 
-from fireside.api.server import build_app
-from fireside.engine import EngineConfig
+from fireside.api.app import create_app
+from fireside.api.served import ServedModel
+from fireside.api.server import build_app, load_served
+from fireside.engine import Engine, EngineConfig
 from fireside.model import Tokenizer, Transformer, save_pretrained
 from fireside.settings import Settings
 from tests.conftest import tiny_config
+from tests.engine_utils import StepGate
 
 
 def make_model_dir(tokenizer: Tokenizer, path: Path, context: int = 1024) -> Path:
@@ -52,6 +55,34 @@ def run_server(
     settings = Settings(model=str(model_dir), served_model_name=name, api_key=api_key)
     with run_app(build_app(settings, engine_config)) as url:
         yield RunningServer(url, name, api_key)
+
+
+@dataclass
+class GatedServer(RunningServer):
+    engine: Engine
+    gate: StepGate  # holds the engine's model between forwards while the test needs it
+
+
+@contextmanager
+def run_gated_server(
+    model_dir: Path, engine_config: EngineConfig | None = None
+) -> Iterator[GatedServer]:
+    """A server whose engine steps only when the test lets it (see StepGate)."""
+    loaded: list[ServedModel] = []
+
+    async def load() -> ServedModel:
+        served = await load_served(model_dir, "tiny", "cpu", engine_config)
+        loaded.append(served)
+        return served
+
+    with run_app(create_app("tiny", load)) as url:
+        engine = loaded[0].engine
+        assert isinstance(engine, Engine)
+        gate = StepGate(engine.model)
+        try:
+            yield GatedServer(url, "tiny", None, engine, gate)
+        finally:
+            gate.remove()  # nothing held: the server can shut down
 
 
 @contextmanager

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -62,3 +64,73 @@ async def collect(
                 got.stop_reason[s.index] = s.stop_reason
     assert got.outputs[-1].finished
     return got
+
+
+class StepGate:
+    """Holds the engine's model at the start of every forward until the test lets it through,
+    so a test that needs a request still running, or not yet answered, waits on events and
+    never on the clock (a machine ten times faster changes nothing).
+
+    A forward pre-hook on the embedding, which every model forward calls first. Open at first.
+    """
+
+    # A forward held this long means the test itself is stuck; failing the step beats hanging.
+    STUCK_S = 120.0
+
+    def __init__(self, model: Transformer) -> None:
+        self._cond = threading.Condition()
+        self._open = True
+        self._permits = 0
+        self._error: BaseException | None = None
+        self.arrived = 0  # forwards that reached the gate
+        self.passed = 0  # forwards that went through
+        self._hook = model.model.embed_tokens.register_forward_pre_hook(self._at_gate)
+
+    def _at_gate(self, module: torch.nn.Module, args: Any) -> None:
+        with self._cond:
+            self.arrived += 1
+            self._cond.notify_all()
+            ready = self._cond.wait_for(
+                lambda: self._open or self._permits > 0 or self._error is not None,
+                timeout=self.STUCK_S,
+            )
+            if self._error is not None:
+                error, self._error = self._error, None
+                raise error
+            if not ready:
+                raise RuntimeError("StepGate: a forward was held for too long")
+            if not self._open:
+                self._permits -= 1
+            self.passed += 1
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self._open, self._permits = False, 0
+
+    def open(self) -> None:
+        with self._cond:
+            self._open = True
+            self._cond.notify_all()
+
+    def allow(self, forwards: int = 1) -> None:
+        """Let `forwards` more forwards through a closed gate."""
+        with self._cond:
+            self._permits += forwards
+            self._cond.notify_all()
+
+    def fail(self, error: BaseException) -> None:
+        """The forward held now (or the next to arrive) raises `error`; later ones run."""
+        with self._cond:
+            self._error = error
+            self._cond.notify_all()
+
+    def wait_arrived(self, count: int) -> None:
+        """Blocks until `count` forwards in all have reached the gate."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self.arrived >= count, timeout=self.STUCK_S):
+                raise AssertionError(f"only {self.arrived} of {count} forwards reached the gate")
+
+    def remove(self) -> None:
+        self._hook.remove()
+        self.open()

@@ -13,6 +13,7 @@ import jsonschema
 import openai
 import pytest
 
+from fireside.model import Tokenizer
 from tests.api_utils import RunningServer, run_server
 
 MESSAGES = [{"role": "user", "content": "Write a function that parses JSON."}]
@@ -145,6 +146,23 @@ def test_stop_string_and_list(client: openai.OpenAI) -> None:
         assert r.choices[0].finish_reason == "stop"
 
 
+def test_reply_cut_inside_a_character_ends_in_replacement_character(
+    client: openai.OpenAI,
+) -> None:
+    """max_tokens cuts the second 火 after two of its three bytes (the tiny vocabulary has one
+    token per byte for it): streamed or not, the text is all tokens decoded at once."""
+    ask = dict(model="tiny", max_tokens=5, extra_body={"guided_regex": "火火"})
+    chat = client.chat.completions.create(messages=MESSAGES, **ask)  # type: ignore[call-overload]
+    assert chat.choices[0].finish_reason == "length"
+    assert chat.choices[0].message.content == "火\ufffd"
+    chunks = client.chat.completions.create(messages=MESSAGES, stream=True, **ask)  # type: ignore[call-overload]
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "火\ufffd"
+    whole = client.completions.create(prompt="print(", **ask)  # type: ignore[call-overload]
+    assert whole.choices[0].text == "火\ufffd"
+    chunks = client.completions.create(prompt="print(", stream=True, **ask)  # type: ignore[call-overload]
+    assert "".join(c.choices[0].text for c in chunks) == "火\ufffd"
+
+
 def test_chat_logprobs(client: openai.OpenAI) -> None:
     r = client.chat.completions.create(
         model="tiny",
@@ -156,9 +174,9 @@ def test_chat_logprobs(client: openai.OpenAI) -> None:
     )
     content = r.choices[0].logprobs.content  # type: ignore[union-attr]
     assert content is not None and len(content) == r.usage.completion_tokens  # type: ignore[union-attr]
-    # Raw bytes, since a byte-level token may hold part of a character (held back in the text).
+    # Raw bytes, since a byte-level token may hold part of a character.
     joined = bytes(b for t in content for b in t.bytes or [])
-    assert joined.decode("utf-8", errors="replace").startswith(r.choices[0].message.content or "")
+    assert joined.decode("utf-8", errors="replace") == r.choices[0].message.content
     for t in content:
         assert len(t.top_logprobs) == 3
         lps = [x.logprob for x in t.top_logprobs]
@@ -407,7 +425,9 @@ def test_two_output_constraints_are_400(client: openai.OpenAI) -> None:
     assert "cannot be combined" in str(e.value)
 
 
-def test_tool_history_renders(client: openai.OpenAI) -> None:
+def test_tool_history_renders(
+    client: openai.OpenAI, server: RunningServer, tokenizer: Tokenizer
+) -> None:
     messages = [
         {"role": "user", "content": "Lights on"},
         {
@@ -431,7 +451,22 @@ def test_tool_history_renders(client: openai.OpenAI) -> None:
         tool_choice="none",  # type: ignore[arg-type]
     )
     assert r.choices[0].message.tool_calls in (None, [])
-    assert r.usage is not None and r.usage.prompt_tokens > 20
+    # The prompt the model saw (tool_choice "none" leaves the tool list out) is the template's
+    # rendering of the call and its result.
+    history = (
+        "<|user|>Lights on<|end|>"
+        '<|assistant|><|tool_call|>{"name": "light", "arguments": {"on": true}}<|/tool_call|>'
+        "<|end|><|tool|>done<|end|><|assistant|>"
+    )
+    seen = httpx.post(f"{server.url}/tokenize", json={"messages": messages}).json()
+    assert r.usage is not None and r.usage.prompt_tokens == seen["count"]
+    assert tokenizer.decode(seen["tokens"], skip_special_tokens=False) == "<|endoftext|>" + history
+    with_tools = httpx.post(
+        f"{server.url}/tokenize", json={"messages": messages, "tools": TOOLS}
+    ).json()
+    text = tokenizer.decode(with_tools["tokens"], skip_special_tokens=False)
+    assert text.endswith(history)
+    assert '"name": "light"' in text.split("<|end|>")[0]  # the tools, in the system turn
 
 
 # -- errors ----------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from fireside.engine import (
     SamplingParams,
 )
 from fireside.model import Tokenizer
-from tests.engine_utils import collect, greedy_reference, tiny_model
+from tests.engine_utils import StepGate, collect, greedy_reference, tiny_model
 
 GREEDY = SamplingParams(temperature=0, max_tokens=12)
 
@@ -81,7 +81,8 @@ def test_prompt_longer_than_context_is_refused() -> None:
     asyncio.run(main())
 
 
-async def _wait_until(predicate: object, timeout: float = 10.0) -> None:
+async def _wait_until(predicate: object, timeout: float = 60.0) -> None:
+    """Polls for a state the test has made certain to come (the deadline only stops a hang)."""
     deadline = time.monotonic() + timeout
     while not predicate():  # type: ignore[operator]
         assert time.monotonic() < deadline, "condition not reached in time"
@@ -90,16 +91,23 @@ async def _wait_until(predicate: object, timeout: float = 10.0) -> None:
 
 def test_closing_the_stream_aborts_and_frees_blocks() -> None:
     engine = Engine(tiny_model(300), None, EngineConfig(block_size=4))
+    gate = StepGate(engine.model)  # the requests stay unfinished however fast the machine
     params = SamplingParams(temperature=0, max_tokens=200, ignore_eos=True)
+
+    async def forwards(count: int) -> None:
+        await asyncio.to_thread(gate.wait_arrived, count)
 
     async def main() -> None:
         async with engine:
+            gate.close()
             stream = engine.generate(list(range(1, 30)), params, "gone")
-            await stream.__anext__()
-            assert engine.stats().kv_blocks_used > 0
+            first = asyncio.ensure_future(stream.__anext__())
+            await forwards(1)
+            gate.allow(1)  # the prefill
+            await first
+            await forwards(2)  # its first decode is held
+            assert engine.stats().kv_blocks_used == 8  # 30 tokens in blocks of 4
             await stream.aclose()  # the client went away
-            await _wait_until(lambda: engine.stats().kv_blocks_used == 0)
-            assert engine.stats().running == 0
 
             # A cancelled consumer task aborts too.
             async def consume() -> None:
@@ -107,11 +115,18 @@ def test_closing_the_stream_aborts_and_frees_blocks() -> None:
                     pass
 
             task = asyncio.create_task(consume())
-            await _wait_until(lambda: engine.stats().kv_blocks_used > 0)
+            gate.allow(1)  # the held step ends; the loop reads the abort, then the new request
+            await forwards(3)  # the new request's prefill
+            assert engine.stats().running == 1
+            assert engine.stats().kv_blocks_used == 1  # "gone"'s blocks are free
+            gate.allow(1)
+            await forwards(4)  # its first decode is held
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
+            gate.open()
             await _wait_until(lambda: engine.stats().kv_blocks_used == 0)
+            assert engine.stats().running == 0
 
     asyncio.run(main())
 
@@ -139,6 +154,7 @@ def test_full_pool_queues_requests_instead_of_failing() -> None:
     model = tiny_model(300)
     # Room for exactly one request of 8 + 24 tokens at a time.
     engine = Engine(model, None, EngineConfig(block_size=8, num_kv_blocks=4))
+    gate = StepGate(engine.model)
     params = SamplingParams(temperature=0, max_tokens=24)
     prompts = [[i, i + 1, i + 2, i + 3, i + 4, i + 5, i + 6, i + 7] for i in (3, 30, 60)]
     events: list[tuple[str, bool]] = []
@@ -152,12 +168,14 @@ def test_full_pool_queues_requests_instead_of_failing() -> None:
 
     async def main() -> list[list[int]]:
         async with engine:
-            waiting_seen = []
+            gate.close()
             task = asyncio.gather(*(one(i) for i in range(3)))
-            while not task.done():
-                waiting_seen.append(engine.stats().waiting)
-                await asyncio.sleep(0.001)
-            assert max(waiting_seen) >= 1
+            await asyncio.sleep(0)  # all three are sent to the loop
+            await asyncio.to_thread(gate.wait_arrived, 1)  # q0's prefill
+            gate.allow(1)
+            await asyncio.to_thread(gate.wait_arrived, 2)  # q0's first decode
+            assert engine.stats().running == 1 and engine.stats().waiting == 2
+            gate.open()
             return await task
 
     results = asyncio.run(main())

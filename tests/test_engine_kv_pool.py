@@ -10,7 +10,7 @@ import torch
 from fireside.engine import Engine, EngineConfig, EngineOverloadedError, SamplingParams
 from fireside.engine.kv_cache import KVBlockPool, block_hash
 from tests.conftest import tiny_config
-from tests.engine_utils import tiny_model
+from tests.engine_utils import StepGate, tiny_model
 
 
 def make_pool(num_blocks: int = 4) -> KVBlockPool:
@@ -54,19 +54,24 @@ def test_block_hash_depends_on_everything_before() -> None:
 
 def test_too_many_waiting_requests_are_refused() -> None:
     engine = Engine(tiny_model(300), None, EngineConfig(max_num_seqs=1, max_waiting=1))
-    # Long enough that "a" is still running when "c" arrives, however fast the machine.
+    gate = StepGate(engine.model)  # "a" is still running when "c" arrives, however fast
     params = SamplingParams(temperature=0, max_tokens=200, ignore_eos=True)
 
     async def main() -> None:
         async with engine:
+            gate.close()
             running = engine.generate([1, 2], params, "a")
-            await running.__anext__()
+            running_first = asyncio.ensure_future(running.__anext__())
+            await asyncio.to_thread(gate.wait_arrived, 1)
+            gate.allow(1)
+            await running_first
             queued = engine.generate([3, 4], params, "b")
             queued_task = asyncio.ensure_future(queued.__anext__())
             await asyncio.sleep(0)  # "b" registers before its first wait for output
             with pytest.raises(EngineOverloadedError, match="retry later"):
                 await engine.generate([5, 6], params, "c").__anext__()
             await running.aclose()
+            gate.open()
             await queued_task  # the queued one runs once the first is gone
             await queued.aclose()
 

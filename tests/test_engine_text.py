@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-from fireside.engine import Engine, SamplingParams
+import pytest
+import torch
+
+from fireside.engine import Engine, SampleDelta, SamplingParams
 from fireside.engine.detokenize import StreamDetokenizer
 from fireside.model import Tokenizer
 from tests.engine_utils import collect, greedy_reference, tiny_model
@@ -103,3 +106,71 @@ def test_text_without_stop_equals_decode(tokenizer: Tokenizer) -> None:
             assert got.finish[0] == "length"
 
     asyncio.run(main())
+
+
+class ForcedTokens:
+    """A TokenConstraint that allows exactly one token at each step: `ids`, in order."""
+
+    def __init__(self, ids: list[int]) -> None:
+        self.ids = ids
+        self.at = 0
+
+    def allowed(self, vocab_size: int) -> torch.Tensor:
+        mask = torch.zeros(vocab_size, dtype=torch.bool)
+        mask[self.ids[self.at]] = True
+        return mask
+
+    def accept(self, token_id: int) -> None:
+        assert token_id == self.ids[self.at]
+        self.at += 1
+
+    def is_finished(self) -> bool:
+        return self.at == len(self.ids)
+
+
+def test_flush_decodes_a_character_cut_short_as_decode_does(tokenizer: Tokenizer) -> None:
+    ids = tokenizer.encode("ok 火")
+    assert len(tokenizer.encode("火")) == 3  # one token per UTF-8 byte in the tiny vocabulary
+    cut = ids[:-1]  # two of 火's three bytes
+    detok = StreamDetokenizer(tokenizer, tokenizer.encode("x = "))
+    deltas = [detok.add(t)[0] for t in cut]
+    deltas.append(detok.flush())
+    assert "".join(deltas) == transformers_decode(tokenizer, cut) == "ok \ufffd"
+    assert all("\ufffd" not in d for d in deltas[:-1])  # only the end shows the cut
+
+
+def transformers_decode(tokenizer: Tokenizer, ids: list[int]) -> str:
+    """What `transformers` makes of these tokens: the reference for a whole reply's text."""
+    from transformers import PreTrainedTokenizerFast
+
+    return str(PreTrainedTokenizerFast(tokenizer_object=tokenizer.backend).decode(ids))
+
+
+@pytest.mark.parametrize("end", ["length", "stop_token"])
+def test_reply_cut_inside_a_character_ends_like_decode(tokenizer: Tokenizer, end: str) -> None:
+    """max_tokens or a stop token that lands inside a multi-byte character: the engine's text
+    is the decoding of every generated token, U+FFFD for the cut character."""
+    engine = Engine(tiny_model(tokenizer.vocab_size), tokenizer)
+    kept = tokenizer.encode("ok 火火")[:-1]  # the last 火 loses its last byte
+    (bang,) = tokenizer.encode("!")
+    if end == "length":
+        params = SamplingParams(max_tokens=len(kept))
+    else:
+        params = SamplingParams(max_tokens=20, stop_token_ids=[bang])
+    params.constraint_factory = lambda: ForcedTokens([*kept, bang])
+
+    async def main() -> list[SampleDelta]:
+        async with engine:
+            return [
+                s
+                async for out in engine.generate(tokenizer.encode("print("), params, "cut")
+                for s in out.samples
+            ]
+
+    deltas = asyncio.run(main())
+    tokens = [t for d in deltas for t in d.token_ids]
+    assert tokens == (kept if end == "length" else [*kept, bang])
+    assert deltas[-1].finish_reason == ("length" if end == "length" else "stop")
+    text = "".join(d.text for d in deltas)
+    assert text == transformers_decode(tokenizer, kept) == "ok 火\ufffd"
+    assert all("\ufffd" not in d.text for d in deltas[:-1])

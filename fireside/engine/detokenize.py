@@ -5,7 +5,9 @@ Decoding one token at a time breaks in two ways: a multi-byte UTF-8 character sp
 tokens decodes to U+FFFD, and tokenizers that drop a word's leading space at the start of a
 string lose it. So each delta is the difference between decoding a short window of tokens with
 and without the newest ones (the prefix/read offsets of Hugging Face's text-generation-inference
-and vLLM), and a delta that ends in U+FFFD waits for the next token.
+and vLLM), and a delta that ends in U+FFFD waits for the next token. At the end of a stream
+the bytes still waiting are decoded as they are, so a reply cut inside a character (by
+max_tokens, say) ends in U+FFFD exactly as decoding all its tokens at once would.
 
 Text that could be the start of a stop string is held back until it is clearly not one; once a
 stop string appears, the text before it (and the stop string itself only if asked) is the end.
@@ -71,7 +73,13 @@ class StreamDetokenizer:
         return delta, None
 
     def flush(self) -> str:
-        """The held-back text, at the end of a stream that did not end on a stop string."""
+        """The rest of the text, at the end of a stream that did not end on a stop string:
+        what was held back, and the tokens still waiting for the end of a character."""
+        if self._read < len(self._ids):
+            before = self._decode(self._ids[self._prefix : self._read])
+            after = self._decode(self._ids[self._prefix :])
+            self.text += after[len(before) :]
+            self._prefix = self._read = len(self._ids)
         delta = self.text[self._emitted :]
         self._emitted = len(self.text)
         return delta

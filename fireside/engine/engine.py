@@ -197,6 +197,8 @@ class Engine:
         self._ensure_started()
         outputs: asyncio.Queue[_Item] = asyncio.Queue()
         with self._lock:
+            if self._dead is not None:
+                raise EngineDeadError("the engine loop has died") from self._dead
             if request_id in self._outboxes:
                 raise InvalidRequestError(f"request id {request_id!r} is already running")
             if len(self._outboxes) >= self.config.max_waiting + self.config.max_num_seqs:
@@ -316,8 +318,24 @@ class Engine:
             self._fail_all("abort", None)
         except BaseException as e:  # the thread must never die silently
             log.exception("engine loop died")
-            self._dead = e
-            self._fail_all("error", EngineDeadError(f"the engine loop died: {e!r}"))
+            self._die(e)
+
+    def _die(self, cause: BaseException) -> None:
+        """Answer every request in flight with EngineDeadError: those in the scheduler and
+        those still in the inbox, sent while the step that died was running."""
+        error = EngineDeadError(f"the engine loop died: {cause!r}")
+        with self._lock:
+            self._dead = cause  # under the lock: no request registers after the sweep below
+        try:
+            self._fail_all("error", error)
+        except Exception:  # the scheduler's state may be what broke; the sweep still answers
+            log.exception("ending the requests of a dead engine failed")
+        with self._lock:
+            boxes = list(self._outboxes.values())
+            self._outboxes.clear()
+        for box in boxes:
+            with contextlib.suppress(RuntimeError):  # that caller's event loop has closed
+                box.loop.call_soon_threadsafe(box.queue.put_nowait, error)
 
     def _drain_inbox(self) -> None:
         while True:
