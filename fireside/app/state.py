@@ -13,6 +13,7 @@ from fireside.store.events import EventLog
 
 if TYPE_CHECKING:
     from fireside.app.generation import Generations
+    from fireside.app.oidc import OIDCLogin
 
 
 @dataclass
@@ -23,3 +24,4 @@ class ChatState:
     broker: Broker
     worker: str  # this process's id, stamped on the generations it runs
     generations: Generations = field(init=False)
+    oidc: OIDCLogin | None = None  # set when OpenID Connect login is configured

@@ -172,8 +172,23 @@ class Connection(Base):
     name: Mapped[str] = mapped_column(String(200), unique=True)
     base_url: Mapped[str] = mapped_column(String(2000))
     api_key_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # The model ids to offer from it; None = whatever its /v1/models lists.
+    models: Mapped[list[str] | None] = mapped_column(JSON)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
+class OidcIdentity(Base):
+    """An account at an OpenID Connect provider, linked to a user: once linked, the provider's
+    subject id finds the user even if the email there changes."""
+
+    __tablename__ = "oidc_identities"
+    issuer: Mapped[str] = mapped_column(String(500), primary_key=True)
+    subject: Mapped[str] = mapped_column(String(255), primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    email: Mapped[str] = mapped_column(String(320))  # as the provider verified it at linking
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    __table_args__ = (Index("ix_oidc_identities_user_id", "user_id"),)
 
 
 class Usage(Base):
