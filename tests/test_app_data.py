@@ -233,7 +233,7 @@ def test_search_finds_only_ones_own_messages(client: Client, chat_server: str) -
 
 def test_models_and_own_data_export(client: Client) -> None:
     models = client.http.get("/models").json()["data"]
-    assert models == [{"id": "tiny", "source": "local", "ready": True}]
+    assert models == [{"id": "tiny", "source": "local", "ready": True, "connection": None}]
     conv = client.new_conversation(title="Mine")
     events = client.send(conv["id"], "Keep this")
     answer = events[-1].data["message"]

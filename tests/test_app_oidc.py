@@ -4,6 +4,7 @@ through the provider's own login and consent pages."""
 
 from __future__ import annotations
 
+import asyncio
 import html
 import os
 import re
@@ -256,3 +257,36 @@ def test_bad_state_and_provider_errors_are_refused(oidc_server: OIDCServer) -> N
     # None of it made an account: the email is free.
     body = {"email": email, "password": "secret-pass", "name": "C"}
     assert httpx.post(f"{oidc_server.app}/api/auth/signup", json=body).status_code == 201
+
+
+def test_new_accounts_follow_the_signup_policy(tmp_path: Path) -> None:
+    """Who a provider's identity becomes, under each sign-up policy (no provider needed)."""
+    from fireside.api.errors import APIError
+    from fireside.app.accounts import create_user
+    from fireside.app.oidc import Identity, user_for
+    from fireside.settings import Settings
+    from fireside.store.db import Database
+
+    def who(email: str, subject: str | None = None) -> Identity:
+        return Identity("https://idp.example", subject or email, email, True, "Pat")
+
+    async def run() -> None:
+        db = Database(f"sqlite+aiosqlite:///{tmp_path / 'policy.db'}")
+        await db.migrate()
+        async with db.session() as s:
+            await create_user(s, "root@example.com", "root-password", "Root", "open")
+            closed, approval = Settings(signup="closed"), Settings(signup="approval")
+            with pytest.raises(APIError, match="sign-up is closed") as e:
+                await user_for(s, who("pat@example.com"), closed)
+            assert e.value.status == 403
+            # Closed to newcomers, but an existing account still links and logs in.
+            root = await user_for(s, who("ROOT@example.com", "sub-1"), closed)
+            assert root.email == "root@example.com"
+            # Linked: the subject finds it even after the email changed at the provider.
+            assert (await user_for(s, who("new@example.com", "sub-1"), closed)).id == root.id
+            with pytest.raises(APIError, match="awaits an administrator") as e:
+                await user_for(s, who("pat@example.com"), approval)
+            assert e.value.status == 403
+        await db.close()
+
+    asyncio.run(run())

@@ -32,6 +32,7 @@ class ChatApp:
         from fireside.app.keys import router as keys
         from fireside.app.routes_admin import router as admin
         from fireside.app.routes_auth import router as auth
+        from fireside.app.routes_connections import router as connections
         from fireside.app.routes_conversations import router as conversations
         from fireside.app.routes_data import router as data
         from fireside.app.routes_feedback import router as feedback
@@ -39,12 +40,13 @@ class ChatApp:
         from fireside.app.routes_ws import router as ws
 
         api = APIRouter(prefix=PREFIX)
-        for router in (auth, oidc, conversations, ws, keys, feedback, admin, data):
+        for router in (auth, oidc, conversations, ws, keys, feedback, admin, connections, data):
             api.include_router(router)
         app.include_router(api)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
+        from fireside.app.connections import Connections
         from fireside.app.generation import Generations, interrupt_orphans
         from fireside.app.keys import key_check
         from fireside.app.state import ChatState
@@ -64,6 +66,7 @@ class ChatApp:
             chat = ChatState(settings, db, events, broker, worker)
             api_state: AppState = app.state.fireside
             chat.generations = Generations(chat, api_state)
+            chat.connections = Connections(settings)
             if settings.oidc_configured():
                 from fireside.app.oidc import OIDCLogin
 

@@ -30,8 +30,8 @@ from fireside.api.schemas import (
     ChatMessageIn,
     StreamOptions,
 )
-from fireside.api.served import ServedModel
 from fireside.api.state import AppState
+from fireside.app.connections import RemoteJob, RemoteMessage
 from fireside.app.errors import conflict
 from fireside.app.schemas import MessagePublic
 from fireside.app.state import ChatState
@@ -65,7 +65,7 @@ class Generation:
     conversation_id: uuid.UUID
     user_id: uuid.UUID
     message: Message  # the assistant message being written (status streaming)
-    job: ChatJob
+    job: ChatJob | RemoteJob  # the local engine's, or a connected endpoint's
     stream_after: str | None
     stopping: bool = False
     task: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -90,7 +90,6 @@ class Generations:
     ) -> Generation:
         """Stores the new user message (if any) and an empty assistant message under it, then
         starts the task. The caller follows `stream_key` from `stream_after`."""
-        served = self.api.ready()
         if await store.streaming_message(db, conversation.id) is not None:
             raise conflict(BUSY)
         history = await store.branch(db, parent.id) if parent is not None else []
@@ -101,12 +100,13 @@ class Generations:
             raise bad_request("there is no user message to answer", "parent_id")
         if conversation.system_prompt:
             prompt.insert(0, ChatMessageIn(role="system", content=conversation.system_prompt))
-        job = await self._job(served, conversation, prompt)
+        job = await self._job(db, conversation, prompt)
+        model = job.name if isinstance(job, RemoteJob) else job.served.name
 
         stream_after = await self.chat.events.last_id(stream_key(conversation.id))
         try:
             user_message, answer = await self._store_turn(
-                db, conversation, parent, user_content, served.name, stream_after
+                db, conversation, parent, user_content, model, stream_after
             )
         except IntegrityError:  # another send won the race (the one-streaming index)
             await db.rollback()
@@ -154,15 +154,22 @@ class Generations:
         return user_message, answer
 
     async def _job(
-        self, served: ServedModel, conversation: Conversation, prompt: list[ChatMessageIn]
-    ) -> ChatJob:
+        self, db: AsyncSession, conversation: Conversation, prompt: list[ChatMessageIn]
+    ) -> ChatJob | RemoteJob:
+        cap = conversation.max_tokens or self.chat.settings.app_max_tokens
+        if conversation.model is not None and conversation.model != self.api.model_name:
+            remote = await self.chat.connections.resolve(db, conversation.model)
+            if remote is not None:
+                messages = [RemoteMessage(m.role, str(m.content or "")) for m in prompt]
+                return RemoteJob(*remote, messages, conversation.temperature, cap)
+        served = self.api.ready()
         if conversation.model is not None and conversation.model != served.name:
             raise bad_request(
                 f"this conversation asks for the model {conversation.model!r}, which this "
-                f"server does not serve ({served.name!r}); change the conversation's model",
+                f"server does not serve ({served.name!r}) nor any connection offers; change "
+                "the conversation's model",
                 "model",
             )
-        cap = conversation.max_tokens or self.chat.settings.app_max_tokens
 
         def build(max_tokens: int | None) -> ChatJob:
             request = ChatCompletionRequest(
@@ -241,7 +248,8 @@ class Generations:
             status = "stopped" if gen.stopping else "interrupted"
             # Closing the stream aborts the engine request too; this makes sure of it.
             with contextlib.suppress(Exception):
-                await gen.job.served.engine.abort(gen.job.id)
+                if isinstance(gen.job, ChatJob):
+                    await gen.job.served.engine.abort(gen.job.id)
         except APIError as e:
             status, error = "error", e.message
         except Exception as e:

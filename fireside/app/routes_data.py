@@ -1,4 +1,4 @@
-"""Search over one's own messages, the model list, and one's whole data as JSON."""
+"""Search over one's own messages, and one's whole data as JSON."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from fireside.api.errors import bad_request
-from fireside.api.state import AppStateDep
 from fireside.app.deps import DB, CurrentUser
 from fireside.app.schemas import ConversationPublic, MessagePublic, Page, UserPublic
 from fireside.store import search
@@ -61,20 +60,6 @@ async def search_messages(
             for h in hits[:limit]
         ],
         next_cursor=str(offset + limit) if more else None,
-    )
-
-
-class ModelPublic(BaseModel):
-    id: str
-    source: str  # "local": the model this server serves
-    ready: bool
-
-
-@router.get("/models", response_model=Page[ModelPublic])
-async def list_models(user: CurrentUser, state: AppStateDep) -> Page[ModelPublic]:
-    # Connected OpenAI-compatible endpoints will join this list (issue 12, "Models").
-    return Page(
-        data=[ModelPublic(id=state.model_name, source="local", ready=state.served is not None)]
     )
 
 

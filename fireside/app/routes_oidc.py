@@ -4,7 +4,7 @@ back logged in, with the same server-side session a password login starts."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import RedirectResponse
@@ -53,10 +53,15 @@ def oidc_login(state: ChatStateDep) -> OIDCLogin:
 
 
 OIDC = Annotated[OIDCLogin, Depends(oidc_login)]
+UNREACHABLE: dict[int | str, dict[str, Any]] = {
+    502: {"description": "The identity provider cannot be reached"}
+}
 Param = Annotated[str | None, Query(max_length=4096)]
 
 
-@router.get("/auth/oidc/login", response_class=RedirectResponse, status_code=302)
+@router.get(
+    "/auth/oidc/login", response_class=RedirectResponse, status_code=302, responses=UNREACHABLE
+)
 async def oidc_start(request: Request, oidc: OIDC) -> RedirectResponse:
     url, sealed = await oidc.begin(str(request.url_for("oidc_callback")))
     response = RedirectResponse(url, status_code=302)
@@ -77,6 +82,7 @@ async def oidc_start(request: Request, oidc: OIDC) -> RedirectResponse:
     name="oidc_callback",
     response_class=RedirectResponse,
     status_code=302,
+    responses=UNREACHABLE,
 )
 async def oidc_callback(
     request: Request,

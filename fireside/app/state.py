@@ -12,6 +12,7 @@ from fireside.store.db import Database
 from fireside.store.events import EventLog
 
 if TYPE_CHECKING:
+    from fireside.app.connections import Connections
     from fireside.app.generation import Generations
     from fireside.app.oidc import OIDCLogin
 
@@ -24,4 +25,5 @@ class ChatState:
     broker: Broker
     worker: str  # this process's id, stamped on the generations it runs
     generations: Generations = field(init=False)
+    connections: Connections = field(init=False)
     oidc: OIDCLogin | None = None  # set when OpenID Connect login is configured
