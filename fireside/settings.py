@@ -7,7 +7,7 @@ import secrets
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fireside.errors import FiresideError
@@ -21,16 +21,6 @@ def default_data_dir() -> Path:
     xdg = os.environ.get("XDG_DATA_HOME")
     base = Path(xdg) if xdg else Path.home() / ".local" / "share"
     return base / "fireside"
-
-
-class ConnectionSetting(BaseModel):
-    """An OpenAI-compatible endpoint the chat app offers models from (FIRESIDE_CONNECTIONS,
-    a JSON list of these); admins add more through /api/admin/connections."""
-
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-    base_url: str  # as the openai client takes it, e.g. http://host:8000/v1
-    api_key: SecretStr | None = None
-    models: list[str] | None = None  # None = whatever its /v1/models lists
 
 
 class Settings(BaseSettings):
@@ -70,9 +60,6 @@ class Settings(BaseSettings):
     oidc_client_secret: SecretStr | None = None
     oidc_name: str = "OpenID Connect"  # the provider's name on the login button
     oidc_scope: str = "openid email profile"
-    # OpenAI-compatible endpoints (vLLM, llama.cpp, Ollama, another Fireside) whose models
-    # the chat app offers beside the local one.
-    connections: list[ConnectionSetting] = Field(default_factory=list)
 
     def oidc_configured(self) -> bool:
         return bool(self.oidc_discovery_url and self.oidc_client_id and self.oidc_client_secret)

@@ -32,7 +32,6 @@ class ChatApp:
         from fireside.app.keys import router as keys
         from fireside.app.routes_admin import router as admin
         from fireside.app.routes_auth import router as auth
-        from fireside.app.routes_connections import router as connections
         from fireside.app.routes_conversations import router as conversations
         from fireside.app.routes_data import router as data
         from fireside.app.routes_feedback import router as feedback
@@ -40,13 +39,13 @@ class ChatApp:
         from fireside.app.routes_ws import router as ws
 
         api = APIRouter(prefix=PREFIX)
-        for router in (auth, oidc, conversations, ws, keys, feedback, admin, connections, data):
+        for router in (auth, oidc, conversations, ws, keys, feedback, admin, data):
             api.include_router(router)
         app.include_router(api)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
-        from fireside.app.connections import Connections
+        from fireside.app.crypto import SecretBox
         from fireside.app.generation import Generations, interrupt_orphans
         from fireside.app.keys import key_check
         from fireside.app.state import ChatState
@@ -57,16 +56,18 @@ class ChatApp:
         events: EventLog
         broker: Broker
         if settings.redis_url:
-            redis = Redis.from_url(settings.redis_url)
+            # Longer than any blocking read (XREAD BLOCK waits up to streams.QUIET_S), which a
+            # shorter socket timeout (redis-py's default is 5 s) would cut with an error.
+            redis = Redis.from_url(settings.redis_url, socket_timeout=60)
             events, broker = RedisEventLog(redis), RedisBroker(redis, worker)
         else:
             events, broker = MemoryEventLog(), LocalBroker(worker)
         try:
             await db.migrate()
-            chat = ChatState(settings, db, events, broker, worker)
+            secrets = SecretBox(settings.resolved_secret_key())
+            chat = ChatState(settings, db, events, broker, worker, secrets)
             api_state: AppState = app.state.fireside
             chat.generations = Generations(chat, api_state)
-            chat.connections = Connections(settings)
             if settings.oidc_configured():
                 from fireside.app.oidc import OIDCLogin
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from fireside.app.crypto import SecretBox
 from fireside.settings import Settings
 from fireside.store.broker import Broker
 from fireside.store.db import Database
 from fireside.store.events import EventLog
 
 if TYPE_CHECKING:
-    from fireside.app.connections import Connections
     from fireside.app.generation import Generations
     from fireside.app.oidc import OIDCLogin
 
@@ -24,6 +24,6 @@ class ChatState:
     events: EventLog
     broker: Broker
     worker: str  # this process's id, stamped on the generations it runs
+    secrets: SecretBox
     generations: Generations = field(init=False)
-    connections: Connections = field(init=False)
     oidc: OIDCLogin | None = None  # set when OpenID Connect login is configured

@@ -172,8 +172,6 @@ class Connection(Base):
     name: Mapped[str] = mapped_column(String(200), unique=True)
     base_url: Mapped[str] = mapped_column(String(2000))
     api_key_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
-    # The model ids to offer from it; None = whatever its /v1/models lists.
-    models: Mapped[list[str] | None] = mapped_column(JSON)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
 

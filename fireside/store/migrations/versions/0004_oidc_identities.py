@@ -1,4 +1,4 @@
-"""OpenID Connect identities linked to users; the models a connection offers
+"""OpenID Connect identities linked to users
 
 Revision ID: 0004
 Revises: 0003
@@ -33,12 +33,8 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("issuer", "subject", name=op.f("pk_oidc_identities")),
     )
     op.create_index("ix_oidc_identities_user_id", "oidc_identities", ["user_id"])
-    with op.batch_alter_table("connections") as batch_op:
-        batch_op.add_column(sa.Column("models", sa.JSON(), nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("connections") as batch_op:
-        batch_op.drop_column("models")
     op.drop_index("ix_oidc_identities_user_id", table_name="oidc_identities")
     op.drop_table("oidc_identities")
