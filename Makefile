@@ -10,6 +10,8 @@ TEST_WORKERS ?= 2
 
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The OpenID Connect provider (npm's oidc-provider) that the login tests start.
+OIDC_PROVIDER := tests/oidc/node_modules/.installed
 
 .PHONY: serve test lint typecheck unit install clean
 
@@ -21,6 +23,10 @@ $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet $(TORCH_SPEC)
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(STAMP)
+
+$(OIDC_PROVIDER): tests/oidc/package-lock.json
+	cd tests/oidc && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
 
 install: $(STAMP)
 
@@ -34,7 +40,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+unit: $(STAMP) $(OIDC_PROVIDER)
 	$(BIN)/pytest -n $(TEST_WORKERS) tests
 
 test: lint typecheck unit

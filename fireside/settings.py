@@ -53,6 +53,16 @@ class Settings(BaseSettings):
     # The longest answer the chat app asks for, in tokens (the context caps it too).
     app_max_tokens: int = Field(default=1024, ge=1)
     app: bool = True  # serve the chat application under /api
+    # Login with OpenID Connect (any provider with a discovery document: Keycloak, Google,
+    # Entra ID, Authentik...). All three set = the "Sign in with <oidc_name>" button shows.
+    oidc_discovery_url: str | None = None  # .../.well-known/openid-configuration
+    oidc_client_id: str | None = None
+    oidc_client_secret: SecretStr | None = None
+    oidc_name: str = "OpenID Connect"  # the provider's name on the login button
+    oidc_scope: str = "openid email profile"
+
+    def oidc_configured(self) -> bool:
+        return bool(self.oidc_discovery_url and self.oidc_client_id and self.oidc_client_secret)
 
     def resolved_data_dir(self) -> Path:
         path = self.data_dir or default_data_dir()

@@ -35,10 +35,11 @@ class ChatApp:
         from fireside.app.routes_conversations import router as conversations
         from fireside.app.routes_data import router as data
         from fireside.app.routes_feedback import router as feedback
+        from fireside.app.routes_oidc import router as oidc
         from fireside.app.routes_ws import router as ws
 
         api = APIRouter(prefix=PREFIX)
-        for router in (auth, conversations, ws, keys, feedback, admin, data):
+        for router in (auth, oidc, conversations, ws, keys, feedback, admin, data):
             api.include_router(router)
         app.include_router(api)
 
@@ -67,6 +68,10 @@ class ChatApp:
             chat = ChatState(settings, db, events, broker, worker, secrets)
             api_state: AppState = app.state.fireside
             chat.generations = Generations(chat, api_state)
+            if settings.oidc_configured():
+                from fireside.app.oidc import OIDCLogin
+
+                chat.oidc = OIDCLogin(settings)
             await interrupt_orphans(chat)
             await broker.start(chat.generations.stop_local)
             api_state.key_checks.append(key_check(db))

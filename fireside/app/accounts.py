@@ -39,13 +39,14 @@ async def verify_password(stored: str | None, password: str) -> bool:
 async def create_user(
     db: AsyncSession,
     email: str,
-    password: str,
+    password: str | None,
     name: str,
     policy: SignupPolicy,
     admin: bool = False,
 ) -> User:
     """The first account is the admin and active whatever the policy; after it, `policy`
-    decides: open (active), approval (pending until an admin approves), closed (refused)."""
+    decides: open (active), approval (pending until an admin approves), closed (refused).
+    No password: an account that logs in through OpenID Connect only."""
     first = await accounts.count_users(db) == 0
     if not first and not admin and policy == "closed":
         raise forbidden("sign-up is closed on this server; ask an administrator")
@@ -54,7 +55,8 @@ async def create_user(
     role = "admin" if first or admin else "user"
     status = "pending" if policy == "approval" and not (first or admin) else "active"
     try:
-        user = await accounts.add_user(db, email, name, await hash_password(password), role, status)
+        hashed = await hash_password(password) if password is not None else None
+        user = await accounts.add_user(db, email, name, hashed, role, status)
         await db.commit()
     except IntegrityError:  # the same email signing up twice at once
         await db.rollback()

@@ -14,7 +14,7 @@ from fireside.store import accounts as store
 router = APIRouter(tags=["auth"])
 
 
-def _set_cookie(request: Request, response: Response, token: str) -> None:
+def set_session_cookie(request: Request, response: Response, token: str) -> None:
     response.set_cookie(
         SESSION_COOKIE,
         token,
@@ -35,7 +35,7 @@ async def signup(
         db, body.email, body.password, body.name, state.settings.signup
     )
     if user.status == "active":  # a pending account gets no session until approved
-        _set_cookie(request, response, await accounts.start_session(db, user))
+        set_session_cookie(request, response, await accounts.start_session(db, user))
     return UserPublic.model_validate(user)
 
 
@@ -45,7 +45,7 @@ async def login(
 ) -> UserPublic:
     check_origin(request, state)
     user, token = await accounts.login(db, body.email, body.password)
-    _set_cookie(request, response, token)
+    set_session_cookie(request, response, token)
     return UserPublic.model_validate(user)
 
 

@@ -176,6 +176,19 @@ class Connection(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
 
 
+class OidcIdentity(Base):
+    """An account at an OpenID Connect provider, linked to a user: once linked, the provider's
+    subject id finds the user even if the email there changes."""
+
+    __tablename__ = "oidc_identities"
+    issuer: Mapped[str] = mapped_column(String(500), primary_key=True)
+    subject: Mapped[str] = mapped_column(String(255), primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    email: Mapped[str] = mapped_column(String(320))  # as the provider verified it at linking
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    __table_args__ = (Index("ix_oidc_identities_user_id", "user_id"),)
+
+
 class Usage(Base):
     """Tokens one generation used, for the admin's per-user, per-model totals."""
 
