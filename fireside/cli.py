@@ -1,4 +1,4 @@
-"""`fireside serve | chat | train | eval | data | admin`: the command line."""
+"""`fireside serve | chat | train | eval | data | knowledge | admin`: the command line."""
 
 from __future__ import annotations
 
@@ -32,9 +32,20 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _chat(args: argparse.Namespace) -> int:
-    from fireside.engine import cli_chat
+    from fireside import chat_cli
 
-    return cli_chat.run(args)
+    return chat_cli.run(args)
+
+
+CHAT_HELP = """\
+Talk to a model in the terminal, or answer one PROMPT and exit.
+
+  fireside chat                          a conversation: a line in, the reply streams out
+  fireside chat "What is 15% of 240?"    one answer, printed, then exit
+  fireside chat --json "..."             the whole exchange, tool steps included, as JSON
+
+Tools (calculator, search, python) are on for models trained with them ("fireside_tools":
+true in generation_config.json). The answer goes to stdout, tool steps to stderr."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,9 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     from fireside.app.cli import add_admin_parser
     from fireside.data.cli import add_data_parser
     from fireside.eval.cli import add_eval_parser
+    from fireside.tools.cli import add_knowledge_parser
     from fireside.train.cli import add_train_parser
 
     add_data_parser(sub)
+    add_knowledge_parser(sub)
     add_train_parser(sub)
     add_eval_parser(sub)
     add_admin_parser(sub)
@@ -79,8 +92,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_chat_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    chat = sub.add_parser("chat", help="chat with a model in the terminal, streamed")
-    chat.add_argument("--model", required=True, help="model directory (HF format)")
+    chat = sub.add_parser(
+        "chat",
+        help="chat with a model in the terminal, or answer one PROMPT and exit",
+        description=CHAT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    chat.add_argument("prompt", nargs="?", metavar="PROMPT", help="answer this once and exit")
+    chat.add_argument("--model", help="model directory (HF format); default: the bundled model")
+    chat.add_argument("--json", action="store_true", help="with PROMPT: the whole exchange as JSON")
+    tools = chat.add_mutually_exclusive_group()
+    tools.add_argument(
+        "--tools",
+        dest="tools",
+        action="store_true",
+        default=None,
+        help="use the built-in tools (default: when the model was trained with them)",
+    )
+    tools.add_argument("--no-tools", dest="tools", action="store_false", help="no tools")
+    chat.add_argument("--max-steps", type=int, default=5, help="model turns per reply (tools)")
+    chat.add_argument("--knowledge-db", help="the search tool's index (default: the data dir's)")
     chat.add_argument("--system", help="system prompt")
     chat.add_argument("--device", default="auto", help="cpu, cuda, or auto (CUDA if present)")
     chat.add_argument("--max-tokens", type=int, default=512, help="longest reply, in tokens")

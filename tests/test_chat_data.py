@@ -77,7 +77,7 @@ def test_sft_loss_tokens_decode_to_exactly_the_assistant_turns(
     untrained = tokenizer.decode(
         [t for t, m in zip(example.ids, example.mask, strict=True) if not m]
     )
-    for said in ("Be brief.", "You can call these functions", "Say hello.", "<|tool|>4"):
+    for said in ("Be brief.", "Tools:\nadd(): ", "Say hello.", "<|tool|>4"):
         assert said in untrained
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import subprocess
 import sys
 from collections.abc import Callable
@@ -224,14 +225,18 @@ def test_eval_command_writes_the_report_card(tiny_model_dir: Path, tmp_path: Pat
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr
     report = (run / "report.md").read_text()
-    assert "| validation bits per byte |" in report
+    assert "| bits per byte, held_out.txt |" in report and "xz -9e:" in report
     assert "| HumanEval pass@1 |" in report and "HumanEval/1" in report
     assert "| chat eval |" in report
     assert "![loss curve](loss_curve.png)" in report and "| loss | 5.0000 | 0.5000 | 10 |" in report
     for png in ("loss_curve.png", "chat_eval.png"):
         assert (run / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     results = json.loads((run / "eval.json").read_text())
-    assert results["bpb"]["bits_per_byte"] > 0
+    [scored] = results["texts"]
+    assert scored["model"]["bits_per_byte"] > 0
+    # Twenty copies of one line compress far below a random model's bits per byte.
+    assert 0 < scored["xz_bits_per_byte"] < scored["model"]["bits_per_byte"]
+    assert "does not beat xz" in report
     assert len(results["humaneval"]["problems"]) == 2
     assert len(results["chat"]["answers"]) == len(TASKS)
 
@@ -292,3 +297,12 @@ def test_a_base_model_without_chat_template_skips_the_chat_eval(
     results, report = evaluate(EvalOptions(model=base, texts=[text], humaneval_limit=0))
     assert results.chat is None and results.humaneval is None and results.bpb is not None
     assert "chat eval" not in report.read_text()
+
+
+def test_xz_bits_per_byte_is_the_compressed_size() -> None:
+    from fireside.eval.bpb import xz_bits_per_byte
+
+    repetitive = "the same words again and again " * 200
+    rng = random.Random(0)
+    varied = "".join(chr(rng.randrange(0x21, 0x7F)) for _ in range(6000))
+    assert xz_bits_per_byte(repetitive) < 0.5 < xz_bits_per_byte(varied) < 8

@@ -11,21 +11,11 @@ from fastapi import FastAPI
 from fireside.api.app import create_app
 from fireside.api.served import ServedModel
 from fireside.errors import CheckpointError
+from fireside.model.pretrained import default_model_dir
 from fireside.settings import Settings
 
 if TYPE_CHECKING:
     from fireside.engine import EngineConfig
-
-
-def default_model_dir() -> Path:
-    """The model bundled with Fireside, served when no --model is given."""
-    path = Path(__file__).resolve().parent.parent / "assets" / "fireside-tiny"
-    if not (path / "config.json").is_file():
-        raise CheckpointError(
-            f"no bundled model at {str(path)!r} (this install has none yet); "
-            "pass --model DIR with a model directory (config.json, safetensors, tokenizer.json)"
-        )
-    return path
 
 
 def resolve_model_dir(settings: Settings) -> Path:

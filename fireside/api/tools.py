@@ -1,8 +1,7 @@
 """Tool calls: messages into the chat template, the model's calls back out, streamed too.
 
-Fireside's template writes a call as `<|tool_call|>{"name": …, "arguments": {…}}<|/tool_call|>`;
-Hermes/Qwen-style templates write `<tool_call>\\n{…}\\n</tool_call>`. The format is read from
-the tokenizer and template, and `tool_choice` "required" or a named function becomes a
+The call format and its parser are the model's (`fireside.model.tool_calls`); here they meet
+the API's shapes, and `tool_choice` "required" or a named function becomes a
 grammar in that same format, so the model is steered without leaving its own chat format.
 """
 
@@ -10,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import uuid
-from dataclasses import dataclass
 from typing import Any
 
 from fireside.api.guided import lark_grammar
@@ -22,27 +19,11 @@ from fireside.api.schemas import (
     Tool,
     ToolCallOut,
 )
-from fireside.model.tokenizer import Tokenizer
-
-
-@dataclass(frozen=True)
-class ToolFormat:
-    start: str
-    end: str
-    special: bool  # the markers are special tokens (kept in the text only if asked for)
-
-    def lark_marker(self, marker: str) -> str:
-        return marker if self.special else json.dumps(marker)
-
-
-FIRESIDE = ToolFormat("<|tool_call|>", "<|/tool_call|>", special=True)
-HERMES = ToolFormat("<tool_call>", "</tool_call>", special=False)
-
-
-def tool_format(tokenizer: Tokenizer) -> ToolFormat:
-    if tokenizer.token_id(FIRESIDE.start) is not None and tokenizer.token_id(FIRESIDE.end):
-        return FIRESIDE
-    return HERMES
+from fireside.model import tool_calls
+from fireside.model.tool_calls import FIRESIDE as FIRESIDE
+from fireside.model.tool_calls import HERMES as HERMES
+from fireside.model.tool_calls import ToolCall, ToolFormat
+from fireside.model.tool_calls import tool_format as tool_format
 
 
 def template_messages(messages: list[ChatMessageIn]) -> list[dict[str, Any]]:
@@ -101,83 +82,28 @@ def tool_call_grammar(
     return lark_grammar(lark)
 
 
-def new_call_id() -> str:
-    return f"call_{uuid.uuid4().hex[:24]}"
-
-
-def _parse_call(body: str) -> FunctionCallOut | None:
-    try:
-        data = json.loads(body)
-    except json.JSONDecodeError:
-        return None
-    if not isinstance(data, dict) or not isinstance(data.get("name"), str):
-        return None
-    args = data.get("arguments", data.get("parameters", {}))
-    arguments = args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)
-    return FunctionCallOut(name=data["name"], arguments=arguments)
+def _out(call: ToolCall) -> ToolCallOut:
+    return ToolCallOut(
+        id=call.id, function=FunctionCallOut(name=call.name, arguments=call.arguments)
+    )
 
 
 def parse_tool_calls(text: str, fmt: ToolFormat) -> tuple[str | None, list[ToolCallOut]]:
     """Whole output → (content, calls). A call that does not parse stays in the content."""
-    parser = ToolCallStreamParser(fmt)
-    content, calls = parser.feed(text)
-    more, late = parser.finish()
-    content += more
-    calls += late
-    if calls and not content.strip():
-        return None, calls
-    return content, calls
+    content, calls = tool_calls.parse_tool_calls(text, fmt)
+    return content, [_out(c) for c in calls]
 
 
 class ToolCallStreamParser:
-    """Splits streamed text into content and complete tool calls, holding back any text that
-    may be the start of a call marker until it is known not to be one."""
+    """The model's streamed call parser, with calls in the API's response shape."""
 
     def __init__(self, fmt: ToolFormat) -> None:
-        self.fmt = fmt
-        self.buffer = ""
-        self.inside = False
+        self.parser = tool_calls.ToolCallStreamParser(fmt)
 
     def feed(self, text: str) -> tuple[str, list[ToolCallOut]]:
-        self.buffer += text
-        content, calls = "", list[ToolCallOut]()
-        while True:
-            if not self.inside:
-                at = self.buffer.find(self.fmt.start)
-                if at < 0:
-                    keep = _partial_suffix(self.buffer, self.fmt.start)
-                    content += self.buffer[: len(self.buffer) - keep]
-                    self.buffer = self.buffer[len(self.buffer) - keep :]
-                    return content, calls
-                content += self.buffer[:at]
-                self.buffer = self.buffer[at + len(self.fmt.start) :]
-                self.inside = True
-            at = self.buffer.find(self.fmt.end)
-            if at < 0:
-                return content, calls
-            body = self.buffer[:at]
-            self.buffer = self.buffer[at + len(self.fmt.end) :]
-            self.inside = False
-            call = _parse_call(body.strip())
-            if call is None:
-                content += self.fmt.start + body + self.fmt.end
-            else:
-                calls.append(ToolCallOut(id=new_call_id(), function=call))
+        content, calls = self.parser.feed(text)
+        return content, [_out(c) for c in calls]
 
     def finish(self) -> tuple[str, list[ToolCallOut]]:
-        """The end of the output: an unterminated call is parsed if its JSON is whole."""
-        rest, self.buffer = self.buffer, ""
-        if not self.inside:
-            return rest, []
-        self.inside = False
-        call = _parse_call(rest.strip())
-        if call is None:
-            return self.fmt.start + rest, []
-        return "", [ToolCallOut(id=new_call_id(), function=call)]
-
-
-def _partial_suffix(text: str, marker: str) -> int:
-    for n in range(min(len(marker) - 1, len(text)), 0, -1):
-        if text.endswith(marker[:n]):
-            return n
-    return 0
+        content, calls = self.parser.finish()
+        return content, [_out(c) for c in calls]

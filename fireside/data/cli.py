@@ -19,6 +19,7 @@ def _prepare(args: argparse.Namespace) -> int:
         shard_tokens=args.shard_tokens,
         overwrite=args.overwrite,
         progress=not args.no_progress,
+        max_document_chars=args.max_document_chars,
     )
     splits = manifest["splits"]
     print(
@@ -58,12 +59,23 @@ def add_data_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     actions = data.add_subparsers(dest="action", required=True)
 
     prep = actions.add_parser(
-        "prepare", help="clean, deduplicate, shuffle and tokenize into shards"
+        "prepare",
+        help="clean, deduplicate, shuffle and tokenize into shards",
+        description="Clean, deduplicate, shuffle and tokenize the inputs into DATA_DIR, holding "
+        "out --val-fraction of the documents (at least one) for validation. A text file longer "
+        "than --max-document-chars is split into documents at blank lines, so a single large "
+        "file (e.g. nanoGPT's Shakespeare) works: a random slice of its pieces is held out.",
     )
     prep.add_argument("--input", nargs="+", required=True, help="files, directories or globs")
     prep.add_argument("--tokenizer", required=True, help="tokenizer directory")
     prep.add_argument("--output", required=True, help="DATA_DIR to create")
     prep.add_argument("--val-fraction", type=float, default=0.005)
+    prep.add_argument(
+        "--max-document-chars",
+        type=int,
+        default=32_000,
+        help="split longer text files into documents of at most this many characters (32000)",
+    )
     prep.add_argument("--seed", type=int, default=0)
     prep.add_argument("--shard-tokens", type=int, default=100_000_000)
     prep.add_argument("--overwrite", action="store_true", help="replace an existing DATA_DIR")

@@ -1,7 +1,11 @@
 """`fireside data prepare`: raw files -> clean, deduplicated, shuffled token shards + manifest.
 
 Inputs are files, directories (walked recursively) or globs of plain text and source code,
-JSON Lines (a `text` field per line) and Parquet (a `text` column). The output directory is
+JSON Lines (a `text` field per line) and Parquet (a `text` column). A text or code file longer
+than `max_document_chars` (32,000) is split into documents of at most that size, at blank
+lines where it has them, so one large file (a novel, nanoGPT's Shakespeare) is many documents
+and a slice of them is held out for validation like any other. JSONL and Parquet records are
+taken as they are. The output directory is
 built under a temporary name and renamed when complete, so a DATA_DIR is never half written.
 """
 
@@ -11,6 +15,7 @@ import glob
 import hashlib
 import json
 import random
+import re
 import shutil
 import tempfile
 import unicodedata
@@ -98,6 +103,8 @@ TEXT_SUFFIXES = frozenset(
 )
 DATA_SUFFIXES = frozenset({".jsonl", ".parquet"})
 ENCODE_CHUNK = 512  # documents per encode_batch call: big enough for the Rust thread pool
+MAX_DOCUMENT_CHARS = 32_000  # a longer text file is split (about 8k tokens of English)
+_BLANK_LINE = re.compile(r"\n[ \t]*\n")
 
 
 @dataclass
@@ -193,7 +200,28 @@ def _read_parquet(path: Path, source: str) -> Iterator[Document]:
                 yield Document(value, source)
 
 
-def read_documents(path: Path, source: str) -> Iterator[Document]:
+def split_text(text: str, max_chars: int = MAX_DOCUMENT_CHARS) -> list[str]:
+    """`text` in consecutive pieces of at most `max_chars`, each cut at the last blank line
+    before the limit, else the last line end, else at the limit. The pieces join back to it."""
+    if max_chars < 1:
+        raise DataError(f"--max-document-chars must be at least 1, got {max_chars}")
+    pieces = []
+    start = 0
+    while len(text) - start > max_chars:
+        limit = start + max_chars
+        blank = [m.end() for m in _BLANK_LINE.finditer(text, start, limit)]
+        cut = blank[-1] if blank and blank[-1] > start else text.rfind("\n", start, limit) + 1
+        if cut <= start:
+            cut = limit
+        pieces.append(text[start:cut])
+        start = cut
+    pieces.append(text[start:])
+    return pieces
+
+
+def read_documents(
+    path: Path, source: str, max_document_chars: int = MAX_DOCUMENT_CHARS
+) -> Iterator[Document]:
     """The documents in one file. Unreadable or non-UTF-8 files raise DataError."""
     try:
         suffix = path.suffix.lower()
@@ -202,7 +230,8 @@ def read_documents(path: Path, source: str) -> Iterator[Document]:
         elif suffix == ".parquet":
             yield from _read_parquet(path, source)
         else:
-            yield Document(path.read_text(encoding="utf-8"), source)
+            for piece in split_text(path.read_text(encoding="utf-8"), max_document_chars):
+                yield Document(piece, source)
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
     except OSError as e:
@@ -225,6 +254,7 @@ def prepare(
     shard_tokens: int = 100_000_000,
     overwrite: bool = False,
     progress: bool = True,
+    max_document_chars: int = MAX_DOCUMENT_CHARS,
 ) -> dict[str, Any]:
     """Build DATA_DIR from `inputs`; returns the manifest (also written to DATA_DIR)."""
     if not 0 < val_fraction < 1:
@@ -243,7 +273,7 @@ def prepare(
     skipped: list[str] = []
     for path, source, explicit in tqdm(files, desc="read", unit="file", disable=not progress):
         try:
-            found = list(read_documents(path, source))
+            found = list(read_documents(path, source, max_document_chars))
         except DataError as e:
             # A named file must be readable; a binary file met while walking a tree is skipped.
             if explicit or path.suffix.lower() in DATA_SUFFIXES:
@@ -266,7 +296,8 @@ def prepare(
     if len(docs) < 2:
         raise DataError(
             f"the inputs hold {len(docs)} non-empty distinct document(s); at least 2 are needed "
-            "(one for training, one held out for validation)"
+            "(one for training, one held out for validation); a single text file is split into "
+            "documents of --max-document-chars, so a smaller value splits a small file too"
         )
 
     random.Random(seed).shuffle(docs)

@@ -8,6 +8,7 @@ consecutive windows.
 
 from __future__ import annotations
 
+import lzma
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -32,6 +33,23 @@ class BPBResult:
     tokens: int
     bytes: int
     documents: int
+
+
+@dataclass
+class TextBPB:
+    """One held-out file scored by the model and, as the baseline to beat, by `xz -9e`."""
+
+    path: str
+    model: BPBResult
+    xz_bits_per_byte: float
+
+
+def xz_bits_per_byte(text: str) -> float:
+    """Compressed bits per byte with LZMA at its strongest preset (`xz -9e`): a model that
+    cannot beat a general-purpose compressor has learned less than a dictionary coder."""
+    data = text.encode("utf-8")
+    packed = lzma.compress(data, preset=9 | lzma.PRESET_EXTREME)
+    return 8 * len(packed) / max(len(data), 1)
 
 
 def read_texts(paths: Sequence[str | Path]) -> list[str]:

@@ -21,6 +21,8 @@ def _eval(args: argparse.Namespace) -> int:
             humaneval_timeout_s=args.humaneval_timeout,
             humaneval_mode=args.humaneval_mode,
             chat=not args.no_chat,
+            chat_tools=args.chat_tools,
+            knowledge_db=Path(args.knowledge_db) if args.knowledge_db else None,
             device=resolve_device(args.device),
         )
     )
@@ -50,5 +52,13 @@ def add_eval_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     ev.add_argument("--humaneval-timeout", type=float, default=10.0, help="seconds per program")
     ev.add_argument("--no-chat", action="store_true", help="skip the chat eval")
+    ev.add_argument(
+        "--chat-tools",
+        action="store_true",
+        help="the tool skills through the tool loop: held-out arithmetic, look-ups, honesty, identity",
+    )
+    ev.add_argument(
+        "--knowledge-db", help="the search tool's index (default: the data directory's)"
+    )
     ev.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default auto)")
     ev.set_defaults(func=_eval)

@@ -10,25 +10,34 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from fireside.eval.bpb import BPBResult
+from fireside.eval.bpb import BPBResult, TextBPB
 from fireside.eval.chat_eval import ChatEvalResult
 from fireside.eval.humaneval import HumanEvalResult
+from fireside.eval.tool_eval import ToolEvalResult
 from fireside.model.checkpoint import write_json
 from fireside.model.config import ModelConfig
 
 METRICS_FILES = ("metrics.jsonl",)
+TOOL_ROWS = {
+    "arithmetic": "arithmetic through the calculator (held out)",
+    "lookup": "look-ups through search (held out)",
+    "honesty": "says it does not know",
+    "identity": "identity",
+}
 
 
 @dataclass
 class EvalResults:
     bpb: BPBResult | None = None
+    texts: list[TextBPB] = field(default_factory=list)
     humaneval: HumanEvalResult | None = None
     chat: ChatEvalResult | None = None
+    tools: ToolEvalResult | None = None
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
@@ -154,6 +163,12 @@ def write_report(run_dir: Path, model_dir: Path, config: ModelConfig, results: E
             f"| validation bits per byte | {b.bits_per_byte:.4f} | "
             f"{b.tokens} tokens, {b.bytes} bytes, {b.documents} documents |"
         )
+    for t in results.texts:
+        verdict = "beats" if t.model.bits_per_byte < t.xz_bits_per_byte else "does not beat"
+        lines.append(
+            f"| bits per byte, {_cell(Path(t.path).name)} | {t.model.bits_per_byte:.4f} | "
+            f"xz -9e: {t.xz_bits_per_byte:.4f} ({verdict} xz); {t.model.bytes} bytes |"
+        )
     if results.humaneval:
         h = results.humaneval
         n_pass = sum(p.passed for p in h.problems)
@@ -165,7 +180,22 @@ def write_report(run_dir: Path, model_dir: Path, config: ModelConfig, results: E
         c = results.chat
         n_ok = sum(a.correct for a in c.answers)
         lines.append(f"| chat eval | {100 * c.accuracy:.1f}% | {n_ok}/{len(c.answers)} correct |")
+    if results.tools:
+        for category, what in TOOL_ROWS.items():
+            right, n = results.tools.score(category)
+            if n:
+                lines.append(f"| {what} | {100 * right / n:.1f}% | {right}/{n} right |")
     lines.append("")
+    if results.tools:
+        lines += ["## Tool skills, every answer", "", "| question | expected | answer | tools | |"]
+        lines.append("|---|---|---|---|---|")
+        for ans in results.tools.answers:
+            mark = "✓" if ans.correct else "✗"
+            lines.append(
+                f"| {_cell(ans.question)} | {_cell(ans.expected)} | {_cell(ans.answer)} | "
+                f"{', '.join(ans.tools_called)} | {mark} |"
+            )
+        lines.append("")
 
     if results.humaneval:
         statuses: dict[str, int] = defaultdict(int)
@@ -197,8 +227,10 @@ def write_report(run_dir: Path, model_dir: Path, config: ModelConfig, results: E
         {
             "model": str(model_dir),
             "bpb": asdict(results.bpb) if results.bpb else None,
+            "texts": [asdict(t) for t in results.texts],
             "humaneval": asdict(results.humaneval) if results.humaneval else None,
             "chat": asdict(results.chat) if results.chat else None,
+            "tools": asdict(results.tools) if results.tools else None,
         },
     )
     path = run_dir / "report.md"

@@ -11,10 +11,12 @@ import torch
 
 from fireside.eval.bpb import (
     EvalDataError,
+    TextBPB,
     bits_per_byte,
     data_dir_documents,
     read_texts,
     tokenize_documents,
+    xz_bits_per_byte,
 )
 from fireside.eval.chat_eval import run_chat_eval
 from fireside.eval.humaneval import run_humaneval
@@ -34,6 +36,8 @@ class EvalOptions:
     humaneval_timeout_s: float = 10.0
     humaneval_mode: str = "completion"  # or "chat", for chat-tuned models
     chat: bool = True
+    chat_tools: bool = False
+    knowledge_db: Path | None = None  # default: the data directory's index
     device: str = "cpu"
 
 
@@ -46,14 +50,17 @@ def evaluate(opts: EvalOptions) -> tuple[EvalResults, Path]:
         raise EvalDataError(f"--humaneval-timeout must be positive, got {opts.humaneval_timeout_s}")
     bundle = load_pretrained(opts.model, device=opts.device)
     results = EvalResults()
-    if opts.texts or opts.data:
-        docs = (
-            data_dir_documents(opts.data, bundle.tokenizer, opts.bpb_tokens)
-            if opts.data
-            else tokenize_documents(bundle.tokenizer, read_texts(opts.texts))
-        )
+    if opts.data:
+        docs = data_dir_documents(opts.data, bundle.tokenizer, opts.bpb_tokens)
         results.bpb = bits_per_byte(bundle.model, docs)
         _say(f"bits per byte: {results.bpb.bits_per_byte:.4f}")
+    for path in opts.texts:
+        # Each file apart (say, held-out prose and held-out code), each beside xz on its bytes.
+        texts = read_texts([path])
+        scored = bits_per_byte(bundle.model, tokenize_documents(bundle.tokenizer, texts))
+        xz = xz_bits_per_byte("".join(texts))
+        results.texts.append(TextBPB(str(path), scored, xz))
+        _say(f"bits per byte, {path}: {scored.bits_per_byte:.4f} (xz -9e: {xz:.4f})")
     if opts.humaneval_limit != 0:
         limits = Limits(timeout_s=opts.humaneval_timeout_s, cpu_s=int(opts.humaneval_timeout_s))
         results.humaneval = run_humaneval(
@@ -68,6 +75,14 @@ def evaluate(opts: EvalOptions) -> tuple[EvalResults, Path]:
     elif opts.chat:
         results.chat = run_chat_eval(bundle)
         _say(f"chat eval: {100 * results.chat.accuracy:.1f}%")
+    if opts.chat_tools:
+        from fireside.eval.tool_eval import run_tool_eval
+        from fireside.tools.knowledge import default_index_path
+
+        results.tools = run_tool_eval(bundle, opts.knowledge_db or default_index_path())
+        for category in ("arithmetic", "lookup", "honesty", "identity"):
+            right, n = results.tools.score(category)
+            _say(f"{category}: {right}/{n}")
     out = opts.output or opts.model
     report = write_report(out, opts.model, bundle.model.config, results)
     _say(f"report card: {report}")

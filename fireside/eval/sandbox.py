@@ -2,9 +2,15 @@
 
 Layers, each cheap: a throwaway directory as cwd and HOME; `python -I` (no user site, no
 PYTHON* variables, no script directory on sys.path); rlimits on CPU time, address space, file
-size and core dumps; a wall-clock timeout that kills the whole process group; and no network —
-a fresh network namespace (`unshare -n`) where the kernel allows it, and in any case a prelude
-that replaces socket creation with an error. This is containment for buggy or silly code, not
+size and core dumps; a cap on the processes it may start; a wall-clock timeout that kills the
+whole process group; and no network — a fresh network namespace (`unshare -n`) where the
+kernel allows it, and in any case a prelude that replaces socket creation with an error.
+
+The process cap is two layers too: RLIMIT_NPROC, which the kernel enforces for every user but
+root (it counts all of the user's processes, so it is set to those running now plus the cap),
+and, for root as well, a prelude that counts the processes the program starts from Python
+(fork, subprocess, os.system, posix_spawn) and refuses those past the cap; a child it forks
+may start none of its own. This is containment for buggy or silly code, not
 a security boundary against a determined attacker; run evaluations in a container for that.
 """
 
@@ -44,6 +50,7 @@ class Limits:
     cpu_s: int = 10
     memory_bytes: int = 1 << 30  # address space
     file_bytes: int = 16 << 20  # largest file the program may write (stdout included)
+    processes: int = 16  # processes the program may start (its children and theirs)
 
 
 @dataclass
@@ -77,6 +84,46 @@ def network_namespace_prefix() -> tuple[str, ...]:
     return ()
 
 
+# Counts the processes a program starts from Python; `{limit}` is filled in.
+PROCESS_GUARD = """\
+def _fireside_guard_processes(limit):
+    import errno, os, _posixsubprocess
+    left = [limit]
+
+    def guard(fn, forks=False):
+        def start(*args, **kwargs):
+            if left[0] <= 0:
+                raise BlockingIOError(
+                    errno.EAGAIN, f"the sandbox allows at most {{limit}} processes"
+                )
+            left[0] -= 1
+            pid = fn(*args, **kwargs)
+            if forks and pid == 0:
+                left[0] = 0  # a forked child starts none of its own
+            return pid
+        return start
+
+    for name in ("fork", "forkpty"):
+        if hasattr(os, name):
+            setattr(os, name, guard(getattr(os, name), forks=True))
+    for name in ("system", "posix_spawn", "posix_spawnp"):
+        if hasattr(os, name):
+            setattr(os, name, guard(getattr(os, name)))
+    _posixsubprocess.fork_exec = guard(_posixsubprocess.fork_exec)
+    if os.getuid() != 0:  # the kernel's own limit, which it never applies to root
+        import resource
+        mine = 0
+        for entry in os.listdir("/proc"):
+            try:
+                mine += entry.isdigit() and os.stat(f"/proc/{{entry}}").st_uid == os.getuid()
+            except OSError:
+                pass
+        resource.setrlimit(resource.RLIMIT_NPROC, (mine + limit, mine + limit))
+_fireside_guard_processes({limit})
+del _fireside_guard_processes
+"""
+
+
 def limits_prelude(limits: Limits) -> str:
     """Set the rlimits as the program's first statements. (Not a preexec_fn: HumanEval runs
     programs from several threads, and code between fork and exec can deadlock there.)"""
@@ -86,8 +133,35 @@ def limits_prelude(limits: Limits) -> str:
         f"_r.setrlimit(_r.RLIMIT_AS, ({limits.memory_bytes}, {limits.memory_bytes}))\n"
         f"_r.setrlimit(_r.RLIMIT_FSIZE, ({limits.file_bytes}, {limits.file_bytes}))\n"
         "_r.setrlimit(_r.RLIMIT_CORE, (0, 0))\n"
-        "del _r\n"
+        "del _r\n" + PROCESS_GUARD.format(limit=limits.processes)
     )
+
+
+# Runs the program as `program.py` after the preludes, so its tracebacks show its own file name
+# and line numbers, with no sandbox frames or paths: the model reads them.
+RUNNER = """\
+def _fireside_run(path):
+    import linecache, sys, traceback
+    with open(path, encoding="utf-8") as fh:
+        source = fh.read()
+    linecache.cache["program.py"] = (len(source), None, source.splitlines(True), "program.py")
+
+    def own_frames_only(kind, value, tb):
+        # The program's frames and those of the library it called; none of the sandbox's.
+        top = traceback.TracebackException(kind, value, tb)
+        report, seen = top, set()
+        while report is not None and id(report) not in seen:
+            seen.add(id(report))
+            frames = [f for f in report.stack if f.filename != sys.argv[0]]
+            report.stack = traceback.StackSummary.from_list(frames)
+            report = report.__cause__ or report.__context__
+        sys.stderr.write("".join(top.format()))
+
+    sys.excepthook = own_frames_only
+    code = compile(source, "program.py", "exec")
+    exec(code, dict(__name__="__main__", __builtins__=__builtins__))
+_fireside_run({path!r})
+"""
 
 
 def run_python(source: str, limits: Limits | None = None) -> SandboxResult:
@@ -97,8 +171,11 @@ def run_python(source: str, limits: Limits | None = None) -> SandboxResult:
         root = Path(tmp)
         work = root / "work"
         work.mkdir()
-        script = root / "program.py"
-        script.write_text(limits_prelude(limits) + NETWORK_BLOCK + "\n" + source, encoding="utf-8")
+        program = root / "program.py"
+        program.write_text(source, encoding="utf-8")
+        script = root / "run.py"
+        runner = RUNNER.format(path=str(program))
+        script.write_text(limits_prelude(limits) + NETWORK_BLOCK + runner, encoding="utf-8")
         out_path, err_path = root / "stdout", root / "stderr"
         env = {"PATH": "/usr/bin:/bin", "HOME": str(work), "LANG": "C.UTF-8", "TMPDIR": str(work)}
         cmd = [*network_namespace_prefix(), sys.executable, "-I", "-B", str(script)]

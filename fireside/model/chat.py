@@ -31,11 +31,15 @@ FIRESIDE_CHAT_TEMPLATE = (
     "{%- if messages and messages[0].role == 'system' %}"
     "{%- set system = messages[0].content %}{%- set turns = messages[1:] %}"
     "{%- else %}{%- set system = '' %}{%- set turns = messages %}{%- endif %}"
+    # Tools as one line each, `name(arguments): description`, not their JSON schemas: a small
+    # model reads the prompt on every turn, and schemas would triple its length.
     "{%- if tools %}"
-    "<|system|>{{ system }}{% if system %}{{ '\\n\\n' }}{% endif %}"
-    "You can call these functions. To call one, reply with "
-    '<|tool_call|>{"name": <function name>, "arguments": <arguments object>}<|/tool_call|>'
-    "{%- for tool in tools %}{{ '\\n' }}{{ tool | tojson }}{%- endfor %}<|end|>"
+    "<|system|>{{ system }}{% if system %}{{ '\\n\\n' }}{% endif %}Tools:"
+    "{%- for tool in tools %}"
+    "{%- set fn = tool.function if tool.function is defined else tool %}"
+    "{%- set params = (fn.parameters or {}).properties or {} %}"
+    "{{ '\\n' }}{{ fn.name }}({{ params | list | join(', ') }}): {{ fn.description or '' }}"
+    "{%- endfor %}<|end|>"
     "{%- elif system %}<|system|>{{ system }}<|end|>{%- endif %}"
     "{%- for message in turns %}"
     "{%- if message.role == 'user' %}<|user|>{{ message.content }}<|end|>"

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from fireside.errors import TokenizerError
+from fireside.errors import CheckpointError, TokenizerError
 from fireside.model.checkpoint import load_model, save_model, write_json
 from fireside.model.tokenizer import Tokenizer
 from fireside.model.transformer import Transformer
@@ -34,6 +34,24 @@ class Pretrained:
     @property
     def context_length(self) -> int:
         return self.model.config.max_position_embeddings
+
+
+def default_model_dir() -> Path:
+    """The model bundled with Fireside, used by `fireside serve` and `fireside chat` when no
+    --model is given."""
+    path = Path(__file__).resolve().parent.parent / "assets" / "fireside-tiny"
+    if not (path / "config.json").is_file():
+        raise CheckpointError(
+            f"no bundled model at {str(path)!r} (this install has none yet); "
+            "pass --model DIR with a model directory (config.json, safetensors, tokenizer.json)"
+        )
+    return path
+
+
+def uses_tools(generation_config: dict[str, Any]) -> bool:
+    """Whether the model was trained to call Fireside's built-in tools: `"fireside_tools":
+    true` in its generation_config.json turns them on by default in `fireside chat`."""
+    return generation_config.get("fireside_tools") is True
 
 
 def check_tokenizer_matches(tokenizer: Tokenizer, vocab_size: int, where: str) -> None:

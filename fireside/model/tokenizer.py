@@ -33,9 +33,11 @@ SPECIAL_TOKENS = [
     "<|tool_call|>",
     "<|/tool_call|>",
 ]
-# GPT-4's split pattern (as nanochat uses, with digit runs of 1-2 so numbers tokenize evenly).
+# GPT-4's split pattern with every digit its own token (as Llama 1/2 and SentencePiece digit
+# splitting do): a small model copies and computes numbers digit by digit, so `246` must not
+# become `24`,`6` in one place and `2`,`46` in another.
 SPLIT_PATTERN = (
-    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,2}| ?[^\s\p{L}\p{N}]++[\r\n]*|"""
+    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]++[\r\n]*|"""
     r"""\s*[\r\n]|\s+(?!\S)|\s+"""
 )
 

@@ -10,7 +10,12 @@ def _tokenizer(args: argparse.Namespace) -> int:
     from fireside.train.tokenizer import train_and_report
 
     report = train_and_report(
-        args.input, args.vocab_size, args.output, max_chars=args.max_chars, gpt2=args.compare_gpt2
+        args.input,
+        args.vocab_size,
+        args.output,
+        max_chars=args.max_chars,
+        gpt2=args.compare_gpt2,
+        max_document_chars=args.max_document_chars,
     )
     for line in report.lines():
         print(line)
@@ -56,15 +61,41 @@ def _pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recipe(args: argparse.Namespace) -> int:
+    from fireside.train.recipe import run_recipe
+
+    out = run_recipe(
+        args.name,
+        Path(args.work),
+        Path(args.output),
+        Path(args.knowledge_db) if args.knowledge_db else None,
+    )
+    print(f"model written to {out}")
+    return 0
+
+
 def add_train_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     train = sub.add_parser("train", help="train a tokenizer or a model")
     stages = train.add_subparsers(dest="stage", required=True)
 
-    tok = stages.add_parser("tokenizer", help="train a byte-level BPE tokenizer")
+    tok = stages.add_parser(
+        "tokenizer",
+        help="train a byte-level BPE tokenizer",
+        description="Train a byte-level BPE on the inputs; one document in 50 (the 1st, 51st, "
+        "...) is held out to measure bytes per token. A text file longer than "
+        "--max-document-chars is split into documents at blank lines, so a single large file "
+        "(e.g. nanoGPT's Shakespeare) works: its first piece is held out.",
+    )
     tok.add_argument("--input", nargs="+", required=True, help="files, directories or globs")
     tok.add_argument("--vocab-size", type=int, required=True)
     tok.add_argument("--output", required=True, help="directory for tokenizer.json and friends")
     tok.add_argument("--max-chars", type=int, default=2_000_000_000, help="training text cap")
+    tok.add_argument(
+        "--max-document-chars",
+        type=int,
+        default=32_000,
+        help="split longer text files into documents of at most this many characters (32000)",
+    )
     tok.add_argument(
         "--compare-gpt2",
         metavar="PATH",
@@ -108,6 +139,21 @@ def add_train_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     pre.add_argument("--no-progress", action="store_true", help="no progress bar")
     pre.set_defaults(func=_pretrain)
+
+    rec = stages.add_parser(
+        "recipe",
+        help="the whole bundled-model recipe: corpus, tokenizer, pretraining, tool-use SFT "
+        "(re-run to resume)",
+    )
+    rec.add_argument("name", choices=["small", "gpu"], help="small: a 2-core CPU; gpu: ~100M")
+    rec.add_argument(
+        "--work", default="runs/recipe", help="working directory (corpus, checkpoints)"
+    )
+    rec.add_argument(
+        "--output", default="fireside/assets/fireside-tiny", help="where the model goes"
+    )
+    rec.add_argument("--knowledge-db", help="the search index to train against (default: built)")
+    rec.set_defaults(func=_recipe)
 
     from fireside.train.finetune_cli import add_finetune_parsers
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers
 
-from fireside.data.prepare import clean, expand_inputs, read_documents
+from fireside.data.prepare import MAX_DOCUMENT_CHARS, clean, expand_inputs, read_documents
 from fireside.errors import DataError, TokenizerError
 from fireside.model.tokenizer import train_tokenizer
 
@@ -44,11 +44,14 @@ class TokenizerReport:
         return out
 
 
-def corpus_texts(inputs: Sequence[str | Path]) -> Iterator[str]:
-    """Cleaned, non-empty documents from files, directories and globs, as prepare reads them."""
+def corpus_texts(
+    inputs: Sequence[str | Path], max_document_chars: int = MAX_DOCUMENT_CHARS
+) -> Iterator[str]:
+    """Cleaned, non-empty documents from files, directories and globs, as prepare reads them
+    (a large text file split into documents of at most `max_document_chars`)."""
     for path, source, explicit in expand_inputs(inputs):
         try:
-            docs = list(read_documents(path, source))
+            docs = list(read_documents(path, source, max_document_chars))
         except DataError:
             if explicit:
                 raise
@@ -120,14 +123,17 @@ def train_and_report(
     *,
     max_chars: int = 2_000_000_000,
     gpt2: str | Path | None = None,
+    max_document_chars: int = MAX_DOCUMENT_CHARS,
 ) -> TokenizerReport:
     """Train on all but one document in 50 (up to max_chars), save to `output`, and measure
-    bytes/token on the held-out documents for this tokenizer and, if given, GPT-2's."""
+    bytes/token on the held-out documents for this tokenizer and, if given, GPT-2's. A single
+    large text file is split into documents first (`max_document_chars`), so its first piece
+    and every 50th after it are held out."""
     held_out: list[str] = []
     counts = {"train": 0, "chars": 0}
 
     def training_texts() -> Iterator[str]:
-        for i, text in enumerate(corpus_texts(inputs)):
+        for i, text in enumerate(corpus_texts(inputs, max_document_chars)):
             if i % HELD_OUT_EVERY == 0:
                 held_out.append(text)
             elif counts["chars"] < max_chars:
@@ -139,7 +145,8 @@ def train_and_report(
     if counts["train"] == 0:
         raise DataError(
             f"the inputs hold {len(held_out)} non-empty document(s); at least 2 are needed "
-            "(one is held out to measure the tokenizer)"
+            "(one is held out to measure the tokenizer); a single text file is split into "
+            "documents of --max-document-chars, so a smaller value splits a small file too"
         )
     tokenizer.save(output)
     reference = load_gpt2(gpt2) if gpt2 is not None else None

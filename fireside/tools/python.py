@@ -1,0 +1,70 @@
+"""`python`: run a short program in the sandbox and hand back what it printed.
+
+Every limit of `fireside.eval.sandbox` applies (CPU, memory, file size, processes, wall
+clock, no network, a throwaway directory). The model reads:
+
+    <stdout>
+    stderr:
+    <stderr>
+    exit status: 0
+
+stdout and stderr only when not empty, each cut to its last 1,500 characters when long
+(`[…]` marks the cut); the last line is always `exit status: N` or `exit status: killed (…)`.
+A traceback names the program `program.py` with its own line numbers.
+"""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+from fireside.eval.sandbox import Limits, SandboxResult, run_python
+from fireside.tools.base import Tool
+
+PART_CHARS = 1500  # of stdout, and of stderr, kept (their ends: a traceback's last line matters)
+
+
+def _tail(text: str) -> str:
+    text = text.rstrip("\n")
+    return text if len(text) <= PART_CHARS else "[…]" + text[-PART_CHARS:]
+
+
+def _status(result: SandboxResult, limits: Limits) -> str:
+    code = result.returncode
+    if result.status == "timeout":
+        if code == -signal.SIGXCPU:
+            return f"exit status: killed (CPU time limit of {limits.cpu_s} s)"
+        return f"exit status: killed (time limit of {limits.timeout_s:g} s)"
+    if code is not None and code < 0:
+        return f"exit status: killed ({signal.Signals(-code).name})"
+    return f"exit status: {code}"
+
+
+def format_result(result: SandboxResult, limits: Limits) -> str:
+    parts = []
+    if result.stdout.strip():
+        parts.append(_tail(result.stdout))
+    if result.stderr.strip():
+        parts.append("stderr:\n" + _tail(result.stderr))
+    parts.append(_status(result, limits))
+    return "\n".join(parts)
+
+
+def python_tool(limits: Limits | None = None) -> Tool:
+    limits = limits or Limits(timeout_s=10.0, cpu_s=5, memory_bytes=512 << 20)
+
+    def run(arguments: dict[str, Any]) -> str:
+        return format_result(run_python(arguments["code"], limits), limits)
+
+    return Tool(
+        name="python",
+        description="Run a Python program and see what it prints (no network, no files kept).",
+        parameters={
+            "type": "object",
+            "properties": {"code": {"type": "string"}},
+            "required": ["code"],
+        },
+        run=run,
+        timeout_s=limits.timeout_s + 5,  # the sandbox's own clock ends it first
+        max_chars=2 * PART_CHARS + 200,
+    )

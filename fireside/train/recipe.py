@@ -1,0 +1,145 @@
+"""`fireside train recipe small|gpu`: the bundled model from nothing but this machine, resumable.
+
+    corpus (`data sources`) → mix (prose and code, held-out slices) → tokenizer → token shards
+    → pretrain → knowledge index → tool-use conversations → SFT → bf16 model directory
+
+Each stage leaves a file that says it is done, so re-running the recipe after an interruption
+carries on where it stopped; pretraining and SFT resume from their last checkpoint. Nothing is
+downloaded: the corpus is what the installed packages carry, the conversations are made with
+the real tools.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from fireside.errors import FiresideError
+
+
+@dataclass(frozen=True)
+class Recipe:
+    depth: int
+    vocab_size: int
+    # Characters of each `fireside data sources` recipe in the pretraining mix.
+    shares: dict[str, int]
+    pretrain_steps: int
+    pretrain_batch_tokens: int
+    seq_len: int
+    sft_steps: int
+    sft_batch: int
+    sft_lr: float
+    device: str = "auto"
+    sft_counts: dict[str, int] = field(default_factory=dict)  # empty: synth_tools' defaults
+
+
+RECIPES = {
+    # 11.6M parameters; on a 2-core CPU about an hour of pretraining (2.5M tokens) and a few
+    # hours of SFT, in the background.
+    "small": Recipe(
+        depth=5,
+        vocab_size=8192,
+        shares={
+            "debian-docs": 30_000_000,
+            "man-pages": 30_000_000,
+            "python-stdlib": 20_000_000,
+            "python-packages": 20_000_000,
+        },
+        pretrain_steps=300,
+        pretrain_batch_tokens=8192,
+        seq_len=512,
+        sft_steps=3000,
+        sft_batch=16,
+        sft_lr=1e-3,
+        device="cpu",
+    ),
+    # ~100M parameters for one GPU: the same data, 40x the pretraining tokens.
+    "gpu": Recipe(
+        depth=12,
+        vocab_size=16384,
+        shares={
+            "debian-docs": 60_000_000,
+            "man-pages": 110_000_000,
+            "python-stdlib": 35_000_000,
+            "python-packages": 200_000_000,
+        },
+        pretrain_steps=5000,
+        pretrain_batch_tokens=131072,
+        seq_len=1024,
+        sft_steps=4000,
+        sft_batch=64,
+        sft_lr=3e-4,
+    ),
+}
+
+
+def _cli(*argv: str) -> None:
+    """One stage through the command line's own entry point, so the recipe and a person typing
+    the commands run exactly the same code."""
+    from fireside.cli import main
+
+    print("$ fireside " + " ".join(argv), file=sys.stderr, flush=True)
+    if main(list(argv)) != 0:
+        raise FiresideError(f"recipe stage failed: fireside {' '.join(argv)}")
+
+
+def run_recipe(name: str, work: Path, output: Path, knowledge_db: Path | None = None) -> Path:
+    from fireside.data.mix import mix
+    from fireside.data.synth_tools import DEFAULT_COUNTS, synthesize
+
+    if name not in RECIPES:
+        raise FiresideError(f"unknown recipe {name!r}; known: {', '.join(RECIPES)}")
+    r = RECIPES[name]
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "recipe.json").write_text(json.dumps({"name": name, **asdict(r)}, indent=2))
+    corpus, mixed, tok, data = work / "corpus", work / "mix", work / "tokenizer", work / "data"
+    if not (corpus / "sources.json").is_file():
+        _cli("data", "sources", "--output", str(corpus), "--recipe", *r.shares)
+    if not (mixed / "mix.json").is_file():
+        mix(corpus, mixed, r.shares)
+    if not (tok / "tokenizer.json").is_file():
+        _cli("train", "tokenizer", "--input", str(mixed / "train.jsonl"),
+             "--vocab-size", str(r.vocab_size), "--output", str(tok), "--max-chars", "40000000")  # fmt: skip
+    if not (data / "manifest.json").is_file():
+        _cli("data", "prepare", "--input", str(mixed / "train.jsonl"), "--tokenizer", str(tok),
+             "--output", str(data), "--no-progress")  # fmt: skip
+    _cli("train", "pretrain", "--data", str(data), "--tokenizer", str(tok),
+         "--depth", str(r.depth), "--output", str(work / "pretrain"),
+         "--steps", str(r.pretrain_steps), "--seq-len", str(r.seq_len),
+         "--batch-tokens", str(r.pretrain_batch_tokens), "--eval-every", "100",
+         "--eval-tokens", "65536", "--sample-every", "0", "--save-every", "10",
+         "--keep-last", "2", "--device", r.device, "--no-progress")  # fmt: skip
+    db = knowledge_db or work / "knowledge.db"
+    if not db.is_file():
+        _cli("knowledge", "build", "--db", str(db))
+    chats = work / "sft.jsonl"
+    if not chats.is_file():
+        counts = synthesize(chats, db, counts=r.sft_counts or DEFAULT_COUNTS)
+        print(f"{chats}: {json.dumps(counts)}", file=sys.stderr)
+    _cli("train", "sft", "--model", str(work / "pretrain"), "--data", str(chats),
+         "--output", str(work / "sft"), "--steps", str(r.sft_steps),
+         "--batch-size", str(r.sft_batch), "--lr", str(r.sft_lr), "--max-len", str(r.seq_len),
+         "--save-every", "25", "--keep-last", "2", "--device", r.device, "--no-progress")  # fmt: skip
+    return export(work / "sft", output, loss_plot=work / "pretrain" / "loss.png")
+
+
+def export(model: Path, output: Path, loss_plot: Path | None = None) -> Path:
+    """The fine-tuned model in bf16 (half the bytes in git; Fireside loads it as fp32 on CPU),
+    marked as trained with the built-in tools so `fireside chat` and the app turn them on."""
+    import torch
+
+    from fireside.files import swap_dir
+    from fireside.model import load_pretrained, save_pretrained
+
+    bundle = load_pretrained(model, dtype=torch.bfloat16)
+    generation = {**bundle.generation_config, "fireside_tools": True}
+    staging = output.with_name(output.name + ".new")
+    shutil.rmtree(staging, ignore_errors=True)
+    save_pretrained(bundle.model, bundle.tokenizer, staging, generation)
+    if loss_plot is not None and loss_plot.is_file():
+        shutil.copy(loss_plot, staging / "pretrain-loss.png")
+    swap_dir(staging, output, output.with_name(output.name + ".old"))
+    return output

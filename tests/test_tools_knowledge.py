@@ -1,0 +1,290 @@
+"""The knowledge index: extractors over real file formats, BM25 search, `no results`, the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from fireside.cli import main
+from fireside.settings import data_dir
+from fireside.tools.base import ToolError, call_tool
+from fireside.tools.extract import (
+    dictd_entries,
+    directory_files,
+    man_pages,
+    python_source_entries,
+    python_stdlib,
+    summarize,
+    wordnet_entries,
+)
+from fireside.tools.knowledge import (
+    NO_RESULTS,
+    KnowledgeIndex,
+    add_entries,
+    build_index,
+    format_hits,
+    search_tool,
+)
+
+TAR_PAGE = r""".\" comment
+.TH TAR 1 "July 13, 2020" "TAR" "GNU TAR Manual"
+.SH NAME
+tar \- an archiving utility
+.SH SYNOPSIS
+\fBtar\fR [\fIOPTIONS\fR]
+.SH DESCRIPTION
+GNU
+.B tar
+is an archiving program designed to store multiple files in a single file (an
+\fIarchive\fR), and to manipulate such archives.  The archive can be either a regular
+file or a device.  A third sentence that the summary leaves out.
+"""
+GREP_PAGE = r""".TH GREP 1
+.SH "NAME"
+grep, egrep, fgrep \- print lines that match patterns
+.SH DESCRIPTION
+.B grep
+searches for patterns in each file.
+"""
+TARFMT_PAGE = r""".TH TAR 5
+.SH NAME
+tar \- format of tape archive files
+.SH DESCRIPTION
+The tar archive format collects any number of files into a single stream.
+"""
+MDOC_PAGE = """.Dd 2020
+.Sh NAME
+.Nm ssh-keyscan
+.Nd gather SSH public keys from servers
+.Sh DESCRIPTION
+.Nm
+is a utility for gathering the public SSH host keys of a number of hosts.
+"""
+
+
+@pytest.fixture
+def man_root(tmp_path: Path) -> Path:
+    root = tmp_path / "man"
+    (root / "man1").mkdir(parents=True)
+    (root / "man5").mkdir()
+    (root / "man1" / "tar.1.gz").write_bytes(gzip.compress(TAR_PAGE.encode()))
+    (root / "man1" / "grep.1").write_text(GREP_PAGE)
+    (root / "man1" / "egrep.1").write_text(".so man1/grep.1\n")
+    (root / "man1" / "ssh-keyscan.1").write_text(MDOC_PAGE)
+    (root / "man5" / "tar.5").write_text(TARFMT_PAGE)
+    return root
+
+
+def test_man_pages_give_name_and_description(man_root: Path) -> None:
+    entries = {e.id: e for e in man_pages(man_root)}
+    assert set(entries) == {"man:tar.1", "man:grep.1", "man:ssh-keyscan.1", "man:tar.5"}
+    tar = entries["man:tar.1"]
+    assert tar.title == "tar(1)"
+    assert tar.summary == (
+        "tar - an archiving utility. GNU tar is an archiving program designed to store multiple "
+        "files in a single file (an archive), and to manipulate such archives. The archive can "
+        "be either a regular file or a device."
+    )
+    assert "\\f" not in tar.text and "third sentence" in tar.text
+    assert entries["man:grep.1"].names == ("egrep", "fgrep", "grep")
+    assert entries["man:ssh-keyscan.1"].summary.startswith(
+        "ssh-keyscan - gather SSH public keys from servers. ssh-keyscan is a utility"
+    )
+
+
+def test_python_docstrings_by_source_and_by_import() -> None:
+    source = '''"""A module.\n\nMore."""
+def public(x):
+    """Do the public thing.
+
+    Details that stay out of the summary.
+    """
+def _private():
+    """Hidden."""
+class Thing:
+    """A thing with ``markup`` and :func:`roles`."""
+    def method(self):
+        """Run the method."""
+'''
+    entries = {e.title: e for e in python_source_entries("mod", source, "mod.py")}
+    assert set(entries) == {"mod", "mod.public", "mod.Thing", "mod.Thing.method"}
+    assert entries["mod.public"].summary == "Do the public thing."
+    assert entries["mod.public"].id == "py:mod.public"
+    assert entries["mod.Thing"].summary == "A thing with markup and roles."
+
+
+def test_the_real_stdlib_has_json_dumps_os_path_and_math(tmp_path: Path) -> None:
+    titles = {e.title: e for e in python_stdlib()}
+    assert titles["json.dumps"].summary.startswith("Serialize obj to a JSON formatted str")
+    assert "os.path.join" in titles  # posixpath under the name people use
+    assert titles["math.sqrt"].summary == "Return the square root of x."
+    assert titles["len"].summary == "Return the number of items in a container."
+    assert not any(t.startswith(("test.", "idlelib")) for t in titles)
+
+
+def _b64(n: int) -> str:
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    out = ""
+    while True:
+        out = alphabet[n % 64] + out
+        n //= 64
+        if not n:
+            return out
+
+
+def test_dictd_and_wordnet_dictionaries(tmp_path: Path) -> None:
+    body = b"lexicon\n  The vocabulary of a language. A second sentence.\n"
+    (tmp_path / "gcide.dict.dz").write_bytes(gzip.compress(body))
+    (tmp_path / "gcide.index").write_text(
+        f"00-database-url\tA\tB\nlexicon\t{_b64(0)}\t{_b64(len(body))}\n"
+    )
+    [entry] = list(dictd_entries(tmp_path / "gcide.index"))
+    assert (entry.id, entry.title, entry.names) == ("dict:gcide:lexicon", "lexicon", ("lexicon",))
+    assert entry.summary == "The vocabulary of a language. A second sentence."
+
+    (tmp_path / "data.noun").write_text(
+        "  1 This software and database is being provided\n"
+        "06424869 10 n 02 lexicon 0 vocabulary 0 001 @ 06424377 n 0000 | a language user's "
+        'knowledge of words; "his lexicon was small"\n'
+    )
+    [noun] = list(wordnet_entries(tmp_path / "data.noun"))
+    assert noun.title == "lexicon" and noun.names == ("lexicon", "vocabulary")
+    assert noun.summary.startswith("(noun) a language user's knowledge of words")
+
+
+def test_user_files_in_chunks_with_headings(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "notes.md").write_text(
+        "# Backups\n\nThe backup job runs nightly at two. It copies /srv to the NAS.\n"
+    )
+    (docs / "paper.txt").write_text(("word " * 400 + "\n\n") * 3)  # text out of a PDF
+    (docs / "image.png").write_bytes(b"\x89PNG")
+    entries = list(directory_files(docs))
+    notes = [e for e in entries if e.source.endswith("notes.md")]
+    assert notes[0].title == "notes.md: Backups"
+    assert (
+        notes[0].summary
+        == "Backups. The backup job runs nightly at two. It copies /srv to the NAS."
+    )
+    assert len([e for e in entries if e.source.endswith("paper.txt")]) >= 2
+    assert not any(e.source.endswith(".png") for e in entries)
+
+
+def test_summary_is_short() -> None:
+    text = "One. Two is here. Three is too. Four never shows."
+    assert summarize(text) == "One. Two is here. Three is too."
+    assert len(summarize("word " * 500)) <= 300
+
+
+@pytest.fixture
+def index(tmp_path: Path, man_root: Path) -> Path:
+    db = tmp_path / "k.db"
+    source = '"""JSON encoding and decoding."""\ndef dumps(obj):\n    """Serialize obj to a JSON formatted str."""\n'
+    counts = build_index(
+        db, {"man": man_pages(man_root), "python": python_source_entries("json", source, "j.py")}
+    )
+    assert counts == {"man": 4, "python": 2}
+    return db
+
+
+def test_search_ranks_the_exact_name_first(index: Path) -> None:
+    kb = KnowledgeIndex(index)
+    hits = kb.search("What does the `tar` command do?")
+    assert [h.title for h in hits[:2]] == ["tar(1)", "tar(5)"]
+    assert hits[0].snippet.startswith("tar - an archiving utility.")
+    assert kb.search("egrep")[0].title == "grep(1)"
+    assert kb.search("python json dumps")[0].title == "json.dumps"
+    assert kb.search("archive files")[0].title.startswith("tar(")
+    assert len(kb.search("tar", limit=1)) == 1
+
+
+@pytest.mark.parametrize(
+    "query", ["florbix quaztle", "What is the capital of France?", "what does the", "", "?!"]
+)
+def test_nothing_relevant_is_no_results(index: Path, query: str) -> None:
+    assert KnowledgeIndex(index).search(query) == []
+    assert asyncio.run(call_tool(search_tool(index), {"query": query})) == (NO_RESULTS, False)
+
+
+def test_fts_syntax_in_a_query_is_just_words(index: Path) -> None:
+    assert KnowledgeIndex(index).search('tar" OR NEAR(')[0].title == "tar(1)"
+
+
+def test_search_tool_output_is_one_line_per_hit(index: Path) -> None:
+    text, failed = asyncio.run(call_tool(search_tool(index), {"query": "grep"}))
+    assert not failed
+    assert text.splitlines()[0] == (
+        "grep(1): grep, egrep, fgrep - print lines that match patterns. grep searches for "
+        "patterns in each file."
+    )
+    assert text == format_hits(KnowledgeIndex(index).search("grep"))
+
+
+def test_missing_index_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ToolError, match="fireside knowledge build"):
+        KnowledgeIndex(tmp_path / "none.db").search("tar")
+    assert not (tmp_path / "none.db").exists()
+
+
+def test_user_entries_survive_a_rebuild_and_replace_by_id(
+    index: Path, tmp_path: Path, man_root: Path
+) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "runbook.md").write_text("# Restore\n\nRun zorgctl restore to bring the vault back.\n")
+    assert add_entries(index, directory_files(docs)) == 1
+    assert add_entries(index, directory_files(docs)) == 1  # again: replaced, not doubled
+    kb = KnowledgeIndex(index)
+    assert [h.title for h in kb.search("zorgctl")] == ["runbook.md: Restore"]
+    build_index(index, {"man": man_pages(man_root)})
+    assert [h.title for h in kb.search("zorgctl")] == ["runbook.md: Restore"]
+    assert kb.count() == {"file": 1, "man": 4}
+    with sqlite3.connect(index) as db:  # no stale temporary files, no orphan names
+        assert db.execute(
+            "SELECT count(*) FROM names WHERE entry NOT IN (SELECT rowid FROM entries)"
+        ).fetchone() == (0,)
+    assert [p.name for p in index.parent.iterdir() if p.name.startswith(".")] == []
+
+
+def test_data_dir_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("FIRESIDE_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert data_dir() == tmp_path / "xdg" / "fireside"
+    monkeypatch.delenv("XDG_DATA_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert data_dir() == tmp_path / "home" / ".local" / "share" / "fireside"
+    monkeypatch.setenv("FIRESIDE_DATA_DIR", str(tmp_path / "data"))
+    assert data_dir() == tmp_path / "data"
+
+
+def test_cli_add_and_search_in_the_data_dir(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("FIRESIDE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "faq.txt").write_text("The office wifi password rotates every Monday.\n")
+    assert main(["knowledge", "add", str(docs)]) == 0
+    assert (tmp_path / "data" / "knowledge.db").is_file()
+    capsys.readouterr()
+    assert main(["knowledge", "search", "wifi password"]) == 0
+    assert capsys.readouterr().out == "faq.txt: The office wifi password rotates every Monday.\n"
+    assert main(["knowledge", "search", "florbix"]) == 0
+    assert capsys.readouterr().out == "no results\n"
+    assert main(["knowledge", "add", str(tmp_path / "missing")]) == 2
+    assert "is not a directory" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "docs"]  # nothing in the cwd
+
+
+def test_cli_build_from_the_machine(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "k.db"
+    assert main(["knowledge", "build", "--db", str(db), "--sources", "python"]) == 0
+    assert "python" in capsys.readouterr().out
+    assert main(["knowledge", "search", "--db", str(db), "json.dumps"]) == 0
+    assert capsys.readouterr().out.startswith("json.dumps: Serialize obj to a JSON formatted str")
