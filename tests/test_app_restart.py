@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -102,6 +103,16 @@ def start_server_process(
     raise RuntimeError("the server process did not become ready")
 
 
+def wait_for_saved_text(client: Client, conversation_id: str) -> dict[str, Any]:
+    """The answer as stored, once its first text is (a state to wait for, not a time)."""
+    deadline = time.monotonic() + 60
+    while True:
+        last = client.http.get(f"/conversations/{conversation_id}").json()["messages"][-1]
+        if last["content"] or time.monotonic() > deadline:
+            return dict(last)
+        time.sleep(0.05)
+
+
 def test_sigkill_mid_answer_leaves_it_interrupted(api_model_dir: Path, tmp_path: Path) -> None:
     proc, url = start_server_process(api_model_dir, tmp_path)
     try:
@@ -115,8 +126,8 @@ def test_sigkill_mid_answer_leaves_it_interrupted(api_model_dir: Path, tmp_path:
                 if e.event == "delta":
                     text = e.data["text"]
                     break
-        # The first text is saved at once; the engine then holds the answer open.
-        stored = client.http.get(f"/conversations/{conv['id']}").json()["messages"][-1]
+        # The first text is saved as soon as it is sent; the engine then holds the answer open.
+        stored = wait_for_saved_text(client, conv["id"])
         assert (stored["status"], stored["content"]) == ("streaming", text)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
