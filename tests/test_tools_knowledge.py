@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import sqlite3
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from fireside.cli import main
 from fireside.settings import data_dir
 from fireside.tools.base import ToolError, call_tool
 from fireside.tools.extract import (
+    Entry,
     dictd_entries,
     directory_files,
     man_pages,
@@ -288,3 +290,24 @@ def test_cli_build_from_the_machine(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "python" in capsys.readouterr().out
     assert main(["knowledge", "search", "--db", str(db), "json.dumps"]) == 0
     assert capsys.readouterr().out.startswith("json.dumps: Serialize obj to a JSON formatted str")
+
+
+def test_the_default_index_is_built_on_first_search(
+    tmp_path: Path, man_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fireside.tools import knowledge
+
+    monkeypatch.setenv("FIRESIDE_DATA_DIR", str(tmp_path / "data"))
+    built: list[int] = []
+
+    def sources() -> dict[str, Iterable[Entry]]:
+        built.append(1)
+        return {"man": man_pages(man_root)}
+
+    monkeypatch.setattr(knowledge, "default_sources", sources)
+    tool = knowledge.search_tool()
+    assert not (tmp_path / "data" / "knowledge.db").exists()
+    assert tool.run({"query": "tar"}).startswith("tar(1): tar - an archiving utility.")
+    assert (tmp_path / "data" / "knowledge.db").is_file()
+    assert knowledge.search_tool().run({"query": "grep"}).startswith("grep(1)")
+    assert built == [1]  # built once, then read

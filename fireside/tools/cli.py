@@ -13,11 +13,9 @@ def _db(args: argparse.Namespace) -> Path:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from fireside.tools.extract import dictionaries, man_pages, python_stdlib
-    from fireside.tools.knowledge import build_index
+    from fireside.tools.knowledge import build_index, default_sources
 
-    extractors = {"man": man_pages, "python": python_stdlib, "dict": dictionaries}
-    chosen = {name: extractors[name]() for name in args.sources}
+    chosen = {name: entries for name, entries in default_sources().items() if name in args.sources}
     db = _db(args)
     counts = build_index(db, chosen)
     print(f"{db}: " + ", ".join(f"{n:,} {kind}" for kind, n in counts.items()))

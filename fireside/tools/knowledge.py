@@ -13,7 +13,9 @@ model learns to say it does not know.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import itertools
+import logging
 import os
 import re
 import sqlite3
@@ -25,6 +27,8 @@ from typing import Any
 from fireside.settings import data_dir
 from fireside.tools.base import Tool, ToolError
 from fireside.tools.extract import Entry
+
+log = logging.getLogger(__name__)
 
 NO_RESULTS = "no results"
 USER_KIND = "file"
@@ -264,10 +268,35 @@ def format_hits(hits: list[Hit]) -> str:
     return "\n".join(f"{h.title}: {h.snippet}" for h in hits)
 
 
+def default_sources() -> dict[str, Iterable[Entry]]:
+    """What `fireside knowledge build` indexes: man pages, the standard library, dictionaries."""
+    from fireside.tools.extract import dictionaries, man_pages, python_stdlib
+
+    return {"man": man_pages(), "python": python_stdlib(), "dict": dictionaries()}
+
+
+def ensure_index(db_path: Path) -> None:
+    """Build the index from this machine's documentation if there is none yet, once: a fresh
+    install's first search should find `tar`, not fail. A lock file keeps two processes (a
+    server and a terminal chat) from building it twice."""
+    if db_path.is_file():
+        return
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(db_path.with_name(db_path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not db_path.is_file():
+            log.warning("building the knowledge index at %s (once; about a minute)", db_path)
+            build_index(db_path, default_sources())
+
+
 def search_tool(db_path: Path | None = None, limit: int = 3) -> Tool:
-    index = KnowledgeIndex(db_path or default_index_path())
+    """`search` over `db_path`; without one, over the data directory's index, built on first use."""
+    path = db_path or default_index_path()
+    index = KnowledgeIndex(path)
 
     def run(arguments: dict[str, Any]) -> str:
+        if db_path is None:
+            ensure_index(path)
         return format_hits(index.search(arguments["query"], limit))
 
     return Tool(
