@@ -7,6 +7,7 @@ EngineClient that writes a call for a marked question), so the calculator really
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 from collections.abc import AsyncIterator, Iterator
@@ -30,11 +31,12 @@ from fireside.engine.types import (
 from fireside.model.tokenizer import Tokenizer
 from fireside.model.tool_calls import tool_format
 from tests.api_utils import run_app
-from tests.app_utils import Backend, Client, SSEEvent, chat_settings
+from tests.app_utils import Backend, Client, SSEEvent, chat_settings, make_admin, parse_sse
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 CALC = "[calc]"  # a question holding this is answered with a calculator call, then its result
+HOLD = "[hold]"  # ...and with this too, the answer after the result waits to be stopped
 USER, TOOL = "<|user|>", "<|tool|>"
 
 
@@ -66,10 +68,13 @@ class ScriptedToolEngine:
             return
         # After the result: the answer that reads it.
         pieces = ["The answer ", "is 42."] if TOOL in last_user else self.call_pieces
+        hold = HOLD in last_user and TOOL in last_user
         for i, piece in enumerate(pieces):
             last = i == len(pieces) - 1
             sample = SampleDelta(0, piece, [1], finish_reason="stop" if last else None)
             yield RequestOutput(request_id, [sample], prompt_ids, finished=last)
+            if hold:
+                await asyncio.Event().wait()  # until the answer is stopped (cancelled)
 
     async def abort(self, request_id: str) -> None:
         await self.engine.abort(request_id)
@@ -95,7 +100,7 @@ def tools_model_dir(api_model_dir: Path, tmp_path_factory: pytest.TempPathFactor
 @pytest.fixture
 def tools_server(
     tools_model_dir: Path, chat_backend: Backend, tmp_path: Path
-) -> Iterator[tuple[str, ScriptedToolEngine]]:
+) -> Iterator[tuple[str, ScriptedToolEngine, Backend]]:
     engines: list[ScriptedToolEngine] = []
 
     async def load() -> ServedModel:
@@ -110,7 +115,7 @@ def tools_server(
     backend = Backend("sqlite", tmp_path) if chat_backend.name == "sqlite" else chat_backend
     app: FastAPI = create_app("tiny", load, extensions=[ChatApp(chat_settings(backend))])
     with run_app(app) as url:
-        yield url, engines[0]
+        yield url, engines[0], backend
 
 
 def names(events: list[SSEEvent]) -> list[str]:
@@ -129,11 +134,11 @@ def texts(events: list[SSEEvent], message_id: str) -> str:
 
 
 def test_tool_calls_are_events_and_messages_and_resume(
-    tools_server: tuple[str, ScriptedToolEngine],
+    tools_server: tuple[str, ScriptedToolEngine, Backend],
 ) -> None:
-    url, engine = tools_server
+    url, engine, backend = tools_server
     client = Client(url)
-    client.signup()
+    me = client.signup()
     conversation = client.new_conversation()
     events = client.send(conversation["id"], f"{CALC} What is 6 times 7?")
 
@@ -192,6 +197,16 @@ def test_tool_calls_are_events_and_messages_and_resume(
             (e.id, e.event, e.data) for e in events[cut:]
         ]
 
+    # Usage counts both generations of the answer (the scripted ones: 4 and 2 tokens).
+    admin = Client(url)
+    assert admin.http.post("/auth/login", json=make_admin(backend)).status_code == 200
+    [usage] = [
+        u for u in admin.http.get("/admin/usage").json()["data"] if u["email"] == me["email"]
+    ]
+    assert (usage["generations"], usage["completion_tokens"]) == (1, 6)
+    assert usage["prompt_tokens"] > 0
+    admin.close()
+
     # The next turn's prompt shows the model its call and the result.
     engine.prompts.clear()
     follow_up = client.send(conversation["id"], "Thanks!")
@@ -200,4 +215,41 @@ def test_tool_calls_are_events_and_messages_and_resume(
     [prompt] = engine.prompts
     assert prompt.index("6*7") < prompt.index("42") < prompt.index("The answer is 42.")
     assert prompt.index("The answer is 42.") < prompt.index("Thanks!")
+    client.close()
+
+
+def test_stop_after_a_tool_ends_the_next_message(
+    tools_server: tuple[str, ScriptedToolEngine, Backend],
+) -> None:
+    url, _, _ = tools_server
+    client = Client(url)
+    client.signup()
+    conversation = client.new_conversation()
+    path = f"/conversations/{conversation['id']}/messages"
+    seen: list[SSEEvent] = []
+    # Read until the answer after the tool's result has begun, then leave.
+    with client.http.stream("POST", path, json={"content": f"{CALC}{HOLD} 6*7?"}) as r:
+        for e in parse_sse(r.iter_lines()):
+            seen.append(e)
+            if e.event == "delta" and [x.event for x in seen].count("message") == 3:
+                break
+    stopped = client.http.post(f"/conversations/{conversation['id']}/stop")
+    assert stopped.json() == {"stopping": True}
+    rest = client.events(
+        "GET",
+        f"/conversations/{conversation['id']}/stream",
+        headers={"Last-Event-ID": seen[-1].id},
+    )
+    assert rest[-1].event == "done"
+    answer = rest[-1].data["message"]
+    assert answer["status"] == "stopped" and answer["content"] == "The answer "
+    path_now = client.http.get(f"/conversations/{conversation['id']}").json()["messages"]
+    assert [(m["role"], m["status"]) for m in path_now] == [
+        ("user", "complete"),
+        ("assistant", "complete"),  # the call: complete before the tool ran
+        ("tool", "complete"),
+        ("assistant", "stopped"),
+    ]
+    # Nothing is left running: the conversation takes the next question.
+    assert client.send(conversation["id"], "Again")[-1].event == "done"
     client.close()

@@ -188,9 +188,9 @@ class Generations:
         return RemoteSource(connection.name, connection.base_url, key, remote_model, body)
 
     def _tools(self) -> list[Tool]:
-        """The built-in tools, for a model trained with them; search reads the knowledge
-        index in the data directory (`fireside knowledge add`)."""
-        return builtin_tools(knowledge_db=self.chat.settings.resolved_data_dir() / "knowledge.db")
+        """The built-in tools, for a model trained with them, as `fireside chat` has them:
+        search reads the data directory's knowledge index (built on its first use)."""
+        return builtin_tools()
 
     # --- stopping ---
 
