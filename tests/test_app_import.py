@@ -156,7 +156,7 @@ def test_malformed_imports_are_refused_with_a_reason(client: Client) -> None:
         r = client.http.post("/import", json=body)
         assert r.status_code == 400, (reason, r.text)
         assert reason in r.json()["error"]["message"], r.text
-    for body in (
+    malformed: list[Any] = [
         "conversations",
         5,
         None,
@@ -166,9 +166,10 @@ def test_malformed_imports_are_refused_with_a_reason(client: Client) -> None:
         export(message(a, None, content=7)),
         [{"title": "no mapping"}],
         [{"mapping": {"n": {"message": {"author": {"role": "user"}, "content": 5}}}}],
-    ):
-        r = client.http.post("/import", json=body)
-        assert r.status_code == 400, (body, r.text)
+    ]
+    for bad in malformed:
+        r = client.http.post("/import", json=bad)
+        assert r.status_code == 400, (bad, r.text)
     r = client.http.post(
         "/import",
         content=b'[{"mapping": {"\xff": {}}}]',
