@@ -24,6 +24,7 @@ class ServedModel:
     eos_token_ids: list[int]
     vocab_size: int  # the model's logits width (may exceed the tokenizer's vocabulary)
     root: str | None = None
+    tools: bool = False  # trained with Fireside's built-in tools ("fireside_tools": true)
     created: int = field(default_factory=lambda: int(time.time()))
     close: Callable[[], Awaitable[None]] | None = None
     _grammar_tokenizer: LLTokenizer | None = field(default=None, repr=False)

@@ -42,6 +42,7 @@ async def load_served(
     """Weights, tokenizer and a started engine for one model directory."""
     from fireside.engine import Engine
     from fireside.model import load_pretrained
+    from fireside.model.pretrained import uses_tools
 
     pre = await asyncio.to_thread(load_pretrained, model_dir, _device(device))
     engine = Engine.from_pretrained(pre, engine_config)
@@ -53,6 +54,7 @@ async def load_served(
         eos_token_ids=pre.stop_token_ids,
         vocab_size=pre.model.config.vocab_size,
         root=str(model_dir),
+        tools=uses_tools(pre.generation_config),
         close=engine.shutdown,
     )
 

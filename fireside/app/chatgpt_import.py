@@ -2,7 +2,8 @@
 
 Each conversation has a `mapping` of nodes (`parent`, `children`, `message`) and a
 `current_node`. Nodes without a user or assistant text message (the root, system and tool
-turns, images) are skipped: their children hang from the nearest kept ancestor.
+turns, code for a tool, hidden context, images) are skipped: their children hang from the
+nearest kept ancestor.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class GptMessage(_Loose):
     author: GptAuthor
     content: GptContent | None = None
     create_time: float | None = None
+    metadata: dict[str, Any] | None = None
 
 
 class GptNode(_Loose):
@@ -57,7 +59,10 @@ def _text(node: GptNode) -> tuple[str, str] | None:
     m = node.message
     if m is None or m.author.role not in ("user", "assistant") or m.content is None:
         return None
-    if m.content.content_type != "text" or not m.content.parts:
+    if (m.metadata or {}).get("is_visually_hidden_from_conversation"):
+        return None  # custom instructions and other context ChatGPT never shows
+    # A multimodal message keeps its text (its images are not in conversations.json).
+    if m.content.content_type not in ("text", "multimodal_text") or not m.content.parts:
         return None
     text = "\n".join(p for p in m.content.parts if isinstance(p, str)).strip()
     return (m.author.role, text) if text else None

@@ -31,9 +31,11 @@ from fireside.app.errors import conflict
 from fireside.app.schemas import MessagePublic
 from fireside.app.sources import AnswerSource, RemoteSource, local_source
 from fireside.app.state import ChatState
+from fireside.app.tool_turns import ToolTurn, history_input
 from fireside.store import connections
 from fireside.store import conversations as store
 from fireside.store.models import Conversation, Message, Usage, now
+from fireside.tools import Tool, builtin_tools
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +93,7 @@ class Generations:
         if await store.streaming_message(db, conversation.id) is not None:
             raise conflict(BUSY)
         history = await store.branch(db, parent.id) if parent is not None else []
-        prompt = [_as_input(m) for m in history if m.role in ("user", "assistant", "tool")]
+        prompt = [history_input(m) for m in history if m.role in ("user", "assistant", "tool")]
         if user_content is not None:
             prompt.append(ChatMessageIn(role="user", content=user_content))
         if not prompt or prompt[-1].role != "user":
@@ -162,8 +164,9 @@ class Generations:
         cap = conversation.max_tokens or self.chat.settings.app_max_tokens
         model = conversation.model
         if model is None or model == served.name:
+            tools = self._tools() if served.tools else None
             return await local_source(
-                served, self.api.metrics, prompt, conversation.temperature, cap
+                served, self.api.metrics, prompt, conversation.temperature, cap, tools
             )
         name, _, remote_model = model.partition("/")
         connection = await connections.by_name(db, name) if remote_model else None
@@ -183,6 +186,11 @@ class Generations:
         if conversation.temperature is not None:
             body["temperature"] = conversation.temperature
         return RemoteSource(connection.name, connection.base_url, key, remote_model, body)
+
+    def _tools(self) -> list[Tool]:
+        """The built-in tools, for a model trained with them, as `fireside chat` has them:
+        search reads the data directory's knowledge index (built on its first use)."""
+        return builtin_tools()
 
     # --- stopping ---
 
@@ -218,11 +226,17 @@ class Generations:
         text, status, error = "", "complete", None
         usage: tuple[int, int] | None = None
         flushed_at = -FLUSH_EVERY_S  # the first text is saved at once, then once a second
+        tool_turn = ToolTurn(self.chat, gen)
         try:
             async with contextlib.aclosing(gen.source.stream()) as pieces:
                 async for piece in pieces:
                     if piece.usage is not None:
                         usage = piece.usage
+                    if piece.tool is not None:  # a call, a result, or the next message
+                        text = await tool_turn.apply(piece.tool, text)
+                        if gen.message.id != message_id:
+                            message_id, flushed_at = gen.message.id, -FLUSH_EVERY_S
+                        continue
                     if not piece.text:
                         continue
                     text += piece.text
@@ -296,10 +310,6 @@ class Generations:
 async def _first_user_text(db: AsyncSession, answer: Message) -> str:
     path = await store.branch(db, answer.id)
     return next((m.content for m in path if m.role == "user"), "")
-
-
-def _as_input(message: Message) -> ChatMessageIn:
-    return ChatMessageIn(role=message.role, content=message.content)  # type: ignore[arg-type]
 
 
 async def interrupt_orphans(chat: ChatState) -> int:

@@ -9,12 +9,13 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, Discriminator, Field, Tag
 
 from fireside.api.errors import bad_request
 from fireside.api.state import AppStateDep
 from fireside.app.chatgpt_import import MAX_CONVERSATIONS, GptConversation, import_conversations
 from fireside.app.deps import DB, ChatStateDep, CurrentUser
+from fireside.app.native_import import FiresideExport, import_export
 from fireside.app.schemas import ConversationPublic, MessagePublic, Page, UserPublic
 from fireside.app.sources import remote_models
 from fireside.store import connections, search
@@ -117,13 +118,38 @@ class ImportResult(BaseModel):
     conversation_ids: list[uuid.UUID]
 
 
+ChatGptExport = Annotated[list[GptConversation], Field(max_length=MAX_CONVERSATIONS)]
+
+
+def _export_kind(body: Any) -> str | None:
+    if isinstance(body, list):
+        return "chatgpt"
+    return "fireside" if isinstance(body, dict | FiresideExport) else None
+
+
+# Told apart by their shape, so an error names what is wrong in the one that was sent.
+ImportBody = Annotated[
+    Annotated[ChatGptExport, Tag("chatgpt")] | Annotated[FiresideExport, Tag("fireside")],
+    Discriminator(
+        _export_kind,
+        custom_error_type="invalid_export",
+        custom_error_message="the body is ChatGPT's conversations.json (a list) or "
+        "this server's GET /api/export (an object)",
+    ),
+]
+
+
 @router.post("/import", response_model=ImportResult, status_code=201)
 async def import_chatgpt(
-    body: Annotated[list[GptConversation], Body(max_length=MAX_CONVERSATIONS)],
+    body: Annotated[ImportBody, Body()],
     user: CurrentUser,
     db: DB,
 ) -> ImportResult:
-    """ChatGPT's `conversations.json` (Settings → Data controls → Export), as the body."""
-    ids = await import_conversations(db, user.id, body)
+    """ChatGPT's `conversations.json` (Settings → Data controls → Export, a list), or this
+    server's own `GET /api/export` (an object), as the body."""
+    if isinstance(body, FiresideExport):
+        ids = await import_export(db, user.id, body)
+    else:
+        ids = await import_conversations(db, user.id, body)
     await db.commit()
     return ImportResult(imported=len(ids), conversation_ids=ids)

@@ -11,7 +11,7 @@ import json
 import logging
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import httpx
 
@@ -24,9 +24,15 @@ from fireside.api.schemas import (
     ChatMessageIn,
     StreamOptions,
 )
+from fireside.api.schemas import Tool as ApiTool
 from fireside.api.served import ServedModel
 from fireside.app.state import ChatState
 from fireside.store.models import Connection
+from fireside.tools.base import tool_specs
+
+if TYPE_CHECKING:
+    from fireside.app.tool_turns import ToolStep
+    from fireside.tools import Tool
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +41,7 @@ log = logging.getLogger(__name__)
 class Piece:
     text: str = ""
     usage: tuple[int, int] | None = None  # (prompt, completion) tokens, once at the end
+    tool: ToolStep | None = None  # a step of the tool loop (fireside.app.tool_turns)
 
 
 class AnswerSource(Protocol):
@@ -57,7 +64,6 @@ class LocalSource:
             async for chunk in chunks:
                 usage = chunk.usage
                 text = "".join(c.delta.content for c in chunk.choices if c.delta.content)
-                # The seam for the tool loop (fireside/tools): tool calls come here as well.
                 if text or usage is not None:
                     yield Piece(
                         text,
@@ -75,7 +81,10 @@ async def local_source(
     prompt: list[ChatMessageIn],
     temperature: float | None,
     cap: int,
-) -> LocalSource:
+    tools: list[Tool] | None = None,
+) -> AnswerSource:
+    """The served model's answer; through the tool loop when `tools` are given."""
+
     def build(max_tokens: int | None) -> ChatJob:
         request = ChatCompletionRequest(
             messages=prompt,
@@ -84,6 +93,8 @@ async def local_source(
             max_tokens=max_tokens,
             stream=True,
             stream_options=StreamOptions(include_usage=True),
+            # Listed so that the prompt's length is checked with them in it.
+            tools=[ApiTool.model_validate(t) for t in tool_specs(tools)] if tools else None,
         )
         return ChatJob(request, served, metrics, served.token_text)
 
@@ -94,6 +105,10 @@ async def local_source(
             raise
         # Less room than the cap: answer in what the context has left.
         job = await asyncio.to_thread(build, None)
+    if tools:
+        from fireside.app.tool_turns import ToolSource
+
+        return ToolSource(job, served, tools)
     return LocalSource(job, served)
 
 
