@@ -1,0 +1,120 @@
+/**
+ * The shapes the page uses, named once. They are the server's Pydantic models as generated
+ * into schema.d.ts from /openapi.json (scripts/dump-openapi.py, `npm run gen:api`); where
+ * the document does not define a route yet, the shape is issue 12's contract and is
+ * replaced by the generated one when the route lands.
+ */
+export type Role = 'user' | 'assistant' | 'system' | 'tool';
+export type MessageStatus = 'complete' | 'stopped' | 'interrupted' | 'error' | 'running' | 'pending' | string;
+
+export interface ToolCall {
+  id: string;
+  name: string;
+  arguments: string | Record<string, unknown>;
+  result?: string | null;
+}
+
+export interface Message {
+  id: string;
+  parent_id: string | null;
+  role: Role;
+  content: string;
+  status?: MessageStatus | null;
+  created_at: string;
+  model?: string | null;
+  tool_calls?: ToolCall[] | null;
+  tool_call_id?: string | null;
+  name?: string | null;
+  /** Where the server sends the tree around the branch: ids of this message's siblings. */
+  sibling_ids?: string[] | null;
+  feedback?: Feedback | null;
+}
+
+export interface Conversation {
+  id: string;
+  title: string | null;
+  pinned?: boolean;
+  archived?: boolean;
+  model?: string | null;
+  system_prompt?: string | null;
+  temperature?: number | null;
+  created_at: string;
+  updated_at: string;
+  /** Present on GET /api/conversations/{id}: the current branch, root first. */
+  messages?: Message[];
+}
+
+export interface Page<T> {
+  data: T[];
+  next_cursor: string | null;
+}
+
+export interface User {
+  id: string;
+  email: string;
+  name: string | null;
+  role: 'admin' | 'user' | string;
+  status?: string;
+  created_at?: string;
+}
+
+export interface Feedback {
+  rating: 'up' | 'down';
+  reason?: string | null;
+  comment?: string | null;
+}
+
+export interface SearchHit {
+  conversation_id: string;
+  message_id: string;
+  title: string | null;
+  snippet: string;
+}
+
+export interface ModelInfo {
+  id: string;
+  owned_by?: string;
+  connection?: string | null;
+}
+
+export interface ApiKey {
+  id: string;
+  name: string;
+  prefix?: string;
+  created_at: string;
+  last_used_at?: string | null;
+  /** Only in the answer to POST /api/keys: shown once. */
+  key?: string;
+}
+
+export interface UserSettings {
+  training_consent: boolean;
+  [key: string]: unknown;
+}
+
+export interface Share {
+  token: string;
+  url?: string;
+}
+
+export interface SharedConversation {
+  title: string | null;
+  messages: Message[];
+  created_at?: string;
+}
+
+export interface Connection {
+  name: string;
+  base_url: string;
+  api_key?: string | null;
+  models?: string[];
+}
+
+export interface UsageRow {
+  user_id?: string;
+  email?: string;
+  model: string;
+  prompt_tokens: number;
+  completion_tokens: number;
+  requests?: number;
+}

@@ -1,0 +1,64 @@
+/**
+ * The one gate between model/user text and the DOM: DOMPurify with an allowlist.
+ *
+ * Links keep only http, https and mailto targets (an allowlist, never a blocklist of bad
+ * schemes); images, forms, styles, SVG and MathML never survive. KaTeX output is produced
+ * after this step by KaTeX itself (trust: false), never from sanitized strings.
+ */
+import DOMPurify from 'dompurify';
+
+const SAFE_URL = /^(?:https?:|mailto:)/i;
+
+const ALLOWED_TAGS = [
+  'a', 'b', 'blockquote', 'br', 'code', 'del', 'div', 'em', 'h1', 'h2', 'h3', 'h4', 'h5', 'h6',
+  'hr', 'i', 'li', 'mark', 'ol', 'p', 'pre', 's', 'span', 'strong', 'sub', 'sup',
+  'table', 'tbody', 'td', 'th', 'thead', 'tr', 'ul',
+];
+// data-tex carries math source to the lazy KaTeX step; data-lang names a code block's language.
+const ALLOWED_ATTR = ['href', 'title', 'class', 'align', 'role', 'aria-label'];
+const DATA_ATTR = new Set(['data-tex', 'data-display', 'data-lang']);
+
+let hooked = false;
+
+function installHooks(): void {
+  if (hooked) return;
+  hooked = true;
+  DOMPurify.addHook('uponSanitizeAttribute', (_node, data) => {
+    if (data.attrName.startsWith('data-') && !DATA_ATTR.has(data.attrName)) data.keepAttr = false;
+  });
+  DOMPurify.addHook('afterSanitizeAttributes', (node) => {
+    if (node.tagName === 'A') {
+      const href = node.getAttribute('href') ?? '';
+      if (!SAFE_URL.test(href.trim())) node.removeAttribute('href');
+      node.setAttribute('rel', 'noopener noreferrer nofollow');
+      node.setAttribute('target', '_blank');
+    }
+  });
+}
+
+export function sanitize(html: string): string {
+  installHooks();
+  return DOMPurify.sanitize(html, {
+    ALLOWED_TAGS,
+    ALLOWED_ATTR,
+    ALLOWED_URI_REGEXP: SAFE_URL,
+    ALLOW_DATA_ATTR: true, // only DATA_ATTR's names survive (hook above)
+    RETURN_TRUSTED_TYPE: false,
+  });
+}
+
+export function escapeHtml(text: string): string {
+  return text
+    .replace(/&/g, '&amp;')
+    .replace(/</g, '&lt;')
+    .replace(/>/g, '&gt;')
+    .replace(/"/g, '&quot;')
+    .replace(/'/g, '&#39;');
+}
+
+/** Search snippets: the server marks hits; everything else is text. */
+export function highlightSnippet(snippet: string): string {
+  const parts = snippet.split(/<\/?(?:mark|b)>|\[\[|\]\]/i);
+  // Markers alternate: outside, inside, outside, ... (FTS5 and ts_headline both pair them).
+  return parts.map((p, i) => (i % 2 === 1 ? `<mark>${escapeHtml(p)}</mark>` : escapeHtml(p))).join('');
+}
