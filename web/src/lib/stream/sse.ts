@@ -11,12 +11,13 @@ export async function* readSse(body: ReadableStream<Uint8Array>): AsyncGenerator
       if (event) queue.push(event);
     },
   });
-  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  const reader = body.getReader();
+  const decoder = new TextDecoder();
   try {
     for (;;) {
       const { value, done } = await reader.read();
       if (done) break;
-      parser.feed(value);
+      parser.feed(decoder.decode(value, { stream: true }));
       while (queue.length) yield queue.shift() as StreamEvent;
     }
     while (queue.length) yield queue.shift() as StreamEvent;

@@ -1,0 +1,56 @@
+/** The sidebar's list: pages of conversations, newest first, pinned ones shown on top. */
+import { api, enc } from './api/client';
+import type { Conversation, Page } from './api/types';
+
+class ConversationList {
+  items = $state<Conversation[]>([]);
+  cursor = $state<string | null>(null);
+  done = $state(false);
+  loading = $state(false);
+  error = $state<string | null>(null);
+
+  pinned = $derived(this.items.filter((c) => c.pinned && !c.archived));
+  recent = $derived(this.items.filter((c) => !c.pinned && !c.archived));
+
+  async more(): Promise<void> {
+    if (this.loading || this.done) return;
+    this.loading = true;
+    this.error = null;
+    try {
+      const q = this.cursor ? `&cursor=${enc(this.cursor)}` : '';
+      const page = await api.get<Page<Conversation>>(`/api/conversations?limit=30${q}`);
+      const known = new Set(this.items.map((c) => c.id));
+      this.items = [...this.items, ...page.data.filter((c) => !known.has(c.id))];
+      this.cursor = page.next_cursor;
+      this.done = !page.next_cursor;
+    } catch (e) {
+      this.error = (e as Error).message;
+    } finally {
+      this.loading = false;
+    }
+  }
+
+  reset(): void {
+    this.items = [];
+    this.cursor = null;
+    this.done = false;
+  }
+
+  /** A new or changed conversation moves to the top (it is the newest). */
+  upsert(c: Conversation): void {
+    this.items = [c, ...this.items.filter((x) => x.id !== c.id)];
+  }
+
+  async update(id: string, change: Partial<Conversation>): Promise<Conversation> {
+    const updated = await api.patch<Conversation>(`/api/conversations/${enc(id)}`, change);
+    this.items = this.items.map((c) => (c.id === id ? { ...c, ...updated, messages: undefined } : c));
+    return updated;
+  }
+
+  async remove(id: string): Promise<void> {
+    await api.delete(`/api/conversations/${enc(id)}`);
+    this.items = this.items.filter((c) => c.id !== id);
+  }
+}
+
+export const conversations = new ConversationList();
