@@ -20,6 +20,7 @@ from fireside.api.errors import ErrorResponse, install_error_handlers, not_ready
 from fireside.api.metrics import Metrics
 from fireside.api.middleware import GuardMiddleware
 from fireside.api.served import ServedModel
+from fireside.api.static import mount_web
 from fireside.engine.types import EngineStats
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,7 @@ def create_app(
     app.include_router(openai_router)
     app.include_router(tokenizer_router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    mount_web(app)  # last: it answers every GET the API routes above do not
     return app
 
 
