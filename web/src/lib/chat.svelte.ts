@@ -79,7 +79,11 @@ export class Chat {
   };
 
   /** Start (or resume) a generation and follow it to its end. */
-  private async run(start: (signal: AbortSignal) => Promise<Response | null>, cursor = new EventCursor()): Promise<void> {
+  private async run(
+    start: (signal: AbortSignal) => Promise<Response | null>,
+    cursor = new EventCursor(),
+    retry: () => void = this.retryLast,
+  ): Promise<void> {
     const conv = this.conversation;
     if (!conv) return;
     this.abort?.abort();
@@ -95,7 +99,7 @@ export class Chat {
       if (abort.signal.aborted) return;
       const status = e instanceof ApiError || e instanceof StreamHttpError ? e.status : 0;
       const message = status === 429 ? `Too many requests: ${(e as Error).message}` : (e as Error).message;
-      this.error = { message, retry: this.retryLast };
+      this.error = { message, retry };
     } finally {
       if (this.abort === abort) {
         this.abort = null;
@@ -125,7 +129,10 @@ export class Chat {
     }
     const id = this.conversation.id;
     const parent = this.leafId;
-    void this.run((signal) => postStream(`/api/conversations/${enc(id)}/messages`, { content: text, parent_id: parent }, 'POST', signal));
+    const post = (signal: AbortSignal) =>
+      postStream(`/api/conversations/${enc(id)}/messages`, { content: text, parent_id: parent }, 'POST', signal);
+    // A send refused before it started (429, network) is retried as the same send.
+    void this.run(post, new EventCursor(), () => void this.run(post));
     return id;
   }
 

@@ -73,3 +73,13 @@ describe('highlightSnippet', () => {
     expect(highlightSnippet('[[q]] <script>')).toBe('<mark>q</mark> &lt;script&gt;');
   });
 });
+
+describe('math inside a line', () => {
+  it('treats $$…$$ in a paragraph as display math', () => {
+    const root = dom(renderMarkdown('in general $$\\sum_i i$$ holds'));
+    const math = root.querySelector('.math');
+    expect(math?.getAttribute('data-tex')).toBe('\\sum_i i');
+    expect(math?.getAttribute('data-display')).toBe('1');
+    expect(root.textContent).not.toContain('$');
+  });
+});

@@ -25,12 +25,15 @@ const inlineMath: TokenizerAndRendererExtension = {
   level: 'inline',
   start: (src) => src.match(/\$|\\\(/)?.index,
   tokenizer(src) {
-    // $x$ with no space just inside the dollars (so "$5 and $6" stays text), or \( x \).
+    // $$x$$ inside a line is display math; $x$ needs no space just inside the dollars (so
+    // "$5 and $6" stays text); \( x \) too.
+    const display = /^\$\$((?:\\.|[^$\\])+?)\$\$/.exec(src);
+    if (display) return { type: 'inlineMath', raw: display[0], text: (display[1] ?? '').trim(), display: true };
     const m = /^\$(?!\s)((?:\\.|[^$\\\n])+?)(?<!\s)\$(?!\d)/.exec(src) ?? /^\\\((.+?)\\\)/.exec(src);
     if (m) return { type: 'inlineMath', raw: m[0], text: m[1] ?? '' };
     return undefined;
   },
-  renderer: (token) => `<span class="math" data-tex="${escapeHtml(String(token['text']))}">${escapeHtml(String(token['text']))}</span>`,
+  renderer: (token) => `<span class="math"${token['display'] ? ' data-display="1"' : ''} data-tex="${escapeHtml(String(token['text']))}">${escapeHtml(String(token['text']))}</span>`,
 };
 
 function createMarked(): Marked {

@@ -1,0 +1,159 @@
+/**
+ * The page in real Chromium, served by a real `fireside serve`, with the /api routes answered
+ * by FakeApi (issue 12's contract) so the model's output can be chosen: the XSS corpus, a
+ * code answer for the screenshots, streams cut at a known event.
+ */
+import { expect, test } from '@playwright/test';
+import { mkdirSync } from 'node:fs';
+import { ChatPage } from './chat-page';
+import { FakeApi } from './fake-api';
+
+const SHOTS = new URL('../../docs/screenshots/', import.meta.url).pathname;
+mkdirSync(SHOTS, { recursive: true });
+
+const CODE_ANSWER = [
+  'Here is a function that reverses words, with a quick check:',
+  '',
+  '```python',
+  'def reverse_words(text: str) -> str:',
+  '    """Return the words of `text` in reverse order."""',
+  '    return " ".join(reversed(text.split()))',
+  '',
+  'assert reverse_words("hello big world") == "world big hello"',
+  '```',
+  '',
+  '| Input | Output |',
+  '|---|---|',
+  '| `"a b"` | `"b a"` |',
+  '| `""` | `""` |',
+  '',
+  'It runs in $O(n)$ time; in general $$\\sum_{i=1}^{n} i = \\frac{n(n+1)}{2}$$',
+].join('\n');
+
+test('send, stream, regenerate, edit into a branch, switch branches, search, feedback, share', async ({ page, browser }) => {
+  const api = new FakeApi({ answer: (t, n) => `Answer ${n + 1} to **${t}**` });
+  await api.install(page);
+  const chat = new ChatPage(page);
+  await page.goto('/');
+  await chat.send('first question');
+  await expect(chat.lastAnswer()).toContainText('Answer 1 to first question');
+  await expect(chat.lastAnswer().locator('strong')).toHaveText('first question');
+  await expect(page).toHaveURL(/\/c\//);
+  await expect(chat.sidebar().getByRole('link', { name: 'first question' })).toBeVisible();
+
+  await chat.lastAnswer().getByRole('button', { name: 'Regenerate' }).click();
+  await expect(chat.lastAnswer()).toContainText('Answer 2 to first question');
+  await expect(chat.branchPosition()).toContainText('2/2');
+  await chat.branchPosition().getByRole('button', { name: 'Previous branch' }).click();
+  await expect(chat.lastAnswer()).toContainText('Answer 1');
+  await expect(chat.branchPosition()).toContainText('1/2');
+
+  await chat.userMessages().first().getByRole('button', { name: 'Edit message' }).click();
+  await page.getByLabel('Edit message').fill('edited question');
+  await page.getByRole('button', { name: 'Save and send' }).click();
+  await expect(chat.lastAnswer()).toContainText('Answer 3 to edited question');
+  await expect(chat.branchPosition(chat.userMessages().first())).toContainText('2/2');
+  await chat.branchPosition(chat.userMessages().first()).getByRole('button', { name: 'Previous branch' }).click();
+  await expect(chat.userMessages().first()).toContainText('first question');
+  await expect(chat.lastAnswer()).toContainText('Answer 2 to first question');
+
+  await chat.lastAnswer().getByRole('button', { name: 'Bad answer' }).click();
+  await page.getByLabel('Reason').selectOption('Incorrect');
+  await page.getByLabel('Comment').fill('wrong number');
+  await page.getByRole('button', { name: 'Send feedback' }).click();
+  await expect(page.getByRole('dialog')).toBeHidden();
+  expect(api.feedback).toEqual([expect.objectContaining({ rating: 'down', reason: 'Incorrect', comment: 'wrong number' })]);
+
+  await page.getByLabel('Search conversations').fill('edited');
+  const hit = page.getByRole('list', { name: 'Search results' }).getByRole('link').first();
+  await expect(hit.locator('mark')).toHaveText('edited');
+  await page.getByLabel('Search conversations').fill('');
+
+  await page.getByRole('button', { name: 'Share' }).click();
+  await page.getByRole('button', { name: 'Create link' }).click();
+  const link = await page.getByLabel('Link').inputValue();
+  expect(link).toMatch(/\/share\/tok/);
+  // Logged out (a fresh context, no cookies): the shared snapshot still opens.
+  const other = await browser.newContext();
+  const visitor = await other.newPage();
+  const anon = new FakeApi({ loggedIn: false });
+  anon.shares = api.shares;
+  await anon.install(visitor);
+  await visitor.goto(link);
+  await expect(visitor.getByRole('article', { name: 'Answer' })).toContainText('Answer 1');
+  await other.close();
+});
+
+test('a cut stream resumes from Last-Event-ID, and a reload mid-answer resumes the answer', async ({ page }) => {
+  const api = new FakeApi({ answer: () => 'one two three four five six seven eight nine ten eleven twelve', cutAfter: 3 });
+  await api.install(page);
+  const chat = new ChatPage(page);
+  await page.goto('/');
+  await chat.send('count');
+  // The POST body ended after 3 events; the page asked for the rest after event 3.
+  await expect(chat.lastAnswer()).toContainText('one two three four five six seven eight nine ten eleven twelve');
+  expect(api.streamRequests).toEqual(['3']);
+  await expect(chat.lastAnswer().getByRole('button', { name: 'Regenerate' })).toBeVisible();
+
+  // A conversation whose answer is still running when the page loads: it is followed to the end.
+  const conv = api.addConversation('running', [{ id: 'ru', parent_id: null, role: 'user', content: 'go' }]);
+  const running = { id: 'ra', parent_id: 'ru', role: 'assistant' as const, content: 'par', status: 'running', created_at: new Date().toISOString() };
+  conv.messages.push(running);
+  conv.leaf = 'ra';
+  conv.events.push(`id: 1\nevent: message\ndata: ${JSON.stringify({ ...running, content: '' })}\n\n`);
+  for (const [i, t] of ['par', 'tial ', 'answer'].entries()) conv.events.push(`id: ${i + 2}\nevent: delta\ndata: ${JSON.stringify({ message_id: 'ra', text: t })}\n\n`);
+  conv.events.push(`id: 5\nevent: done\ndata: ${JSON.stringify({ message: { ...running, content: 'partial answer', status: 'complete' } })}\n\n`);
+  await page.goto(`/c/${conv.id}`);
+  await page.reload();
+  await expect(chat.lastAnswer()).toHaveText(/partial answer/);
+  await expect(chat.lastAnswer()).not.toContainText('parpartial');
+});
+
+test('errors show clearly with a retry', async ({ page }) => {
+  const api = new FakeApi();
+  await api.install(page);
+  let fail = true;
+  await page.route('**/api/conversations/*/messages', async (route) => {
+    if (fail) {
+      fail = false;
+      return route.fulfill({ status: 429, contentType: 'application/json', headers: { 'Retry-After': '1' }, body: JSON.stringify({ error: { message: 'rate limit reached, retry in 1 s' } }) });
+    }
+    return route.fallback();
+  });
+  const chat = new ChatPage(page);
+  await page.goto('/');
+  await chat.send('hello');
+  await expect(page.getByRole('alert')).toContainText('rate limit reached');
+  // The message never reached the server; Retry sends it again.
+  await page.getByRole('button', { name: 'Retry' }).click();
+  await expect(chat.lastAnswer()).toContainText('You said: hello');
+});
+
+test('screenshots: light, dark, a code answer, a phone', async ({ page }) => {
+  const api = new FakeApi({ answer: () => CODE_ANSWER });
+  api.addConversation('Pinned: project notes', [], { pinned: true });
+  api.addConversation('Plan a trip to Lisbon', []);
+  api.addConversation('Explain KV caches', []);
+  await api.install(page);
+  await page.setViewportSize({ width: 1280, height: 820 });
+  const chat = new ChatPage(page);
+  await page.emulateMedia({ colorScheme: 'light' });
+  await page.goto('/');
+  await chat.send('Write a Python function that reverses the words of a sentence.');
+  await expect(chat.lastAnswer().locator('.hljs-keyword').first()).toBeVisible();
+  await expect(chat.lastAnswer().locator('.katex').first()).toBeVisible();
+  await expect(chat.lastAnswer().getByRole('button', { name: 'Copy code' })).toBeVisible();
+  await page.screenshot({ path: `${SHOTS}chat-light.png` });
+  await chat.lastAnswer().screenshot({ path: `${SHOTS}code-answer.png` });
+  await page.emulateMedia({ colorScheme: 'dark' });
+  await page.screenshot({ path: `${SHOTS}chat-dark.png` });
+  await page.setViewportSize({ width: 375, height: 740 });
+  await page.emulateMedia({ colorScheme: 'light' });
+  await expect(page.getByRole('button', { name: 'Open sidebar' })).toBeVisible();
+  await page.screenshot({ path: `${SHOTS}phone.png` });
+  // At 375 px nothing scrolls sideways.
+  expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(375);
+  await page.getByRole('button', { name: 'Open sidebar' }).click();
+  await expect(chat.sidebar().getByRole('link', { name: 'Plan a trip to Lisbon' })).toBeInViewport();
+  await page.screenshot({ path: `${SHOTS}phone-sidebar.png` });
+});
