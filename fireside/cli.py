@@ -1,4 +1,4 @@
-"""`fireside serve | chat | train | eval | data | bench`: the command line."""
+"""`fireside serve | chat | train | eval | data | admin`: the command line."""
 
 from __future__ import annotations
 
@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_serve)
     _add_chat_parser(sub)
 
+    from fireside.app.cli import add_admin_parser
     from fireside.data.cli import add_data_parser
     from fireside.eval.cli import add_eval_parser
     from fireside.train.cli import add_train_parser
@@ -73,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_parser(sub)
     add_train_parser(sub)
     add_eval_parser(sub)
+    add_admin_parser(sub)
     return parser
 
 

@@ -2,8 +2,25 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+import os
+import secrets
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from fireside.errors import FiresideError
+
+SignupPolicy = Literal["open", "closed", "approval"]
+SECRET_KEY_FILE = "secret_key"
+
+
+def default_data_dir() -> Path:
+    """$XDG_DATA_HOME/fireside, else ~/.local/share/fireside: never the working directory."""
+    xdg = os.environ.get("XDG_DATA_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".local" / "share"
+    return base / "fireside"
 
 
 class Settings(BaseSettings):
@@ -21,5 +38,49 @@ class Settings(BaseSettings):
     max_model_len: int | None = Field(default=None, ge=1)
     kv_cache_gib: float = Field(default=1.0, gt=0)
     pack_weights: bool = True
-    database_url: str = "sqlite:///fireside.db"
-    redis_url: str | None = None
+
+    # The chat application (`fireside.app`, under /api).
+    data_dir: Path | None = None  # None = default_data_dir()
+    database_url: str | None = None  # None = SQLite in the data directory
+    redis_url: str | None = None  # None = in-process event log and stop signals
+    secret_key: SecretStr | None = None  # None = generated once, kept in the data directory
+    signup: SignupPolicy = "open"
+    # "required": /v1/* also accepts (and then needs) a user's personal API key.
+    auth: Literal["optional", "required"] = "optional"
+    # Origins besides the server's own allowed to make cookie-authenticated changes
+    # (a web UI served from a dev server, say).
+    allowed_origins: list[str] = Field(default_factory=list)
+    # The longest answer the chat app asks for, in tokens (the context caps it too).
+    app_max_tokens: int = Field(default=1024, ge=1)
+    app: bool = True  # serve the chat application under /api
+
+    def resolved_data_dir(self) -> Path:
+        path = self.data_dir or default_data_dir()
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.resolved_data_dir() / 'fireside.db'}"
+
+    def resolved_secret_key(self) -> str:
+        """The configured secret, else the one kept in the data directory (made on first use,
+        readable by the owner alone)."""
+        if self.secret_key is not None:
+            value = self.secret_key.get_secret_value()
+            if len(value) < 16:
+                raise FiresideError("FIRESIDE_SECRET_KEY must be at least 16 characters")
+            return value
+        path = self.resolved_data_dir() / SECRET_KEY_FILE
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            value = path.read_text().strip()
+            if len(value) < 16:
+                raise FiresideError(f"{path} holds no usable secret key; delete it") from None
+            return value
+        value = secrets.token_urlsafe(32)
+        with os.fdopen(fd, "w") as f:
+            f.write(value + "\n")
+        return value

@@ -72,3 +72,54 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fireside_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Servers the tests start keep their database and secret here, never in the home
+    directory of whoever runs the tests."""
+    import os
+
+    path = tmp_path_factory.mktemp("fireside-data")
+    before = os.environ.get("FIRESIDE_DATA_DIR")
+    os.environ["FIRESIDE_DATA_DIR"] = str(path)
+    yield path
+    if before is None:
+        os.environ.pop("FIRESIDE_DATA_DIR", None)
+    else:
+        os.environ["FIRESIDE_DATA_DIR"] = before
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgres"])
+def chat_backend(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[object]:
+    """The chat app's two set-ups: SQLite with the in-process event log, and PostgreSQL (a
+    fresh database for this test session, so parallel workers never share one) with Redis."""
+    from tests.app_utils import Backend, postgres_database
+
+    data_dir = tmp_path_factory.mktemp(f"chat-{request.param}")
+    if request.param == "sqlite":
+        yield Backend("sqlite", data_dir)
+        return
+    with postgres_database() as url:
+        yield Backend("postgres", data_dir, url, _redis_url())
+
+
+def _redis_url() -> str:
+    from tests.app_utils import REDIS_URL, redis_available
+
+    if not redis_available():
+        pytest.skip("Redis is not running at 127.0.0.1:6379")
+    return REDIS_URL
+
+
+@pytest.fixture(scope="session")
+def chat_server(chat_backend: object, api_model_dir: Path) -> Iterator[str]:
+    """One running chat server per backend for the whole session (tests sign up their own
+    users, so they share it without seeing each other's data)."""
+    from tests.app_utils import Backend, chat_settings, run_chat_server
+
+    assert isinstance(chat_backend, Backend)
+    with run_chat_server(api_model_dir, chat_settings(chat_backend)) as url:
+        yield url

@@ -9,58 +9,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from fireside.api.errors import ErrorResponse, install_error_handlers, not_ready
-from fireside.api.metrics import Metrics
+from fireside.api.errors import ErrorResponse, install_error_handlers
 from fireside.api.middleware import GuardMiddleware
+from fireside.api.routes_openai import router as openai_router
+from fireside.api.routes_tokenizer import router as tokenizer_router
 from fireside.api.served import ServedModel
+from fireside.api.state import AppState
 from fireside.api.static import mount_web
-from fireside.engine.types import EngineStats
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 8 << 20  # long prompts fit; a runaway upload does not
 
 
-@dataclass
-class AppState:
-    model_name: str
-    load: Callable[[], Awaitable[ServedModel]]
-    served: ServedModel | None = None
-    load_error: str | None = None
-    metrics: Metrics = field(init=False)
+class AppExtension(Protocol):
+    """Something more served by the same app (the chat application under /api): its routes,
+    and what it opens at start-up and closes at shutdown. `api` knows no more of it."""
 
-    def __post_init__(self) -> None:
-        self.metrics = Metrics(self.model_name, self._stats)
+    def install(self, app: FastAPI) -> None: ...
 
-    def _stats(self) -> EngineStats | None:
-        return self.served.engine.stats() if self.served is not None else None
-
-    def ready(self) -> ServedModel:
-        if self.served is None:
-            raise not_ready(
-                f"the model failed to load: {self.load_error}"
-                if self.load_error
-                else "the model is still loading; retry shortly"
-            )
-        if not self.served.engine.is_healthy():
-            raise not_ready("the inference engine has stopped; restart the server")
-        return self.served
-
-
-def app_state(request: Request) -> AppState:
-    state: AppState = request.app.state.fireside
-    return state
-
-
-def served_model(request: Request) -> ServedModel:
-    return app_state(request).ready()
+    def lifespan(self, app: FastAPI) -> AbstractAsyncContextManager[None]: ...
 
 
 def create_app(
@@ -69,11 +44,9 @@ def create_app(
     *,
     api_key: str | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
+    extensions: Sequence[AppExtension] = (),
 ) -> FastAPI:
     """`load` builds the engine (slow); it runs after the server is already listening."""
-    from fireside.api.routes_openai import router as openai_router
-    from fireside.api.routes_tokenizer import router as tokenizer_router
-
     state = AppState(model_name, load)
 
     @contextlib.asynccontextmanager
@@ -88,7 +61,10 @@ def create_app(
 
         task = asyncio.create_task(load_in_background())
         try:
-            yield
+            async with contextlib.AsyncExitStack() as stack:
+                for extension in extensions:
+                    await stack.enter_async_context(extension.lifespan(app))
+                yield
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -107,6 +83,8 @@ def create_app(
     app.add_middleware(GuardMiddleware, api_key=api_key, max_body_bytes=max_body_bytes)
     app.include_router(openai_router)
     app.include_router(tokenizer_router)
+    for extension in extensions:
+        extension.install(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     mount_web(app)  # last: it answers every GET the API routes above do not
     return app

@@ -14,6 +14,8 @@ from fireside.api.errors import APIError, error_response
 
 # Paths anyone may read: liveness probes, Prometheus, the API's own documentation.
 OPEN_PATHS = frozenset({"/health", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect"})
+# The chat application authenticates its own callers (session cookies, personal keys).
+OWN_AUTH_PREFIX = "/api/"
 
 
 class GuardMiddleware:
@@ -45,7 +47,8 @@ class GuardMiddleware:
         await self.app(scope, replay, send)
 
     def _check_key(self, scope: Scope) -> APIError | None:
-        if self.api_key is None or scope["path"] in OPEN_PATHS:
+        path = scope["path"]
+        if self.api_key is None or path in OPEN_PATHS or path.startswith(OWN_AUTH_PREFIX):
             return None
         headers = dict(scope["headers"])
         given = headers.get(b"authorization", b"").decode("latin-1")

@@ -8,7 +8,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response, StreamingResponse
 
-from fireside.api.app import AppState, app_state, served_model
 from fireside.api.chat import ChatJob
 from fireside.api.completions import CompletionJob
 from fireside.api.errors import APIError
@@ -24,6 +23,7 @@ from fireside.api.schemas import (
     ModelList,
 )
 from fireside.api.served import ServedModel
+from fireside.api.state import AppState, app_state, served_model
 from fireside.api.streaming import SSE_HEADERS, sse_stream
 
 router = APIRouter()

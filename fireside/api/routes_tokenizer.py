@@ -6,7 +6,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
-from fireside.api.app import served_model
 from fireside.api.errors import bad_request
 from fireside.api.sampling import check_model
 from fireside.api.schemas import (
@@ -17,6 +16,7 @@ from fireside.api.schemas import (
     TokenizerInfo,
 )
 from fireside.api.served import ServedModel
+from fireside.api.state import served_model
 from fireside.api.tools import template_messages, template_tools
 from fireside.errors import ChatTemplateError, TokenizerError
 

@@ -84,10 +84,18 @@ def build_app(settings: Settings, engine_config: EngineConfig | None = None) -> 
     model_dir = resolve_model_dir(settings)
     name = settings.served_model_name or model_dir.name
     engine_config = engine_config or engine_config_for(settings)
+    extensions = []
+    if settings.app:
+        # `fireside serve` is where the layers meet: the chat app (which builds on `api`)
+        # is plugged in here, so nothing else in `api` knows it.
+        from fireside.app import ChatApp
+
+        extensions.append(ChatApp(settings))
     return create_app(
         name,
         lambda: load_served(model_dir, name, settings.device, engine_config),
         api_key=settings.api_key,
+        extensions=extensions,
     )
 
 

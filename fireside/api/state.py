@@ -1,0 +1,59 @@
+"""The API's shared state and the dependencies that hand it to routes (of `api` and `app`).
+
+Its own module so that `api/app.py` can import the route modules and they can import this,
+without a circle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from fastapi import Depends
+from starlette.requests import HTTPConnection
+
+from fireside.api.errors import not_ready
+from fireside.api.metrics import Metrics
+from fireside.api.served import ServedModel
+from fireside.engine.types import EngineStats
+
+
+@dataclass
+class AppState:
+    model_name: str
+    load: Callable[[], Awaitable[ServedModel]]
+    served: ServedModel | None = None
+    load_error: str | None = None
+    metrics: Metrics = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.metrics = Metrics(self.model_name, self._stats)
+
+    def _stats(self) -> EngineStats | None:
+        return self.served.engine.stats() if self.served is not None else None
+
+    def ready(self) -> ServedModel:
+        if self.served is None:
+            raise not_ready(
+                f"the model failed to load: {self.load_error}"
+                if self.load_error
+                else "the model is still loading; retry shortly"
+            )
+        if not self.served.engine.is_healthy():
+            raise not_ready("the inference engine has stopped; restart the server")
+        return self.served
+
+
+def app_state(request: HTTPConnection) -> AppState:
+    # HTTPConnection, not Request: WebSocket routes take these dependencies too.
+    state: AppState = request.app.state.fireside
+    return state
+
+
+def served_model(request: HTTPConnection) -> ServedModel:
+    return app_state(request).ready()
+
+
+AppStateDep = Annotated[AppState, Depends(app_state)]
+ServedDep = Annotated[ServedModel, Depends(served_model)]

@@ -1,0 +1,69 @@
+"""The chat application under /api: accounts, conversations (message trees), generation
+tasks and their event streams. `ChatApp` plugs it into the API's FastAPI app."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, FastAPI
+from redis.asyncio import Redis
+
+from fireside.api.state import AppState
+from fireside.settings import Settings
+from fireside.store.broker import Broker, LocalBroker, RedisBroker
+from fireside.store.db import Database
+from fireside.store.events import EventLog, MemoryEventLog, RedisEventLog
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/api"
+
+
+class ChatApp:
+    """An `AppExtension` (see fireside.api.app): routes at start, storage in the lifespan."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def install(self, app: FastAPI) -> None:
+        from fireside.app.routes_auth import router as auth
+        from fireside.app.routes_conversations import router as conversations
+        from fireside.app.routes_ws import router as ws
+
+        api = APIRouter(prefix=PREFIX)
+        for router in (auth, conversations, ws):
+            api.include_router(router)
+        app.include_router(api)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
+        from fireside.app.generation import Generations, interrupt_orphans
+        from fireside.app.state import ChatState
+
+        settings = self.settings
+        db = Database(settings.resolved_database_url())
+        worker = uuid.uuid4().hex
+        events: EventLog
+        broker: Broker
+        if settings.redis_url:
+            redis = Redis.from_url(settings.redis_url)
+            events, broker = RedisEventLog(redis), RedisBroker(redis, worker)
+        else:
+            events, broker = MemoryEventLog(), LocalBroker(worker)
+        try:
+            await db.migrate()
+            chat = ChatState(settings, db, events, broker, worker)
+            api_state: AppState = app.state.fireside
+            chat.generations = Generations(chat, api_state)
+            await interrupt_orphans(chat)
+            await broker.start(chat.generations.stop_local)
+            app.state.chat = chat
+            yield
+            await chat.generations.shutdown()
+        finally:
+            await broker.close()
+            await events.close()
+            await db.close()

@@ -1,0 +1,92 @@
+"""Sign-up, login, logout, password change: the rules of accounts (routes stay thin)."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from datetime import timedelta
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from fireside.app.errors import conflict, forbidden, unauthorized
+from fireside.settings import SignupPolicy
+from fireside.store import accounts
+from fireside.store.models import User
+
+SESSION_TTL = timedelta(days=30)
+_hasher = PasswordHasher()
+# Verified against when the email is unknown, so a login takes as long either way.
+_DUMMY_HASH = _hasher.hash("not a password of anyone")
+
+
+async def hash_password(password: str) -> str:
+    return await asyncio.to_thread(_hasher.hash, password)
+
+
+async def verify_password(stored: str | None, password: str) -> bool:
+    def verify() -> bool:
+        try:
+            return _hasher.verify(stored or _DUMMY_HASH, password) and stored is not None
+        except (VerificationError, InvalidHashError):
+            return False
+
+    return await asyncio.to_thread(verify)
+
+
+async def create_user(
+    db: AsyncSession,
+    email: str,
+    password: str,
+    name: str,
+    policy: SignupPolicy,
+    admin: bool = False,
+) -> User:
+    """The first account is the admin and active whatever the policy; after it, `policy`
+    decides: open (active), approval (pending until an admin approves), closed (refused)."""
+    first = await accounts.count_users(db) == 0
+    if not first and not admin and policy == "closed":
+        raise forbidden("sign-up is closed on this server; ask an administrator")
+    if await accounts.user_by_email(db, email) is not None:
+        raise conflict("an account with this email exists")
+    role = "admin" if first or admin else "user"
+    status = "pending" if policy == "approval" and not (first or admin) else "active"
+    try:
+        user = await accounts.add_user(db, email, name, await hash_password(password), role, status)
+        await db.commit()
+    except IntegrityError:  # the same email signing up twice at once
+        await db.rollback()
+        raise conflict("an account with this email exists") from None
+    return user
+
+
+async def start_session(db: AsyncSession, user: User) -> str:
+    token = secrets.token_urlsafe(32)
+    await accounts.add_session(db, user.id, token, SESSION_TTL)
+    await db.commit()
+    return token
+
+
+async def login(db: AsyncSession, email: str, password: str) -> tuple[User, str]:
+    user = await accounts.user_by_email(db, email)
+    ok = await verify_password(user.password_hash if user else None, password)
+    if user is None or not ok:
+        raise unauthorized("wrong email or password")
+    if user.status == "pending":
+        raise forbidden("this account awaits an administrator's approval")
+    if user.status != "active":
+        raise forbidden("this account is disabled")
+    return user, await start_session(db, user)
+
+
+async def change_password(
+    db: AsyncSession, user: User, current: str, new: str, keep_session: str | None
+) -> None:
+    if not await verify_password(user.password_hash, current):
+        raise forbidden("the current password is wrong")
+    user.password_hash = await hash_password(new)
+    # Whoever else was logged in with the old password is logged out.
+    await accounts.delete_sessions_except(db, user.id, keep_session)
+    await db.commit()

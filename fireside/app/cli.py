@@ -1,0 +1,74 @@
+"""`fireside admin ...`: headless administration against the configured database."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import sys
+
+from fireside.errors import FiresideError
+from fireside.settings import Settings
+
+
+def add_admin_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    admin = sub.add_parser("admin", help="administer the chat app's accounts")
+    commands = admin.add_subparsers(dest="admin_command", required=True)
+    create = commands.add_parser("create-user", help="create an account (no sign-up needed)")
+    create.add_argument("email")
+    create.add_argument("--name", help="display name (default: the email's local part)")
+    create.add_argument("--admin", action="store_true", help="make it an administrator")
+    create.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from standard input (default: ask on the terminal)",
+    )
+    create.set_defaults(func=_create_user)
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    first = getpass.getpass("password: ")
+    if getpass.getpass("again: ") != first:
+        raise FiresideError("the passwords differ")
+    return first
+
+
+def _create_user(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from fireside.app.schemas import SignupRequest
+
+    password = _read_password(args.password_stdin)
+    name = args.name or args.email.partition("@")[0]
+    try:
+        body = SignupRequest(email=args.email, password=password, name=name)
+    except ValidationError as e:
+        problems = "; ".join(f"{err['loc'][0]}: {err['msg']}" for err in e.errors())
+        raise FiresideError(f"invalid account: {problems}") from None
+    user = asyncio.run(_create(Settings(), body, args.admin))
+    print(f"created {user} ({'admin' if args.admin else 'user'})")
+    return 0
+
+
+async def _create(settings: Settings, body: object, admin: bool) -> str:
+    from fireside.api.errors import APIError
+    from fireside.app.accounts import create_user
+    from fireside.app.schemas import SignupRequest
+    from fireside.store.db import Database
+
+    assert isinstance(body, SignupRequest)
+    db = Database(settings.resolved_database_url())
+    try:
+        await db.migrate()
+        async with db.session() as session:
+            try:
+                user = await create_user(
+                    session, body.email, body.password, body.name, "open", admin=admin
+                )
+            except APIError as e:
+                raise FiresideError(e.message) from None
+            return user.email
+    finally:
+        await db.close()

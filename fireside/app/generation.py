@@ -1,0 +1,297 @@
+"""Generation as a server-side task, apart from the HTTP request that asked for it.
+
+The user message is stored before anything is generated; the task streams from the served
+engine through the OpenAI routes' own ChatJob (same chat template, same sampling checks),
+appends every event to the conversation's event log, keeps the partial text in the database
+as it grows, and stores the answer with its final status. A client leaving changes nothing;
+`stop` (from any process, through the broker) ends it as `stopped`; a shutdown as
+`interrupted`; a crash is found and marked `interrupted` at the next start-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from fireside.api.chat import ChatJob
+from fireside.api.errors import APIError, bad_request
+from fireside.api.schemas import (
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatMessageIn,
+    StreamOptions,
+)
+from fireside.api.served import ServedModel
+from fireside.api.state import AppState
+from fireside.app.errors import conflict
+from fireside.app.schemas import MessagePublic
+from fireside.app.state import ChatState
+from fireside.store import conversations as store
+from fireside.store.models import Conversation, Message, Usage, now
+
+log = logging.getLogger(__name__)
+
+# How often the growing answer is written to the database: what a crash can lose at most.
+FLUSH_EVERY_S = 1.0
+TITLE_WORDS = 8
+
+
+def stream_key(conversation_id: uuid.UUID) -> str:
+    return f"conversation:{conversation_id}"
+
+
+def message_public(message: Message) -> dict[str, Any]:
+    return MessagePublic.model_validate(message).model_dump(mode="json")
+
+
+def title_from(text: str) -> str:
+    words = text.split()
+    title = " ".join(words[:TITLE_WORDS])
+    return (title[:80] + "…") if len(title) > 80 else title or "New chat"
+
+
+@dataclass
+class Generation:
+    conversation_id: uuid.UUID
+    user_id: uuid.UUID
+    message: Message  # the assistant message being written (status streaming)
+    job: ChatJob
+    stream_after: str | None
+    stopping: bool = False
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+class Generations:
+    """This process's running generations, by conversation (one at a time in each)."""
+
+    def __init__(self, chat: ChatState, api: AppState) -> None:
+        self.chat = chat
+        self.api = api
+        self.running: dict[uuid.UUID, Generation] = {}
+
+    # --- starting ---
+
+    async def start(
+        self,
+        db: AsyncSession,
+        conversation: Conversation,
+        parent: Message | None,
+        user_content: str | None,
+    ) -> Generation:
+        """Stores the new user message (if any) and an empty assistant message under it, then
+        starts the task. The caller follows `stream_key` from `stream_after`."""
+        served = self.api.ready()
+        if await store.streaming_message(db, conversation.id) is not None:
+            raise conflict("an answer is still being written in this conversation; stop it first")
+        history = await store.branch(db, parent.id) if parent is not None else []
+        prompt = [_as_input(m) for m in history if m.role in ("user", "assistant", "tool")]
+        if user_content is not None:
+            prompt.append(ChatMessageIn(role="user", content=user_content))
+        if not prompt or prompt[-1].role != "user":
+            raise bad_request("there is no user message to answer", "parent_id")
+        if conversation.system_prompt:
+            prompt.insert(0, ChatMessageIn(role="system", content=conversation.system_prompt))
+        job = await self._job(served, conversation, prompt)
+
+        stream_after = await self.chat.events.last_id(stream_key(conversation.id))
+        user_message = None
+        parent_id = parent.id if parent is not None else None
+        if user_content is not None:
+            user_message = await store.add_message(
+                db, conversation.id, parent_id, "user", user_content
+            )
+            parent_id = user_message.id
+        answer = await store.add_message(
+            db,
+            conversation.id,
+            parent_id,
+            "assistant",
+            "",
+            status="streaming",
+            model=served.name,
+            stream_after=stream_after,
+            worker=self.chat.worker,
+        )
+        await store.touch(db, conversation.id, current_leaf_id=answer.id)
+        await db.commit()
+
+        key = stream_key(conversation.id)
+        if user_message is not None:
+            await self.chat.events.append(key, "message", message_public(user_message))
+        await self.chat.events.append(key, "message", message_public(answer))
+        gen = Generation(conversation.id, conversation.user_id, answer, job, stream_after)
+        self.running[conversation.id] = gen
+        gen.task = asyncio.create_task(self._run(gen), name=f"generation-{answer.id}")
+        return gen
+
+    async def _job(
+        self, served: ServedModel, conversation: Conversation, prompt: list[ChatMessageIn]
+    ) -> ChatJob:
+        if conversation.model is not None and conversation.model != served.name:
+            raise bad_request(
+                f"this conversation asks for the model {conversation.model!r}, which this "
+                f"server does not serve ({served.name!r}); change the conversation's model",
+                "model",
+            )
+        cap = conversation.max_tokens or self.chat.settings.app_max_tokens
+
+        def build(max_tokens: int | None) -> ChatJob:
+            request = ChatCompletionRequest(
+                messages=prompt,
+                model=served.name,
+                temperature=conversation.temperature,
+                max_tokens=max_tokens,
+                stream=True,
+                stream_options=StreamOptions(include_usage=True),
+            )
+            return ChatJob(request, served, self.api.metrics, served.token_text)
+
+        try:
+            return await asyncio.to_thread(build, cap)
+        except APIError as e:
+            if e.code != "context_length_exceeded" or e.param != "max_tokens":
+                raise
+            # Less room than the cap: answer in what the context has left.
+            return await asyncio.to_thread(build, None)
+
+    # --- stopping ---
+
+    def stop_local(self, conversation_id: str) -> None:
+        """The broker's handler: stops the generation if it runs in this process."""
+        try:
+            gen = self.running.get(uuid.UUID(conversation_id))
+        except ValueError:
+            return
+        if gen is not None and gen.task is not None and not gen.task.done():
+            gen.stopping = True
+            gen.task.cancel()
+
+    async def stop(self, db: AsyncSession, conversation_id: uuid.UUID) -> bool:
+        """Asks whichever process runs this conversation's generation to stop it."""
+        if await store.streaming_message(db, conversation_id) is None:
+            return False
+        await self.chat.broker.publish_stop(str(conversation_id))
+        return True
+
+    async def shutdown(self) -> None:
+        """Server going down: running answers end as `interrupted`, their text kept."""
+        tasks = [g.task for g in self.running.values() if g.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # --- the task ---
+
+    async def _run(self, gen: Generation) -> None:
+        key = stream_key(gen.conversation_id)
+        message_id = gen.message.id
+        text, status, error = "", "complete", None
+        usage: tuple[int, int] | None = None
+        flushed_at = -FLUSH_EVERY_S  # the first text is saved at once, then once a second
+        try:
+            chunks = cast(AsyncGenerator[ChatCompletionChunk, None], await gen.job.stream())
+            async with contextlib.aclosing(chunks):
+                async for chunk in chunks:
+                    if chunk.usage is not None:
+                        usage = (chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+                    pieces = [c.delta.content for c in chunk.choices if c.delta.content]
+                    # The seam for the tool loop (fireside/tools): tool_call and tool_result
+                    # events, and each call and result stored as messages of the tree.
+                    if not pieces:
+                        continue
+                    text += "".join(pieces)
+                    if time.monotonic() - flushed_at >= FLUSH_EVERY_S:
+                        # Saved before it is sent: the first text a client sees is stored.
+                        await self._save_partial(message_id, text)
+                        flushed_at = time.monotonic()
+                    for piece in pieces:
+                        await self.chat.events.append(
+                            key, "delta", {"message_id": str(message_id), "text": piece}
+                        )
+        except asyncio.CancelledError:
+            status = "stopped" if gen.stopping else "interrupted"
+            # Closing the stream aborts the engine request too; this makes sure of it.
+            with contextlib.suppress(Exception):
+                await gen.job.served.engine.abort(gen.job.id)
+        except APIError as e:
+            status, error = "error", e.message
+        except Exception as e:
+            log.exception("generation %s failed", message_id)
+            status, error = "error", f"the generation failed: {type(e).__name__}"
+        try:
+            await self._finish(gen, text, status, error, usage)
+        finally:
+            self.running.pop(gen.conversation_id, None)
+
+    async def _save_partial(self, message_id: uuid.UUID, text: str) -> None:
+        try:
+            async with self.chat.db.session() as db:
+                await store.save_partial(db, message_id, text)
+                await db.commit()
+        except Exception:  # the final write still comes; a missed flush only risks a crash
+            log.warning("could not save the partial answer of %s", message_id, exc_info=True)
+
+    async def _finish(
+        self,
+        gen: Generation,
+        text: str,
+        status: str,
+        error: str | None,
+        usage: tuple[int, int] | None,
+    ) -> None:
+        key = stream_key(gen.conversation_id)
+        message = gen.message
+        message.content, message.status, message.error = text, status, error
+        message.updated_at = now()
+        async with self.chat.db.session() as db:
+            await store.finish_message(db, message.id, text, status, error)
+            conversation = await db.get(Conversation, gen.conversation_id)
+            if conversation is not None and not conversation.title:
+                first_user = await _first_user_text(db, message)
+                await store.touch(db, conversation.id, title=title_from(first_user))
+            elif conversation is not None:
+                await store.touch(db, conversation.id)
+            if usage is not None and message.model is not None:
+                db.add(
+                    Usage(
+                        user_id=gen.user_id,
+                        model=message.model,
+                        prompt_tokens=usage[0],
+                        completion_tokens=usage[1],
+                    )
+                )
+            await db.commit()
+        if error is not None:
+            await self.chat.events.append(
+                key, "error", {"message_id": str(message.id), "error": error}
+            )
+        await self.chat.events.append(key, "done", {"message": message_public(message)})
+
+
+async def _first_user_text(db: AsyncSession, answer: Message) -> str:
+    path = await store.branch(db, answer.id)
+    return next((m.content for m in path if m.role == "user"), "")
+
+
+def _as_input(message: Message) -> ChatMessageIn:
+    return ChatMessageIn(role=message.role, content=message.content)  # type: ignore[arg-type]
+
+
+async def interrupt_orphans(chat: ChatState) -> int:
+    """Start-up: generations left `streaming` by a process that is no longer running."""
+    async with chat.db.session() as db:
+        workers = await store.streaming_workers(db)
+        alive = await chat.broker.alive(workers)
+        count = await store.interrupt_orphans(db, alive)
+        await db.commit()
+    if count:
+        log.warning("marked %d unfinished answer(s) interrupted", count)
+    return count

@@ -1,0 +1,100 @@
+"""/api/auth: sign-up, login, logout, the current user, password change; /api/settings."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel
+
+from fireside.app import accounts
+from fireside.app.deps import DB, SESSION_COOKIE, ChatStateDep, CurrentUser, check_origin
+from fireside.app.deps import session_token as cookie_token
+from fireside.app.schemas import LoginRequest, PasswordChange, SignupRequest, UserPublic
+from fireside.store import accounts as store
+
+router = APIRouter(tags=["auth"])
+
+
+def _set_cookie(request: Request, response: Response, token: str) -> None:
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=int(accounts.SESSION_TTL.total_seconds()),
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+        path="/",
+    )
+
+
+@router.post("/auth/signup", response_model=UserPublic, status_code=201)
+async def signup(
+    body: SignupRequest, request: Request, response: Response, db: DB, state: ChatStateDep
+) -> UserPublic:
+    check_origin(request, state)
+    user = await accounts.create_user(
+        db, body.email, body.password, body.name, state.settings.signup
+    )
+    if user.status == "active":  # a pending account gets no session until approved
+        _set_cookie(request, response, await accounts.start_session(db, user))
+    return UserPublic.model_validate(user)
+
+
+@router.post("/auth/login", response_model=UserPublic)
+async def login(
+    body: LoginRequest, request: Request, response: Response, db: DB, state: ChatStateDep
+) -> UserPublic:
+    check_origin(request, state)
+    user, token = await accounts.login(db, body.email, body.password)
+    _set_cookie(request, response, token)
+    return UserPublic.model_validate(user)
+
+
+class LoggedOut(BaseModel):
+    ok: bool = True
+
+
+@router.post("/auth/logout", response_model=LoggedOut)
+async def logout(request: Request, response: Response, user: CurrentUser, db: DB) -> LoggedOut:
+    token = cookie_token(request)
+    if token is not None:
+        await store.delete_session(db, token)  # gone from the table: refused everywhere at once
+        await db.commit()
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return LoggedOut()
+
+
+@router.get("/auth/me", response_model=UserPublic)
+async def me(user: CurrentUser) -> UserPublic:
+    return UserPublic.model_validate(user)
+
+
+@router.post("/auth/password", response_model=LoggedOut)
+async def change_password(
+    body: PasswordChange, request: Request, user: CurrentUser, db: DB
+) -> LoggedOut:
+    await accounts.change_password(
+        db, user, body.current_password, body.new_password, cookie_token(request)
+    )
+    return LoggedOut()
+
+
+class SettingsPublic(BaseModel):
+    training_consent: bool
+
+
+class SettingsUpdate(BaseModel):
+    training_consent: bool | None = None
+
+
+@router.get("/settings", response_model=SettingsPublic, tags=["settings"])
+async def get_settings(user: CurrentUser) -> SettingsPublic:
+    return SettingsPublic(training_consent=user.training_consent)
+
+
+@router.patch("/settings", response_model=SettingsPublic, tags=["settings"])
+async def update_settings(body: SettingsUpdate, user: CurrentUser, db: DB) -> SettingsPublic:
+    if body.training_consent is not None:
+        user.training_consent = body.training_consent
+        db.add(user)
+        await db.commit()
+    return SettingsPublic(training_consent=user.training_consent)

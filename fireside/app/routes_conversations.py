@@ -1,0 +1,198 @@
+"""/api/conversations and /api/messages: the conversation list, one conversation and its
+current branch, sending, stopping, regenerating and editing. Answers stream as SSE."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Response
+from fastapi.responses import StreamingResponse
+
+from fireside.api.errors import bad_request
+from fireside.app.deps import DB, ChatStateDep, CurrentUser, OwnedConversation, OwnedMessage
+from fireside.app.errors import not_found
+from fireside.app.generation import Generation, Generations
+from fireside.app.schemas import (
+    ConversationCreate,
+    ConversationDetail,
+    ConversationPublic,
+    ConversationUpdate,
+    MessageCreate,
+    MessageEdit,
+    MessagePublic,
+    Page,
+    Stopped,
+)
+from fireside.app.state import ChatState
+from fireside.app.streams import (
+    SSE_HEADERS,
+    check_event_id,
+    conversation_events,
+    replay_then_follow,
+    sse,
+)
+from fireside.store import conversations as store
+from fireside.store.models import Conversation, Message
+
+router = APIRouter(tags=["conversations"])
+
+# One server-sent event per stored event: `id:`, `event:` (message, delta, tool_call,
+# tool_result, done, error) and `data:` (JSON).
+EVENT_STREAM_DOC: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Server-sent events: message, delta, tool_call, tool_result, error, done",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    }
+}
+
+
+def _encode_cursor(c: Conversation) -> str:
+    raw = f"{c.updated_at.isoformat()}|{c.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        at, _, id_ = base64.urlsafe_b64decode(padded.encode("ascii")).decode().partition("|")
+        return datetime.fromisoformat(at), uuid.UUID(id_)
+    except (ValueError, UnicodeError, binascii.Error):
+        raise bad_request("the cursor is not one this server gave", "cursor") from None
+
+
+@router.get("/conversations", response_model=Page[ConversationPublic])
+async def list_conversations(
+    user: CurrentUser,
+    db: DB,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 30,
+    archived: bool = False,
+) -> Page[ConversationPublic]:
+    before = _decode_cursor(cursor) if cursor else None
+    rows = await store.list_conversations(db, user.id, limit + 1, before, archived)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page(
+        data=[ConversationPublic.model_validate(c) for c in rows],
+        next_cursor=_encode_cursor(rows[-1]) if more else None,
+    )
+
+
+@router.post("/conversations", response_model=ConversationPublic, status_code=201)
+async def create_conversation(
+    body: ConversationCreate, user: CurrentUser, db: DB
+) -> ConversationPublic:
+    fields = body.model_dump(exclude_none=True)
+    conversation = await store.add_conversation(db, user.id, **fields)
+    await db.commit()
+    return ConversationPublic.model_validate(conversation)
+
+
+@router.get("/conversations/{conversation_id}", response_model=ConversationDetail)
+async def get_conversation(conversation: OwnedConversation, db: DB) -> ConversationDetail:
+    messages = await store.branch(db, conversation.current_leaf_id)
+    return ConversationDetail(
+        **ConversationPublic.model_validate(conversation).model_dump(),
+        messages=[MessagePublic.model_validate(m) for m in messages],
+    )
+
+
+@router.patch("/conversations/{conversation_id}", response_model=ConversationPublic)
+async def update_conversation(
+    body: ConversationUpdate, conversation: OwnedConversation, db: DB
+) -> ConversationPublic:
+    changes = body.model_dump(exclude_unset=True)
+    for name in ("title", "pinned", "archived"):
+        if name in changes and changes[name] is None:
+            raise bad_request(f"{name} cannot be null", name)
+    leaf = changes.get("current_leaf_id")
+    if leaf is not None and await store.message_in(db, conversation.id, leaf) is None:
+        raise not_found("message")
+    for name, value in changes.items():
+        setattr(conversation, name, value)
+    await db.commit()
+    return ConversationPublic.model_validate(conversation)
+
+
+@router.delete("/conversations/{conversation_id}", status_code=204)
+async def delete_conversation(conversation: OwnedConversation, db: DB) -> Response:
+    await store.delete_conversation(db, conversation)
+    await db.commit()
+    return Response(status_code=204)
+
+
+def _generations(chat: ChatState) -> Generations:
+    return chat.generations
+
+
+def _stream_reply(chat: ChatState, gen: Generation) -> StreamingResponse:
+    events = conversation_events(chat, gen.conversation_id, gen.stream_after)
+    return StreamingResponse(sse(events), media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+@router.post("/conversations/{conversation_id}/messages", responses=EVENT_STREAM_DOC)
+async def send_message(
+    body: MessageCreate, conversation: OwnedConversation, db: DB, chat: ChatStateDep
+) -> StreamingResponse:
+    parent_id = body.parent_id or conversation.current_leaf_id
+    parent = None
+    if parent_id is not None:
+        parent = await store.message_in(db, conversation.id, parent_id)
+        if parent is None:
+            raise not_found("message")
+    gen = await _generations(chat).start(db, conversation, parent, body.content)
+    return _stream_reply(chat, gen)
+
+
+@router.get("/conversations/{conversation_id}/stream", responses=EVENT_STREAM_DOC)
+async def resume_stream(
+    conversation: OwnedConversation,
+    chat: ChatStateDep,
+    last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+    last_event_id: Annotated[str | None, Query(max_length=64)] = None,
+) -> StreamingResponse:
+    """Replays the events after the given id, then follows live until the answer is done.
+    Without an id: the running answer from its start (nothing if none runs)."""
+    given = last_event_id_header if last_event_id_header is not None else last_event_id
+    after = check_event_id(chat, given)
+    events = replay_then_follow(chat, conversation.id, after, after is not None)
+    return StreamingResponse(sse(events), media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+@router.post("/conversations/{conversation_id}/stop", response_model=Stopped)
+async def stop(conversation: OwnedConversation, db: DB, chat: ChatStateDep) -> Stopped:
+    return Stopped(stopping=await _generations(chat).stop(db, conversation.id))
+
+
+@router.post("/messages/{message_id}/regenerate", responses=EVENT_STREAM_DOC)
+async def regenerate(owned: OwnedMessage, db: DB, chat: ChatStateDep) -> StreamingResponse:
+    """A new answer beside this one (an assistant message), or under it (a user message)."""
+    message, conversation = owned
+    parent: Message | None = message
+    if message.role == "assistant":
+        if message.parent_id is None:
+            raise bad_request("this answer has no question to answer again", "message_id")
+        parent = await store.message_in(db, conversation.id, message.parent_id)
+    elif message.role != "user":
+        raise bad_request("only a user message or an answer can be regenerated", "message_id")
+    gen = await _generations(chat).start(db, conversation, parent, None)
+    return _stream_reply(chat, gen)
+
+
+@router.patch("/messages/{message_id}", responses=EVENT_STREAM_DOC)
+async def edit_message(
+    body: MessageEdit, owned: OwnedMessage, db: DB, chat: ChatStateDep
+) -> StreamingResponse:
+    """Edits a user message as ChatGPT does: a new branch beside it, answered at once."""
+    message, conversation = owned
+    if message.role != "user":
+        raise bad_request("only user messages can be edited", "message_id")
+    parent = None
+    if message.parent_id is not None:
+        parent = await store.message_in(db, conversation.id, message.parent_id)
+    gen = await _generations(chat).start(db, conversation, parent, body.content)
+    return _stream_reply(chat, gen)

@@ -1,0 +1,116 @@
+"""WS /api/ws: the same events as the SSE routes, as JSON frames {"id", "event", "data"}.
+
+The client sends {"type": "subscribe", "conversation_id", "last_event_id"?} and
+{"type": "stop", "conversation_id"}; a subscription ends after the answer's `done`.
+Frames about the socket itself (a bad frame, a conversation not found) have `id` null.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from pydantic import BaseModel, ValidationError
+
+from fireside.api.errors import APIError
+from fireside.app.deps import current_user
+from fireside.app.state import ChatState
+from fireside.app.streams import check_event_id, replay_then_follow
+from fireside.store import conversations as store
+from fireside.store.models import User
+
+router = APIRouter(tags=["conversations"])
+
+
+class WsCommand(BaseModel):
+    type: str
+    conversation_id: uuid.UUID
+    last_event_id: str | None = None
+
+
+@router.websocket("/ws")
+async def websocket(ws: WebSocket) -> None:
+    chat: ChatState = ws.app.state.chat
+    try:
+        async with chat.db.session() as db:
+            user = await current_user(ws, db, chat)
+    except APIError as e:
+        # Before accept: the handshake is refused with HTTP 403 (browsers see only that).
+        await ws.close(code=4401 if e.status == 401 else 4403, reason=e.message[:120])
+        return
+    await ws.accept()
+    session = _Session(ws, chat, user)
+    try:
+        await session.run()
+    finally:
+        await session.close()
+
+
+class _Session:
+    def __init__(self, ws: WebSocket, chat: ChatState, user: User) -> None:
+        self.ws, self.chat, self.user = ws, chat, user
+        self.subscriptions: dict[uuid.UUID, asyncio.Task[None]] = {}
+        self.send_lock = asyncio.Lock()
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        async with self.send_lock:
+            await self.ws.send_json(frame)
+
+    async def problem(self, message: str, conversation_id: uuid.UUID | None = None) -> None:
+        data: dict[str, Any] = {"error": message}
+        if conversation_id is not None:
+            data["conversation_id"] = str(conversation_id)
+        await self.send({"id": None, "event": "error", "data": data})
+
+    async def run(self) -> None:
+        while True:
+            try:
+                raw = await self.ws.receive_json()
+            except WebSocketDisconnect:
+                return
+            except ValueError:
+                await self.problem("frames must be JSON objects")
+                continue
+            try:
+                command = WsCommand.model_validate(raw)
+            except ValidationError as e:
+                await self.problem(f"bad frame: {e.errors()[0]['msg']}")
+                continue
+            await self.handle(command)
+
+    async def handle(self, command: WsCommand) -> None:
+        cid = command.conversation_id
+        async with self.chat.db.session() as db:
+            owned = await store.owned_conversation(db, self.user.id, cid)
+            if owned is None:
+                await self.problem("no such conversation", cid)
+                return
+            if command.type == "stop":
+                await self.chat.generations.stop(db, cid)
+                return
+        if command.type != "subscribe":
+            await self.problem(f"unknown frame type {command.type[:40]!r}", cid)
+            return
+        try:
+            after = check_event_id(self.chat, command.last_event_id)
+        except APIError as e:
+            await self.problem(e.message, cid)
+            return
+        old = self.subscriptions.pop(cid, None)
+        if old is not None:
+            old.cancel()
+        self.subscriptions[cid] = asyncio.create_task(self.follow(cid, after))
+
+    async def follow(self, cid: uuid.UUID, after: str | None) -> None:
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+            async for event in replay_then_follow(self.chat, cid, after, after is not None):
+                if event is not None:
+                    await self.send({"id": event.id, "event": event.event, "data": event.data})
+
+    async def close(self) -> None:
+        for task in self.subscriptions.values():
+            task.cancel()
+        await asyncio.gather(*self.subscriptions.values(), return_exceptions=True)

@@ -1,0 +1,168 @@
+"""The chat application's request and response shapes (the web page codes against these).
+
+One class per role: XCreate, XUpdate (all optional), XPublic; lists are {data, next_cursor}.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
+
+T = TypeVar("T")
+
+MAX_CONTENT = 200_000  # characters in one message; the body limit (8 MiB) is the other cap
+
+
+def _utc(t: datetime) -> datetime:
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Page(BaseModel, Generic[T]):
+    data: list[T]
+    next_cursor: str | None = None
+
+
+# --- accounts ---
+
+
+class SignupRequest(Strict):
+    email: EmailStr
+    password: str = Field(min_length=8, max_length=1000)
+    name: str = Field(min_length=1, max_length=200)
+
+
+class LoginRequest(Strict):
+    email: str = Field(max_length=320)
+    password: str = Field(max_length=1000)
+
+
+class PasswordChange(Strict):
+    current_password: str = Field(max_length=1000)
+    new_password: str = Field(min_length=8, max_length=1000)
+
+
+class UserPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: uuid.UUID
+    email: str
+    name: str
+    role: Literal["user", "admin"]
+    status: Literal["active", "pending", "disabled"]
+    training_consent: bool
+    created_at: datetime
+
+    @field_validator("created_at")
+    @classmethod
+    def _tz(cls, v: datetime) -> datetime:
+        return _utc(v)
+
+
+# --- conversations and messages ---
+
+
+class ConversationCreate(Strict):
+    title: str | None = Field(default=None, max_length=200)
+    model: str | None = Field(default=None, max_length=200)
+    system_prompt: str | None = Field(default=None, max_length=MAX_CONTENT)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
+
+
+class ConversationUpdate(Strict):
+    title: str | None = Field(default=None, max_length=200)
+    model: str | None = Field(default=None, max_length=200)
+    system_prompt: str | None = Field(default=None, max_length=MAX_CONTENT)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
+    pinned: bool | None = None
+    archived: bool | None = None
+    # Switch the branch on show to the one ending at this message (of this conversation).
+    current_leaf_id: uuid.UUID | None = None
+
+
+class MessagePublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: uuid.UUID
+    parent_id: uuid.UUID | None
+    role: Literal["user", "assistant", "tool", "system"]
+    content: str
+    status: Literal["complete", "streaming", "stopped", "interrupted", "error"]
+    model: str | None = None
+    error: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    created_at: datetime
+
+    @field_validator("created_at")
+    @classmethod
+    def _tz(cls, v: datetime) -> datetime:
+        return _utc(v)
+
+
+class ConversationPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: uuid.UUID
+    title: str
+    model: str | None
+    system_prompt: str | None
+    temperature: float | None
+    max_tokens: int | None
+    pinned: bool
+    archived: bool
+    current_leaf_id: uuid.UUID | None
+    created_at: datetime
+    updated_at: datetime
+
+    @field_validator("created_at", "updated_at")
+    @classmethod
+    def _tz(cls, v: datetime) -> datetime:
+        return _utc(v)
+
+
+class ConversationDetail(ConversationPublic):
+    messages: list[MessagePublic]  # the current branch, root first
+
+
+class MessageCreate(Strict):
+    content: str = Field(min_length=1, max_length=MAX_CONTENT)
+    # The message to answer under; default: the leaf of the branch on show.
+    parent_id: uuid.UUID | None = None
+
+
+class MessageEdit(Strict):
+    content: str = Field(min_length=1, max_length=MAX_CONTENT)
+
+
+# --- the event contract ---
+
+
+class DeltaData(BaseModel):
+    message_id: uuid.UUID
+    text: str
+
+
+class DoneData(BaseModel):
+    message: MessagePublic
+
+
+class ErrorData(BaseModel):
+    message_id: uuid.UUID | None
+    error: str
+
+
+class EventFrame(BaseModel):
+    """One event as the WebSocket carries it (SSE carries the same as id/event/data lines)."""
+
+    id: str
+    event: Literal["message", "delta", "tool_call", "tool_result", "done", "error"]
+    data: dict[str, Any]
+
+
+class Stopped(BaseModel):
+    stopping: bool  # whether a generation was running

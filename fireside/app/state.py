@@ -1,0 +1,25 @@
+"""What the chat application holds while it runs: database, event log, broker, and this
+process's generation tasks. One per app, created in its lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from fireside.settings import Settings
+from fireside.store.broker import Broker
+from fireside.store.db import Database
+from fireside.store.events import EventLog
+
+if TYPE_CHECKING:
+    from fireside.app.generation import Generations
+
+
+@dataclass
+class ChatState:
+    settings: Settings
+    db: Database
+    events: EventLog
+    broker: Broker
+    worker: str  # this process's id, stamped on the generations it runs
+    generations: Generations = field(init=False)

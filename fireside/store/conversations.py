@@ -1,0 +1,185 @@
+"""Conversations and their message trees: the SQL behind them.
+
+Every query is scoped to the owner: a conversation or message of someone else is simply
+not found, so callers answer 404 and ids of others' data reveal nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import and_, delete, literal, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from fireside.store.models import Conversation, Message, now
+
+
+def aware(t: datetime) -> datetime:
+    """SQLite hands back naive datetimes; every stored time is UTC."""
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
+
+
+async def add_conversation(db: AsyncSession, user_id: uuid.UUID, **fields: Any) -> Conversation:
+    conversation = Conversation(user_id=user_id, **fields)
+    db.add(conversation)
+    await db.flush()
+    return conversation
+
+
+async def owned_conversation(
+    db: AsyncSession, user_id: uuid.UUID, conversation_id: uuid.UUID
+) -> Conversation | None:
+    found: Conversation | None = await db.scalar(
+        select(Conversation).where(
+            Conversation.id == conversation_id, Conversation.user_id == user_id
+        )
+    )
+    return found
+
+
+async def list_conversations(
+    db: AsyncSession,
+    user_id: uuid.UUID,
+    limit: int,
+    before: tuple[datetime, uuid.UUID] | None,
+    archived: bool,
+) -> list[Conversation]:
+    """Newest activity first; `before` is the (updated_at, id) of the last row of the
+    previous page (keyset pagination: stable while rows are added, no OFFSET scans)."""
+    query = select(Conversation).where(
+        Conversation.user_id == user_id, Conversation.archived == archived
+    )
+    if before is not None:
+        at, id_ = before
+        query = query.where(
+            or_(
+                Conversation.updated_at < at,
+                and_(Conversation.updated_at == at, Conversation.id < id_),
+            )
+        )
+    query = query.order_by(Conversation.updated_at.desc(), Conversation.id.desc()).limit(limit)
+    return list(await db.scalars(query))
+
+
+async def delete_conversation(db: AsyncSession, conversation: Conversation) -> None:
+    # Messages go with it (ON DELETE CASCADE); one statement, one transaction.
+    await db.execute(delete(Message).where(Message.conversation_id == conversation.id))
+    await db.delete(conversation)
+
+
+async def touch(db: AsyncSession, conversation_id: uuid.UUID, **fields: Any) -> None:
+    await db.execute(
+        update(Conversation)
+        .where(Conversation.id == conversation_id)
+        .values(updated_at=now(), **fields)
+    )
+
+
+async def add_message(
+    db: AsyncSession,
+    conversation_id: uuid.UUID,
+    parent_id: uuid.UUID | None,
+    role: str,
+    content: str,
+    **fields: Any,
+) -> Message:
+    message = Message(
+        conversation_id=conversation_id,
+        parent_id=parent_id,
+        role=role,
+        content=content,
+        **fields,
+    )
+    db.add(message)
+    await db.flush()
+    return message
+
+
+async def owned_message(
+    db: AsyncSession, user_id: uuid.UUID, message_id: uuid.UUID
+) -> tuple[Message, Conversation] | None:
+    row = (
+        await db.execute(
+            select(Message, Conversation)
+            .join(Conversation, Conversation.id == Message.conversation_id)
+            .where(Message.id == message_id, Conversation.user_id == user_id)
+        )
+    ).first()
+    return (row[0], row[1]) if row is not None else None
+
+
+async def message_in(
+    db: AsyncSession, conversation_id: uuid.UUID, message_id: uuid.UUID
+) -> Message | None:
+    found: Message | None = await db.scalar(
+        select(Message).where(Message.id == message_id, Message.conversation_id == conversation_id)
+    )
+    return found
+
+
+async def branch(db: AsyncSession, leaf_id: uuid.UUID | None, limit: int = 10_000) -> list[Message]:
+    """The path from the root to `leaf_id`, read by walking parent ids up from the leaf in one
+    recursive query: the other branches of the tree are never loaded."""
+    if leaf_id is None:
+        return []
+    path = (
+        select(Message.id, Message.parent_id, literal(0).label("depth"))
+        .where(Message.id == leaf_id)
+        .cte("path", recursive=True)
+    )
+    path = path.union_all(
+        select(Message.id, Message.parent_id, (path.c.depth + 1).label("depth"))
+        .join(path, Message.id == path.c.parent_id)
+        .where(path.c.depth < limit)
+    )
+    rows = await db.scalars(
+        select(Message).join(path, Message.id == path.c.id).order_by(path.c.depth.desc())
+    )
+    return list(rows)
+
+
+async def streaming_message(db: AsyncSession, conversation_id: uuid.UUID) -> Message | None:
+    found: Message | None = await db.scalar(
+        select(Message)
+        .where(Message.conversation_id == conversation_id, Message.status == "streaming")
+        .order_by(Message.created_at.desc())
+        .limit(1)
+    )
+    return found
+
+
+async def streaming_workers(db: AsyncSession) -> set[str]:
+    rows = await db.scalars(select(Message.worker).where(Message.status == "streaming").distinct())
+    return {w or "" for w in rows}
+
+
+async def interrupt_orphans(db: AsyncSession, live_workers: Iterable[str]) -> int:
+    """Marks `interrupted` every generation left `streaming` by a process that is gone
+    (killed, crashed, restarted); their partial text stays."""
+    live = list(live_workers)
+    query = update(Message).where(Message.status == "streaming")
+    if live:
+        query = query.where(or_(Message.worker.is_(None), Message.worker.not_in(live)))
+    result = await db.execute(query.values(status="interrupted", updated_at=now()))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def finish_message(
+    db: AsyncSession, message_id: uuid.UUID, content: str, status: str, error: str | None = None
+) -> None:
+    await db.execute(
+        update(Message)
+        .where(Message.id == message_id)
+        .values(content=content, status=status, error=error, updated_at=now())
+    )
+
+
+async def save_partial(db: AsyncSession, message_id: uuid.UUID, content: str) -> None:
+    await db.execute(
+        update(Message)
+        .where(Message.id == message_id, Message.status == "streaming")
+        .values(content=content, updated_at=now())
+    )

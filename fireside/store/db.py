@@ -1,0 +1,112 @@
+"""The database: an async engine for the configured URL, sessions, and migrations at start-up.
+
+Migrations run under a lock so that several processes starting together against one
+database migrate it once: a PostgreSQL advisory lock, or a file lock beside a SQLite file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from filelock import FileLock
+from sqlalchemy import event, text
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+# Any constant shared by every Fireside process; "fireside" in ASCII.
+ADVISORY_LOCK_KEY = 0x66697265736964
+
+
+def alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+class Database:
+    def __init__(self, url: str) -> None:
+        self.url = make_url(url)
+        args: dict[str, Any] = {}
+        if self.is_sqlite:
+            # Generation tasks and requests write at once: wait for the lock, don't fail.
+            args["connect_args"] = {"timeout": 30}
+        else:
+            args["pool_pre_ping"] = True
+        self.engine: AsyncEngine = create_async_engine(self.url, **args)
+        if self.is_sqlite:
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.url.get_backend_name() == "sqlite"
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        database = self.url.database
+        if not self.is_sqlite or not database or database == ":memory:":
+            return None
+        return Path(database)
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        async with self.sessions() as session:
+            yield session
+
+    async def migrate(self) -> None:
+        """Brings the schema to the newest revision; safe with many processes at once."""
+        path = self.sqlite_path
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            lock = FileLock(str(path) + ".migrate.lock")
+            await asyncio.to_thread(lock.acquire)
+            try:
+                await self._upgrade()
+            finally:
+                lock.release()
+            return
+        await self._upgrade()
+
+    async def _upgrade(self) -> None:
+        async with self.engine.connect() as conn:
+            postgres = self.url.get_backend_name() == "postgresql"
+            if postgres:
+                await conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": ADVISORY_LOCK_KEY})
+                await conn.commit()
+            try:
+                await conn.run_sync(_run_alembic)
+                await conn.commit()
+            finally:
+                if postgres:
+                    await conn.execute(
+                        text("SELECT pg_advisory_unlock(:k)"), {"k": ADVISORY_LOCK_KEY}
+                    )
+                    await conn.commit()
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+def _run_alembic(connection: Connection) -> None:
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")  # SQLite ignores ON DELETE CASCADE without it
+    cursor.execute("PRAGMA journal_mode=WAL")  # readers don't wait for the streaming writer
+    cursor.close()

@@ -1,0 +1,154 @@
+"""The event log: every event of a generation, numbered, so any client on any process can
+follow a conversation from its last seen event id.
+
+Two implementations behind one interface: in-process (one server, the embedded default) and
+Redis Streams (several processes). Ids increase within a stream and are opaque strings to
+callers; `parse_id` says whether a client's Last-Event-ID could be one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from redis.asyncio import Redis
+
+
+@dataclass(frozen=True)
+class Event:
+    id: str
+    event: str  # message | delta | tool_call | tool_result | done | error
+    data: dict[str, Any]
+
+
+class EventLog(Protocol):
+    async def append(self, stream: str, event: str, data: dict[str, Any]) -> str:
+        """Adds an event; returns its id."""
+        ...
+
+    async def last_id(self, stream: str) -> str | None:
+        """The newest event's id, or None for an empty stream."""
+        ...
+
+    async def read(self, stream: str, after: str | None, wait: float = 0) -> list[Event]:
+        """Events after `after` (None: from the start); waits up to `wait` seconds for one
+        when there are none yet."""
+        ...
+
+    def valid_id(self, value: str) -> bool: ...
+
+    async def close(self) -> None: ...
+
+
+async def follow(
+    log: EventLog, stream: str, after: str | None, wait: float = 5.0
+) -> AsyncIterator[Event | None]:
+    """Events after `after`, live, forever; None after each `wait` seconds without one, so the
+    caller can decide whether anything still writes to the stream."""
+    while True:
+        events = await log.read(stream, after, wait)
+        if not events:
+            yield None
+            continue
+        for e in events:
+            yield e
+        after = events[-1].id
+
+
+class MemoryEventLog:
+    """One process's log: a list per stream, ids 1, 2, 3..."""
+
+    def __init__(self) -> None:
+        self._streams: dict[str, list[Event]] = defaultdict(list)
+        self._changed: dict[str, asyncio.Condition] = {}
+
+    def _condition(self, stream: str) -> asyncio.Condition:
+        if stream not in self._changed:
+            self._changed[stream] = asyncio.Condition()
+        return self._changed[stream]
+
+    async def append(self, stream: str, event: str, data: dict[str, Any]) -> str:
+        events = self._streams[stream]
+        e = Event(str(len(events) + 1), event, data)
+        events.append(e)
+        condition = self._condition(stream)
+        async with condition:
+            condition.notify_all()
+        return e.id
+
+    async def last_id(self, stream: str) -> str | None:
+        events = self._streams.get(stream)
+        return events[-1].id if events else None
+
+    async def read(self, stream: str, after: str | None, wait: float = 0) -> list[Event]:
+        start = int(after) if after else 0
+        events = self._streams.get(stream, [])[start:]
+        if events or wait <= 0:
+            return list(events)
+        condition = self._condition(stream)
+        async with condition:
+            try:
+                await asyncio.wait_for(
+                    condition.wait_for(lambda: len(self._streams.get(stream, [])) > start), wait
+                )
+            except TimeoutError:
+                return []
+        return list(self._streams[stream][start:])
+
+    def valid_id(self, value: str) -> bool:
+        return value.isascii() and value.isdigit() and len(value) < 19
+
+    async def close(self) -> None:
+        self._streams.clear()
+
+
+_STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+
+
+class RedisEventLog:
+    """Redis Streams: XADD appends with increasing ids, XREAD BLOCK follows live, from any
+    process. Streams expire a day after their last event: history lives in the database."""
+
+    def __init__(self, redis: Redis, prefix: str = "fireside:events:", ttl_s: int = 86400) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.ttl_s = ttl_s
+
+    async def append(self, stream: str, event: str, data: dict[str, Any]) -> str:
+        key = self.prefix + stream
+        fields = {"event": event, "data": json.dumps(data, separators=(",", ":"))}
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(key, fields)  # type: ignore[arg-type]
+            pipe.expire(key, self.ttl_s)
+            added, _ = await pipe.execute()
+        return _text(added)
+
+    async def last_id(self, stream: str) -> str | None:
+        newest: Any = await self.redis.xrevrange(self.prefix + stream, count=1)
+        return _text(newest[0][0]) if newest else None
+
+    async def read(self, stream: str, after: str | None, wait: float = 0) -> list[Event]:
+        key = self.prefix + stream
+        block = int(wait * 1000) if wait > 0 else None
+        got: Any = await self.redis.xread({key: after or "0-0"}, block=block)
+        if not got:
+            return []
+        return [
+            Event(_text(id_), _text(fields[b"event"]), json.loads(fields[b"data"]))
+            for id_, fields in got[0][1]
+        ]
+
+    def valid_id(self, value: str) -> bool:
+        return bool(_STREAM_ID.match(value))
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

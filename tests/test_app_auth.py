@@ -1,0 +1,241 @@
+"""Accounts and who may see what, on both backends: sign-up, login, logout that revokes at
+once, password change, foreign origins, and the ownership matrix (another user's ids are
+404, no credentials 401) over every route that takes an id."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+
+from fireside import cli
+from fireside.app.accounts import create_user
+from fireside.store import accounts
+from fireside.store.db import Database
+from tests.app_utils import HOLD, Client, parse_sse
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture
+def client(chat_server: str) -> Iterator[Client]:
+    c = Client(chat_server)
+    yield c
+    c.close()
+
+
+def test_signup_login_logout(client: Client, chat_server: str) -> None:
+    me = client.signup("Bea")
+    assert client.http.get("/auth/me").json()["email"] == me["email"]
+    signup_cookie = client.http.cookies.get("fireside_session")
+    # The cookie is HttpOnly and SameSite=Lax, and holds a random token, not the user's id.
+    r = client.http.post("/auth/login", json={"email": me["email"], "password": me["password"]})
+    assert r.status_code == 200
+    set_cookie = r.headers["set-cookie"].lower()
+    assert "httponly" in set_cookie and "samesite=lax" in set_cookie
+    assert me["id"] not in set_cookie
+    cookie = client.http.cookies.get("fireside_session")
+    assert cookie and signup_cookie and cookie != signup_cookie  # a new session per login
+
+    other = httpx.Client(base_url=chat_server + "/api", cookies={"fireside_session": cookie})
+    assert other.get("/auth/me").status_code == 200
+    assert client.http.post("/auth/logout").status_code == 200
+    # Logged out on one tab, the same session is dead on the other at once.
+    assert other.get("/auth/me").status_code == 401
+    assert client.http.get("/auth/me").status_code == 401
+    other.close()
+
+    wrong = client.http.post("/auth/login", json={"email": me["email"], "password": "nope-nope"})
+    unknown = client.http.post("/auth/login", json={"email": "x@example.com", "password": "a"})
+    assert wrong.status_code == unknown.status_code == 401
+    assert wrong.json()["error"]["message"] == unknown.json()["error"]["message"]
+
+
+def test_signup_refuses_bad_and_duplicate_accounts(client: Client) -> None:
+    me = client.signup("Cy")
+    body = {"email": me["email"].upper(), "password": "long enough", "name": "Cy"}
+    assert client.http.post("/auth/signup", json=body).status_code == 409
+    for bad in (
+        {"email": "not-an-email", "password": "long enough", "name": "x"},
+        {"email": "a@example.com", "password": "short", "name": "x"},
+        {"email": "a@example.com", "password": "long enough", "name": ""},
+        {"email": "a@example.com", "password": "long enough"},
+        {"email": "a@example.com", "password": "x" * 10_000, "name": "x"},
+    ):
+        assert client.http.post("/auth/signup", json=bad).status_code == 400, bad
+
+
+def test_password_change_ends_the_other_sessions(client: Client, chat_server: str) -> None:
+    me = client.signup("Di")
+    elsewhere = Client(chat_server)
+    login = {"email": me["email"], "password": me["password"]}
+    assert elsewhere.http.post("/auth/login", json=login).status_code == 200
+    r = client.http.post(
+        "/auth/password", json={"current_password": "wrong-one", "new_password": "new-secret"}
+    )
+    assert r.status_code == 403
+    r = client.http.post(
+        "/auth/password", json={"current_password": me["password"], "new_password": "new-secret"}
+    )
+    assert r.status_code == 200
+    assert client.http.get("/auth/me").status_code == 200  # this session stays
+    assert elsewhere.http.get("/auth/me").status_code == 401  # the other one ended
+    assert elsewhere.http.post("/auth/login", json=login).status_code == 401
+    login["password"] = "new-secret"
+    assert elsewhere.http.post("/auth/login", json=login).status_code == 200
+    elsewhere.close()
+
+
+def test_a_foreign_origin_cannot_change_anything(client: Client, chat_server: str) -> None:
+    client.signup("Ed")
+    evil = {"Origin": "https://evil.example"}
+    assert client.http.post("/conversations", json={}, headers=evil).status_code == 403
+    own = {"Origin": chat_server}
+    assert client.http.post("/conversations", json={}, headers=own).status_code == 201
+    # Reading is not a change; the browser's same-origin policy keeps the answer from evil.
+    assert client.http.get("/conversations", headers=evil).status_code == 200
+    cookie = f"fireside_session={client.http.cookies.get('fireside_session')}"
+    ws_url = chat_server.replace("http", "ws") + "/api/ws"
+    with pytest.raises(InvalidStatus):
+        connect(ws_url, additional_headers={"Cookie": cookie, "Origin": "https://evil.example"})
+
+
+def test_another_users_ids_are_not_found_and_no_login_is_401(
+    client: Client, chat_server: str
+) -> None:
+    client.signup("Fay")
+    conv = client.new_conversation()
+    events = client.send(conv["id"], "private")
+    question, answer = events[0].data["id"], events[-1].data["message"]["id"]
+    c, m = conv["id"], answer
+    routes: list[tuple[str, str, dict[str, object] | None]] = [
+        ("GET", f"/conversations/{c}", None),
+        ("PATCH", f"/conversations/{c}", {"title": "mine now"}),
+        ("DELETE", f"/conversations/{c}", None),
+        ("POST", f"/conversations/{c}/messages", {"content": "hi"}),
+        ("GET", f"/conversations/{c}/stream", None),
+        ("POST", f"/conversations/{c}/stop", None),
+        ("PATCH", f"/messages/{question}", {"content": "edited"}),
+        ("POST", f"/messages/{m}/regenerate", None),
+    ]
+    intruder = Client(chat_server)
+    intruder.signup("Gus")
+    mine = intruder.new_conversation()
+    anonymous = httpx.Client(base_url=chat_server + "/api")
+    for method, path, body in routes:
+        r = intruder.http.request(method, path, json=body)
+        assert r.status_code == 404, (method, path, r.text)
+        assert r.json()["error"]["type"] == "not_found_error"
+        r = anonymous.request(method, path, json=body)
+        assert r.status_code == 401, (method, path, r.text)
+        r = anonymous.request(method, path, json=body, headers={"Authorization": "Bearer nope"})
+        assert r.status_code == 401, (method, path, r.text)
+    # Someone else's message as the parent of one's own is not found either.
+    r = intruder.http.post(
+        f"/conversations/{mine['id']}/messages", json={"content": "x", "parent_id": question}
+    )
+    assert r.status_code == 404
+    r = intruder.http.patch(f"/conversations/{mine['id']}", json={"current_leaf_id": answer})
+    assert r.status_code == 404
+    # Nor does the list show it.
+    listed = [x["id"] for x in intruder.http.get("/conversations").json()["data"]]
+    assert listed == [mine["id"]]
+
+    # Over the WebSocket: a subscription to someone else's conversation is not found.
+    ws_url = chat_server.replace("http", "ws") + "/api/ws"
+    cookie = f"fireside_session={intruder.http.cookies.get('fireside_session')}"
+    with connect(ws_url, additional_headers={"Cookie": cookie}) as ws:
+        ws.send(json.dumps({"type": "subscribe", "conversation_id": c, "last_event_id": None}))
+        frame = json.loads(ws.recv(timeout=30))
+        assert frame["id"] is None and frame["event"] == "error"
+        assert frame["data"]["error"] == "no such conversation"
+    with pytest.raises(InvalidStatus):
+        connect(ws_url)
+    # The owner still has it all.
+    assert client.http.get(f"/conversations/{c}").json()["title"] != "mine now"
+    intruder.close()
+    anonymous.close()
+
+
+def test_websocket_subscribe_replays_and_stop_stops(client: Client, chat_server: str) -> None:
+    client.signup("Hal")
+    conv = client.new_conversation(max_tokens=200)
+    path = f"/conversations/{conv['id']}/messages"
+    with client.http.stream("POST", path, json={"content": f"{HOLD} please"}) as r:
+        posted = []
+        for e in parse_sse(r.iter_lines()):
+            posted.append(e)
+            if e.event == "delta":
+                break
+    ws_url = chat_server.replace("http", "ws") + "/api/ws"
+    cookie = f"fireside_session={client.http.cookies.get('fireside_session')}"
+    with connect(ws_url, additional_headers={"Cookie": cookie, "Origin": chat_server}) as ws:
+        ws.send("not json")
+        assert json.loads(ws.recv(timeout=30))["event"] == "error"
+        sub = {"type": "subscribe", "conversation_id": conv["id"], "last_event_id": posted[0].id}
+        ws.send(json.dumps(sub))
+        frames = [json.loads(ws.recv(timeout=30)) for _ in range(len(posted) - 1)]
+        # The same events as the SSE reply, after the given id, as {"id", "event", "data"}.
+        assert [(f["id"], f["event"], f["data"]) for f in frames] == [
+            (e.id, e.event, e.data) for e in posted[1:]
+        ]
+        ws.send(json.dumps({"type": "stop", "conversation_id": conv["id"]}))
+        while frames[-1]["event"] != "done":
+            frames.append(json.loads(ws.recv(timeout=30)))
+        assert frames[-1]["data"]["message"]["status"] == "stopped"
+
+
+def test_signup_policy_and_first_admin(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        db = Database(f"sqlite+aiosqlite:///{tmp_path / 'policy.db'}")
+        await db.migrate()
+        await db.migrate()  # a second start finds the schema current
+        async with db.session() as s:
+            first = await create_user(s, "root@example.com", "password1", "Root", "closed")
+            assert (first.role, first.status) == ("admin", "active")  # even when closed
+            with pytest.raises(Exception, match="closed"):
+                await create_user(s, "b@example.com", "password1", "B", "closed")
+            pending = await create_user(s, "c@example.com", "password1", "C", "approval")
+            assert (pending.role, pending.status) == ("user", "pending")
+            opened = await create_user(s, "d@example.com", "password1", "D", "open")
+            assert (opened.role, opened.status) == ("user", "active")
+            assert await accounts.count_users(s) == 3
+        await db.close()
+
+    asyncio.run(scenario())
+
+
+def test_admin_create_user_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("FIRESIDE_DATA_DIR", str(tmp_path))
+    monkeypatch.setattr("sys.stdin", io.StringIO("a-good-password\n"))
+    # An admin made headless is an admin even when it is not the first account.
+    monkeypatch.setenv("FIRESIDE_SIGNUP", "closed")
+    assert cli.main(["admin", "create-user", "ops@example.com", "--password-stdin"]) == 0
+    monkeypatch.setattr("sys.stdin", io.StringIO("a-good-password\n"))
+    assert (
+        cli.main(["admin", "create-user", "boss@example.com", "--admin", "--password-stdin"]) == 0
+    )
+    monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
+    assert cli.main(["admin", "create-user", "x@example.com", "--password-stdin"]) == 2
+    assert "password" in capsys.readouterr().err
+
+    async def roles() -> dict[str, str]:
+        db = Database(f"sqlite+aiosqlite:///{tmp_path / 'fireside.db'}")
+        async with db.session() as s:
+            found = {
+                e: await accounts.user_by_email(s, e)
+                for e in ("ops@example.com", "boss@example.com")
+            }
+        await db.close()
+        return {e: u.role for e, u in found.items() if u is not None}
+
+    assert asyncio.run(roles()) == {"ops@example.com": "admin", "boss@example.com": "admin"}

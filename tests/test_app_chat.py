@@ -1,0 +1,249 @@
+"""The chat app's conversations and streams, on both backends (SQLite + in-process event log,
+PostgreSQL + Redis): sending, resuming from Last-Event-ID, stopping, regenerating, editing,
+the conversation list, and what a restart does to an answer cut by a crash."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.app_utils import HOLD, Client, SSEEvent
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture
+def client(chat_server: str) -> Iterator[Client]:
+    c = Client(chat_server)
+    c.signup()
+    yield c
+    c.close()
+
+
+def deltas(events: list[SSEEvent]) -> str:
+    return "".join(e.data["text"] for e in events if e.event == "delta")
+
+
+def check_ids_increase(events: list[SSEEvent]) -> None:
+    ids = [e.id for e in events]
+    keys = [tuple(int(p) for p in i.split("-")) for i in ids]
+    assert keys == sorted(keys) and len(set(keys)) == len(keys), ids
+
+
+def done_message(events: list[SSEEvent]) -> dict[str, Any]:
+    assert events[-1].event == "done", [e.event for e in events]
+    return dict(events[-1].data["message"])
+
+
+def test_send_stores_the_question_first_and_streams_the_answer(client: Client) -> None:
+    conv = client.new_conversation()
+    events = client.send(conv["id"], "What is DNS?")
+    check_ids_increase(events)
+    user, answer = events[0], events[1]
+    assert (user.event, user.data["role"], user.data["content"]) == (
+        "message",
+        "user",
+        "What is DNS?",
+    )
+    assert (answer.event, answer.data["role"], answer.data["status"]) == (
+        "message",
+        "assistant",
+        "streaming",
+    )
+    assert answer.data["parent_id"] == user.data["id"]
+    assert all(e.data["message_id"] == answer.data["id"] for e in events if e.event == "delta")
+    final = done_message(events)
+    assert final["status"] == "complete" and final["id"] == answer.data["id"]
+    assert deltas(events) == final["content"] and final["content"]
+
+    stored = client.http.get(f"/conversations/{conv['id']}").json()
+    assert [m["id"] for m in stored["messages"]] == [user.data["id"], answer.data["id"]]
+    assert stored["messages"][1]["content"] == final["content"]
+    assert stored["messages"][1]["status"] == "complete"
+    assert set(stored["messages"][0]) >= {
+        "id",
+        "parent_id",
+        "role",
+        "content",
+        "status",
+        "created_at",
+    }
+    assert stored["title"] == "What is DNS?"  # the first words, after the first exchange
+
+    # The next message goes under the answer: the branch grows.
+    second = client.send(conv["id"], "And HTTP?")
+    assert second[0].data["parent_id"] == answer.data["id"]
+    stored = client.http.get(f"/conversations/{conv['id']}").json()
+    assert [m["role"] for m in stored["messages"]] == ["user", "assistant"] * 2
+
+
+def test_resume_from_last_event_id_gives_every_event_once(client: Client) -> None:
+    conv = client.new_conversation(max_tokens=24)
+    first = client.events(
+        "POST", f"/conversations/{conv['id']}/messages", limit=3, json={"content": "Tell me more"}
+    )
+    assert [e.event for e in first][:2] == ["message", "message"]
+    # The client left after three events; the answer went on without it.
+    rest = client.events(
+        "GET", f"/conversations/{conv['id']}/stream", headers={"Last-Event-ID": first[-1].id}
+    )
+    events = first + rest
+    check_ids_increase(events)
+    final = done_message(events)
+    assert final["status"] == "complete"
+    stored = client.http.get(f"/conversations/{conv['id']}").json()["messages"][-1]
+    assert deltas(events) == final["content"] == stored["content"]
+
+    # The query parameter works as the header does; from the first event, all but it.
+    again = client.events(
+        "GET", f"/conversations/{conv['id']}/stream", params={"last_event_id": events[0].id}
+    )
+    assert [e.id for e in again] == [e.id for e in events[1:]]
+    # After the end there is nothing more to send.
+    assert (
+        client.events(
+            "GET", f"/conversations/{conv['id']}/stream", headers={"Last-Event-ID": events[-1].id}
+        )
+        == []
+    )
+    for bad in ("abc", "1-2-3", "x" * 500):
+        r = client.http.get(f"/conversations/{conv['id']}/stream", headers={"Last-Event-ID": bad})
+        assert r.status_code == 400, r.text
+
+
+def test_stop_keeps_the_partial_answer(client: Client) -> None:
+    conv = client.new_conversation(max_tokens=200)
+    events: list[SSEEvent] = []
+    path = f"/conversations/{conv['id']}/messages"
+    with client.http.stream("POST", path, json={"content": f"{HOLD} go on"}) as r:
+        from tests.app_utils import parse_sse
+
+        for e in parse_sse(r.iter_lines()):
+            events.append(e)
+            if e.event == "delta":
+                break  # the engine now holds the answer until it is stopped
+    # A second message while one is being written is refused, not interleaved.
+    busy = client.http.post(path, json={"content": "me too"})
+    assert busy.status_code == 409, busy.text
+    stop = client.http.post(f"/conversations/{conv['id']}/stop")
+    assert stop.status_code == 200 and stop.json() == {"stopping": True}
+    rest = client.events(
+        "GET", f"/conversations/{conv['id']}/stream", headers={"Last-Event-ID": events[-1].id}
+    )
+    final = done_message(events + rest)
+    assert final["status"] == "stopped"
+    assert final["content"] == deltas(events + rest) != ""
+    stored = client.http.get(f"/conversations/{conv['id']}").json()["messages"][-1]
+    assert (stored["status"], stored["content"]) == ("stopped", final["content"])
+    # Nothing runs now: stopping again says so.
+    assert client.http.post(f"/conversations/{conv['id']}/stop").json() == {"stopping": False}
+
+
+def test_stream_without_an_id_follows_the_running_answer(client: Client) -> None:
+    conv = client.new_conversation(max_tokens=200)
+    path = f"/conversations/{conv['id']}/messages"
+    with client.http.stream("POST", path, json={"content": f"{HOLD} wait"}) as r:
+        from tests.app_utils import parse_sse
+
+        for e in parse_sse(r.iter_lines()):
+            if e.event == "delta":
+                break
+    # A reloaded page knows no event id: it gets the running answer from its start.
+    with client.http.stream("GET", f"/conversations/{conv['id']}/stream") as r:
+        from tests.app_utils import parse_sse
+
+        seen: list[SSEEvent] = []
+        for e in parse_sse(r.iter_lines()):
+            seen.append(e)
+            if e.event == "delta":
+                client.http.post(f"/conversations/{conv['id']}/stop")
+    assert [e.event for e in seen][:3] == ["message", "message", "delta"]
+    assert done_message(seen)["status"] == "stopped"
+    # With nothing running, there is nothing to follow.
+    assert client.events("GET", f"/conversations/{conv['id']}/stream") == []
+
+
+def test_regenerate_adds_a_sibling_and_edit_a_branch(client: Client) -> None:
+    conv = client.new_conversation()
+    first = client.send(conv["id"], "Name a colour")
+    question, answer = first[0].data, done_message(first)
+
+    again = client.events("POST", f"/messages/{answer['id']}/regenerate")
+    # Only the new answer is announced: no new question.
+    assert [e.data["role"] for e in again if e.event == "message"] == ["assistant"]
+    sibling = done_message(again)
+    assert sibling["id"] != answer["id"] and sibling["parent_id"] == question["id"]
+    branch = client.http.get(f"/conversations/{conv['id']}").json()["messages"]
+    assert [m["id"] for m in branch] == [question["id"], sibling["id"]]
+
+    # The first answer is still there: switching the branch on show brings it back.
+    r = client.http.patch(f"/conversations/{conv['id']}", json={"current_leaf_id": answer["id"]})
+    assert r.status_code == 200, r.text
+    branch = client.http.get(f"/conversations/{conv['id']}").json()["messages"]
+    assert [m["id"] for m in branch] == [question["id"], answer["id"]]
+
+    edited = client.events("PATCH", f"/messages/{question['id']}", json={"content": "Name a fruit"})
+    new_question, new_answer = edited[0].data, done_message(edited)
+    assert new_question["parent_id"] is None and new_question["content"] == "Name a fruit"
+    assert new_answer["parent_id"] == new_question["id"]
+    branch = client.http.get(f"/conversations/{conv['id']}").json()["messages"]
+    assert [m["id"] for m in branch] == [new_question["id"], new_answer["id"]]
+
+    r = client.http.patch(f"/messages/{answer['id']}", json={"content": "x"})
+    assert r.status_code == 400  # answers are regenerated, not edited
+
+
+def test_list_is_newest_first_with_cursor_pages(client: Client) -> None:
+    made = [client.new_conversation(title=f"c{i}")["id"] for i in range(5)]
+    seen: list[str] = []
+    cursor = None
+    pages = 0
+    while True:
+        params: dict[str, Any] = {"limit": 2}
+        if cursor:
+            params["cursor"] = cursor
+        page = client.http.get("/conversations", params=params).json()
+        seen += [c["id"] for c in page["data"]]
+        pages += 1
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == made[::-1] and pages == 3
+    assert client.http.get("/conversations", params={"cursor": "!!"}).status_code == 400
+
+    # Archived conversations leave the list for the archive; deleted ones are gone.
+    client.http.patch(f"/conversations/{made[0]}", json={"archived": True, "pinned": True})
+    assert made[0] not in [c["id"] for c in client.http.get("/conversations").json()["data"]]
+    archive = client.http.get("/conversations", params={"archived": True}).json()["data"]
+    assert [c["id"] for c in archive] == [made[0]] and archive[0]["pinned"] is True
+    assert client.http.delete(f"/conversations/{made[1]}").status_code == 204
+    assert client.http.get(f"/conversations/{made[1]}").status_code == 404
+
+
+def test_conversation_settings_reach_the_model(client: Client) -> None:
+    conv = client.new_conversation(system_prompt="Be brief.", temperature=0, max_tokens=3)
+    assert (conv["system_prompt"], conv["temperature"], conv["max_tokens"]) == ("Be brief.", 0, 3)
+    one = done_message(client.send(conv["id"], "Hi"))
+    two = done_message(client.events("POST", f"/messages/{one['id']}/regenerate"))
+    assert one["content"] == two["content"]  # temperature 0: greedy, the same answer twice
+    r = client.http.patch(f"/conversations/{conv['id']}", json={"model": "no-such-model"})
+    assert r.status_code == 200
+    r = client.http.post(f"/conversations/{conv['id']}/messages", json={"content": "Hi"})
+    assert r.status_code == 400 and "no-such-model" in r.json()["error"]["message"]
+    for bad in ({"temperature": 5}, {"max_tokens": 0}, {"title": None}, {"colour": "red"}):
+        r = client.http.patch(f"/conversations/{conv['id']}", json=bad)
+        assert r.status_code == 400, (bad, r.text)
+
+
+def test_bad_messages_are_refused(client: Client) -> None:
+    conv = client.new_conversation()
+    path = f"/conversations/{conv['id']}/messages"
+    for body in ({}, {"content": ""}, {"content": 5}, {"content": "x", "parent_id": "nope"}):
+        assert client.http.post(path, json=body).status_code == 400, body
+    r = client.http.post(path, json={"content": "x", "parent_id": str(uuid.uuid4())})
+    assert r.status_code == 404
+    r = client.http.post(path, content=b"\xff\xfe", headers={"content-type": "application/json"})
+    assert r.status_code == 400

@@ -1,0 +1,133 @@
+"""Answers cut by a crash: at the next start-up they are marked `interrupted`, partial text
+kept, on both backends; and a real server process killed with SIGKILL mid-answer."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from fireside.app.accounts import create_user
+from fireside.store import conversations
+from fireside.store.db import Database
+from tests.app_utils import HOLD, Backend, Client, chat_settings, parse_sse, run_chat_server
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_startup_marks_orphaned_answers_interrupted(
+    chat_backend: Backend, api_model_dir: Path, tmp_path: Path
+) -> None:
+    # SQLite: a database of this test's own; PostgreSQL: the session's, shared with a live
+    # server whose own answers must not be touched (its worker is alive in Redis).
+    settings = chat_settings(chat_backend, data_dir=tmp_path)
+    email = f"crash-{os.getpid()}-{time.monotonic_ns()}@example.com"
+
+    async def leave_an_orphan() -> tuple[str, str]:
+        db = Database(settings.resolved_database_url())
+        await db.migrate()
+        async with db.session() as s:
+            user = await create_user(s, email, "password1", "Crash", "open")
+            conv = await conversations.add_conversation(s, user.id, title="t")
+            question = await conversations.add_message(s, conv.id, None, "user", "Hi")
+            answer = await conversations.add_message(
+                s,
+                conv.id,
+                question.id,
+                "assistant",
+                "half an ans",
+                status="streaming",
+                worker="a-process-that-died",
+            )
+            await conversations.touch(s, conv.id, current_leaf_id=answer.id)
+            await s.commit()
+        await db.close()
+        return str(conv.id), str(answer.id)
+
+    conv_id, answer_id = asyncio.run(leave_an_orphan())
+    with run_chat_server(api_model_dir, settings) as url:
+        client = Client(url)
+        r = client.http.post("/auth/login", json={"email": email, "password": "password1"})
+        assert r.status_code == 200, r.text
+        messages = client.http.get(f"/conversations/{conv_id}").json()["messages"]
+        assert [(m["role"], m["status"], m["content"]) for m in messages] == [
+            ("user", "complete", "Hi"),
+            ("assistant", "interrupted", "half an ans"),
+        ]
+        assert messages[1]["id"] == answer_id
+        # Nothing runs there now: a new message is accepted, the stream has nothing to follow.
+        assert client.events("GET", f"/conversations/{conv_id}/stream") == []
+        client.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start(model_dir: Path, data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = _free_port()
+    env = dict(os.environ, FIRESIDE_DATA_DIR=str(data_dir), FIRESIDE_APP_MAX_TOKENS="200")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.app_server_main", str(model_dir), str(port)],
+        env=env,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/health").status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError("the server process exited")
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("the server process did not become ready")
+
+
+def test_sigkill_mid_answer_leaves_it_interrupted(api_model_dir: Path, tmp_path: Path) -> None:
+    proc, url = _start(api_model_dir, tmp_path)
+    try:
+        client = Client(url)
+        me = client.signup("Kim")
+        conv = client.new_conversation()
+        path = f"/conversations/{conv['id']}/messages"
+        text = ""
+        with client.http.stream("POST", path, json={"content": f"{HOLD} and crash"}) as r:
+            for e in parse_sse(r.iter_lines()):
+                if e.event == "delta":
+                    text = e.data["text"]
+                    break
+        # The first text is saved at once; the engine then holds the answer open.
+        stored = client.http.get(f"/conversations/{conv['id']}").json()["messages"][-1]
+        assert (stored["status"], stored["content"]) == ("streaming", text)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        client.close()
+
+        proc, url = _start(api_model_dir, tmp_path)
+        client = Client(url)
+        login = {"email": me["email"], "password": me["password"]}
+        assert client.http.post("/auth/login", json=login).status_code == 200
+        messages = client.http.get(f"/conversations/{conv['id']}").json()["messages"]
+        assert [(m["role"], m["status"]) for m in messages] == [
+            ("user", "complete"),
+            ("assistant", "interrupted"),
+        ]
+        assert messages[0]["content"] == f"{HOLD} and crash" and messages[1]["content"] == text
+        client.close()
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
