@@ -90,7 +90,7 @@ export class FakeApi {
       this.push(conv, 'message', user);
     }
     const answer = (this.opts.answer ?? ((t) => `You said: ${t}`))(userText, this.attempts++);
-    const asst: Msg = { id: newId('m'), parent_id: parentId, role: 'assistant', content: '', status: 'running', created_at: now() };
+    const asst: Msg = { id: newId('m'), parent_id: parentId, role: 'assistant', content: '', status: 'streaming', created_at: now() };
     conv.messages.push(asst);
     conv.leaf = asst.id;
     this.push(conv, 'message', asst);
@@ -103,14 +103,14 @@ export class FakeApi {
     const cut = this.opts.cutAfter;
     if (cut !== undefined) {
       // The generation "continues" server-side: the stored answer is partial until resumed.
-      asst.status = 'running';
+      asst.status = 'streaming';
       return frames.slice(0, cut).join('');
     }
     return frames.join('');
   }
 
   finishCut(): void {
-    for (const c of this.convs.values()) for (const m of c.messages) if (m.status === 'running') m.status = 'complete';
+    for (const c of this.convs.values()) for (const m of c.messages) if (m.status === 'streaming') m.status = 'complete';
   }
 
   async install(page: Page): Promise<void> {
@@ -172,7 +172,9 @@ export class FakeApi {
       const rest = m[2] ?? '';
       if (rest === '' && method === 'GET') return json(this.publicConv(conv, true));
       if (rest === '' && method === 'PATCH') {
-        Object.assign(conv, body());
+        const { current_leaf_id, ...change } = body() as { current_leaf_id?: string };
+        Object.assign(conv, change);
+        if (current_leaf_id) conv.leaf = current_leaf_id;
         return json(this.publicConv(conv));
       }
       if (rest === '' && method === 'DELETE') {
@@ -194,7 +196,7 @@ export class FakeApi {
       if (rest === '/share') {
         const token = `tok${newId('s')}`;
         this.shares.set(token, this.branch(conv));
-        return json({ token }, 201);
+        return json({ token, url: `/api/share/${token}` }, 201);
       }
       return notFound();
     }

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from fireside.model import ModelConfig, Transformer, save_pretrained, train_tokenizer
+from fireside.model.tokenizer import SPECIAL_TOKENS
 
 
 def build_model(path: Path) -> Path:
@@ -31,11 +32,18 @@ def build_model(path: Path) -> Path:
         num_attention_heads=4,
         num_key_value_heads=2,
         head_dim=16,
-        max_position_embeddings=2048,
+        max_position_embeddings=4096,
         architecture="LlamaForCausalLM",
     )
     model = Transformer(config)
     model.init_weights(std=0.5)
+    # No special token can win: every answer runs to FIRESIDE_APP_MAX_TOKENS, so a test can
+    # stop it or reload while it is still being written.
+    with torch.no_grad():
+        for token in SPECIAL_TOKENS:
+            token_id = tokenizer.token_id(token)
+            if token_id is not None:
+                model.lm_head.weight[token_id] = 0.0
     save_pretrained(model, tokenizer, path)
     return path
 
@@ -44,7 +52,12 @@ def main() -> None:
     port = sys.argv[1] if len(sys.argv) > 1 else "8765"
     root = Path(tempfile.mkdtemp(prefix="fireside-e2e-"))
     model = build_model(root / "model")
-    env = dict(os.environ, FIRESIDE_DATA_DIR=str(root / "data"), FIRESIDE_JEMALLOC="0")
+    env = dict(
+        os.environ,
+        FIRESIDE_DATA_DIR=str(root / "data"),
+        FIRESIDE_JEMALLOC="0",
+        FIRESIDE_APP_MAX_TOKENS=os.environ.get("FIRESIDE_APP_MAX_TOKENS", "1500"),
+    )
     fireside = Path(sys.executable).with_name("fireside")
     args = [str(fireside), "serve", "--model", str(model), "--host", "127.0.0.1", "--port", port]
     os.execve(args[0], args, env)

@@ -80,7 +80,7 @@ test('send, stream, regenerate, edit into a branch, switch branches, search, fee
   anon.shares = api.shares;
   await anon.install(visitor);
   await visitor.goto(link);
-  await expect(visitor.getByRole('article', { name: 'Answer' })).toContainText('Answer 1');
+  await expect(visitor.getByRole('article', { name: 'Answer' })).toContainText('Answer 2 to first question');
   await other.close();
 });
 
@@ -97,7 +97,7 @@ test('a cut stream resumes from Last-Event-ID, and a reload mid-answer resumes t
 
   // A conversation whose answer is still running when the page loads: it is followed to the end.
   const conv = api.addConversation('running', [{ id: 'ru', parent_id: null, role: 'user', content: 'go' }]);
-  const running = { id: 'ra', parent_id: 'ru', role: 'assistant' as const, content: 'par', status: 'running', created_at: new Date().toISOString() };
+  const running = { id: 'ra', parent_id: 'ru', role: 'assistant' as const, content: 'par', status: 'streaming', created_at: new Date().toISOString() };
   conv.messages.push(running);
   conv.leaf = 'ra';
   conv.events.push(`id: 1\nevent: message\ndata: ${JSON.stringify({ ...running, content: '' })}\n\n`);

@@ -40,7 +40,9 @@ export class Chat {
       this.leafId = messages[messages.length - 1]?.id ?? null;
       const last = messages[messages.length - 1];
       // An answer still being written when the page was (re)loaded: replay its events.
-      if (isRunning(last)) void this.run(() => Promise.resolve(null), new EventCursor('0'));
+      // Without a Last-Event-ID the server replays the running answer from its start; its
+      // `message` event resets the partial text, so nothing is applied twice.
+      if (isRunning(last)) void this.run(() => Promise.resolve(null));
     } catch (e) {
       this.error = { message: (e as Error).message, retry: () => void this.open(id) };
     } finally {
@@ -112,7 +114,7 @@ export class Chat {
 
   /** Follow the running answer again (after a lost connection). */
   resume(): Promise<void> {
-    return this.run(() => Promise.resolve(null), new EventCursor('0'));
+    return this.run(() => Promise.resolve(null));
   }
 
   async send(content: string, model?: string): Promise<string | null> {
@@ -141,8 +143,8 @@ export class Chat {
   }
 
   private regenerateFromUser(user: Message): Promise<void> {
-    // A user message without an answer (the generation failed to start): ask again from it.
-    return this.edit(user.id, user.content);
+    // A user message without an answer (the generation failed to start): answer it again.
+    return this.regenerate(user.id);
   }
 
   edit(userId: string, content: string): Promise<void> {
@@ -163,7 +165,13 @@ export class Chat {
 
   switchBranch(messageId: string, step: -1 | 1): void {
     const leaf = switchBranch(this.tree, messageId, step);
-    if (leaf) this.leafId = leaf;
+    const conv = this.conversation;
+    if (!leaf || !conv) return;
+    this.leafId = leaf;
+    // The server keeps the branch on show: a reload, a share link and the next message follow it.
+    api.patch(`/api/conversations/${enc(conv.id)}`, { current_leaf_id: leaf }).catch((e: Error) => {
+      this.error = { message: `Could not switch branches: ${e.message}` };
+    });
   }
 
   async feedback(messageId: string, feedback: Feedback): Promise<void> {

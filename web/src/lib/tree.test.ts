@@ -56,7 +56,7 @@ describe('message tree', () => {
 describe('applyEvent', () => {
   it('builds an answer from message, delta, tool and done events', () => {
     let t = applyEvent(emptyTree, { id: '1', event: 'message', data: msg('u', null) });
-    t = applyEvent(t, { id: '2', event: 'message', data: { ...msg('a', 'u', 'assistant', ''), status: 'running' } });
+    t = applyEvent(t, { id: '2', event: 'message', data: { ...msg('a', 'u', 'assistant', ''), status: 'streaming' } });
     t = applyEvent(t, { id: '3', event: 'delta', data: { message_id: 'a', text: 'The ' } });
     t = applyEvent(t, { id: '4', event: 'tool_call', data: { message_id: 'a', id: 'c1', name: 'calculator', arguments: { expression: '2+2' } } });
     t = applyEvent(t, { id: '5', event: 'tool_result', data: { message_id: 'a', tool_call_id: 'c1', content: '4' } });
@@ -69,8 +69,8 @@ describe('applyEvent', () => {
   });
 
   it('a replayed message event resets the partial text, so a replay from the start rebuilds it once', () => {
-    let t = fromMessages([msg('u', null), { ...msg('a', 'u', 'assistant', 'partial from the database'), status: 'running' }]);
-    t = applyEvent(t, { id: '2', event: 'message', data: { ...msg('a', 'u', 'assistant', ''), status: 'running' } });
+    let t = fromMessages([msg('u', null), { ...msg('a', 'u', 'assistant', 'partial from the database'), status: 'streaming' }]);
+    t = applyEvent(t, { id: '2', event: 'message', data: { ...msg('a', 'u', 'assistant', ''), status: 'streaming' } });
     t = applyEvent(t, { id: '3', event: 'delta', data: { message_id: 'a', text: 'abc' } });
     expect(t.byId['a']?.content).toBe('abc');
   });

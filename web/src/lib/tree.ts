@@ -139,5 +139,5 @@ export function applyEvent(tree: Tree, event: StreamEvent): Tree {
 
 /** The message a stream is writing: the newest assistant message not yet finished. */
 export function isRunning(m: Message | undefined): boolean {
-  return !!m && m.role === 'assistant' && (m.status === 'running' || m.status === 'pending' || m.status === 'streaming');
+  return !!m && m.role === 'assistant' && m.status === 'streaming';
 }

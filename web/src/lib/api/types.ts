@@ -4,9 +4,14 @@
  * the document does not define a route yet, the shape is issue 12's contract and is
  * replaced by the generated one when the route lands.
  */
-export type Role = 'user' | 'assistant' | 'system' | 'tool';
-export type MessageStatus = 'complete' | 'stopped' | 'interrupted' | 'error' | 'running' | 'pending' | string;
+import type { components } from './schema';
 
+type Schemas = components['schemas'];
+
+export type Role = Schemas['MessagePublic']['role'];
+export type MessageStatus = Schemas['MessagePublic']['status'];
+
+/** A tool call as the page shows it (the server stores calls as free-form objects). */
 export interface ToolCall {
   id: string;
   name: string;
@@ -14,48 +19,26 @@ export interface ToolCall {
   result?: string | null;
 }
 
-export interface Message {
-  id: string;
-  parent_id: string | null;
-  role: Role;
-  content: string;
-  status?: MessageStatus | null;
-  created_at: string;
-  model?: string | null;
+export type Message = Omit<Schemas['MessagePublic'], 'tool_calls'> & {
   tool_calls?: ToolCall[] | null;
-  tool_call_id?: string | null;
-  name?: string | null;
+  /** Kept by the page after the user rates an answer. */
+  feedback?: Feedback | null;
   /** Where the server sends the tree around the branch: ids of this message's siblings. */
   sibling_ids?: string[] | null;
-  feedback?: Feedback | null;
-}
+  name?: string | null;
+};
 
-export interface Conversation {
-  id: string;
-  title: string | null;
-  pinned?: boolean;
-  archived?: boolean;
-  model?: string | null;
-  system_prompt?: string | null;
-  temperature?: number | null;
-  created_at: string;
-  updated_at: string;
+export type Conversation = Schemas['ConversationPublic'] & {
   /** Present on GET /api/conversations/{id}: the current branch, root first. */
   messages?: Message[];
-}
+};
+
+export type User = Schemas['UserPublic'];
+export type UserSettings = Schemas['SettingsPublic'];
 
 export interface Page<T> {
   data: T[];
   next_cursor: string | null;
-}
-
-export interface User {
-  id: string;
-  email: string;
-  name: string | null;
-  role: 'admin' | 'user' | string;
-  status?: string;
-  created_at?: string;
 }
 
 export interface Feedback {
@@ -85,11 +68,6 @@ export interface ApiKey {
   last_used_at?: string | null;
   /** Only in the answer to POST /api/keys: shown once. */
   key?: string;
-}
-
-export interface UserSettings {
-  training_consent: boolean;
-  [key: string]: unknown;
 }
 
 export interface Share {

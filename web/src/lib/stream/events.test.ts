@@ -22,7 +22,7 @@ function sse(id: number, event: string, data: unknown): string {
 }
 
 const user = { id: 'u1', parent_id: null, role: 'user', content: 'hi', status: 'complete', created_at: '2026-01-01T00:00:00Z' };
-const asst = { id: 'a1', parent_id: 'u1', role: 'assistant', content: '', status: 'running', created_at: '2026-01-01T00:00:01Z' };
+const asst = { id: 'a1', parent_id: 'u1', role: 'assistant', content: '', status: 'streaming', created_at: '2026-01-01T00:00:01Z' };
 
 describe('SSE parsing', () => {
   it('parses events split across chunks and drops unknown names and bad JSON', async () => {
