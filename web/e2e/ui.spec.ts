@@ -148,12 +148,15 @@ test('screenshots: light, dark, a code answer, a phone', async ({ page }) => {
   await page.emulateMedia({ colorScheme: 'dark' });
   await page.screenshot({ path: `${SHOTS}chat-dark.png` });
   await page.setViewportSize({ width: 375, height: 740 });
-  await page.emulateMedia({ colorScheme: 'light' });
+  // No drawer animation, so the pictures show where things end up.
+  await page.emulateMedia({ colorScheme: 'light', reducedMotion: 'reduce' });
   await expect(page.getByRole('button', { name: 'Open sidebar' })).toBeVisible();
+  await expect(chat.sidebar()).toBeHidden();
   await page.screenshot({ path: `${SHOTS}phone.png` });
   // At 375 px nothing scrolls sideways.
   expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(375);
   await page.getByRole('button', { name: 'Open sidebar' }).click();
-  await expect(chat.sidebar().getByRole('link', { name: 'Plan a trip to Lisbon' })).toBeInViewport();
+  await expect(chat.sidebar().getByRole('link', { name: 'Plan a trip to Lisbon' })).toBeInViewport({ ratio: 1 });
+  await expect(page.getByRole('button', { name: 'Close sidebar' })).toHaveCSS('background-color', 'rgba(0, 0, 0, 0.4)');
   await page.screenshot({ path: `${SHOTS}phone-sidebar.png` });
 });
