@@ -36,6 +36,8 @@ export interface FakeOptions {
   /** End the POST's body after this many events (the generation itself goes on). */
   cutAfter?: number;
   loggedIn?: boolean;
+  /** Tool calls the answer makes before its text (tool_call and tool_result events). */
+  tools?: { name: string; arguments: Record<string, unknown>; result: string }[];
 }
 
 let seq = 0;
@@ -94,9 +96,17 @@ export class FakeApi {
     conv.messages.push(asst);
     conv.leaf = asst.id;
     this.push(conv, 'message', asst);
+    for (const [i, tool] of (this.opts.tools ?? []).entries()) {
+      const id = `call${i}`;
+      this.push(conv, 'tool_call', { message_id: asst.id, id, name: tool.name, arguments: tool.arguments });
+      this.push(conv, 'tool_result', { message_id: asst.id, tool_call_id: id, content: tool.result });
+    }
     for (const piece of answer.match(/[\s\S]{1,12}/g) ?? []) this.push(conv, 'delta', { message_id: asst.id, text: piece });
     asst.content = answer;
     asst.status = 'complete';
+    if (this.opts.tools?.length) {
+      Object.assign(asst, { tool_calls: this.opts.tools.map((t, i) => ({ id: `call${i}`, name: t.name, arguments: t.arguments, result: t.result })) });
+    }
     this.push(conv, 'done', { message: asst });
     if (conv.title === 'New chat') conv.title = userText.slice(0, 30);
     const frames = conv.events.slice(start);

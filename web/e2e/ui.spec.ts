@@ -109,6 +109,28 @@ test('a cut stream resumes from Last-Event-ID, and a reload mid-answer resumes t
   await expect(chat.lastAnswer()).not.toContainText('parpartial');
 });
 
+test('tool calls appear as collapsible steps with their results', async ({ page }) => {
+  const api = new FakeApi({
+    answer: () => 'The result is **4**.',
+    tools: [
+      { name: 'calculator', arguments: { expression: '2+2' }, result: '4' },
+      { name: 'python', arguments: { code: 'print(2 + 2)' }, result: '4\n' },
+    ],
+  });
+  await api.install(page);
+  const chat = new ChatPage(page);
+  await page.goto('/');
+  await chat.send('what is 2+2?');
+  const steps = chat.lastAnswer().getByRole('list', { name: 'Tool calls' }).getByRole('listitem');
+  await expect(steps).toHaveCount(2);
+  await expect(steps.first()).toContainText('calculator');
+  await expect(steps.first().getByText('"expression": "2+2"')).toBeHidden();
+  await steps.first().getByText('calculator').click();
+  await expect(steps.first().getByText('"expression": "2+2"')).toBeVisible();
+  await expect(steps.first().locator('pre').last()).toHaveText('4');
+  await expect(chat.lastAnswer().locator('strong')).toHaveText('4');
+});
+
 test('errors show clearly with a retry', async ({ page }) => {
   const api = new FakeApi();
   await api.install(page);

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { Message } from './api/types';
-import { addMessage, applyEvent, branchPath, emptyTree, fromMessages, latestLeaf, siblingPosition, switchBranch } from './tree';
+import { addMessage, applyEvent, toolCall, branchPath, emptyTree, fromMessages, latestLeaf, siblingPosition, switchBranch } from './tree';
 
 let clock = 0;
 function msg(id: string, parent: string | null, role: Message['role'] = 'user', content = id): Message {
@@ -65,6 +65,7 @@ describe('applyEvent', () => {
     expect(t.byId['a']?.tool_calls).toEqual([{ id: 'c1', name: 'calculator', arguments: { expression: '2+2' }, result: '4' }]);
     t = applyEvent(t, { id: '7', event: 'done', data: { message: { ...msg('a', 'u', 'assistant', 'The sum is 4'), status: 'stopped' } } });
     expect(t.byId['a']?.status).toBe('stopped');
+    expect(t.byId['a']?.tool_calls).toHaveLength(1);
     expect(branchPath(t, 'a').map((m) => m.id)).toEqual(['u', 'a']);
   });
 
@@ -73,5 +74,14 @@ describe('applyEvent', () => {
     t = applyEvent(t, { id: '2', event: 'message', data: { ...msg('a', 'u', 'assistant', ''), status: 'streaming' } });
     t = applyEvent(t, { id: '3', event: 'delta', data: { message_id: 'a', text: 'abc' } });
     expect(t.byId['a']?.content).toBe('abc');
+  });
+});
+
+describe('toolCall', () => {
+  it('reads Fireside’s and OpenAI’s shapes and rejects what has no name', () => {
+    expect(toolCall({ id: 'a', name: 'python', arguments: { code: '1+1' }, result: 2 })).toEqual({ id: 'a', name: 'python', arguments: { code: '1+1' }, result: '2' });
+    expect(toolCall({ id: 'b', type: 'function', function: { name: 'search', arguments: '{"q":"x"}' } })).toEqual({ id: 'b', name: 'search', arguments: '{"q":"x"}' });
+    expect(toolCall({ id: 'c' })).toBeNull();
+    expect(toolCall('nope')).toBeNull();
   });
 });

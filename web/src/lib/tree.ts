@@ -92,6 +92,31 @@ export function switchBranch(tree: Tree, id: string, step: -1 | 1): string | nul
   return latestLeaf(tree, target);
 }
 
+/**
+ * A stored or streamed tool call in the page's shape. The server keeps calls as free-form
+ * objects: Fireside's own `{id, name, arguments}` or OpenAI's `{id, function: {name, arguments}}`.
+ */
+export function toolCall(raw: unknown): ToolCall | null {
+  if (!raw || typeof raw !== 'object') return null;
+  const r = raw as Record<string, unknown>;
+  const fn = (r['function'] && typeof r['function'] === 'object' ? r['function'] : r) as Record<string, unknown>;
+  const name = fn['name'];
+  if (typeof name !== 'string') return null;
+  const id = typeof r['id'] === 'string' ? r['id'] : typeof r['tool_call_id'] === 'string' ? r['tool_call_id'] : name;
+  const args = fn['arguments'];
+  const result = r['result'] ?? r['content'];
+  return {
+    id,
+    name,
+    arguments: typeof args === 'string' || (args && typeof args === 'object') ? (args as ToolCall['arguments']) : {},
+    ...(result === undefined || result === null ? {} : { result: typeof result === 'string' ? result : JSON.stringify(result) }),
+  };
+}
+
+export function toolCalls(m: Message): ToolCall[] {
+  return (m.tool_calls ?? []).map(toolCall).filter((c): c is ToolCall => c !== null);
+}
+
 function update(tree: Tree, id: string, change: (m: Message) => Message): Tree {
   const m = tree.byId[id];
   return m ? addMessage(tree, change(m)) : tree;
@@ -112,14 +137,19 @@ export function applyEvent(tree: Tree, event: StreamEvent): Tree {
       return addMessage(tree, event.data);
     case 'delta':
       return update(tree, event.data.message_id, (m) => ({ ...m, content: m.content + event.data.text }));
-    case 'done':
-      return addMessage(tree, event.data.message);
+    case 'done': {
+      // The stored answer wins, but steps seen live stay when it does not list its calls.
+      const stored = event.data.message;
+      const seen = tree.byId[stored.id]?.tool_calls;
+      return addMessage(tree, stored.tool_calls?.length || !seen?.length ? stored : { ...stored, tool_calls: seen });
+    }
     case 'tool_call': {
       const data = event.data;
       if (!data.message_id) return tree;
-      const call: ToolCall = { id: callId(data), name: data.name, arguments: (data.arguments ?? {}) as ToolCall['arguments'] };
+      const call = toolCall({ ...data, id: callId(data) });
+      if (!call) return tree;
       return update(tree, data.message_id, (m) => {
-        const calls = (m.tool_calls ?? []).filter((c) => c.id !== call.id);
+        const calls = toolCalls(m).filter((c) => c.id !== call.id);
         return { ...m, tool_calls: [...calls, call] };
       });
     }
@@ -129,7 +159,7 @@ export function applyEvent(tree: Tree, event: StreamEvent): Tree {
       const result = data.content ?? (typeof data.result === 'string' ? data.result : JSON.stringify(data.result ?? ''));
       return update(tree, data.message_id, (m) => ({
         ...m,
-        tool_calls: (m.tool_calls ?? []).map((c) => (c.id === callId(data) ? { ...c, result } : c)),
+        tool_calls: toolCalls(m).map((c) => (c.id === callId(data) ? { ...c, result } : c)),
       }));
     }
     case 'error':

@@ -20,7 +20,8 @@ export interface ToolCall {
 }
 
 export type Message = Omit<Schemas['MessagePublic'], 'tool_calls'> & {
-  tool_calls?: ToolCall[] | null;
+  /** As stored (free-form objects); tree.toolCalls reads them as ToolCall. */
+  tool_calls?: ToolCall[] | Record<string, unknown>[] | null;
   /** Kept by the page after the user rates an answer. */
   feedback?: Feedback | null;
   /** Where the server sends the tree around the branch: ids of this message's siblings. */
