@@ -72,6 +72,7 @@ def chat_settings(backend: Backend, **overrides: Any) -> Settings:
         database_url=backend.database_url,
         redis_url=backend.redis_url,
         app_max_tokens=8,
+        auth="required",  # /v1/* takes personal keys
     )
     values.update(overrides)
     return Settings(**values)
@@ -203,3 +204,20 @@ def postgres_database() -> Iterator[str]:
         yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
     finally:
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def make_admin(backend: Backend) -> dict[str, str]:
+    """An administrator made straight in the database (as `fireside admin create-user`)."""
+    from fireside.app.accounts import create_user
+    from fireside.store.db import Database
+
+    email = f"admin-{uuid.uuid4().hex[:8]}@example.com"
+
+    async def create() -> None:
+        db = Database(chat_settings(backend).resolved_database_url())
+        async with db.session() as s:
+            await create_user(s, email, "admin-password", "Admin", "open", admin=True)
+        await db.close()
+
+    asyncio.run(create())
+    return {"email": email, "password": "admin-password"}

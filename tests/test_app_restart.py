@@ -74,9 +74,13 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _start(model_dir: Path, data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_server_process(
+    model_dir: Path, data_dir: Path, env_extra: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """A chat server in a process of its own (tests.app_server_main); its URL once ready."""
     port = _free_port()
     env = dict(os.environ, FIRESIDE_DATA_DIR=str(data_dir), FIRESIDE_APP_MAX_TOKENS="200")
+    env.update(env_extra or {})
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.app_server_main", str(model_dir), str(port)],
         env=env,
@@ -98,7 +102,7 @@ def _start(model_dir: Path, data_dir: Path) -> tuple[subprocess.Popen[bytes], st
 
 
 def test_sigkill_mid_answer_leaves_it_interrupted(api_model_dir: Path, tmp_path: Path) -> None:
-    proc, url = _start(api_model_dir, tmp_path)
+    proc, url = start_server_process(api_model_dir, tmp_path)
     try:
         client = Client(url)
         me = client.signup("Kim")
@@ -117,7 +121,7 @@ def test_sigkill_mid_answer_leaves_it_interrupted(api_model_dir: Path, tmp_path:
         proc.wait(timeout=30)
         client.close()
 
-        proc, url = _start(api_model_dir, tmp_path)
+        proc, url = start_server_process(api_model_dir, tmp_path)
         client = Client(url)
         login = {"email": me["email"], "password": me["password"]}
         assert client.http.post("/auth/login", json=login).status_code == 200
@@ -131,3 +135,35 @@ def test_sigkill_mid_answer_leaves_it_interrupted(api_model_dir: Path, tmp_path:
     finally:
         proc.kill()
         proc.wait(timeout=30)
+
+
+def test_the_database_allows_one_answer_in_writing_per_conversation(
+    chat_backend: Backend, tmp_path: Path
+) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    settings = chat_settings(chat_backend, data_dir=tmp_path)
+
+    async def scenario() -> None:
+        db = Database(settings.resolved_database_url())
+        await db.migrate()
+        async with db.session() as s:
+            user = await create_user(
+                s, f"race-{time.monotonic_ns()}@example.com", "pw123456", "R", "open"
+            )
+            conv = await conversations.add_conversation(s, user.id)
+            q = await conversations.add_message(s, conv.id, None, "user", "Hi")
+            await conversations.add_message(s, conv.id, q.id, "assistant", "", status="streaming")
+            await s.commit()
+            cid, qid = conv.id, q.id  # a rollback expires the objects
+            # Two sends racing past the route's check still cannot both start an answer.
+            with pytest.raises(IntegrityError):
+                await conversations.add_message(s, cid, qid, "assistant", "", status="streaming")
+            await s.rollback()
+            # Finished answers are not limited.
+            for _ in range(2):
+                await conversations.add_message(s, cid, qid, "assistant", "x")
+            await s.commit()
+        await db.close()
+
+    asyncio.run(scenario())

@@ -80,7 +80,7 @@ def create_app(
     )
     app.state.fireside = state
     install_error_handlers(app)
-    app.add_middleware(GuardMiddleware, api_key=api_key, max_body_bytes=max_body_bytes)
+    app.add_middleware(GuardMiddleware, api_key=api_key, max_body_bytes=max_body_bytes, state=state)
     app.include_router(openai_router)
     app.include_router(tokenizer_router)
     for extension in extensions:
@@ -119,9 +119,11 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
 
 ERROR_DOCS = {
     "400": "Invalid request (OpenAI error envelope)",
-    "401": "Missing or wrong API key",
+    "401": "Missing or wrong API key, or not logged in",
+    "403": "Not allowed (chat app: another site's origin, a closed sign-up, not an admin)",
     "404": "Unknown model or route",
     "405": "Method not allowed",
+    "409": "Conflict (chat app: an existing account, an answer still being written)",
     "413": "Request body too large",
     "429": "Queue full; retry later",
     "500": "Internal error",

@@ -11,6 +11,7 @@ import hmac
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fireside.api.errors import APIError, error_response
+from fireside.api.state import AppState
 
 # Paths anyone may read: liveness probes, Prometheus, the API's own documentation.
 OPEN_PATHS = frozenset({"/health", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect"})
@@ -19,16 +20,23 @@ OWN_AUTH_PREFIX = "/api/"
 
 
 class GuardMiddleware:
-    def __init__(self, app: ASGIApp, api_key: str | None, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        api_key: str | None,
+        max_body_bytes: int,
+        state: AppState | None = None,
+    ) -> None:
         self.app = app
         self.api_key = api_key
         self.max_body_bytes = max_body_bytes
+        self.state = state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        error = self._check_key(scope)
+        error = await self._check_key(scope)
         if error is None:
             body, error = await self._read_body(scope, receive)
         if error is not None:
@@ -46,15 +54,24 @@ class GuardMiddleware:
 
         await self.app(scope, replay, send)
 
-    def _check_key(self, scope: Scope) -> APIError | None:
+    async def _check_key(self, scope: Scope) -> APIError | None:
+        checks = self.state.key_checks if self.state is not None else []
+        required = self.api_key is not None or (self.state is not None and self.state.require_key)
         path = scope["path"]
-        if self.api_key is None or path in OPEN_PATHS or path.startswith(OWN_AUTH_PREFIX):
+        if not required or path in OPEN_PATHS or path.startswith(OWN_AUTH_PREFIX):
             return None
         headers = dict(scope["headers"])
         given = headers.get(b"authorization", b"").decode("latin-1")
         scheme, _, token = given.partition(" ")
-        if scheme.lower() == "bearer" and hmac.compare_digest(token.strip(), self.api_key):
-            return None
+        token = token.strip()
+        if scheme.lower() == "bearer" and token:
+            if self.api_key is not None and hmac.compare_digest(
+                token.encode(), self.api_key.encode()
+            ):
+                return None
+            for check in checks:
+                if await check(token):
+                    return None
         problem = "no API key was given" if not given else "the API key is not valid"
         return APIError(
             f"{problem}: send it as 'Authorization: Bearer <key>'",

@@ -26,6 +26,10 @@ class AppState:
     served: ServedModel | None = None
     load_error: str | None = None
     metrics: Metrics = field(init=False)
+    # More ways to accept a Bearer key on /v1/* besides --api-key (the chat app's personal
+    # keys), and whether a key is needed even without --api-key.
+    key_checks: list[Callable[[str], Awaitable[bool]]] = field(default_factory=list)
+    require_key: bool = False
 
     def __post_init__(self) -> None:
         self.metrics = Metrics(self.model_name, self._stats)

@@ -29,18 +29,23 @@ class ChatApp:
         self.settings = settings
 
     def install(self, app: FastAPI) -> None:
+        from fireside.app.keys import router as keys
+        from fireside.app.routes_admin import router as admin
         from fireside.app.routes_auth import router as auth
         from fireside.app.routes_conversations import router as conversations
+        from fireside.app.routes_data import router as data
+        from fireside.app.routes_feedback import router as feedback
         from fireside.app.routes_ws import router as ws
 
         api = APIRouter(prefix=PREFIX)
-        for router in (auth, conversations, ws):
+        for router in (auth, conversations, ws, keys, feedback, admin, data):
             api.include_router(router)
         app.include_router(api)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
         from fireside.app.generation import Generations, interrupt_orphans
+        from fireside.app.keys import key_check
         from fireside.app.state import ChatState
 
         settings = self.settings
@@ -60,6 +65,8 @@ class ChatApp:
             chat.generations = Generations(chat, api_state)
             await interrupt_orphans(chat)
             await broker.start(chat.generations.stop_local)
+            api_state.key_checks.append(key_check(db))
+            api_state.require_key = settings.auth == "required"
             app.state.chat = chat
             yield
             await chat.generations.shutdown()

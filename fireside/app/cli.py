@@ -6,9 +6,14 @@ import argparse
 import asyncio
 import getpass
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fireside.errors import FiresideError
 from fireside.settings import Settings
+
+if TYPE_CHECKING:
+    from fireside.app.export import ExportFormat
 
 
 def add_admin_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -24,6 +29,12 @@ def add_admin_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="read the password from standard input (default: ask on the terminal)",
     )
     create.set_defaults(func=_create_user)
+    export = commands.add_parser(
+        "export-feedback", help="write consented feedback as DPO or SFT JSONL for `fireside train`"
+    )
+    export.add_argument("--format", choices=["dpo", "sft"], required=True)
+    export.add_argument("--output", required=True, help="the JSONL file to write")
+    export.set_defaults(func=_export_feedback)
 
 
 def _read_password(from_stdin: bool) -> str:
@@ -72,3 +83,27 @@ async def _create(settings: Settings, body: object, admin: bool) -> str:
             return user.email
     finally:
         await db.close()
+
+
+def _export_feedback(args: argparse.Namespace) -> int:
+    count = asyncio.run(_export(Settings(), args.format, Path(args.output)))
+    print(f"wrote {count} {args.format} example(s) to {args.output}")
+    return 0
+
+
+async def _export(settings: Settings, fmt: ExportFormat, output: Path) -> int:
+    from fireside.app.export import export_lines
+    from fireside.store.db import Database
+
+    db = Database(settings.resolved_database_url())
+    try:
+        await db.migrate()
+        async with db.session() as session:
+            lines = list(await export_lines(session, fmt))
+    finally:
+        await db.close()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(output.name + ".tmp")
+    tmp.write_text("".join(lines), encoding="utf-8")
+    tmp.replace(output)  # a training run never reads half a file
+    return len(lines)

@@ -19,6 +19,7 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fireside.api.chat import ChatJob
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 # How often the growing answer is written to the database: what a crash can lose at most.
 FLUSH_EVERY_S = 1.0
 TITLE_WORDS = 8
+BUSY = "an answer is still being written in this conversation; stop it first"
 
 
 def stream_key(conversation_id: uuid.UUID) -> str:
@@ -90,7 +92,7 @@ class Generations:
         starts the task. The caller follows `stream_key` from `stream_after`."""
         served = self.api.ready()
         if await store.streaming_message(db, conversation.id) is not None:
-            raise conflict("an answer is still being written in this conversation; stop it first")
+            raise conflict(BUSY)
         history = await store.branch(db, parent.id) if parent is not None else []
         prompt = [_as_input(m) for m in history if m.role in ("user", "assistant", "tool")]
         if user_content is not None:
@@ -102,6 +104,33 @@ class Generations:
         job = await self._job(served, conversation, prompt)
 
         stream_after = await self.chat.events.last_id(stream_key(conversation.id))
+        try:
+            user_message, answer = await self._store_turn(
+                db, conversation, parent, user_content, served.name, stream_after
+            )
+        except IntegrityError:  # another send won the race (the one-streaming index)
+            await db.rollback()
+            raise conflict(BUSY) from None
+
+        key = stream_key(conversation.id)
+        if user_message is not None:
+            await self.chat.events.append(key, "message", message_public(user_message))
+        await self.chat.events.append(key, "message", message_public(answer))
+        gen = Generation(conversation.id, conversation.user_id, answer, job, stream_after)
+        self.running[conversation.id] = gen
+        gen.task = asyncio.create_task(self._run(gen), name=f"generation-{answer.id}")
+        return gen
+
+    async def _store_turn(
+        self,
+        db: AsyncSession,
+        conversation: Conversation,
+        parent: Message | None,
+        user_content: str | None,
+        model: str,
+        stream_after: str | None,
+    ) -> tuple[Message | None, Message]:
+        """The question (if new) and the empty answer under it, in one transaction."""
         user_message = None
         parent_id = parent.id if parent is not None else None
         if user_content is not None:
@@ -116,21 +145,13 @@ class Generations:
             "assistant",
             "",
             status="streaming",
-            model=served.name,
+            model=model,
             stream_after=stream_after,
             worker=self.chat.worker,
         )
         await store.touch(db, conversation.id, current_leaf_id=answer.id)
         await db.commit()
-
-        key = stream_key(conversation.id)
-        if user_message is not None:
-            await self.chat.events.append(key, "message", message_public(user_message))
-        await self.chat.events.append(key, "message", message_public(answer))
-        gen = Generation(conversation.id, conversation.user_id, answer, job, stream_after)
-        self.running[conversation.id] = gen
-        gen.task = asyncio.create_task(self._run(gen), name=f"generation-{answer.id}")
-        return gen
+        return user_message, answer
 
     async def _job(
         self, served: ServedModel, conversation: Conversation, prompt: list[ChatMessageIn]

@@ -12,7 +12,6 @@ import asyncio
 import json
 import re
 from collections import defaultdict
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -45,26 +44,14 @@ class EventLog(Protocol):
     async def close(self) -> None: ...
 
 
-async def follow(
-    log: EventLog, stream: str, after: str | None, wait: float = 5.0
-) -> AsyncIterator[Event | None]:
-    """Events after `after`, live, forever; None after each `wait` seconds without one, so the
-    caller can decide whether anything still writes to the stream."""
-    while True:
-        events = await log.read(stream, after, wait)
-        if not events:
-            yield None
-            continue
-        for e in events:
-            yield e
-        after = events[-1].id
-
-
 class MemoryEventLog:
-    """One process's log: a list per stream, ids 1, 2, 3..."""
+    """One process's log: ids 1, 2, 3... per stream; the newest `keep` events of each stream
+    are kept (history lives in the database; the log is for following and resuming)."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep: int = 20_000) -> None:
+        self.keep = keep
         self._streams: dict[str, list[Event]] = defaultdict(list)
+        self._dropped: dict[str, int] = defaultdict(int)  # events trimmed from each stream's head
         self._changed: dict[str, asyncio.Condition] = {}
 
     def _condition(self, stream: str) -> asyncio.Condition:
@@ -72,39 +59,48 @@ class MemoryEventLog:
             self._changed[stream] = asyncio.Condition()
         return self._changed[stream]
 
+    def _last(self, stream: str) -> int:
+        return self._dropped[stream] + len(self._streams[stream])
+
     async def append(self, stream: str, event: str, data: dict[str, Any]) -> str:
         events = self._streams[stream]
-        e = Event(str(len(events) + 1), event, data)
+        e = Event(str(self._last(stream) + 1), event, data)
         events.append(e)
+        if len(events) > self.keep:
+            trim = len(events) - self.keep
+            del events[:trim]
+            self._dropped[stream] += trim
         condition = self._condition(stream)
         async with condition:
             condition.notify_all()
         return e.id
 
     async def last_id(self, stream: str) -> str | None:
-        events = self._streams.get(stream)
-        return events[-1].id if events else None
+        last = self._last(stream)
+        return str(last) if last else None
+
+    def _after(self, stream: str, after: int) -> list[Event]:
+        return self._streams[stream][max(after - self._dropped[stream], 0) :]
 
     async def read(self, stream: str, after: str | None, wait: float = 0) -> list[Event]:
         start = int(after) if after else 0
-        events = self._streams.get(stream, [])[start:]
+        events = self._after(stream, start)
         if events or wait <= 0:
-            return list(events)
+            return events
         condition = self._condition(stream)
         async with condition:
             try:
-                await asyncio.wait_for(
-                    condition.wait_for(lambda: len(self._streams.get(stream, [])) > start), wait
-                )
+                await asyncio.wait_for(condition.wait_for(lambda: self._last(stream) > start), wait)
             except TimeoutError:
                 return []
-        return list(self._streams[stream][start:])
+        return self._after(stream, start)
 
     def valid_id(self, value: str) -> bool:
         return value.isascii() and value.isdigit() and len(value) < 19
 
     async def close(self) -> None:
         self._streams.clear()
+        self._dropped.clear()
 
 
 _STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")

@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Text,
     Uuid,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -127,6 +128,13 @@ class Message(Base):
         Index("ix_messages_conversation_id", "conversation_id"),
         Index("ix_messages_parent_id", "parent_id"),
         Index("ix_messages_status", "status"),
+        Index(
+            "uq_messages_one_streaming",
+            "conversation_id",
+            unique=True,
+            sqlite_where=text("status = 'streaming'"),
+            postgresql_where=text("status = 'streaming'"),
+        ),
     )
 
 

@@ -1,0 +1,86 @@
+"""Feedback becomes training data: the JSONL `fireside train dpo` and `fireside train sft`
+read, from the chats of users who consented.
+
+DPO pairs come from sibling answers (regenerations of the same question): an answer rated
+up is chosen over a sibling rated down or not rated; an unrated sibling over one rated down.
+SFT conversations are the branches that end in an answer rated up.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import Any, Literal
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from fireside.store import conversations, feedback
+from fireside.store.models import Conversation, Feedback, Message
+
+ExportFormat = Literal["dpo", "sft"]
+
+
+def _turn(m: Message) -> dict[str, Any]:
+    return {"role": m.role, "content": m.content}
+
+
+async def _prompt(
+    db: AsyncSession, conversation: Conversation, last: Message
+) -> list[dict[str, Any]]:
+    """The conversation up to and including `last`, system prompt first."""
+    path = await conversations.branch(db, last.id)
+    turns = [_turn(m) for m in path if m.role in ("user", "assistant") and m.content]
+    if conversation.system_prompt:
+        turns.insert(0, {"role": "system", "content": conversation.system_prompt})
+    return turns
+
+
+def _score(f: Feedback | None) -> int:
+    return 0 if f is None else (1 if f.rating == "up" else -1)
+
+
+async def dpo_pairs(db: AsyncSession) -> list[dict[str, Any]]:
+    rated = await feedback.rated_answers(db)
+    convs = {c.id: c for _, _, c in rated}
+    parents = sorted({m.parent_id for m, _, _ in rated if m.parent_id is not None})
+    siblings: dict[Any, list[tuple[Message, Feedback | None]]] = defaultdict(list)
+    for m, f in await feedback.answers_under(db, parents):
+        siblings[m.parent_id].append((m, f))
+    pairs = []
+    for parent_id in parents:
+        answers = siblings.get(parent_id, [])
+        if len(answers) < 2:
+            continue
+        conversation = convs[answers[0][0].conversation_id]
+        question = await conversations.message_in(db, conversation.id, parent_id)
+        if question is None or question.role != "user":
+            continue
+        prompt = await _prompt(db, conversation, question)
+        for chosen, cf in answers:
+            for rejected, rf in answers:
+                if _score(cf) > _score(rf) and chosen.content != rejected.content:
+                    pairs.append(
+                        {
+                            "prompt": prompt,
+                            "chosen": _turn(chosen),
+                            "rejected": _turn(rejected),
+                            "model": chosen.model,
+                        }
+                    )
+    return pairs
+
+
+async def sft_conversations(db: AsyncSession) -> list[dict[str, Any]]:
+    out = []
+    for message, f, conversation in await feedback.rated_answers(db):
+        if f.rating == "up" and message.content:
+            out.append(
+                {"messages": await _prompt(db, conversation, message), "model": message.model}
+            )
+    return out
+
+
+async def export_lines(db: AsyncSession, fmt: ExportFormat) -> Iterator[str]:
+    rows = await (dpo_pairs(db) if fmt == "dpo" else sft_conversations(db))
+    return (json.dumps(r, ensure_ascii=False) + "\n" for r in rows)

@@ -1,0 +1,75 @@
+"""Personal API keys: shown once at creation, stored as a hash; they authorize the chat API
+(/api/*) and, with FIRESIDE_AUTH=required, the OpenAI API (/v1/*) as Bearer tokens."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+
+from fastapi import APIRouter, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from fireside.app.deps import DB, CurrentUser
+from fireside.app.errors import not_found
+from fireside.app.schemas import Page, Strict
+from fireside.store import accounts
+from fireside.store.db import Database
+
+KEY_PREFIX = "fs-"
+
+router = APIRouter(tags=["keys"])
+
+
+class KeyCreate(Strict):
+    name: str = Field(min_length=1, max_length=200)
+
+
+class KeyPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: uuid.UUID
+    name: str
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+
+
+class KeyCreated(KeyPublic):
+    key: str  # the only time the whole key is shown
+
+
+@router.get("/keys", response_model=Page[KeyPublic])
+async def list_keys(user: CurrentUser, db: DB) -> Page[KeyPublic]:
+    keys = await accounts.api_keys_of(db, user.id)
+    return Page(data=[KeyPublic.model_validate(k) for k in keys])
+
+
+@router.post("/keys", response_model=KeyCreated, status_code=201)
+async def create_key(body: KeyCreate, user: CurrentUser, db: DB) -> KeyCreated:
+    secret = KEY_PREFIX + secrets.token_urlsafe(32)
+    key = await accounts.add_api_key(db, user.id, body.name, secret, secret[:10])
+    await db.commit()
+    return KeyCreated(**KeyPublic.model_validate(key).model_dump(), key=secret)
+
+
+@router.delete("/keys/{key_id}", status_code=204)
+async def delete_key(key_id: uuid.UUID, user: CurrentUser, db: DB) -> Response:
+    if not await accounts.delete_api_key(db, user.id, key_id):
+        raise not_found("key")
+    await db.commit()
+    return Response(status_code=204)
+
+
+def key_check(db: Database) -> Callable[[str], Awaitable[bool]]:
+    """For the /v1/* guard: whether a Bearer token is a live personal key."""
+
+    async def check(token: str) -> bool:
+        if not token.startswith(KEY_PREFIX):
+            return False
+        async with db.session() as session:
+            user = await accounts.user_for_api_key(session, token)
+            await session.commit()
+        return user is not None
+
+    return check

@@ -1,0 +1,103 @@
+"""Search over one's own messages, the model list, and one's whole data as JSON."""
+
+from __future__ import annotations
+
+import html
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel
+
+from fireside.api.errors import bad_request
+from fireside.api.state import AppStateDep
+from fireside.app.deps import DB, CurrentUser
+from fireside.app.schemas import ConversationPublic, MessagePublic, Page, UserPublic
+from fireside.store import search
+from fireside.store.export import user_data
+
+router = APIRouter(tags=["data"])
+
+
+class SearchHit(BaseModel):
+    conversation_id: uuid.UUID
+    message_id: uuid.UUID
+    title: str
+    role: str
+    snippet: str  # HTML: the text escaped, the matched words in <mark>
+    created_at: datetime
+
+
+def _snippet(raw: str) -> str:
+    return html.escape(raw).replace(search.START, "<mark>").replace(search.STOP, "</mark>")
+
+
+@router.get("/search", response_model=Page[SearchHit])
+async def search_messages(
+    user: CurrentUser,
+    db: DB,
+    q: Annotated[str, Query(min_length=1, max_length=500)],
+    cursor: Annotated[str | None, Query(max_length=12)] = None,
+    limit: Annotated[int, Query(ge=1, le=50)] = 20,
+) -> Page[SearchHit]:
+    if not q.split() or any(ch in q for ch in (search.START, search.STOP, "\x00")):
+        raise bad_request("search for at least one word", "q")
+    if cursor is not None and not (cursor.isascii() and cursor.isdigit()):
+        raise bad_request("the cursor is not one this server gave", "cursor")
+    offset = int(cursor or 0)
+    hits = await search.search_messages(db, user.id, q, limit + 1, offset)
+    more = len(hits) > limit
+    return Page(
+        data=[
+            SearchHit(
+                conversation_id=h.conversation_id,
+                message_id=h.message_id,
+                title=h.title,
+                role=h.role,
+                snippet=_snippet(h.snippet),
+                created_at=h.created_at,
+            )
+            for h in hits[:limit]
+        ],
+        next_cursor=str(offset + limit) if more else None,
+    )
+
+
+class ModelPublic(BaseModel):
+    id: str
+    source: str  # "local": the model this server serves
+    ready: bool
+
+
+@router.get("/models", response_model=Page[ModelPublic])
+async def list_models(user: CurrentUser, state: AppStateDep) -> Page[ModelPublic]:
+    # Connected OpenAI-compatible endpoints will join this list (issue 12, "Models").
+    return Page(
+        data=[ModelPublic(id=state.model_name, source="local", ready=state.served is not None)]
+    )
+
+
+class ExportedConversation(ConversationPublic):
+    messages: list[MessagePublic]  # the whole tree, oldest first
+
+
+class UserExport(BaseModel):
+    user: UserPublic
+    conversations: list[ExportedConversation]
+
+
+@router.get("/export", response_model=UserExport)
+async def export_my_data(user: CurrentUser, db: DB) -> dict[str, Any]:
+    """Everything of the caller's: the account and every conversation with its whole tree."""
+    pairs = await user_data(db, user.id)
+    return {
+        "user": UserPublic.model_validate(user),
+        "conversations": [
+            ExportedConversation(
+                **ConversationPublic.model_validate(c).model_dump(),
+                messages=[MessagePublic.model_validate(m) for m in messages],
+            )
+            for c, messages in pairs
+        ],
+    }

@@ -1,0 +1,61 @@
+"""Ratings of answers, and the rows the training export reads (consented users only)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from fireside.store.models import Conversation, Feedback, Message, User, now
+
+
+async def rate(
+    db: AsyncSession,
+    user_id: uuid.UUID,
+    message_id: uuid.UUID,
+    rating: str,
+    reason: str | None,
+    comment: str | None,
+) -> Feedback:
+    """One rating per answer: rating again replaces it."""
+    found = await db.get(Feedback, message_id)
+    if found is None:
+        found = Feedback(message_id=message_id, user_id=user_id)
+        db.add(found)
+    found.rating, found.reason, found.comment, found.created_at = rating, reason, comment, now()
+    await db.flush()
+    return found
+
+
+async def rated_answers(db: AsyncSession) -> Sequence[tuple[Message, Feedback, Conversation]]:
+    """Every rated answer of a user who consented to training, with its conversation."""
+    rows = await db.execute(
+        select(Message, Feedback, Conversation)
+        .join(Feedback, Feedback.message_id == Message.id)
+        .join(Conversation, Conversation.id == Message.conversation_id)
+        .join(User, User.id == Conversation.user_id)
+        .where(User.training_consent.is_(True), Message.status == "complete")
+        .order_by(Message.created_at)
+    )
+    return [(m, f, c) for m, f, c in rows.all()]
+
+
+async def answers_under(
+    db: AsyncSession, parent_ids: Sequence[uuid.UUID]
+) -> Sequence[tuple[Message, Feedback | None]]:
+    """The complete answers under these messages, each with its rating if it has one."""
+    if not parent_ids:
+        return []
+    rows = await db.execute(
+        select(Message, Feedback)
+        .outerjoin(Feedback, Feedback.message_id == Message.id)
+        .where(
+            Message.parent_id.in_(parent_ids),
+            Message.role == "assistant",
+            Message.status == "complete",
+        )
+        .order_by(Message.created_at)
+    )
+    return [(m, f) for m, f in rows.all()]

@@ -1,0 +1,245 @@
+"""Personal API keys, feedback and its export for training, share links and the admin
+routes, on both backends."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from fireside.model import Tokenizer
+from fireside.train.chat_data import LengthReport, load_dpo_file, load_sft_file
+from tests.app_utils import Backend, Client, make_admin
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture
+def client(chat_server: str) -> Iterator[Client]:
+    c = Client(chat_server)
+    c.signup()
+    yield c
+    c.close()
+
+
+def test_personal_keys_are_shown_once_and_authorize_v1(client: Client, chat_server: str) -> None:
+    made = client.http.post("/keys", json={"name": "laptop"})
+    assert made.status_code == 201, made.text
+    key = made.json()["key"]
+    listed = client.http.get("/keys").json()["data"]
+    assert [k["name"] for k in listed] == ["laptop"] and "key" not in listed[0]
+    assert key.startswith(listed[0]["prefix"])
+
+    # FIRESIDE_AUTH=required: /v1/* wants a key, and a personal key is one.
+    v1 = httpx.Client(base_url=chat_server, timeout=60)
+    assert v1.get("/v1/models").status_code == 401
+    assert v1.get("/v1/models", headers={"Authorization": "Bearer fs-nope"}).status_code == 401
+    ok = v1.get("/v1/models", headers={"Authorization": f"Bearer {key}"})
+    assert ok.status_code == 200 and ok.json()["data"][0]["id"] == "tiny"
+    # ...and the chat API, in place of the cookie.
+    me = v1.get("/api/auth/me", headers={"Authorization": f"Bearer {key}"})
+    assert me.status_code == 200
+    used = client.http.get("/keys").json()["data"][0]
+    assert used["last_used_at"] is not None
+
+    other = Client(chat_server)
+    other.signup("Other")
+    assert other.http.delete(f"/keys/{listed[0]['id']}").status_code == 404
+    other.close()
+    assert client.http.delete(f"/keys/{listed[0]['id']}").status_code == 204
+    assert v1.get("/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code == 401
+    assert client.http.delete(f"/keys/{listed[0]['id']}").status_code == 404
+    v1.close()
+
+
+def test_feedback_becomes_dpo_and_sft_data(
+    client: Client, chat_server: str, chat_backend: Backend, tokenizer: Tokenizer, tmp_path: Path
+) -> None:
+    assert client.http.get("/settings").json() == {"training_consent": False}
+    r = client.http.patch("/settings", json={"training_consent": True})
+    assert r.json() == {"training_consent": True}
+    conv = client.new_conversation(system_prompt="Answer in one word.", temperature=1.0)
+    marker = f"Which colour? {conv['id']}"
+    events = client.send(conv["id"], marker)
+    first = events[-1].data["message"]
+    second = first
+    # A sampled answer may repeat; regenerate until the siblings differ.
+    for _ in range(5):
+        second = client.events("POST", f"/messages/{first['id']}/regenerate")[-1].data["message"]
+        if second["content"] != first["content"]:
+            break
+    assert second["content"] != first["content"]
+    up = {"rating": "up", "reason": "accurate", "comment": "good"}
+    assert client.http.post(f"/messages/{first['id']}/feedback", json=up).status_code == 200
+    down = {"rating": "down", "reason": "wrong"}
+    assert client.http.post(f"/messages/{second['id']}/feedback", json=down).status_code == 200
+    question = events[0].data["id"]
+    r = client.http.post(f"/messages/{question}/feedback", json=up)
+    assert r.status_code == 400  # questions are not rated
+    for bad in ({"rating": "meh"}, {}, {"rating": "up", "comment": 5}):
+        r = client.http.post(f"/messages/{first['id']}/feedback", json=bad)
+        assert r.status_code == 400, bad
+
+    assert client.http.get("/admin/feedback/export").status_code == 403
+    admin = Client(chat_server)
+    assert admin.http.post("/auth/login", json=make_admin(chat_backend)).status_code == 200
+    dpo = admin.http.get("/admin/feedback/export", params={"format": "dpo"})
+    assert dpo.status_code == 200
+    mine = [json.loads(line) for line in dpo.text.splitlines() if marker in line]
+    assert mine == [
+        {
+            "prompt": [
+                {"role": "system", "content": "Answer in one word."},
+                {"role": "user", "content": marker},
+            ],
+            "chosen": {"role": "assistant", "content": first["content"]},
+            "rejected": {"role": "assistant", "content": second["content"]},
+            "model": "tiny",
+        }
+    ]
+    sft = admin.http.get("/admin/feedback/export", params={"format": "sft"})
+    liked = [json.loads(line) for line in sft.text.splitlines() if marker in line]
+    assert [m["messages"][-1]["content"] for m in liked] == [first["content"]]
+    # What `fireside train dpo|sft` reads, it reads.
+    (tmp_path / "dpo.jsonl").write_text(dpo.text)
+    (tmp_path / "sft.jsonl").write_text(sft.text)
+    assert len(load_dpo_file(tmp_path / "dpo.jsonl", tokenizer, 1024)) == dpo.text.count("\n")
+    report = LengthReport()
+    sft_lines = sft.text.count("\n")
+    assert len(load_sft_file(tmp_path / "sft.jsonl", tokenizer, 1024, report)) == sft_lines
+
+    # Without consent, nothing of this user is exported.
+    client.http.patch("/settings", json={"training_consent": False})
+    again = admin.http.get("/admin/feedback/export", params={"format": "dpo"}).text
+    assert marker not in again
+    assert admin.http.get("/admin/feedback/export", params={"format": "csv"}).status_code == 400
+    admin.close()
+
+
+def test_share_links_are_snapshots_and_revocable(client: Client, chat_server: str) -> None:
+    conv = client.new_conversation(title="Shared")
+    assert client.http.post(f"/conversations/{conv['id']}/share").status_code == 400  # empty
+    events = client.send(conv["id"], "Share this")
+    made = client.http.post(f"/conversations/{conv['id']}/share")
+    assert made.status_code == 201
+    token, url = made.json()["token"], made.json()["url"]
+    client.send(conv["id"], "Not this")  # after the snapshot
+
+    anyone = httpx.Client(base_url=chat_server, timeout=60)
+    shared = anyone.get(url)
+    assert shared.status_code == 200
+    assert [m["content"] for m in shared.json()["messages"]] == [
+        "Share this",
+        events[-1].data["message"]["content"],
+    ]
+    assert anyone.get("/api/share/not-a-token").status_code == 404
+    assert anyone.delete(f"/api/share/{token}").status_code == 401
+    other = Client(chat_server)
+    other.signup("Nosy")
+    assert other.http.delete(f"/share/{token}").status_code == 404
+    assert other.http.post(f"/conversations/{conv['id']}/share").status_code == 404
+    other.close()
+    assert client.http.delete(f"/share/{token}").status_code == 204
+    assert anyone.get(url).status_code == 404
+    anyone.close()
+
+
+def test_admin_routes(client: Client, chat_server: str, chat_backend: Backend) -> None:
+    me = client.http.get("/auth/me").json()
+    for method, path in (
+        ("GET", "/admin/users"),
+        ("PATCH", f"/admin/users/{me['id']}"),
+        ("GET", "/admin/usage"),
+        ("GET", "/admin/feedback/export"),
+    ):
+        r = client.http.request(method, path, json={} if method == "PATCH" else None)
+        assert r.status_code == 403, (method, path)
+        assert httpx.request(method, chat_server + "/api" + path).status_code == 401
+
+    admin = Client(chat_server)
+    assert admin.http.post("/auth/login", json=make_admin(chat_backend)).status_code == 200
+    emails: list[str] = []
+    cursor = None
+    while True:
+        params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = admin.http.get("/admin/users", params=params).json()
+        emails += [u["email"] for u in page["data"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert me["email"] in emails and emails == sorted(emails)
+
+    client.send(client.new_conversation()["id"], "count my tokens")
+    usage = admin.http.get("/admin/usage").json()["data"]
+    mine = [u for u in usage if u["email"] == me["email"]]
+    assert len(mine) == 1 and mine[0]["model"] == "tiny" and mine[0]["generations"] == 1
+    assert mine[0]["prompt_tokens"] > 0 and 0 < mine[0]["completion_tokens"] <= 8
+
+    r = admin.http.patch(f"/admin/users/{me['id']}", json={"role": "admin"})
+    assert r.status_code == 200 and r.json()["role"] == "admin"
+    r = admin.http.patch(f"/admin/users/{me['id']}", json={"role": "user", "status": "disabled"})
+    assert r.json()["status"] == "disabled"
+    assert client.http.get("/auth/me").status_code == 401  # disabled: logged out at once
+    login = {"email": me["email"], "password": "secret-pass"}  # Client.signup's
+    assert client.http.post("/auth/login", json=login).status_code == 403
+    admin.http.patch(f"/admin/users/{me['id']}", json={"status": "active"})
+    assert client.http.post("/auth/login", json=login).status_code == 200
+    assert admin.http.patch(f"/admin/users/{me['id']}", json={"role": "boss"}).status_code == 400
+    missing = "00000000-0000-0000-0000-000000000000"
+    assert admin.http.patch(f"/admin/users/{missing}", json={}).status_code == 404
+    admin.close()
+
+
+def test_search_finds_only_ones_own_messages(client: Client, chat_server: str) -> None:
+    word = "zebra" + uuid.uuid4().hex[:8]  # a word no other test writes
+    conv = client.new_conversation(title="Animals")
+    client.send(conv["id"], f"Tell me about the {word} <b>now</b>")
+    client.send(conv["id"], f"More on {word} please")
+    other = client.new_conversation()
+    client.send(other["id"], f"And {word} again")
+    seen: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        params = {"q": word, "limit": 2, **({"cursor": cursor} if cursor else {})}
+        r = client.http.get("/search", params=params)
+        assert r.status_code == 200, r.text
+        seen += r.json()["data"]
+        cursor = r.json()["next_cursor"]
+        if cursor is None:
+            break
+    assert len(seen) == 3 and len({h["message_id"] for h in seen}) == 3
+    assert {h["conversation_id"] for h in seen} == {conv["id"], other["id"]}
+    first = next(h for h in seen if "about" in h["snippet"])
+    # The match is marked; the message's own markup never comes through as markup (SQLite
+    # escapes it, PostgreSQL's parser drops tags).
+    assert f"<mark>{word}</mark>" in first["snippet"] and "<b>" not in first["snippet"]
+    assert first["title"] == "Animals" and first["role"] == "user"
+
+    stranger = Client(chat_server)
+    stranger.signup("Stranger")
+    assert stranger.http.get("/search", params={"q": word}).json()["data"] == []
+    stranger.close()
+    for bad in ({"q": ""}, {"q": "   "}, {"q": word, "cursor": "x"}, {}):
+        assert client.http.get("/search", params=bad).status_code == 400, bad
+    # Query syntax is not the user's to trip over: operators and quotes are words.
+    for odd in ('"', "AND OR NOT", "a*b", "(x", "NEAR("):
+        assert client.http.get("/search", params={"q": odd}).status_code == 200, odd
+
+
+def test_models_and_own_data_export(client: Client) -> None:
+    models = client.http.get("/models").json()["data"]
+    assert models == [{"id": "tiny", "source": "local", "ready": True}]
+    conv = client.new_conversation(title="Mine")
+    events = client.send(conv["id"], "Keep this")
+    answer = events[-1].data["message"]
+    client.events("POST", f"/messages/{answer['id']}/regenerate")
+    data = client.http.get("/export").json()
+    assert data["user"]["email"] == client.http.get("/auth/me").json()["email"]
+    [exported] = [c for c in data["conversations"] if c["id"] == conv["id"]]
+    # The whole tree: the question and both answers, not only the branch on show.
+    assert [m["role"] for m in exported["messages"]] == ["user", "assistant", "assistant"]
