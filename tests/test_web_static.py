@@ -64,3 +64,26 @@ def test_without_a_build_only_the_api_is_served(tmp_path: Path) -> None:
     app = FastAPI()
     mount_web(app, tmp_path / "missing")
     assert TestClient(app).get("/").status_code == 404
+
+
+def test_an_api_key_guards_the_api_but_not_the_page(tmp_path: Path) -> None:
+    from fireside.api.middleware import GuardMiddleware
+
+    (tmp_path / "assets").mkdir()
+    (tmp_path / "index.html").write_text("<!doctype html><title>Fireside</title>")
+    (tmp_path / "assets" / "index-abc123.js").write_text("console.log(1)")
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.get("/v1/models")
+    def models() -> dict[str, list[str]]:
+        return {"data": []}
+
+    mount_web(app, tmp_path)
+    app.add_middleware(GuardMiddleware, api_key="secret", max_body_bytes=1 << 20)
+    client = TestClient(app)
+    for path in ("/", "/c/0b5e", "/login", "/share/tok", "/assets/index-abc123.js"):
+        assert client.get(path).status_code == 200, path
+    for path in ("/v1/models", "/tokenize", "/elsewhere"):
+        assert client.get(path).status_code == 401, path
+    assert client.get("/v1/models", headers={"Authorization": "Bearer secret"}).status_code == 200

@@ -25,6 +25,10 @@ API_PREFIXES = frozenset(
     | {"tokenize", "detokenize", "tokenizer_info"}
 )
 
+# The page itself and its client routes (web/src/lib/router.svelte.ts): public, like any
+# login page, so an API key never locks people out of the page that signs them in.
+PAGE_PREFIXES = frozenset({"", "assets", "c", "login", "signup", "settings", "admin", "share"})
+
 IMMUTABLE = "public, max-age=31536000, immutable"
 NO_CACHE = "no-cache"
 
@@ -32,6 +36,10 @@ NO_CACHE = "no-cache"
 def is_api_path(path: str) -> bool:
     first = path.lstrip("/").split("/", 1)[0]
     return first in API_PREFIXES
+
+
+def is_page_path(path: str) -> bool:
+    return path.lstrip("/").split("/", 1)[0] in PAGE_PREFIXES
 
 
 def mount_web(app: FastAPI, root: Path = WEB_DIST) -> None:
