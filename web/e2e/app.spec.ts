@@ -5,6 +5,7 @@
  */
 import { expect, test, type Page } from '@playwright/test';
 import { ChatPage, signUp } from './chat-page';
+import { CORPUS, watchForExecution } from './xss-corpus';
 
 let routes = new Set<string>();
 
@@ -128,4 +129,71 @@ test('search, feedback, and a share link opened logged out', async ({ page, brow
     await expect(visitor.getByRole('article', { name: 'User message' })).toContainText('zebra crossing question');
     await anonymous.close();
   });
+});
+
+test('settings: training consent, a personal API key shown once, export', async ({ page }) => {
+  needs('/api/keys');
+  await signUp(page, 'hedy@example.com');
+  await page.getByRole('link', { name: 'Settings' }).click();
+  const consent = page.getByLabel(/Allow my conversations/);
+  await expect(consent).not.toBeChecked();
+  const saved = page.waitForResponse((r) => r.url().endsWith('/api/settings') && r.request().method() === 'PATCH');
+  await consent.check();
+  expect((await saved).status()).toBe(200);
+  await page.reload();
+  await expect(page.getByLabel(/Allow my conversations/)).toBeChecked();
+
+  await page.getByLabel('Key name').fill('laptop');
+  await page.getByRole('button', { name: 'Create key' }).click();
+  const key = await page.getByLabel('New key').inputValue();
+  expect(key.length).toBeGreaterThan(20);
+  // The key works as a Bearer token on the API.
+  const me = await page.request.get('/api/auth/me', { headers: { Authorization: `Bearer ${key}`, Cookie: '' } });
+  expect(me.status()).toBe(200);
+  await page.getByRole('button', { name: 'Revoke key laptop' }).click();
+  await expect(page.getByRole('cell', { name: /laptop/ })).toHaveCount(0);
+
+  const download = page.waitForEvent('download');
+  await page.getByRole('link', { name: /Export all my data/ }).click();
+  const exported = JSON.parse(await (await (await download).createReadStream()).toArray().then((b) => Buffer.concat(b).toString())) as { user: { email: string } };
+  expect(exported.user.email).toBe('hedy@example.com');
+});
+
+test('admin: users, usage and the feedback exports with the train command', async ({ page }) => {
+  needs('/api/admin/users');
+  await page.goto('/login');
+  await page.getByLabel('Email').fill('ada@example.com');
+  await page.getByLabel('Password').fill('correct horse battery');
+  await page.getByRole('button', { name: 'Log in' }).click();
+  await page.getByRole('link', { name: 'Admin' }).click();
+  await expect(page.getByRole('region', { name: 'Users' }).getByRole('cell', { name: 'grace@example.com', exact: true })).toBeVisible();
+  await expect(page.getByRole('link', { name: 'Download DPO pairs' })).toHaveAttribute('href', '/api/admin/feedback/export?format=dpo');
+  await expect(page.locator('pre.command')).toContainText('fireside train dpo');
+  // Token usage per user and model: Ada's answers were counted.
+  await expect(page.getByRole('region', { name: 'Usage' }).getByRole('cell', { name: 'ada@example.com', exact: true })).toBeVisible();
+  // A non-admin sees no admin link, and the API refuses them.
+  await page.getByRole('link', { name: '← Back to chat' }).click();
+  await page.getByRole('button', { name: 'Log out' }).click();
+  await page.getByLabel('Email').fill('grace@example.com');
+  await page.getByLabel('Password').fill('correct horse battery');
+  await page.getByRole('button', { name: 'Log in' }).click();
+  await expect(page.getByRole('link', { name: 'Settings' })).toBeVisible();
+  await expect(page.getByRole('link', { name: 'Admin' })).toHaveCount(0);
+  expect((await page.request.get('/api/admin/users')).status()).toBe(403);
+});
+
+test('the XSS corpus typed by a user, stored by the real server, never executes', async ({ page }) => {
+  needs('/api/auth/signup');
+  const fired = await watchForExecution(page);
+  const chat = new ChatPage(page);
+  await signUp(page, 'mallory@example.com');
+  await chat.composer().fill(CORPUS);
+  await chat.composer().press('Enter');
+  await streamingAnswer(chat);
+  await chat.composer().press('Escape');
+  await expect(chat.lastAnswer()).toHaveAttribute('data-status', 'stopped');
+  await page.reload();
+  await expect(chat.userMessages().last()).toContainText('<script>__xss("script")</script>');
+  for (const el of await page.locator('.messages a, .messages [title]').all()) await el.hover({ force: true }).catch(() => {});
+  expect(fired).toEqual([]);
 });

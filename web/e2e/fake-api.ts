@@ -152,7 +152,7 @@ export class FakeApi {
       this.loggedIn = false;
       return route.fulfill({ status: 204 });
     }
-    if (path === '/api/models') return json({ data: [{ id: 'fireside-tiny', owned_by: 'fireside' }], next_cursor: null });
+    if (path === '/api/models') return json({ data: [{ id: 'fireside-tiny', ready: true, source: 'local' }], next_cursor: null });
     if (path === '/api/settings') return json({ training_consent: false });
     if (path === '/api/keys') return json({ data: [], next_cursor: null });
     if (path === '/api/search') {

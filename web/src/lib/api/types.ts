@@ -35,51 +35,19 @@ export type Conversation = Schemas['ConversationPublic'] & {
 };
 
 export type User = Schemas['UserPublic'];
+export type Feedback = Schemas['FeedbackCreate'];
+export type SearchHit = Schemas['SearchHit'];
+export type ModelInfo = Schemas['ModelPublic'];
+/** `key` only in the answer to POST /api/keys: shown once. */
+export type ApiKey = Schemas['KeyPublic'] & { key?: string };
+export type Share = Schemas['ShareCreated'];
+export type SharedConversation = Schemas['SharedConversation'];
+export type UsageRow = Schemas['UsageRow'];
 export type UserSettings = Schemas['SettingsPublic'];
 
 export interface Page<T> {
   data: T[];
   next_cursor: string | null;
-}
-
-export interface Feedback {
-  rating: 'up' | 'down';
-  reason?: string | null;
-  comment?: string | null;
-}
-
-export interface SearchHit {
-  conversation_id: string;
-  message_id: string;
-  title: string | null;
-  snippet: string;
-}
-
-export interface ModelInfo {
-  id: string;
-  owned_by?: string;
-  connection?: string | null;
-}
-
-export interface ApiKey {
-  id: string;
-  name: string;
-  prefix?: string;
-  created_at: string;
-  last_used_at?: string | null;
-  /** Only in the answer to POST /api/keys: shown once. */
-  key?: string;
-}
-
-export interface Share {
-  token: string;
-  url?: string;
-}
-
-export interface SharedConversation {
-  title: string | null;
-  messages: Message[];
-  created_at?: string;
 }
 
 export interface Connection {
@@ -89,11 +57,3 @@ export interface Connection {
   models?: string[];
 }
 
-export interface UsageRow {
-  user_id?: string;
-  email?: string;
-  model: string;
-  prompt_tokens: number;
-  completion_tokens: number;
-  requests?: number;
-}

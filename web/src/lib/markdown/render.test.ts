@@ -68,9 +68,15 @@ describe('renderMarkdown', () => {
 });
 
 describe('highlightSnippet', () => {
-  it('marks the server’s hits and escapes the rest', () => {
-    expect(highlightSnippet('a <b>hit</b> <i>x</i>')).toBe('a <mark>hit</mark> &lt;i&gt;x&lt;/i&gt;');
-    expect(highlightSnippet('[[q]] <script>')).toBe('<mark>q</mark> &lt;script&gt;');
+  it('keeps the server’s <mark> pairs and nothing else as markup', () => {
+    // The server escapes the text (html.escape) and marks the hits.
+    expect(highlightSnippet('a <mark>hit</mark> &lt;i&gt;x&amp;y&lt;/i&gt; &#x27;q&#x27;')).toBe(
+      'a <mark>hit</mark> &lt;i&gt;x&amp;y&lt;/i&gt; &#39;q&#39;',
+    );
+    // Even if it did not escape, no markup but <mark> survives.
+    expect(highlightSnippet('<mark>q</mark> <script>alert(1)</script><img onerror=x>')).toBe(
+      '<mark>q</mark> &lt;script&gt;alert(1)&lt;/script&gt;&lt;img onerror=x&gt;',
+    );
   });
 });
 

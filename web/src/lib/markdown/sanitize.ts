@@ -56,9 +56,16 @@ export function escapeHtml(text: string): string {
     .replace(/'/g, '&#39;');
 }
 
-/** Search snippets: the server marks hits; everything else is text. */
+const ENTITIES: Record<string, string> = { '&amp;': '&', '&lt;': '<', '&gt;': '>', '&quot;': '"', '&#x27;': "'", '&#39;': "'" };
+
+/**
+ * Search snippets arrive as HTML: the text escaped (Python's html.escape), hits in <mark>.
+ * Only the <mark> pairs are kept as markup; the rest is decoded to text and escaped again
+ * here, so the page never trusts the server's HTML.
+ */
 export function highlightSnippet(snippet: string): string {
-  const parts = snippet.split(/<\/?(?:mark|b)>|\[\[|\]\]/i);
-  // Markers alternate: outside, inside, outside, ... (FTS5 and ts_headline both pair them).
-  return parts.map((p, i) => (i % 2 === 1 ? `<mark>${escapeHtml(p)}</mark>` : escapeHtml(p))).join('');
+  const parts = snippet.split(/<\/?mark>/i);
+  const text = (p: string) => escapeHtml(p.replace(/&(?:amp|lt|gt|quot|#x27|#39);/g, (e) => ENTITIES[e] ?? e));
+  // Markers alternate: outside, inside, outside, ...
+  return parts.map((p, i) => (i % 2 === 1 ? `<mark>${text(p)}</mark>` : text(p))).join('');
 }
