@@ -169,8 +169,12 @@ export class FakeApi {
       return json({ data, next_cursor: null });
     }
     if (path === '/api/conversations' && method === 'GET') {
-      const list = [...this.convs.values()].reverse().map((c) => this.publicConv(c));
-      return json({ data: list, next_cursor: null });
+      // Newest first, in pages; the cursor is the index to start from.
+      const all = [...this.convs.values()].filter((c) => !c.archived).reverse();
+      const start = Number(url.searchParams.get('cursor') ?? 0);
+      const limit = Number(url.searchParams.get('limit') ?? 30);
+      const page = all.slice(start, start + limit).map((c) => this.publicConv(c));
+      return json({ data: page, next_cursor: start + limit < all.length ? String(start + limit) : null });
     }
     if (path === '/api/conversations' && method === 'POST') {
       const conv = this.addConversation('New chat', []);

@@ -131,6 +131,53 @@ test('tool calls appear as collapsible steps with their results', async ({ page 
   await expect(chat.lastAnswer().locator('strong')).toHaveText('4');
 });
 
+test('the sidebar: pinned on top, newest first, the next page loads on scroll', async ({ page }) => {
+  const api = new FakeApi();
+  api.addConversation('Pinned long ago', [], { pinned: true });
+  for (let i = 1; i <= 70; i++) api.addConversation(`Chat number ${i}`, []);
+  await api.install(page);
+  const chat = new ChatPage(page);
+  await page.goto('/');
+  const links = chat.sidebar().getByRole('link', { name: /^Chat number/ });
+  await expect(links.first()).toHaveText('Chat number 70');
+  await expect(links).toHaveCount(30);
+  // The oldest conversation is pinned, and still on top once its page has loaded.
+  await expect(chat.sidebar().getByRole('link', { name: 'Pinned long ago' })).toHaveCount(0);
+  for (const count of [60, 70]) {
+    await links.last().scrollIntoViewIfNeeded();
+    await expect(links).toHaveCount(count);
+  }
+  await expect(links.last()).toHaveText('Chat number 1');
+  const pinned = chat.sidebar().getByRole('link', { name: 'Pinned long ago' });
+  await expect(pinned).toBeVisible();
+  const [pinnedBox, firstBox] = [await pinned.boundingBox(), await links.first().boundingBox()];
+  expect(pinnedBox!.y).toBeLessThan(firstBox!.y);
+});
+
+test('every page passes axe’s WCAG 2 AA checks (labels, contrast, roles) in light and dark', async ({ page }) => {
+  const { default: AxeBuilder } = await import('@axe-core/playwright');
+  const api = new FakeApi({ answer: () => CODE_ANSWER });
+  await api.install(page);
+  const chat = new ChatPage(page);
+  await page.goto('/');
+  await chat.send('Show me some code');
+  await expect(chat.lastAnswer().locator('.hljs-keyword').first()).toBeVisible();
+  const check = async (where: string) => {
+    const result = await new AxeBuilder({ page }).withTags(['wcag2a', 'wcag2aa']).analyze();
+    expect(result.violations.map((v) => `${where}: ${v.id} ${v.nodes.map((n) => n.target.join(' ')).slice(0, 3).join(', ')}`)).toEqual([]);
+  };
+  for (const scheme of ['light', 'dark'] as const) {
+    await page.emulateMedia({ colorScheme: scheme });
+    await check(`chat (${scheme})`);
+  }
+  for (const path of ['/settings', '/admin', '/login']) {
+    if (path === '/login') api.loggedIn = false;
+    await page.goto(path);
+    await expect(page.getByRole('heading', { level: 1 })).toBeVisible();
+    await check(path);
+  }
+});
+
 test('errors show clearly with a retry', async ({ page }) => {
   const api = new FakeApi();
   await api.install(page);

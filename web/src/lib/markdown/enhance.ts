@@ -71,6 +71,8 @@ function addCopyButton(block: HTMLElement): void {
     });
   });
   head.append(button);
+  // A long line scrolls sideways; keyboard users must be able to reach it.
+  block.querySelector('pre')?.setAttribute('tabindex', '0');
 }
 
 /** Enhance a finished block (idempotent). */
