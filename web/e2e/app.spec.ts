@@ -131,6 +131,52 @@ test('search, feedback, and a share link opened logged out', async ({ page, brow
   });
 });
 
+test('the sidebar: rename, pin, archive, delete; Ctrl+Shift+O opens a new chat', async ({ page }) => {
+  needs('/api/conversations');
+  const chat = new ChatPage(page);
+  await signUp(page, 'katherine@example.com');
+  for (const question of ['first topic', 'second topic']) {
+    await page.keyboard.press('Control+Shift+O');
+    await expect(page).toHaveURL(/\/$/);
+    await expect(chat.composer()).toBeFocused();
+    await chat.send(question);
+    await streamingAnswer(chat);
+    await chat.composer().press('Escape');
+    await expect(chat.lastAnswer()).toHaveAttribute('data-status', 'stopped');
+  }
+  const sidebar = chat.sidebar();
+  const item = (name: string | RegExp) => sidebar.getByRole('listitem').filter({ has: page.getByRole('link', { name }) });
+  const act = async (name: string | RegExp, action: string) => {
+    await item(name).getByLabel(/^Actions for/).click();
+    await item(name).getByRole('button', { name: action }).click();
+  };
+  const listed = sidebar.getByRole('list', { name: /conversations$/ }).getByRole('link');
+  await expect(listed).toHaveCount(2);
+
+  await act(/first topic/, 'Rename');
+  await sidebar.getByLabel('New title').fill('Renamed topic');
+  await sidebar.getByLabel('New title').press('Enter');
+  await expect(sidebar.getByRole('link', { name: 'Renamed topic' })).toBeVisible();
+
+  await act('Renamed topic', 'Pin');
+  await expect(sidebar.getByRole('heading', { name: 'Pinned' })).toBeVisible();
+  await page.reload();
+  const pinnedBox = await sidebar.getByRole('link', { name: 'Renamed topic' }).boundingBox();
+  const otherBox = await sidebar.getByRole('link', { name: /second topic/ }).boundingBox();
+  expect(pinnedBox!.y).toBeLessThan(otherBox!.y);
+
+  await act(/second topic/, 'Archive');
+  await expect(sidebar.getByRole('link', { name: /second topic/ })).toHaveCount(0);
+  await page.reload();
+  await expect(sidebar.getByRole('link', { name: /second topic/ })).toHaveCount(0);
+
+  page.once('dialog', (d) => void d.accept());
+  await act('Renamed topic', 'Delete');
+  await expect(listed).toHaveCount(0);
+  const left = (await (await page.request.get('/api/conversations')).json()) as { data: unknown[] };
+  expect(left.data).toHaveLength(0);
+});
+
 test('settings: training consent, a personal API key shown once, export', async ({ page }) => {
   needs('/api/keys');
   await signUp(page, 'hedy@example.com');

@@ -107,7 +107,7 @@ export class Chat {
         this.abort = null;
         this.busy = false;
         this.streamingId = null;
-        if (this.conversation?.id === conv.id) void this.refreshTitle(conv.id);
+        void this.refreshTitle(conv.id);
       }
     }
   }
@@ -180,14 +180,19 @@ export class Chat {
     if (m) this.tree = addMessage(this.tree, { ...m, feedback });
   }
 
+  /** The server titles a conversation after its first exchange, possibly a moment later. */
   private async refreshTitle(id: string): Promise<void> {
-    try {
-      const conv = await api.get<Conversation>(`/api/conversations/${enc(id)}`);
-      if (this.conversation?.id !== id) return;
-      this.conversation = { ...this.conversation, ...conv, messages: undefined };
-      conversations.upsert({ ...conv, messages: undefined });
-    } catch {
-      /* the list keeps its old title */
+    for (const delay of [0, 1500, 4000]) {
+      await new Promise((r) => setTimeout(r, delay));
+      try {
+        const conv = await api.get<Conversation>(`/api/conversations/${enc(id)}`);
+        conversations.refresh(conv);
+        if (this.conversation?.id === id) this.conversation = { ...this.conversation, ...conv, messages: undefined };
+        if (conv.title) return;
+      } catch {
+        return; // the list keeps its old title
+      }
     }
   }
+
 }

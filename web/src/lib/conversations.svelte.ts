@@ -41,6 +41,11 @@ class ConversationList {
     this.items = [c, ...this.items.filter((x) => x.id !== c.id)];
   }
 
+  /** New values for a listed conversation, in place. */
+  refresh(c: Conversation): void {
+    this.items = this.items.map((x) => (x.id === c.id ? { ...c, messages: undefined } : x));
+  }
+
   async update(id: string, change: Partial<Conversation>): Promise<Conversation> {
     const updated = await api.patch<Conversation>(`/api/conversations/${enc(id)}`, change);
     this.items = this.items.map((c) => (c.id === id ? { ...c, ...updated, messages: undefined } : c));
