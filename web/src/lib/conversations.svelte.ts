@@ -9,6 +9,9 @@ class ConversationList {
   loading = $state(false);
   error = $state<string | null>(null);
 
+  /** Archived conversations, loaded when the reader opens that list. */
+  archived = $state<Conversation[] | null>(null);
+
   pinned = $derived(this.items.filter((c) => c.pinned && !c.archived));
   recent = $derived(this.items.filter((c) => !c.pinned && !c.archived));
 
@@ -30,7 +33,16 @@ class ConversationList {
     }
   }
 
+  async loadArchived(): Promise<void> {
+    try {
+      this.archived = (await api.get<Page<Conversation>>('/api/conversations?archived=true&limit=100')).data;
+    } catch (e) {
+      this.error = (e as Error).message;
+    }
+  }
+
   reset(): void {
+    this.archived = null;
     this.items = [];
     this.cursor = null;
     this.done = false;
@@ -48,13 +60,19 @@ class ConversationList {
 
   async update(id: string, change: Partial<Conversation>): Promise<Conversation> {
     const updated = await api.patch<Conversation>(`/api/conversations/${enc(id)}`, change);
-    this.items = this.items.map((c) => (c.id === id ? { ...c, ...updated, messages: undefined } : c));
+    const plain = { ...updated, messages: undefined };
+    this.items = this.items.some((c) => c.id === id) ? this.items.map((c) => (c.id === id ? plain : c)) : [plain, ...this.items];
+    if (this.archived) {
+      const rest = this.archived.filter((c) => c.id !== id);
+      this.archived = updated.archived ? [plain, ...rest] : rest;
+    }
     return updated;
   }
 
   async remove(id: string): Promise<void> {
     await api.delete(`/api/conversations/${enc(id)}`);
     this.items = this.items.filter((c) => c.id !== id);
+    if (this.archived) this.archived = this.archived.filter((c) => c.id !== id);
   }
 }
 
