@@ -118,8 +118,10 @@ def _redis_url() -> str:
 def chat_server(chat_backend: object, api_model_dir: Path) -> Iterator[str]:
     """One running chat server per backend for the whole session (tests sign up their own
     users, so they share it without seeing each other's data)."""
-    from tests.app_utils import Backend, chat_settings, run_chat_server
+    from tests.app_utils import Backend, chat_settings, make_admin, run_chat_server
 
     assert isinstance(chat_backend, Backend)
     with run_chat_server(api_model_dir, chat_settings(chat_backend)) as url:
+        # The first account would be admin: made here, so every test's sign-up is a user.
+        make_admin(chat_backend)
         yield url

@@ -247,3 +247,19 @@ def test_bad_messages_are_refused(client: Client) -> None:
     assert r.status_code == 404
     r = client.http.post(path, content=b"\xff\xfe", headers={"content-type": "application/json"})
     assert r.status_code == 400
+
+
+def test_deleting_a_conversation_mid_answer(client: Client) -> None:
+    from tests.app_utils import parse_sse
+
+    conv = client.new_conversation(max_tokens=200)
+    path = f"/conversations/{conv['id']}/messages"
+    with client.http.stream("POST", path, json={"content": f"{HOLD} then delete"}) as r:
+        for e in parse_sse(r.iter_lines()):
+            if e.event == "delta":
+                break
+    assert client.http.delete(f"/conversations/{conv['id']}").status_code == 204
+    assert client.http.get(f"/conversations/{conv['id']}").status_code == 404
+    assert client.http.post(f"/conversations/{conv['id']}/stop").status_code == 404
+    r = client.http.patch(f"/conversations/{conv['id']}", json={"current_leaf_id": None})
+    assert r.status_code == 404

@@ -3,6 +3,7 @@ routes, on both backends."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Iterator
@@ -14,7 +15,8 @@ import pytest
 
 from fireside.model import Tokenizer
 from fireside.train.chat_data import LengthReport, load_dpo_file, load_sft_file
-from tests.app_utils import Backend, Client, make_admin
+from tests.api_utils import run_server
+from tests.app_utils import Backend, Client, chat_settings, make_admin
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -156,8 +158,10 @@ def test_admin_routes(client: Client, chat_server: str, chat_backend: Backend) -
         ("PATCH", f"/admin/users/{me['id']}"),
         ("GET", "/admin/usage"),
         ("GET", "/admin/feedback/export"),
+        ("GET", "/admin/connections"),
+        ("PUT", "/admin/connections"),
     ):
-        r = client.http.request(method, path, json={} if method == "PATCH" else None)
+        r = client.http.request(method, path, json={} if method in ("PATCH", "PUT") else None)
         assert r.status_code == 403, (method, path)
         assert httpx.request(method, chat_server + "/api" + path).status_code == 401
 
@@ -233,7 +237,8 @@ def test_search_finds_only_ones_own_messages(client: Client, chat_server: str) -
 
 def test_models_and_own_data_export(client: Client) -> None:
     models = client.http.get("/models").json()["data"]
-    assert models == [{"id": "tiny", "source": "local", "ready": True}]
+    local = [m for m in models if m["source"] == "local"]
+    assert local == [{"id": "tiny", "source": "local", "ready": True}]
     conv = client.new_conversation(title="Mine")
     events = client.send(conv["id"], "Keep this")
     answer = events[-1].data["message"]
@@ -243,3 +248,121 @@ def test_models_and_own_data_export(client: Client) -> None:
     [exported] = [c for c in data["conversations"] if c["id"] == conv["id"]]
     # The whole tree: the question and both answers, not only the branch on show.
     assert [m["role"] for m in exported["messages"]] == ["user", "assistant", "assistant"]
+
+
+def test_connected_endpoint_answers_in_conversations(
+    client: Client, chat_server: str, chat_backend: Backend, api_model_dir: Path
+) -> None:
+    admin = Client(chat_server)
+    assert admin.http.post("/auth/login", json=make_admin(chat_backend)).status_code == 200
+    # Another Fireside serving the OpenAI API, with its own key.
+    with run_server(api_model_dir, name="remote-tiny", api_key="remote-secret") as remote:
+        put = {"data": [{"name": "far", "base_url": remote.base_url, "api_key": "remote-secret"}]}
+        r = admin.http.put("/admin/connections", json=put)
+        assert r.status_code == 200, r.text
+        [shown] = r.json()["data"]
+        assert shown["has_key"] is True and "remote-secret" not in r.text
+        assert asyncio.run(stored_key(chat_backend, "far")) != b"remote-secret"
+
+        ids = [m["id"] for m in client.http.get("/models").json()["data"]]
+        assert ids[0] == "tiny" and "far/remote-tiny" in ids
+        conv = client.new_conversation(model="far/remote-tiny", max_tokens=6, temperature=0)
+        events = client.send(conv["id"], "Hello from afar")
+        final = events[-1].data["message"]
+        assert (final["status"], final["model"]) == ("complete", "far/remote-tiny")
+        assert "".join(e.data["text"] for e in events if e.event == "delta") == final["content"]
+        assert final["content"]
+
+        # A wrong key: the answer ends in `error`, saying what the endpoint said.
+        put["data"][0]["api_key"] = "wrong"
+        assert admin.http.put("/admin/connections", json=put).status_code == 200
+        events = client.send(conv["id"], "Again")
+        assert [e.event for e in events][-2:] == ["error", "done"]
+        assert "401" in events[-2].data["error"]
+        assert events[-1].data["message"]["status"] == "error"
+
+    for bad in (
+        {"data": [{"name": "x y", "base_url": "http://a"}]},
+        {"data": [{"name": "x", "base_url": "ftp://a"}]},
+        {"data": [{"name": "x", "base_url": "http://a"}, {"name": "x", "base_url": "http://b"}]},
+    ):
+        assert admin.http.put("/admin/connections", json=bad).status_code == 400, bad
+    assert admin.http.put("/admin/connections", json={"data": []}).json()["data"] == []
+    r = client.http.post(f"/conversations/{conv['id']}/messages", json={"content": "x"})
+    assert r.status_code == 400  # the connection is gone
+    admin.close()
+
+
+async def stored_key(backend: Backend, name: str) -> bytes | None:
+    from fireside.store.connections import by_name
+    from fireside.store.db import Database
+
+    db = Database(chat_settings(backend).resolved_database_url())
+    async with db.session() as s:
+        found = await by_name(s, name)
+    await db.close()
+    return found.api_key_encrypted if found is not None else None
+
+
+def chatgpt_export() -> list[dict[str, Any]]:
+    """The shape of ChatGPT's conversations.json: a root node, a system turn, a question
+    answered twice (a regeneration), and a follow-up on the second answer."""
+
+    def node(
+        id_: str, parent: str | None, children: list[str], role: str | None, text: str = ""
+    ) -> dict[str, Any]:
+        message = None
+        if role is not None:
+            message = {
+                "author": {"role": role},
+                "content": {"content_type": "text", "parts": [text]},
+                "create_time": 1_700_000_000.0,
+            }
+        return {"id": id_, "parent": parent, "children": children, "message": message}
+
+    mapping = {
+        "root": node("root", None, ["sys"], None),
+        "sys": node("sys", "root", ["q1"], "system", "You are ChatGPT"),
+        "q1": node("q1", "sys", ["a1", "a2"], "user", "What is DNS?"),
+        "a1": node("a1", "q1", [], "assistant", "Names to addresses."),
+        "a2": node("a2", "q1", ["q2"], "assistant", "The internet's phone book."),
+        "q2": node("q2", "a2", ["a3"], "user", "And HTTP?"),
+        "a3": node("a3", "q2", [], "assistant", "Hypertext transfer."),
+    }
+    return [
+        {
+            "title": "Networking",
+            "create_time": 1_700_000_000.0,
+            "mapping": mapping,
+            "current_node": "a3",
+            "moderation_results": [],
+        }
+    ]
+
+
+def test_import_of_a_chatgpt_export(client: Client) -> None:
+    r = client.http.post("/import", json=chatgpt_export())
+    assert r.status_code == 201, r.text
+    [conv_id] = r.json()["conversation_ids"]
+    conv = client.http.get(f"/conversations/{conv_id}").json()
+    assert conv["title"] == "Networking"
+    assert [(m["role"], m["content"]) for m in conv["messages"]] == [
+        ("user", "What is DNS?"),
+        ("assistant", "The internet's phone book."),
+        ("user", "And HTTP?"),
+        ("assistant", "Hypertext transfer."),
+    ]
+    assert conv["messages"][0]["parent_id"] is None  # the root and system nodes are skipped
+    # The other answer is kept, beside the one on the branch.
+    exported = client.http.get("/export").json()["conversations"]
+    [tree] = [c for c in exported if c["id"] == conv_id]
+    assert sorted(m["content"] for m in tree["messages"] if m["role"] == "assistant") == [
+        "Hypertext transfer.",
+        "Names to addresses.",
+        "The internet's phone book.",
+    ]
+    # It is a conversation like any other: it can be continued.
+    events = client.send(conv_id, "Thanks")
+    assert events[0].data["parent_id"] == conv["messages"][-1]["id"]
+    for bad in ({"not": "a list"}, [{"title": "x"}], [{"mapping": {"a": {"message": 5}}}]):
+        assert client.http.post("/import", json=bad).status_code == 400, bad

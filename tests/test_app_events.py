@@ -18,7 +18,9 @@ def make_log(kind: str) -> EventLog:
         return MemoryEventLog()
     if not redis_available():
         pytest.skip("Redis is not running at 127.0.0.1:6379")
-    return RedisEventLog(Redis.from_url(REDIS_URL), prefix=f"fireside-test:{uuid.uuid4().hex}:")
+    return RedisEventLog(
+        Redis.from_url(REDIS_URL, socket_timeout=60), prefix=f"fireside-test:{uuid.uuid4().hex}:"
+    )
 
 
 @pytest.mark.parametrize("kind", ["memory", "redis"])

@@ -11,11 +11,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from fireside.app.accounts import create_user
+from fireside.settings import Settings
 from fireside.store import conversations
 from fireside.store.db import Database
 from tests.app_utils import HOLD, Backend, Client, chat_settings, parse_sse, run_chat_server
@@ -101,6 +103,16 @@ def start_server_process(
     raise RuntimeError("the server process did not become ready")
 
 
+def wait_for_saved_text(client: Client, conversation_id: str) -> dict[str, Any]:
+    """The answer as stored, once its first text is (a state to wait for, not a time)."""
+    deadline = time.monotonic() + 60
+    while True:
+        last = client.http.get(f"/conversations/{conversation_id}").json()["messages"][-1]
+        if last["content"] or time.monotonic() > deadline:
+            return dict(last)
+        time.sleep(0.05)
+
+
 def test_sigkill_mid_answer_leaves_it_interrupted(api_model_dir: Path, tmp_path: Path) -> None:
     proc, url = start_server_process(api_model_dir, tmp_path)
     try:
@@ -114,14 +126,18 @@ def test_sigkill_mid_answer_leaves_it_interrupted(api_model_dir: Path, tmp_path:
                 if e.event == "delta":
                     text = e.data["text"]
                     break
-        # The first text is saved at once; the engine then holds the answer open.
-        stored = client.http.get(f"/conversations/{conv['id']}").json()["messages"][-1]
+        # The first text is saved as soon as it is sent; the engine then holds the answer open.
+        stored = wait_for_saved_text(client, conv["id"])
         assert (stored["status"], stored["content"]) == ("streaming", text)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         client.close()
-
-        proc, url = start_server_process(api_model_dir, tmp_path)
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    # The next start-up on the same data directory (in this process: starting is the point).
+    settings = Settings(data_dir=tmp_path, app_max_tokens=200)
+    with run_chat_server(api_model_dir, settings) as url:
         client = Client(url)
         login = {"email": me["email"], "password": me["password"]}
         assert client.http.post("/auth/login", json=login).status_code == 200
@@ -132,9 +148,6 @@ def test_sigkill_mid_answer_leaves_it_interrupted(api_model_dir: Path, tmp_path:
         ]
         assert messages[0]["content"] == f"{HOLD} and crash" and messages[1]["content"] == text
         client.close()
-    finally:
-        proc.kill()
-        proc.wait(timeout=30)
 
 
 def test_the_database_allows_one_answer_in_writing_per_conversation(

@@ -44,6 +44,7 @@ class ChatApp:
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
+        from fireside.app.crypto import SecretBox
         from fireside.app.generation import Generations, interrupt_orphans
         from fireside.app.keys import key_check
         from fireside.app.state import ChatState
@@ -54,13 +55,16 @@ class ChatApp:
         events: EventLog
         broker: Broker
         if settings.redis_url:
-            redis = Redis.from_url(settings.redis_url)
+            # Longer than any blocking read (XREAD BLOCK waits up to streams.QUIET_S), which a
+            # shorter socket timeout (redis-py's default is 5 s) would cut with an error.
+            redis = Redis.from_url(settings.redis_url, socket_timeout=60)
             events, broker = RedisEventLog(redis), RedisBroker(redis, worker)
         else:
             events, broker = MemoryEventLog(), LocalBroker(worker)
         try:
             await db.migrate()
-            chat = ChatState(settings, db, events, broker, worker)
+            secrets = SecretBox(settings.resolved_secret_key())
+            chat = ChatState(settings, db, events, broker, worker, secrets)
             api_state: AppState = app.state.fireside
             chat.generations = Generations(chat, api_state)
             await interrupt_orphans(chat)

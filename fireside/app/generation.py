@@ -15,26 +15,23 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from fireside.api.chat import ChatJob
 from fireside.api.errors import APIError, bad_request
 from fireside.api.schemas import (
-    ChatCompletionChunk,
-    ChatCompletionRequest,
     ChatMessageIn,
-    StreamOptions,
 )
 from fireside.api.served import ServedModel
 from fireside.api.state import AppState
 from fireside.app.errors import conflict
 from fireside.app.schemas import MessagePublic
+from fireside.app.sources import AnswerSource, RemoteSource, local_source
 from fireside.app.state import ChatState
+from fireside.store import connections
 from fireside.store import conversations as store
 from fireside.store.models import Conversation, Message, Usage, now
 
@@ -65,7 +62,7 @@ class Generation:
     conversation_id: uuid.UUID
     user_id: uuid.UUID
     message: Message  # the assistant message being written (status streaming)
-    job: ChatJob
+    source: AnswerSource
     stream_after: str | None
     stopping: bool = False
     task: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -101,12 +98,12 @@ class Generations:
             raise bad_request("there is no user message to answer", "parent_id")
         if conversation.system_prompt:
             prompt.insert(0, ChatMessageIn(role="system", content=conversation.system_prompt))
-        job = await self._job(served, conversation, prompt)
+        source = await self._source(db, served, conversation, prompt)
 
         stream_after = await self.chat.events.last_id(stream_key(conversation.id))
         try:
             user_message, answer = await self._store_turn(
-                db, conversation, parent, user_content, served.name, stream_after
+                db, conversation, parent, user_content, source.model, stream_after
             )
         except IntegrityError:  # another send won the race (the one-streaming index)
             await db.rollback()
@@ -116,7 +113,7 @@ class Generations:
         if user_message is not None:
             await self.chat.events.append(key, "message", message_public(user_message))
         await self.chat.events.append(key, "message", message_public(answer))
-        gen = Generation(conversation.id, conversation.user_id, answer, job, stream_after)
+        gen = Generation(conversation.id, conversation.user_id, answer, source, stream_after)
         self.running[conversation.id] = gen
         gen.task = asyncio.create_task(self._run(gen), name=f"generation-{answer.id}")
         return gen
@@ -153,35 +150,39 @@ class Generations:
         await db.commit()
         return user_message, answer
 
-    async def _job(
-        self, served: ServedModel, conversation: Conversation, prompt: list[ChatMessageIn]
-    ) -> ChatJob:
-        if conversation.model is not None and conversation.model != served.name:
+    async def _source(
+        self,
+        db: AsyncSession,
+        served: ServedModel,
+        conversation: Conversation,
+        prompt: list[ChatMessageIn],
+    ) -> AnswerSource:
+        """The served model, or a connected endpoint's when the conversation names one
+        (`CONNECTION/MODEL`)."""
+        cap = conversation.max_tokens or self.chat.settings.app_max_tokens
+        model = conversation.model
+        if model is None or model == served.name:
+            return await local_source(
+                served, self.api.metrics, prompt, conversation.temperature, cap
+            )
+        name, _, remote_model = model.partition("/")
+        connection = await connections.by_name(db, name) if remote_model else None
+        if connection is None or not connection.enabled:
             raise bad_request(
-                f"this conversation asks for the model {conversation.model!r}, which this "
-                f"server does not serve ({served.name!r}); change the conversation's model",
+                f"this conversation asks for the model {model!r}, which is neither served "
+                f"here ({served.name!r}) nor on a connection; change the conversation's model",
                 "model",
             )
-        cap = conversation.max_tokens or self.chat.settings.app_max_tokens
-
-        def build(max_tokens: int | None) -> ChatJob:
-            request = ChatCompletionRequest(
-                messages=prompt,
-                model=served.name,
-                temperature=conversation.temperature,
-                max_tokens=max_tokens,
-                stream=True,
-                stream_options=StreamOptions(include_usage=True),
-            )
-            return ChatJob(request, served, self.api.metrics, served.token_text)
-
-        try:
-            return await asyncio.to_thread(build, cap)
-        except APIError as e:
-            if e.code != "context_length_exceeded" or e.param != "max_tokens":
-                raise
-            # Less room than the cap: answer in what the context has left.
-            return await asyncio.to_thread(build, None)
+        key = None
+        if connection.api_key_encrypted is not None:
+            key = self.chat.secrets.open(connection.api_key_encrypted)
+        body: dict[str, Any] = {
+            "messages": [m.model_dump(exclude_none=True) for m in prompt],
+            "max_tokens": cap,
+        }
+        if conversation.temperature is not None:
+            body["temperature"] = conversation.temperature
+        return RemoteSource(connection.name, connection.base_url, key, remote_model, body)
 
     # --- stopping ---
 
@@ -218,30 +219,25 @@ class Generations:
         usage: tuple[int, int] | None = None
         flushed_at = -FLUSH_EVERY_S  # the first text is saved at once, then once a second
         try:
-            chunks = cast(AsyncGenerator[ChatCompletionChunk, None], await gen.job.stream())
-            async with contextlib.aclosing(chunks):
-                async for chunk in chunks:
-                    if chunk.usage is not None:
-                        usage = (chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
-                    pieces = [c.delta.content for c in chunk.choices if c.delta.content]
-                    # The seam for the tool loop (fireside/tools): tool_call and tool_result
-                    # events, and each call and result stored as messages of the tree.
-                    if not pieces:
+            async with contextlib.aclosing(gen.source.stream()) as pieces:
+                async for piece in pieces:
+                    if piece.usage is not None:
+                        usage = piece.usage
+                    if not piece.text:
                         continue
-                    text += "".join(pieces)
+                    text += piece.text
+                    await self.chat.events.append(
+                        key, "delta", {"message_id": str(message_id), "text": piece.text}
+                    )
+                    # Sent first (a commit is not in front of the first token), then saved:
+                    # the first text at once, then once a second.
                     if time.monotonic() - flushed_at >= FLUSH_EVERY_S:
-                        # Saved before it is sent: the first text a client sees is stored.
                         await self._save_partial(message_id, text)
                         flushed_at = time.monotonic()
-                    for piece in pieces:
-                        await self.chat.events.append(
-                            key, "delta", {"message_id": str(message_id), "text": piece}
-                        )
         except asyncio.CancelledError:
             status = "stopped" if gen.stopping else "interrupted"
-            # Closing the stream aborts the engine request too; this makes sure of it.
             with contextlib.suppress(Exception):
-                await gen.job.served.engine.abort(gen.job.id)
+                await gen.source.abort()
         except APIError as e:
             status, error = "error", e.message
         except Exception as e:

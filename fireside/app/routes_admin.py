@@ -8,13 +8,15 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
-from fireside.app.deps import DB, AdminUser
+from fireside.api.errors import bad_request
+from fireside.app.deps import DB, AdminUser, ChatStateDep
 from fireside.app.errors import conflict, not_found
 from fireside.app.export import export_lines
 from fireside.app.schemas import Page, Strict, UserPublic
-from fireside.store import accounts, admin
+from fireside.store import accounts, admin, connections
+from fireside.store.models import Connection
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -92,3 +94,61 @@ async def export_feedback(
     from the chats of users who consented to training."""
     body = "".join(await export_lines(db, format))
     return PlainTextResponse(body, media_type="application/x-ndjson")
+
+
+class ConnectionIn(Strict):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
+    base_url: str = Field(min_length=1, max_length=2000, pattern=r"^https?://[^\s]+$")
+    api_key: str | None = Field(default=None, max_length=4000)  # None: keep the stored one
+    enabled: bool = True
+
+
+class ConnectionsPut(Strict):
+    data: list[ConnectionIn] = Field(max_length=100)
+
+
+class ConnectionPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: uuid.UUID
+    name: str
+    base_url: str
+    enabled: bool
+    has_key: bool  # the key itself is never shown again
+
+
+def _public(c: Connection) -> ConnectionPublic:
+    return ConnectionPublic(
+        id=c.id,
+        name=c.name,
+        base_url=c.base_url,
+        enabled=c.enabled,
+        has_key=c.api_key_encrypted is not None,
+    )
+
+
+@router.get("/connections", response_model=Page[ConnectionPublic])
+async def list_connections(_: AdminUser, db: DB) -> Page[ConnectionPublic]:
+    return Page(data=[_public(c) for c in await connections.all_connections(db)])
+
+
+@router.put("/connections", response_model=Page[ConnectionPublic])
+async def put_connections(
+    body: ConnectionsPut, _: AdminUser, db: DB, chat: ChatStateDep
+) -> Page[ConnectionPublic]:
+    """The OpenAI-compatible endpoints (vLLM, llama.cpp, Ollama, another Fireside) whose
+    models the app offers as `NAME/MODEL`; keys are stored encrypted."""
+    names = [c.name for c in body.data]
+    if len(set(names)) != len(names):
+        raise bad_request("connection names must differ", "data")
+    wanted = [
+        Connection(
+            name=c.name,
+            base_url=c.base_url.rstrip("/"),
+            enabled=c.enabled,
+            api_key_encrypted=chat.secrets.seal(c.api_key) if c.api_key else None,
+        )
+        for c in body.data
+    ]
+    await connections.replace_all(db, wanted)
+    await db.commit()
+    return Page(data=[_public(c) for c in await connections.all_connections(db)])

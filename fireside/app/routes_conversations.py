@@ -15,7 +15,7 @@ from fastapi.responses import StreamingResponse
 from fireside.api.errors import bad_request
 from fireside.app.deps import DB, ChatStateDep, CurrentUser, OwnedConversation, OwnedMessage
 from fireside.app.errors import not_found
-from fireside.app.generation import Generation, Generations
+from fireside.app.generation import Generation
 from fireside.app.schemas import (
     ConversationCreate,
     ConversationDetail,
@@ -106,7 +106,7 @@ async def update_conversation(
     body: ConversationUpdate, conversation: OwnedConversation, db: DB
 ) -> ConversationPublic:
     changes = body.model_dump(exclude_unset=True)
-    for name in ("title", "pinned", "archived"):
+    for name in ("title", "pinned", "archived", "current_leaf_id"):
         if name in changes and changes[name] is None:
             raise bad_request(f"{name} cannot be null", name)
     leaf = changes.get("current_leaf_id")
@@ -119,14 +119,14 @@ async def update_conversation(
 
 
 @router.delete("/conversations/{conversation_id}", status_code=204)
-async def delete_conversation(conversation: OwnedConversation, db: DB) -> Response:
+async def delete_conversation(
+    conversation: OwnedConversation, db: DB, chat: ChatStateDep
+) -> Response:
+    # An answer still being written is stopped first, so no task writes into a deleted tree.
+    await chat.generations.stop(db, conversation.id)
     await store.delete_conversation(db, conversation)
     await db.commit()
     return Response(status_code=204)
-
-
-def _generations(chat: ChatState) -> Generations:
-    return chat.generations
 
 
 def _stream_reply(chat: ChatState, gen: Generation) -> StreamingResponse:
@@ -144,7 +144,7 @@ async def send_message(
         parent = await store.message_in(db, conversation.id, parent_id)
         if parent is None:
             raise not_found("message")
-    gen = await _generations(chat).start(db, conversation, parent, body.content)
+    gen = await chat.generations.start(db, conversation, parent, body.content)
     return _stream_reply(chat, gen)
 
 
@@ -165,7 +165,7 @@ async def resume_stream(
 
 @router.post("/conversations/{conversation_id}/stop", response_model=Stopped)
 async def stop(conversation: OwnedConversation, db: DB, chat: ChatStateDep) -> Stopped:
-    return Stopped(stopping=await _generations(chat).stop(db, conversation.id))
+    return Stopped(stopping=await chat.generations.stop(db, conversation.id))
 
 
 @router.post("/messages/{message_id}/regenerate", responses=EVENT_STREAM_DOC)
@@ -179,7 +179,7 @@ async def regenerate(owned: OwnedMessage, db: DB, chat: ChatStateDep) -> Streami
         parent = await store.message_in(db, conversation.id, message.parent_id)
     elif message.role != "user":
         raise bad_request("only a user message or an answer can be regenerated", "message_id")
-    gen = await _generations(chat).start(db, conversation, parent, None)
+    gen = await chat.generations.start(db, conversation, parent, None)
     return _stream_reply(chat, gen)
 
 
@@ -194,5 +194,5 @@ async def edit_message(
     parent = None
     if message.parent_id is not None:
         parent = await store.message_in(db, conversation.id, message.parent_id)
-    gen = await _generations(chat).start(db, conversation, parent, body.content)
+    gen = await chat.generations.start(db, conversation, parent, body.content)
     return _stream_reply(chat, gen)

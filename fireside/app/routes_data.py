@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import html
 import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Body, Query
 from pydantic import BaseModel
 
 from fireside.api.errors import bad_request
 from fireside.api.state import AppStateDep
-from fireside.app.deps import DB, CurrentUser
+from fireside.app.chatgpt_import import MAX_CONVERSATIONS, GptConversation, import_conversations
+from fireside.app.deps import DB, ChatStateDep, CurrentUser
 from fireside.app.schemas import ConversationPublic, MessagePublic, Page, UserPublic
-from fireside.store import search
+from fireside.app.sources import remote_models
+from fireside.store import connections, search
 from fireside.store.export import user_data
 
 router = APIRouter(tags=["data"])
@@ -65,17 +68,23 @@ async def search_messages(
 
 
 class ModelPublic(BaseModel):
-    id: str
-    source: str  # "local": the model this server serves
+    id: str  # what a conversation's `model` takes
+    source: str  # "local" (this server's model) or the connection's name
     ready: bool
 
 
 @router.get("/models", response_model=Page[ModelPublic])
-async def list_models(user: CurrentUser, state: AppStateDep) -> Page[ModelPublic]:
-    # Connected OpenAI-compatible endpoints will join this list (issue 12, "Models").
-    return Page(
-        data=[ModelPublic(id=state.model_name, source="local", ready=state.served is not None)]
-    )
+async def list_models(
+    user: CurrentUser, state: AppStateDep, chat: ChatStateDep, db: DB
+) -> Page[ModelPublic]:
+    """The served model, then each enabled connection's models (an unreachable connection
+    is left out and logged)."""
+    models = [ModelPublic(id=state.model_name, source="local", ready=state.served is not None)]
+    enabled = [c for c in await connections.all_connections(db) if c.enabled]
+    listed = await asyncio.gather(*(remote_models(chat, c) for c in enabled))
+    for c, ids in zip(enabled, listed, strict=True):
+        models += [ModelPublic(id=f"{c.name}/{i}", source=c.name, ready=True) for i in ids]
+    return Page(data=models)
 
 
 class ExportedConversation(ConversationPublic):
@@ -101,3 +110,20 @@ async def export_my_data(user: CurrentUser, db: DB) -> dict[str, Any]:
             for c, messages in pairs
         ],
     }
+
+
+class ImportResult(BaseModel):
+    imported: int
+    conversation_ids: list[uuid.UUID]
+
+
+@router.post("/import", response_model=ImportResult, status_code=201)
+async def import_chatgpt(
+    body: Annotated[list[GptConversation], Body(max_length=MAX_CONVERSATIONS)],
+    user: CurrentUser,
+    db: DB,
+) -> ImportResult:
+    """ChatGPT's `conversations.json` (Settings → Data controls → Export), as the body."""
+    ids = await import_conversations(db, user.id, body)
+    await db.commit()
+    return ImportResult(imported=len(ids), conversation_ids=ids)

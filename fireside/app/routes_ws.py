@@ -71,7 +71,7 @@ class _Session:
                 raw = await self.ws.receive_json()
             except WebSocketDisconnect:
                 return
-            except ValueError:
+            except (ValueError, KeyError):  # not JSON, or a binary frame
                 await self.problem("frames must be JSON objects")
                 continue
             try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from fireside.app.crypto import SecretBox
 from fireside.settings import Settings
 from fireside.store.broker import Broker
 from fireside.store.db import Database
@@ -22,4 +23,5 @@ class ChatState:
     events: EventLog
     broker: Broker
     worker: str  # this process's id, stamped on the generations it runs
+    secrets: SecretBox
     generations: Generations = field(init=False)

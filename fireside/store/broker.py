@@ -11,6 +11,9 @@ from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +76,20 @@ class RedisBroker:
             asyncio.create_task(self._heartbeat()),
         ]
 
-    async def _listen(self, pubsub: object, on_stop: StopHandler) -> None:
-        from redis.asyncio.client import PubSub
-
-        assert isinstance(pubsub, PubSub)
+    async def _listen(self, pubsub: PubSub, on_stop: StopHandler) -> None:
         try:
-            async for message in pubsub.listen():
-                if message.get("type") == "message":
+            while True:
+                try:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                except (RedisConnectionError, RedisTimeoutError):
+                    # Redis away for a moment: resubscribe (stops sent meanwhile are lost;
+                    # the user can press stop again).
+                    log.warning("the stop channel dropped; resubscribing", exc_info=True)
+                    await asyncio.sleep(1.0)
+                    with contextlib.suppress(RedisConnectionError, RedisTimeoutError):
+                        await pubsub.subscribe(self.CHANNEL)
+                    continue
+                if message is not None and message.get("type") == "message":
                     data = message["data"]
                     on_stop(data.decode() if isinstance(data, bytes) else str(data))
         finally:

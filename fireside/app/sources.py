@@ -1,0 +1,184 @@
+"""Where an answer's text comes from: the locally served model (through the OpenAI routes'
+ChatJob: same chat template, same checks) or an OpenAI-compatible endpoint an admin
+connected (vLLM, llama.cpp, Ollama, another Fireside). The generation task reads either
+the same way."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from typing import Any, Protocol, cast
+
+import httpx
+
+from fireside.api.chat import ChatJob
+from fireside.api.errors import APIError
+from fireside.api.metrics import Metrics
+from fireside.api.schemas import (
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatMessageIn,
+    StreamOptions,
+)
+from fireside.api.served import ServedModel
+from fireside.app.state import ChatState
+from fireside.store.models import Connection
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Piece:
+    text: str = ""
+    usage: tuple[int, int] | None = None  # (prompt, completion) tokens, once at the end
+
+
+class AnswerSource(Protocol):
+    model: str
+
+    def stream(self) -> AsyncGenerator[Piece, None]:
+        """The answer's text as it comes; closing the iterator ends the request."""
+        ...
+
+    async def abort(self) -> None: ...
+
+
+class LocalSource:
+    def __init__(self, job: ChatJob, served: ServedModel) -> None:
+        self.job, self.served, self.model = job, served, served.name
+
+    async def stream(self) -> AsyncGenerator[Piece, None]:
+        chunks = cast(AsyncGenerator[ChatCompletionChunk, None], await self.job.stream())
+        async with contextlib.aclosing(chunks):
+            async for chunk in chunks:
+                usage = chunk.usage
+                text = "".join(c.delta.content for c in chunk.choices if c.delta.content)
+                # The seam for the tool loop (fireside/tools): tool calls come here as well.
+                if text or usage is not None:
+                    yield Piece(
+                        text,
+                        (usage.prompt_tokens, usage.completion_tokens) if usage else None,
+                    )
+
+    async def abort(self) -> None:
+        # Closing the stream aborts the engine request too; this makes sure of it.
+        await self.served.engine.abort(self.job.id)
+
+
+async def local_source(
+    served: ServedModel,
+    metrics: Metrics,
+    prompt: list[ChatMessageIn],
+    temperature: float | None,
+    cap: int,
+) -> LocalSource:
+    def build(max_tokens: int | None) -> ChatJob:
+        request = ChatCompletionRequest(
+            messages=prompt,
+            model=served.name,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            stream=True,
+            stream_options=StreamOptions(include_usage=True),
+        )
+        return ChatJob(request, served, metrics, served.token_text)
+
+    try:
+        job = await asyncio.to_thread(build, cap)
+    except APIError as e:
+        if e.code != "context_length_exceeded" or e.param != "max_tokens":
+            raise
+        # Less room than the cap: answer in what the context has left.
+        job = await asyncio.to_thread(build, None)
+    return LocalSource(job, served)
+
+
+def upstream_error(message: str) -> APIError:
+    return APIError(message, 502, type="upstream_error", code="upstream_error")
+
+
+class RemoteSource:
+    """Streams /chat/completions of a connected endpoint."""
+
+    def __init__(
+        self,
+        connection: str,
+        base_url: str,
+        api_key: str | None,
+        model: str,
+        body: dict[str, Any],
+    ) -> None:
+        self.connection, self.base_url, self.api_key = connection, base_url.rstrip("/"), api_key
+        self.remote_model = model
+        self.model = f"{connection}/{model}"
+        self.body = body
+
+    async def stream(self) -> AsyncGenerator[Piece, None]:
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        body = {
+            **self.body,
+            "model": self.remote_model,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        timeout = httpx.Timeout(30.0, read=300.0)
+        try:
+            async with (
+                httpx.AsyncClient(timeout=timeout) as client,
+                client.stream(
+                    "POST", f"{self.base_url}/chat/completions", json=body, headers=headers
+                ) as r,
+            ):
+                if r.status_code != 200:
+                    detail = (await r.aread()).decode("utf-8", "replace")[:300]
+                    raise upstream_error(
+                        f"the connection {self.connection!r} answered {r.status_code}: {detail}"
+                    )
+                async for line in r.aiter_lines():
+                    piece = _piece(line)
+                    if piece is not None:
+                        yield piece
+        except httpx.HTTPError as e:
+            raise upstream_error(
+                f"the connection {self.connection!r} failed: {type(e).__name__}"
+            ) from None
+
+    async def abort(self) -> None:
+        return  # closing the stream closed the HTTP request
+
+
+def _piece(line: str) -> Piece | None:
+    if not line.startswith("data:"):
+        return None
+    data = line[5:].strip()
+    if data == "[DONE]" or not data:
+        return None
+    try:
+        chunk = json.loads(data)
+    except ValueError:
+        return None
+    text = "".join((c.get("delta") or {}).get("content") or "" for c in chunk.get("choices") or [])
+    usage = chunk.get("usage")
+    counts = None
+    if isinstance(usage, dict):
+        counts = (int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)))
+    return Piece(text, counts) if text or counts else None
+
+
+async def remote_models(chat: ChatState, connection: Connection) -> list[str]:
+    """The model ids a connected endpoint lists at /models; [] when it cannot be reached."""
+    headers = {}
+    if connection.api_key_encrypted is not None:
+        headers["Authorization"] = f"Bearer {chat.secrets.open(connection.api_key_encrypted)}"
+    try:
+        async with httpx.AsyncClient(timeout=5.0) as client:
+            r = await client.get(f"{connection.base_url}/models", headers=headers)
+            r.raise_for_status()
+            return [str(m["id"]) for m in r.json().get("data", []) if "id" in m]
+    except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError) as e:
+        log.warning("connection %r lists no models: %s", connection.name, e)
+        return []
