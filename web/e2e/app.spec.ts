@@ -222,6 +222,18 @@ test('admin: users, usage and the feedback exports with the train command', asyn
   await expect(page.getByRole('region', { name: 'Users' }).getByRole('cell', { name: 'grace@example.com', exact: true })).toBeVisible();
   await expect(page.getByRole('link', { name: 'Download DPO pairs' })).toHaveAttribute('href', '/api/admin/feedback/export?format=dpo');
   await expect(page.locator('pre.command')).toContainText('fireside train dpo');
+  // A connection with a key: saved, and after a reload the key is stored but never shown.
+  await page.getByRole('button', { name: 'Add connection' }).click();
+  await page.getByLabel('Name', { exact: true }).fill('other');
+  await page.getByLabel('Base URL').fill('http://127.0.0.1:9/v1');
+  await page.getByLabel(/^API key/).fill('sk-test');
+  const put = page.waitForResponse((r) => r.url().endsWith('/api/admin/connections') && r.request().method() === 'PUT');
+  await page.getByRole('button', { name: 'Save connections' }).click();
+  expect((await put).status()).toBe(200);
+  await page.reload();
+  await expect(page.getByLabel('Base URL')).toHaveValue('http://127.0.0.1:9/v1');
+  await expect(page.getByLabel(/^API key/)).toHaveValue('');
+  await expect(page.getByText(/one is stored, encrypted/)).toBeVisible();
   // Token usage per user and model: Ada's answers were counted.
   await expect(page.getByRole('region', { name: 'Usage' }).getByRole('cell', { name: 'ada@example.com', exact: true })).toBeVisible();
   // A non-admin sees no admin link, and the API refuses them.
@@ -249,4 +261,38 @@ test('the XSS corpus typed by a user, stored by the real server, never executes'
   await expect(chat.userMessages().last()).toContainText('<script>__xss("script")</script>');
   for (const el of await page.locator('.messages a, .messages [title]').all()) await el.hover({ force: true }).catch(() => {});
   expect(fired).toEqual([]);
+});
+
+test('model output from the real server: a ChatGPT export carrying the XSS corpus, imported and opened, never executes', async ({ page }) => {
+  needs('/api/import');
+  const fired = await watchForExecution(page);
+  const chat = new ChatPage(page);
+  await signUp(page, 'eve@example.com');
+  const node = (role: string, parent: string | null, children: string[], text: string | null) => ({
+    parent,
+    children,
+    message: text === null ? null : { author: { role }, content: { content_type: 'text', parts: [text] }, create_time: 1_700_000_000 },
+  });
+  const exported = [
+    {
+      title: 'Imported corpus',
+      create_time: 1_700_000_000,
+      current_node: 'a',
+      mapping: { root: node('system', null, ['u'], null), u: node('user', 'root', ['a'], CORPUS), a: node('assistant', 'u', [], CORPUS) },
+    },
+  ];
+  await page.getByRole('link', { name: 'Settings' }).click();
+  await page.getByLabel(/Import ChatGPT/).setInputFiles({ name: 'conversations.json', mimeType: 'application/json', buffer: Buffer.from(JSON.stringify(exported)) });
+  await expect(page.getByRole('status')).toContainText('Imported 1 conversations');
+  await page.getByRole('link', { name: '← Back to chat' }).click();
+  await chat.sidebar().getByRole('link', { name: 'Imported corpus' }).click();
+  await expect(chat.lastAnswer().locator('.katex').first()).toBeVisible();
+  await expect(chat.lastAnswer().locator('.hljs-tag, .hljs-name').first()).toBeVisible();
+  for (const el of await page.locator('.messages a, .messages [title], .messages details').all()) {
+    await el.hover({ force: true }).catch(() => {});
+    await el.click({ force: true, modifiers: ['Alt'] }).catch(() => {});
+  }
+  await page.waitForLoadState('networkidle');
+  expect(fired).toEqual([]);
+  await expect(chat.lastAnswer()).toContainText('<script>__xss("script")</script>');
 });

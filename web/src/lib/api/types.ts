@@ -44,16 +44,12 @@ export type Share = Schemas['ShareCreated'];
 export type SharedConversation = Schemas['SharedConversation'];
 export type UsageRow = Schemas['UsageRow'];
 export type UserSettings = Schemas['SettingsPublic'];
+export type ConnectionPublic = Schemas['ConnectionPublic'];
+/** A connection being edited: the key is write-only (empty = keep the stored one). */
+export type ConnectionDraft = Schemas['ConnectionIn'] & { has_key?: boolean };
+export type ImportResult = Schemas['ImportResult'];
 
 export interface Page<T> {
   data: T[];
   next_cursor: string | null;
 }
-
-export interface Connection {
-  name: string;
-  base_url: string;
-  api_key?: string | null;
-  models?: string[];
-}
-
