@@ -13,7 +13,14 @@ STAMP := $(VENV)/.installed
 # The OpenID Connect provider (npm's oidc-provider) that the login tests start.
 OIDC_PROVIDER := tests/oidc/node_modules/.installed
 
-.PHONY: serve test lint typecheck unit install clean
+.PHONY: serve test lint typecheck unit install clean web web-check web-unit e2e chromium
+
+# The web UI (web/): npm ci from the committed lock file, built into the package (web_dist/).
+NPM ?= npm
+CHROMIUM ?= /usr/bin/chromium
+WEB_DEPS := web/node_modules/.package-lock.json
+WEB_BUILD := fireside/web_dist/index.html
+WEB_SOURCES := $(shell find web/src web/index.html web/vite.config.ts web/svelte.config.js web/tsconfig.json web/package.json web/scripts -type f 2>/dev/null)
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +37,25 @@ $(OIDC_PROVIDER): tests/oidc/package-lock.json
 
 install: $(STAMP)
 
-serve: $(STAMP)
+$(WEB_DEPS): web/package-lock.json
+	@command -v $(NPM) >/dev/null || { echo "npm not found: the web UI needs Node.js 20+ (apt-get install nodejs npm)"; exit 1; }
+	cd web && $(NPM) ci --no-audit --no-fund
+	touch $(WEB_DEPS)
+
+# Rebuilt when any source under web/ is newer than the build; prints the first-load JS size.
+$(WEB_BUILD): $(WEB_DEPS) $(WEB_SOURCES)
+	cd web && $(NPM) run build
+
+web: $(WEB_BUILD)
+
+# Debian's chromium for the Playwright tests (Playwright's own browser download is not used).
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
+	else sudo apt-get update -qq && sudo apt-get install -y -qq chromium; fi
+
+chromium: $(CHROMIUM)
+
+serve: $(STAMP) $(WEB_BUILD)
 	$(BIN)/fireside serve --host $(HOST) --port $(PORT)
 
 lint: $(STAMP)
@@ -43,7 +68,18 @@ typecheck: $(STAMP)
 unit: $(STAMP) $(OIDC_PROVIDER)
 	$(BIN)/pytest -n $(TEST_WORKERS) tests
 
-test: lint typecheck unit
+web-check: $(WEB_DEPS)
+	cd web && $(NPM) run check
+
+web-unit: $(WEB_DEPS)
+	cd web && $(NPM) test
+
+# End-to-end in headless Chromium against a real `fireside serve` with a tiny random model.
+e2e: $(STAMP) $(WEB_BUILD) $(CHROMIUM)
+	cd web && $(NPM) run e2e
+
+test: lint typecheck unit web-check web-unit e2e
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache
+	rm -rf web/node_modules fireside/web_dist web/test-results

@@ -22,6 +22,7 @@ from fireside.api.routes_openai import router as openai_router
 from fireside.api.routes_tokenizer import router as tokenizer_router
 from fireside.api.served import ServedModel
 from fireside.api.state import AppState
+from fireside.api.static import mount_web
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,7 @@ def create_app(
     for extension in extensions:
         extension.install(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    mount_web(app)  # last: it answers every GET the API routes above do not
     return app
 
 

@@ -12,6 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fireside.api.errors import APIError, error_response
 from fireside.api.state import AppState
+from fireside.api.static import is_page_path
 
 # Paths anyone may read: liveness probes, Prometheus, the API's own documentation.
 OPEN_PATHS = frozenset({"/health", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect"})
@@ -59,6 +60,8 @@ class GuardMiddleware:
         required = self.api_key is not None or (self.state is not None and self.state.require_key)
         path = scope["path"]
         if not required or path in OPEN_PATHS or path.startswith(OWN_AUTH_PREFIX):
+            return None
+        if is_page_path(path):  # the web page: public, it signs people in
             return None
         headers = dict(scope["headers"])
         given = headers.get(b"authorization", b"").decode("latin-1")

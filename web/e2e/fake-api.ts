@@ -1,0 +1,239 @@
+/**
+ * An in-memory stand-in for the chat app's /api routes, implementing issue 12's contract
+ * (shapes, SSE event names and ids, Last-Event-ID replay) through Playwright's request
+ * interception. The page's own assets still come from the real `fireside serve`.
+ *
+ * It exists for what a tiny random model cannot give: chosen model output (the XSS corpus,
+ * a code answer for the screenshots) and deterministic streams.
+ */
+import type { Page, Route } from '@playwright/test';
+
+export interface Msg {
+  id: string;
+  parent_id: string | null;
+  role: 'user' | 'assistant';
+  content: string;
+  status: string;
+  created_at: string;
+  feedback?: unknown;
+}
+
+interface Conv {
+  id: string;
+  title: string;
+  pinned: boolean;
+  archived: boolean;
+  created_at: string;
+  updated_at: string;
+  leaf: string | null;
+  messages: Msg[];
+  events: string[]; // SSE frames, id = index + 1
+}
+
+export interface FakeOptions {
+  /** The assistant's answer to a user message. */
+  answer?: (userText: string, attempt: number) => string;
+  /** End the POST's body after this many events (the generation itself goes on). */
+  cutAfter?: number;
+  loggedIn?: boolean;
+  /** Tool calls the answer makes before its text (tool_call and tool_result events). */
+  tools?: { name: string; arguments: Record<string, unknown>; result: string }[];
+}
+
+let seq = 0;
+const now = () => new Date(Date.UTC(2026, 0, 1, 12, 0, seq++)).toISOString();
+const newId = (p: string) => `${p}${(++seq).toString(36)}`;
+
+export class FakeApi {
+  convs = new Map<string, Conv>();
+  shares = new Map<string, Msg[]>();
+  feedback: unknown[] = [];
+  streamRequests: (string | null)[] = [];
+  loggedIn: boolean;
+  private attempts = 0;
+
+  constructor(readonly opts: FakeOptions = {}) {
+    this.loggedIn = opts.loggedIn ?? true;
+  }
+
+  user = { id: 'u-1', email: 'ada@example.com', name: 'Ada', role: 'admin' };
+
+  addConversation(title: string, messages: Omit<Msg, 'created_at' | 'status'>[], extra: Partial<Conv> = {}): Conv {
+    const conv: Conv = { id: newId('c'), title, pinned: false, archived: false, created_at: now(), updated_at: now(), leaf: null, messages: [], events: [], ...extra };
+    for (const m of messages) conv.messages.push({ ...m, status: 'complete', created_at: now() });
+    conv.leaf = conv.messages[conv.messages.length - 1]?.id ?? null;
+    this.convs.set(conv.id, conv);
+    return conv;
+  }
+
+  private branch(conv: Conv): Msg[] {
+    const byId = new Map(conv.messages.map((m) => [m.id, m]));
+    const out: Msg[] = [];
+    for (let m = conv.leaf ? byId.get(conv.leaf) : undefined; m; m = m.parent_id ? byId.get(m.parent_id) : undefined) out.unshift(m);
+    return out;
+  }
+
+  private publicConv(conv: Conv, withMessages = false) {
+    const { leaf: _l, events: _e, messages: _m, ...rest } = conv;
+    return withMessages ? { ...rest, messages: this.branch(conv) } : rest;
+  }
+
+  private push(conv: Conv, event: string, data: unknown): string {
+    const frame = `id: ${conv.events.length + 1}\nevent: ${event}\ndata: ${JSON.stringify(data)}\n\n`;
+    conv.events.push(frame);
+    return frame;
+  }
+
+  /** Run a whole generation into the event log; the POST answers with (a prefix of) it. */
+  private generate(conv: Conv, user: Msg | null, parentId: string, userText: string): string {
+    const start = conv.events.length;
+    if (user) {
+      conv.messages.push(user);
+      this.push(conv, 'message', user);
+    }
+    const answer = (this.opts.answer ?? ((t) => `You said: ${t}`))(userText, this.attempts++);
+    const asst: Msg = { id: newId('m'), parent_id: parentId, role: 'assistant', content: '', status: 'streaming', created_at: now() };
+    conv.messages.push(asst);
+    conv.leaf = asst.id;
+    this.push(conv, 'message', asst);
+    for (const [i, tool] of (this.opts.tools ?? []).entries()) {
+      const id = `call${i}`;
+      this.push(conv, 'tool_call', { message_id: asst.id, id, name: tool.name, arguments: tool.arguments });
+      this.push(conv, 'tool_result', { message_id: asst.id, tool_call_id: id, content: tool.result });
+    }
+    for (const piece of answer.match(/[\s\S]{1,12}/g) ?? []) this.push(conv, 'delta', { message_id: asst.id, text: piece });
+    asst.content = answer;
+    asst.status = 'complete';
+    if (this.opts.tools?.length) {
+      Object.assign(asst, { tool_calls: this.opts.tools.map((t, i) => ({ id: `call${i}`, name: t.name, arguments: t.arguments, result: t.result })) });
+    }
+    this.push(conv, 'done', { message: asst });
+    if (conv.title === 'New chat') conv.title = userText.slice(0, 30);
+    const frames = conv.events.slice(start);
+    const cut = this.opts.cutAfter;
+    if (cut !== undefined) {
+      // The generation "continues" server-side: the stored answer is partial until resumed.
+      asst.status = 'streaming';
+      return frames.slice(0, cut).join('');
+    }
+    return frames.join('');
+  }
+
+  finishCut(): void {
+    for (const c of this.convs.values()) for (const m of c.messages) if (m.status === 'streaming') m.status = 'complete';
+  }
+
+  async install(page: Page): Promise<void> {
+    await page.route('**/api/**', (route) => this.handle(route));
+  }
+
+  private async handle(route: Route): Promise<void> {
+    const req = route.request();
+    const url = new URL(req.url());
+    const path = url.pathname;
+    const method = req.method();
+    const body = () => (req.postData() ? JSON.parse(req.postData() as string) : {});
+    const json = (data: unknown, status = 200) => route.fulfill({ status, contentType: 'application/json', body: JSON.stringify(data) });
+    const sse = (text: string) => route.fulfill({ status: 200, contentType: 'text/event-stream', body: text });
+    const notFound = () => json({ error: { message: `not found: ${path}`, type: 'not_found_error' } }, 404);
+    let m: RegExpMatchArray | null;
+
+    if (path.startsWith('/api/share/') && method === 'GET') {
+      const messages = this.shares.get(decodeURIComponent(path.slice('/api/share/'.length)));
+      return messages ? json({ title: 'Shared chat', messages }) : notFound();
+    }
+    if (path === '/api/auth/login' || path === '/api/auth/signup') {
+      this.loggedIn = true;
+      return json(this.user);
+    }
+    if (!this.loggedIn) return json({ error: { message: 'not logged in', type: 'authentication_error' } }, 401);
+    if (path === '/api/auth/me') return json(this.user);
+    if (path === '/api/auth/logout') {
+      this.loggedIn = false;
+      return route.fulfill({ status: 204 });
+    }
+    if (path === '/api/models') return json({ data: [{ id: 'fireside-tiny', ready: true, source: 'local' }], next_cursor: null });
+    if (path === '/api/settings') return json({ training_consent: false });
+    if (path === '/api/keys') return json({ data: [], next_cursor: null });
+    if (path === '/api/search') {
+      const q = (url.searchParams.get('q') ?? '').toLowerCase();
+      const data = [...this.convs.values()].flatMap((c) =>
+        c.messages
+          .filter((msg) => msg.content.toLowerCase().includes(q))
+          .map((msg) => {
+            const i = msg.content.toLowerCase().indexOf(q);
+            const snippet = `${msg.content.slice(Math.max(0, i - 20), i)}<mark>${msg.content.slice(i, i + q.length)}</mark>${msg.content.slice(i + q.length, i + q.length + 20)}`;
+            return { conversation_id: c.id, message_id: msg.id, title: c.title, snippet };
+          }),
+      );
+      return json({ data, next_cursor: null });
+    }
+    if (path === '/api/conversations' && method === 'GET') {
+      // Newest first, in pages; the cursor is the index to start from.
+      const all = [...this.convs.values()].filter((c) => !c.archived).reverse();
+      const start = Number(url.searchParams.get('cursor') ?? 0);
+      const limit = Number(url.searchParams.get('limit') ?? 30);
+      const page = all.slice(start, start + limit).map((c) => this.publicConv(c));
+      return json({ data: page, next_cursor: start + limit < all.length ? String(start + limit) : null });
+    }
+    if (path === '/api/conversations' && method === 'POST') {
+      const conv = this.addConversation('New chat', []);
+      return json(this.publicConv(conv), 201);
+    }
+    if ((m = path.match(/^\/api\/conversations\/([^/]+)(\/.*)?$/))) {
+      const conv = this.convs.get(decodeURIComponent(m[1] ?? ''));
+      if (!conv) return notFound();
+      const rest = m[2] ?? '';
+      if (rest === '' && method === 'GET') return json(this.publicConv(conv, true));
+      if (rest === '' && method === 'PATCH') {
+        const { current_leaf_id, ...change } = body() as { current_leaf_id?: string };
+        Object.assign(conv, change);
+        if (current_leaf_id) conv.leaf = current_leaf_id;
+        return json(this.publicConv(conv));
+      }
+      if (rest === '' && method === 'DELETE') {
+        this.convs.delete(conv.id);
+        return route.fulfill({ status: 204 });
+      }
+      if (rest === '/messages' && method === 'POST') {
+        const { content, parent_id } = body() as { content: string; parent_id: string | null };
+        const user: Msg = { id: newId('m'), parent_id, role: 'user', content, status: 'complete', created_at: now() };
+        return sse(this.generate(conv, user, user.id, content));
+      }
+      if (rest === '/stream') {
+        const last = req.headers()['last-event-id'] ?? url.searchParams.get('last_event_id');
+        this.streamRequests.push(last ?? null);
+        this.finishCut();
+        return sse(conv.events.slice(Number(last ?? 0)).join(''));
+      }
+      if (rest === '/stop') return route.fulfill({ status: 204 });
+      if (rest === '/share') {
+        const token = `tok${newId('s')}`;
+        this.shares.set(token, this.branch(conv));
+        return json({ token, url: `/api/share/${token}` }, 201);
+      }
+      return notFound();
+    }
+    if ((m = path.match(/^\/api\/messages\/([^/]+)(\/.*)?$/))) {
+      const id = decodeURIComponent(m[1] ?? '');
+      const conv = [...this.convs.values()].find((c) => c.messages.some((x) => x.id === id));
+      const msg = conv?.messages.find((x) => x.id === id);
+      if (!conv || !msg) return notFound();
+      const rest = m[2] ?? '';
+      if (rest === '/feedback') {
+        this.feedback.push({ message_id: id, ...body() });
+        return route.fulfill({ status: 204 });
+      }
+      if (rest === '/regenerate' && msg.parent_id) {
+        const parent = conv.messages.find((x) => x.id === msg.parent_id) as Msg;
+        return sse(this.generate(conv, null, parent.id, parent.content));
+      }
+      if (rest === '' && method === 'PATCH') {
+        const { content } = body() as { content: string };
+        const user: Msg = { id: newId('m'), parent_id: msg.parent_id, role: 'user', content, status: 'complete', created_at: now() };
+        return sse(this.generate(conv, user, user.id, content));
+      }
+    }
+    return notFound();
+  }
+}

@@ -1,0 +1,231 @@
+/**
+ * The page in real Chromium, served by a real `fireside serve`, with the /api routes answered
+ * by FakeApi (issue 12's contract) so the model's output can be chosen: the XSS corpus, a
+ * code answer for the screenshots, streams cut at a known event.
+ */
+import { expect, test } from '@playwright/test';
+import { mkdirSync } from 'node:fs';
+import { ChatPage } from './chat-page';
+import { FakeApi } from './fake-api';
+
+const SHOTS = new URL('../../docs/screenshots/', import.meta.url).pathname;
+mkdirSync(SHOTS, { recursive: true });
+
+const CODE_ANSWER = [
+  'Here is a function that reverses words, with a quick check:',
+  '',
+  '```python',
+  'def reverse_words(text: str) -> str:',
+  '    """Return the words of `text` in reverse order."""',
+  '    return " ".join(reversed(text.split()))',
+  '',
+  'assert reverse_words("hello big world") == "world big hello"',
+  '```',
+  '',
+  '| Input | Output |',
+  '|---|---|',
+  '| `"a b"` | `"b a"` |',
+  '| `""` | `""` |',
+  '',
+  'It runs in $O(n)$ time; in general $$\\sum_{i=1}^{n} i = \\frac{n(n+1)}{2}$$',
+].join('\n');
+
+test('send, stream, regenerate, edit into a branch, switch branches, search, feedback, share', async ({ page, browser }) => {
+  const api = new FakeApi({ answer: (t, n) => `Answer ${n + 1} to **${t}**` });
+  await api.install(page);
+  const chat = new ChatPage(page);
+  await page.goto('/');
+  await chat.send('first question');
+  await expect(chat.lastAnswer()).toContainText('Answer 1 to first question');
+  await expect(chat.lastAnswer().locator('strong')).toHaveText('first question');
+  await expect(page).toHaveURL(/\/c\//);
+  await expect(chat.sidebar().getByRole('link', { name: 'first question' })).toBeVisible();
+
+  await chat.lastAnswer().getByRole('button', { name: 'Regenerate' }).click();
+  await expect(chat.lastAnswer()).toContainText('Answer 2 to first question');
+  await expect(chat.branchPosition()).toContainText('2/2');
+  await chat.branchPosition().getByRole('button', { name: 'Previous branch' }).click();
+  await expect(chat.lastAnswer()).toContainText('Answer 1');
+  await expect(chat.branchPosition()).toContainText('1/2');
+
+  await chat.userMessages().first().getByRole('button', { name: 'Edit message' }).click();
+  await page.getByLabel('Edit message').fill('edited question');
+  await page.getByRole('button', { name: 'Save and send' }).click();
+  await expect(chat.lastAnswer()).toContainText('Answer 3 to edited question');
+  await expect(chat.branchPosition(chat.userMessages().first())).toContainText('2/2');
+  await chat.branchPosition(chat.userMessages().first()).getByRole('button', { name: 'Previous branch' }).click();
+  await expect(chat.userMessages().first()).toContainText('first question');
+  await expect(chat.lastAnswer()).toContainText('Answer 2 to first question');
+
+  await chat.lastAnswer().getByRole('button', { name: 'Bad answer' }).click();
+  await page.getByLabel('Reason').selectOption('Incorrect');
+  await page.getByLabel('Comment').fill('wrong number');
+  await page.getByRole('button', { name: 'Send feedback' }).click();
+  await expect(page.getByRole('dialog')).toBeHidden();
+  expect(api.feedback).toEqual([expect.objectContaining({ rating: 'down', reason: 'Incorrect', comment: 'wrong number' })]);
+
+  await page.getByLabel('Search conversations').fill('edited');
+  const hit = page.getByRole('list', { name: 'Search results' }).getByRole('link').first();
+  await expect(hit.locator('mark')).toHaveText('edited');
+  await page.getByLabel('Search conversations').fill('');
+
+  await page.getByRole('button', { name: 'Share' }).click();
+  await page.getByRole('button', { name: 'Create link' }).click();
+  const link = await page.getByLabel('Link').inputValue();
+  expect(link).toMatch(/\/share\/tok/);
+  // Logged out (a fresh context, no cookies): the shared snapshot still opens.
+  const other = await browser.newContext();
+  const visitor = await other.newPage();
+  const anon = new FakeApi({ loggedIn: false });
+  anon.shares = api.shares;
+  await anon.install(visitor);
+  await visitor.goto(link);
+  await expect(visitor.getByRole('article', { name: 'Answer' })).toContainText('Answer 2 to first question');
+  await other.close();
+});
+
+test('a cut stream resumes from Last-Event-ID, and a reload mid-answer resumes the answer', async ({ page }) => {
+  const api = new FakeApi({ answer: () => 'one two three four five six seven eight nine ten eleven twelve', cutAfter: 3 });
+  await api.install(page);
+  const chat = new ChatPage(page);
+  await page.goto('/');
+  await chat.send('count');
+  // The POST body ended after 3 events; the page asked for the rest after event 3.
+  await expect(chat.lastAnswer()).toContainText('one two three four five six seven eight nine ten eleven twelve');
+  expect(api.streamRequests).toEqual(['3']);
+  await expect(chat.lastAnswer().getByRole('button', { name: 'Regenerate' })).toBeVisible();
+
+  // A conversation whose answer is still running when the page loads: it is followed to the end.
+  const conv = api.addConversation('running', [{ id: 'ru', parent_id: null, role: 'user', content: 'go' }]);
+  const running = { id: 'ra', parent_id: 'ru', role: 'assistant' as const, content: 'par', status: 'streaming', created_at: new Date().toISOString() };
+  conv.messages.push(running);
+  conv.leaf = 'ra';
+  conv.events.push(`id: 1\nevent: message\ndata: ${JSON.stringify({ ...running, content: '' })}\n\n`);
+  for (const [i, t] of ['par', 'tial ', 'answer'].entries()) conv.events.push(`id: ${i + 2}\nevent: delta\ndata: ${JSON.stringify({ message_id: 'ra', text: t })}\n\n`);
+  conv.events.push(`id: 5\nevent: done\ndata: ${JSON.stringify({ message: { ...running, content: 'partial answer', status: 'complete' } })}\n\n`);
+  await page.goto(`/c/${conv.id}`);
+  await page.reload();
+  await expect(chat.lastAnswer()).toHaveText(/partial answer/);
+  await expect(chat.lastAnswer()).not.toContainText('parpartial');
+});
+
+test('tool calls appear as collapsible steps with their results', async ({ page }) => {
+  const api = new FakeApi({
+    answer: () => 'The result is **4**.',
+    tools: [
+      { name: 'calculator', arguments: { expression: '2+2' }, result: '4' },
+      { name: 'python', arguments: { code: 'print(2 + 2)' }, result: '4\n' },
+    ],
+  });
+  await api.install(page);
+  const chat = new ChatPage(page);
+  await page.goto('/');
+  await chat.send('what is 2+2?');
+  const steps = chat.lastAnswer().getByRole('list', { name: 'Tool calls' }).getByRole('listitem');
+  await expect(steps).toHaveCount(2);
+  await expect(steps.first()).toContainText('calculator');
+  await expect(steps.first().getByText('"expression": "2+2"')).toBeHidden();
+  await steps.first().getByText('calculator').click();
+  await expect(steps.first().getByText('"expression": "2+2"')).toBeVisible();
+  await expect(steps.first().locator('pre').last()).toHaveText('4');
+  await expect(chat.lastAnswer().locator('strong')).toHaveText('4');
+});
+
+test('the sidebar: pinned on top, newest first, the next page loads on scroll', async ({ page }) => {
+  const api = new FakeApi();
+  api.addConversation('Pinned long ago', [], { pinned: true });
+  for (let i = 1; i <= 70; i++) api.addConversation(`Chat number ${i}`, []);
+  await api.install(page);
+  const chat = new ChatPage(page);
+  await page.goto('/');
+  const links = chat.sidebar().getByRole('link', { name: /^Chat number/ });
+  await expect(links.first()).toHaveText('Chat number 70');
+  await expect(links).toHaveCount(30);
+  // The oldest conversation is pinned, and still on top once its page has loaded.
+  await expect(chat.sidebar().getByRole('link', { name: 'Pinned long ago' })).toHaveCount(0);
+  for (const count of [60, 70]) {
+    await links.last().scrollIntoViewIfNeeded();
+    await expect(links).toHaveCount(count);
+  }
+  await expect(links.last()).toHaveText('Chat number 1');
+  const pinned = chat.sidebar().getByRole('link', { name: 'Pinned long ago' });
+  await expect(pinned).toBeVisible();
+  const [pinnedBox, firstBox] = [await pinned.boundingBox(), await links.first().boundingBox()];
+  expect(pinnedBox!.y).toBeLessThan(firstBox!.y);
+});
+
+test('every page passes axe’s WCAG 2 AA checks (labels, contrast, roles) in light and dark', async ({ page }) => {
+  const { default: AxeBuilder } = await import('@axe-core/playwright');
+  const api = new FakeApi({ answer: () => CODE_ANSWER });
+  await api.install(page);
+  const chat = new ChatPage(page);
+  await page.goto('/');
+  await chat.send('Show me some code');
+  await expect(chat.lastAnswer().locator('.hljs-keyword').first()).toBeVisible();
+  const check = async (where: string) => {
+    const result = await new AxeBuilder({ page }).withTags(['wcag2a', 'wcag2aa']).analyze();
+    expect(result.violations.map((v) => `${where}: ${v.id} ${v.nodes.map((n) => n.target.join(' ')).slice(0, 3).join(', ')}`)).toEqual([]);
+  };
+  for (const scheme of ['light', 'dark'] as const) {
+    await page.emulateMedia({ colorScheme: scheme });
+    await check(`chat (${scheme})`);
+  }
+  for (const path of ['/settings', '/admin', '/login']) {
+    if (path === '/login') api.loggedIn = false;
+    await page.goto(path);
+    await expect(page.getByRole('heading', { level: 1 })).toBeVisible();
+    await check(path);
+  }
+});
+
+test('errors show clearly with a retry', async ({ page }) => {
+  const api = new FakeApi();
+  await api.install(page);
+  let fail = true;
+  await page.route('**/api/conversations/*/messages', async (route) => {
+    if (fail) {
+      fail = false;
+      return route.fulfill({ status: 429, contentType: 'application/json', headers: { 'Retry-After': '1' }, body: JSON.stringify({ error: { message: 'rate limit reached, retry in 1 s' } }) });
+    }
+    return route.fallback();
+  });
+  const chat = new ChatPage(page);
+  await page.goto('/');
+  await chat.send('hello');
+  await expect(page.getByRole('alert')).toContainText('rate limit reached');
+  // The message never reached the server; Retry sends it again.
+  await page.getByRole('button', { name: 'Retry' }).click();
+  await expect(chat.lastAnswer()).toContainText('You said: hello');
+});
+
+test('screenshots: light, dark, a code answer, a phone', async ({ page }) => {
+  const api = new FakeApi({ answer: () => CODE_ANSWER });
+  api.addConversation('Pinned: project notes', [], { pinned: true });
+  api.addConversation('Plan a trip to Lisbon', []);
+  api.addConversation('Explain KV caches', []);
+  await api.install(page);
+  await page.setViewportSize({ width: 1280, height: 820 });
+  const chat = new ChatPage(page);
+  await page.emulateMedia({ colorScheme: 'light' });
+  await page.goto('/');
+  await chat.send('Write a Python function that reverses the words of a sentence.');
+  await expect(chat.lastAnswer().locator('.hljs-keyword').first()).toBeVisible();
+  await expect(chat.lastAnswer().locator('.katex').first()).toBeVisible();
+  await expect(chat.lastAnswer().getByRole('button', { name: 'Copy code' })).toBeVisible();
+  await page.screenshot({ path: `${SHOTS}chat-light.png` });
+  await chat.lastAnswer().screenshot({ path: `${SHOTS}code-answer.png` });
+  await page.emulateMedia({ colorScheme: 'dark' });
+  await page.screenshot({ path: `${SHOTS}chat-dark.png` });
+  await page.setViewportSize({ width: 375, height: 740 });
+  // No drawer animation, so the pictures show where things end up.
+  await page.emulateMedia({ colorScheme: 'light', reducedMotion: 'reduce' });
+  await expect(page.getByRole('button', { name: 'Open sidebar' })).toBeVisible();
+  await expect(chat.sidebar()).toBeHidden();
+  await page.screenshot({ path: `${SHOTS}phone.png` });
+  // At 375 px nothing scrolls sideways.
+  expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(375);
+  await page.getByRole('button', { name: 'Open sidebar' }).click();
+  await expect(chat.sidebar().getByRole('link', { name: 'Plan a trip to Lisbon' })).toBeInViewport({ ratio: 1 });
+  await expect(page.getByRole('button', { name: 'Close sidebar' })).toHaveCSS('background-color', 'rgba(0, 0, 0, 0.4)');
+  await page.screenshot({ path: `${SHOTS}phone-sidebar.png` });
+});

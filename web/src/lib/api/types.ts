@@ -1,0 +1,55 @@
+/**
+ * The shapes the page uses, named once. They are the server's Pydantic models as generated
+ * into schema.d.ts from /openapi.json (scripts/dump-openapi.py, `npm run gen:api`); where
+ * the document does not define a route yet, the shape is issue 12's contract and is
+ * replaced by the generated one when the route lands.
+ */
+import type { components } from './schema';
+
+type Schemas = components['schemas'];
+
+export type Role = Schemas['MessagePublic']['role'];
+export type MessageStatus = Schemas['MessagePublic']['status'];
+
+/** A tool call as the page shows it (the server stores calls as free-form objects). */
+export interface ToolCall {
+  id: string;
+  name: string;
+  arguments: string | Record<string, unknown>;
+  result?: string | null;
+}
+
+export type Message = Omit<Schemas['MessagePublic'], 'tool_calls'> & {
+  /** As stored (free-form objects); tree.toolCalls reads them as ToolCall. */
+  tool_calls?: ToolCall[] | Record<string, unknown>[] | null;
+  /** Kept by the page after the user rates an answer. */
+  feedback?: Feedback | null;
+  /** Where the server sends the tree around the branch: ids of this message's siblings. */
+  sibling_ids?: string[] | null;
+  name?: string | null;
+};
+
+export type Conversation = Schemas['ConversationPublic'] & {
+  /** Present on GET /api/conversations/{id}: the current branch, root first. */
+  messages?: Message[];
+};
+
+export type User = Schemas['UserPublic'];
+export type Feedback = Schemas['FeedbackCreate'];
+export type SearchHit = Schemas['SearchHit'];
+export type ModelInfo = Schemas['ModelPublic'];
+/** `key` only in the answer to POST /api/keys: shown once. */
+export type ApiKey = Schemas['KeyPublic'] & { key?: string };
+export type Share = Schemas['ShareCreated'];
+export type SharedConversation = Schemas['SharedConversation'];
+export type UsageRow = Schemas['UsageRow'];
+export type UserSettings = Schemas['SettingsPublic'];
+export type ConnectionPublic = Schemas['ConnectionPublic'];
+/** A connection being edited: the key is write-only (empty = keep the stored one). */
+export type ConnectionDraft = Schemas['ConnectionIn'] & { has_key?: boolean };
+export type ImportResult = Schemas['ImportResult'];
+
+export interface Page<T> {
+  data: T[];
+  next_cursor: string | null;
+}

@@ -1,0 +1,198 @@
+/**
+ * One open conversation: its message tree, the branch on screen, and the generation being
+ * streamed into it. Send, regenerate and edit all start a server-side generation and follow
+ * its events with the same function, which also resumes after a cut connection or a reload.
+ */
+import { api, ApiError, enc, postStream } from './api/client';
+import type { Conversation, Feedback, Message } from './api/types';
+import { conversations } from './conversations.svelte';
+import { EventCursor, type StreamEvent } from './stream/events';
+import { follow, StreamHttpError } from './stream/follow';
+import { addMessage, applyEvent, branchPath, emptyTree, fromMessages, isRunning, switchBranch, type Tree } from './tree';
+
+export interface ChatError {
+  message: string;
+  retry?: () => void;
+}
+
+export class Chat {
+  conversation = $state<Conversation | null>(null);
+  tree = $state<Tree>(emptyTree);
+  leafId = $state<string | null>(null);
+  streamingId = $state<string | null>(null);
+  busy = $state(false);
+  loading = $state(false);
+  error = $state<ChatError | null>(null);
+
+  branch = $derived(branchPath(this.tree, this.leafId));
+
+  private abort: AbortController | null = null;
+
+  async open(id: string): Promise<void> {
+    if (this.conversation?.id === id) return;
+    this.close();
+    this.loading = true;
+    try {
+      const conv = await api.get<Conversation>(`/api/conversations/${enc(id)}`);
+      this.conversation = conv;
+      const messages = conv.messages ?? [];
+      this.tree = fromMessages(messages);
+      this.leafId = messages[messages.length - 1]?.id ?? null;
+      const last = messages[messages.length - 1];
+      // An answer still being written when the page was (re)loaded: replay its events.
+      // Without a Last-Event-ID the server replays the running answer from its start; its
+      // `message` event resets the partial text, so nothing is applied twice.
+      if (isRunning(last)) void this.run(() => Promise.resolve(null));
+    } catch (e) {
+      this.error = { message: (e as Error).message, retry: () => void this.open(id) };
+    } finally {
+      this.loading = false;
+    }
+  }
+
+  close(): void {
+    this.abort?.abort();
+    this.abort = null;
+    this.conversation = null;
+    this.tree = emptyTree;
+    this.leafId = null;
+    this.streamingId = null;
+    this.busy = false;
+    this.error = null;
+  }
+
+  private onEvent = (event: StreamEvent): void => {
+    this.tree = applyEvent(this.tree, event);
+    if (event.event === 'message') {
+      this.leafId = event.data.id;
+      if (event.data.role === 'assistant') this.streamingId = event.data.id;
+    } else if (event.event === 'done') {
+      this.leafId = event.data.message.id;
+      if (event.data.message.status === 'error') this.error = { message: 'The answer failed.', retry: () => void this.regenerate(event.data.message.id) };
+    } else if (event.event === 'error') {
+      this.error = { message: event.data.message, retry: this.retryLast };
+    }
+  };
+
+  private retryLast = (): void => {
+    const last = this.branch[this.branch.length - 1];
+    if (last?.role === 'assistant') void this.regenerate(last.id);
+    else if (last?.role === 'user') void this.regenerateFromUser(last);
+  };
+
+  /** Start (or resume) a generation and follow it to its end. */
+  private async run(
+    start: (signal: AbortSignal) => Promise<Response | null>,
+    cursor = new EventCursor(),
+    retry: () => void = this.retryLast,
+  ): Promise<void> {
+    const conv = this.conversation;
+    if (!conv) return;
+    this.abort?.abort();
+    const abort = new AbortController();
+    this.abort = abort;
+    this.busy = true;
+    this.error = null;
+    try {
+      const first = await start(abort.signal);
+      const end = await follow(first, { conversationId: conv.id, cursor, onEvent: this.onEvent, signal: abort.signal });
+      if (end === 'lost') this.error = { message: 'The connection to the server was lost while the answer was being written.', retry: () => void this.resume() };
+    } catch (e) {
+      if (abort.signal.aborted) return;
+      const status = e instanceof ApiError || e instanceof StreamHttpError ? e.status : 0;
+      const message = status === 429 ? `Too many requests: ${(e as Error).message}` : (e as Error).message;
+      this.error = { message, retry };
+    } finally {
+      if (this.abort === abort) {
+        this.abort = null;
+        this.busy = false;
+        this.streamingId = null;
+        void this.refreshTitle(conv.id);
+      }
+    }
+  }
+
+  /** Follow the running answer again (after a lost connection). */
+  resume(): Promise<void> {
+    return this.run(() => Promise.resolve(null));
+  }
+
+  async send(content: string, model?: string): Promise<string | null> {
+    const text = content.trim();
+    if (!text || this.busy) return null;
+    if (!this.conversation) {
+      try {
+        this.conversation = await api.post<Conversation>('/api/conversations', model ? { model } : {});
+        conversations.upsert(this.conversation);
+      } catch (e) {
+        this.error = { message: (e as Error).message, retry: () => void this.send(text, model) };
+        return null;
+      }
+    }
+    const id = this.conversation.id;
+    const parent = this.leafId;
+    const post = (signal: AbortSignal) =>
+      postStream(`/api/conversations/${enc(id)}/messages`, { content: text, parent_id: parent }, 'POST', signal);
+    // A send refused before it started (429, network) is retried as the same send.
+    void this.run(post, new EventCursor(), () => void this.run(post));
+    return id;
+  }
+
+  regenerate(assistantId: string): Promise<void> {
+    return this.run((signal) => postStream(`/api/messages/${enc(assistantId)}/regenerate`, {}, 'POST', signal));
+  }
+
+  private regenerateFromUser(user: Message): Promise<void> {
+    // A user message without an answer (the generation failed to start): answer it again.
+    return this.regenerate(user.id);
+  }
+
+  edit(userId: string, content: string): Promise<void> {
+    return this.run((signal) => postStream(`/api/messages/${enc(userId)}`, { content }, 'PATCH', signal));
+  }
+
+  async stop(): Promise<void> {
+    const conv = this.conversation;
+    if (!conv || !this.busy) return;
+    try {
+      // The server stops the task; its `done` event (status "stopped") ends our stream.
+      await api.post(`/api/conversations/${enc(conv.id)}/stop`);
+    } catch (e) {
+      this.abort?.abort();
+      this.error = { message: `Could not stop the answer: ${(e as Error).message}` };
+    }
+  }
+
+  switchBranch(messageId: string, step: -1 | 1): void {
+    const leaf = switchBranch(this.tree, messageId, step);
+    const conv = this.conversation;
+    if (!leaf || !conv) return;
+    this.leafId = leaf;
+    // The server keeps the branch on show: a reload, a share link and the next message follow it.
+    api.patch(`/api/conversations/${enc(conv.id)}`, { current_leaf_id: leaf }).catch((e: Error) => {
+      this.error = { message: `Could not switch branches: ${e.message}` };
+    });
+  }
+
+  async feedback(messageId: string, feedback: Feedback): Promise<void> {
+    await api.post(`/api/messages/${enc(messageId)}/feedback`, feedback);
+    const m = this.tree.byId[messageId];
+    if (m) this.tree = addMessage(this.tree, { ...m, feedback });
+  }
+
+  /** The server titles a conversation after its first exchange, possibly a moment later. */
+  private async refreshTitle(id: string): Promise<void> {
+    for (const delay of [0, 1500, 4000]) {
+      await new Promise((r) => setTimeout(r, delay));
+      try {
+        const conv = await api.get<Conversation>(`/api/conversations/${enc(id)}`);
+        conversations.refresh(conv);
+        if (this.conversation?.id === id) this.conversation = { ...this.conversation, ...conv, messages: undefined };
+        if (conv.title) return;
+      } catch {
+        return; // the list keeps its old title
+      }
+    }
+  }
+
+}

@@ -1,0 +1,87 @@
+import { describe, expect, it } from 'vitest';
+import type { Message } from './api/types';
+import { addMessage, applyEvent, toolCall, branchPath, emptyTree, fromMessages, latestLeaf, siblingPosition, switchBranch } from './tree';
+
+let clock = 0;
+function msg(id: string, parent: string | null, role: Message['role'] = 'user', content = id): Message {
+  return { id, parent_id: parent, role, content, status: 'complete', created_at: new Date(clock++ * 1000).toISOString() };
+}
+
+// u1 -> a1, a1' (regenerated) ; a1 -> u2 -> a2 ; u2' (edited) -> a3
+const tree = fromMessages([
+  msg('u1', null),
+  msg('a1', 'u1', 'assistant'),
+  msg('u2', 'a1'),
+  msg('a2', 'u2', 'assistant'),
+  msg('a1b', 'u1', 'assistant'),
+  msg('u2b', 'a1'),
+  msg('a3', 'u2b', 'assistant'),
+]);
+
+describe('message tree', () => {
+  it('follows a branch from its leaf to the root', () => {
+    expect(branchPath(tree, 'a2').map((m) => m.id)).toEqual(['u1', 'a1', 'u2', 'a2']);
+    expect(branchPath(tree, 'missing')).toEqual([]);
+  });
+
+  it('numbers siblings in creation order', () => {
+    expect(siblingPosition(tree, 'a1')).toEqual({ index: 0, count: 2 });
+    expect(siblingPosition(tree, 'a1b')).toEqual({ index: 1, count: 2 });
+    expect(siblingPosition(tree, 'u2b')).toEqual({ index: 1, count: 2 });
+    expect(siblingPosition(tree, 'u1')).toEqual({ index: 0, count: 1 });
+  });
+
+  it('switches branches to the newest leaf under the chosen sibling', () => {
+    expect(latestLeaf(tree, 'a1')).toBe('a3');
+    expect(switchBranch(tree, 'u2b', -1)).toBe('a2');
+    expect(switchBranch(tree, 'u2', 1)).toBe('a3');
+    expect(switchBranch(tree, 'a1', 1)).toBe('a1b');
+    expect(switchBranch(tree, 'a1', -1)).toBeNull();
+    expect(switchBranch(tree, 'a1b', 1)).toBeNull();
+  });
+
+  it('replacing a message keeps its place and leaves the old tree alone', () => {
+    const edited = addMessage(tree, { ...msg('a1', 'u1', 'assistant'), content: 'new' });
+    expect(edited.children['u1']).toEqual(['a1', 'a1b']);
+    expect(edited.byId['a1']?.content).toBe('new');
+    expect(tree.byId['a1']?.content).toBe('a1');
+  });
+
+  it('uses the server’s sibling list when it knows more than the page', () => {
+    const t = fromMessages([msg('x', null), { ...msg('y', 'x', 'assistant'), sibling_ids: ['y0', 'y'] }]);
+    expect(siblingPosition(t, 'y')).toEqual({ index: 1, count: 2 });
+  });
+});
+
+describe('applyEvent', () => {
+  it('builds an answer from message, delta, tool and done events', () => {
+    let t = applyEvent(emptyTree, { id: '1', event: 'message', data: msg('u', null) });
+    t = applyEvent(t, { id: '2', event: 'message', data: { ...msg('a', 'u', 'assistant', ''), status: 'streaming' } });
+    t = applyEvent(t, { id: '3', event: 'delta', data: { message_id: 'a', text: 'The ' } });
+    t = applyEvent(t, { id: '4', event: 'tool_call', data: { message_id: 'a', id: 'c1', name: 'calculator', arguments: { expression: '2+2' } } });
+    t = applyEvent(t, { id: '5', event: 'tool_result', data: { message_id: 'a', tool_call_id: 'c1', content: '4' } });
+    t = applyEvent(t, { id: '6', event: 'delta', data: { message_id: 'a', text: 'sum is 4' } });
+    expect(t.byId['a']?.content).toBe('The sum is 4');
+    expect(t.byId['a']?.tool_calls).toEqual([{ id: 'c1', name: 'calculator', arguments: { expression: '2+2' }, result: '4' }]);
+    t = applyEvent(t, { id: '7', event: 'done', data: { message: { ...msg('a', 'u', 'assistant', 'The sum is 4'), status: 'stopped' } } });
+    expect(t.byId['a']?.status).toBe('stopped');
+    expect(t.byId['a']?.tool_calls).toHaveLength(1);
+    expect(branchPath(t, 'a').map((m) => m.id)).toEqual(['u', 'a']);
+  });
+
+  it('a replayed message event resets the partial text, so a replay from the start rebuilds it once', () => {
+    let t = fromMessages([msg('u', null), { ...msg('a', 'u', 'assistant', 'partial from the database'), status: 'streaming' }]);
+    t = applyEvent(t, { id: '2', event: 'message', data: { ...msg('a', 'u', 'assistant', ''), status: 'streaming' } });
+    t = applyEvent(t, { id: '3', event: 'delta', data: { message_id: 'a', text: 'abc' } });
+    expect(t.byId['a']?.content).toBe('abc');
+  });
+});
+
+describe('toolCall', () => {
+  it('reads Fireside’s and OpenAI’s shapes and rejects what has no name', () => {
+    expect(toolCall({ id: 'a', name: 'python', arguments: { code: '1+1' }, result: 2 })).toEqual({ id: 'a', name: 'python', arguments: { code: '1+1' }, result: '2' });
+    expect(toolCall({ id: 'b', type: 'function', function: { name: 'search', arguments: '{"q":"x"}' } })).toEqual({ id: 'b', name: 'search', arguments: '{"q":"x"}' });
+    expect(toolCall({ id: 'c' })).toBeNull();
+    expect(toolCall('nope')).toBeNull();
+  });
+});

@@ -1,0 +1,173 @@
+/**
+ * The message tree as small pure functions: add a message, follow a branch, find siblings,
+ * move between branches, and apply a stream event. Every function returns a new tree and
+ * leaves its input alone, so Svelte sees a change and tests can compare before and after.
+ */
+import type { Message, ToolCall } from './api/types';
+import type { StreamEvent } from './stream/events';
+
+export interface Tree {
+  byId: Readonly<Record<string, Message>>;
+  /** Child ids per parent id ('' for roots), oldest first. */
+  children: Readonly<Record<string, readonly string[]>>;
+}
+
+export const emptyTree: Tree = { byId: {}, children: {} };
+
+const ROOT = '';
+
+function parentKey(m: Message): string {
+  return m.parent_id ?? ROOT;
+}
+
+/** Add or replace a message; a replaced message keeps its place among its siblings. */
+export function addMessage(tree: Tree, message: Message): Tree {
+  const byId = { ...tree.byId, [message.id]: message };
+  const key = parentKey(message);
+  const siblings = tree.children[key] ?? [];
+  if (siblings.includes(message.id)) return { byId, children: tree.children };
+  return { byId, children: { ...tree.children, [key]: [...siblings, message.id] } };
+}
+
+export function fromMessages(messages: readonly Message[], tree: Tree = emptyTree): Tree {
+  return messages.reduce(addMessage, tree);
+}
+
+/** Root-first path ending at `leafId` (empty when unknown). */
+export function branchPath(tree: Tree, leafId: string | null | undefined): Message[] {
+  const path: Message[] = [];
+  const seen = new Set<string>();
+  let id = leafId ?? undefined;
+  while (id !== undefined && !seen.has(id)) {
+    const m = tree.byId[id];
+    if (!m) break;
+    seen.add(id);
+    path.push(m);
+    id = m.parent_id ?? undefined;
+  }
+  return path.reverse();
+}
+
+/** The sibling ids of a message (itself included), in order; the server's list where it sent one. */
+export function siblingIds(tree: Tree, id: string): readonly string[] {
+  const m = tree.byId[id];
+  if (!m) return [];
+  const local = tree.children[parentKey(m)] ?? [id];
+  const remote = m.sibling_ids ?? [];
+  if (remote.length <= local.length) return local;
+  return remote;
+}
+
+export interface SiblingPosition {
+  index: number; // 0-based
+  count: number;
+}
+
+export function siblingPosition(tree: Tree, id: string): SiblingPosition {
+  const ids = siblingIds(tree, id);
+  return { index: Math.max(0, ids.indexOf(id)), count: Math.max(1, ids.length) };
+}
+
+/** Follow the newest child down to a leaf: where a branch picked by its top message ends. */
+export function latestLeaf(tree: Tree, id: string): string {
+  let current = id;
+  const seen = new Set<string>();
+  for (;;) {
+    seen.add(current);
+    const kids = tree.children[current] ?? [];
+    const next = kids[kids.length - 1];
+    if (next === undefined || seen.has(next)) return current;
+    current = next;
+  }
+}
+
+/**
+ * The leaf to show after pressing ‹ or › on message `id`: its sibling `step` away (clamped),
+ * followed down to that sibling's newest leaf. Null when there is nowhere to go.
+ */
+export function switchBranch(tree: Tree, id: string, step: -1 | 1): string | null {
+  const ids = siblingIds(tree, id);
+  const target = ids[ids.indexOf(id) + step];
+  if (target === undefined || !tree.byId[target]) return null;
+  return latestLeaf(tree, target);
+}
+
+/**
+ * A stored or streamed tool call in the page's shape. The server keeps calls as free-form
+ * objects: Fireside's own `{id, name, arguments}` or OpenAI's `{id, function: {name, arguments}}`.
+ */
+export function toolCall(raw: unknown): ToolCall | null {
+  if (!raw || typeof raw !== 'object') return null;
+  const r = raw as Record<string, unknown>;
+  const fn = (r['function'] && typeof r['function'] === 'object' ? r['function'] : r) as Record<string, unknown>;
+  const name = fn['name'];
+  if (typeof name !== 'string') return null;
+  const id = typeof r['id'] === 'string' ? r['id'] : typeof r['tool_call_id'] === 'string' ? r['tool_call_id'] : name;
+  const args = fn['arguments'];
+  const result = r['result'] ?? r['content'];
+  return {
+    id,
+    name,
+    arguments: typeof args === 'string' || (args && typeof args === 'object') ? (args as ToolCall['arguments']) : {},
+    ...(result === undefined || result === null ? {} : { result: typeof result === 'string' ? result : JSON.stringify(result) }),
+  };
+}
+
+export function toolCalls(m: Message): ToolCall[] {
+  return (m.tool_calls ?? []).map(toolCall).filter((c): c is ToolCall => c !== null);
+}
+
+function update(tree: Tree, id: string, change: (m: Message) => Message): Tree {
+  const m = tree.byId[id];
+  return m ? addMessage(tree, change(m)) : tree;
+}
+
+function callId(data: { id?: string; tool_call_id?: string }): string {
+  return data.tool_call_id ?? data.id ?? '';
+}
+
+/**
+ * Apply one stream event. The same function serves a first send and a resumed stream: a
+ * `message` event replaces the message (so a replay from the start rebuilds it), and `done`
+ * replaces it with the stored answer.
+ */
+export function applyEvent(tree: Tree, event: StreamEvent): Tree {
+  switch (event.event) {
+    case 'message':
+      return addMessage(tree, event.data);
+    case 'delta':
+      return update(tree, event.data.message_id, (m) => ({ ...m, content: m.content + event.data.text }));
+    case 'done': {
+      // The stored answer wins, but steps seen live stay when it does not list its calls.
+      const stored = event.data.message;
+      const seen = tree.byId[stored.id]?.tool_calls;
+      return addMessage(tree, stored.tool_calls?.length || !seen?.length ? stored : { ...stored, tool_calls: seen });
+    }
+    case 'tool_call': {
+      const data = event.data;
+      if (!data.message_id) return tree;
+      const call = toolCall({ ...data, id: callId(data) });
+      if (!call) return tree;
+      return update(tree, data.message_id, (m) => {
+        const calls = toolCalls(m).filter((c) => c.id !== call.id);
+        return { ...m, tool_calls: [...calls, call] };
+      });
+    }
+    case 'tool_result': {
+      const data = event.data;
+      if (!data.message_id) return tree;
+      const result = data.content ?? (typeof data.result === 'string' ? data.result : JSON.stringify(data.result ?? ''));
+      return update(tree, data.message_id, (m) => ({
+        ...m,
+        tool_calls: toolCalls(m).map((c) => (c.id === callId(data) ? { ...c, result } : c)),
+      }));
+    }
+    case 'error':
+      return tree;
+  }
+}
+
+/** The message a stream is writing: the newest assistant message not yet finished. */
+export function isRunning(m: Message | undefined): boolean {
+  return !!m && m.role === 'assistant' && m.status === 'streaming';
+}
