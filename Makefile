@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed
 # The OpenID Connect provider (npm's oidc-provider) that the login tests start.
 OIDC_PROVIDER := tests/oidc/node_modules/.installed
 
-.PHONY: serve test lint typecheck unit install clean web web-check web-unit e2e chromium
+.PHONY: serve test lint typecheck unit install clean web web-check web-unit e2e chromium model
 
 # The web UI (web/): npm ci from the committed lock file, built into the package (web_dist/).
 NPM ?= npm
@@ -57,6 +57,12 @@ chromium: $(CHROMIUM)
 
 serve: $(STAMP) $(WEB_BUILD)
 	$(BIN)/fireside serve --host $(HOST) --port $(PORT)
+
+# The bundled model, from this machine's own text and code (hours on a 2-core CPU; resumable:
+# run it again after an interruption). RECIPE=gpu trains the ~100M config on a GPU.
+RECIPE ?= small
+model: $(STAMP)
+	nice $(BIN)/fireside train recipe $(RECIPE) --work runs/recipe-$(RECIPE) --output fireside/assets/fireside-tiny
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
