@@ -366,3 +366,29 @@ def test_import_of_a_chatgpt_export(client: Client) -> None:
     assert events[0].data["parent_id"] == conv["messages"][-1]["id"]
     for bad in ({"not": "a list"}, [{"title": "x"}], [{"mapping": {"a": {"message": 5}}}]):
         assert client.http.post("/import", json=bad).status_code == 400, bad
+
+
+def test_going_on_under_one_answer_prefers_it(
+    client: Client, chat_server: str, chat_backend: Backend
+) -> None:
+    client.http.patch("/settings", json={"training_consent": True})
+    conv = client.new_conversation(temperature=1.0)
+    marker = f"Pick one {conv['id']}"
+    first = client.send(conv["id"], marker)[-1].data["message"]
+    second = first
+    for _ in range(5):
+        second = client.events("POST", f"/messages/{first['id']}/regenerate")[-1].data["message"]
+        if second["content"] != first["content"]:
+            break
+    assert second["content"] != first["content"]
+    # No rating: the user goes back to the first answer and chats on under it.
+    client.http.patch(f"/conversations/{conv['id']}", json={"current_leaf_id": first["id"]})
+    client.send(conv["id"], "Go on")
+    admin = Client(chat_server)
+    assert admin.http.post("/auth/login", json=make_admin(chat_backend)).status_code == 200
+    dpo = admin.http.get("/admin/feedback/export", params={"format": "dpo"}).text
+    mine = [json.loads(line) for line in dpo.splitlines() if marker in line]
+    assert [(p["chosen"]["content"], p["rejected"]["content"]) for p in mine] == [
+        (first["content"], second["content"])
+    ]
+    admin.close()
