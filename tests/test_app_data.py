@@ -392,3 +392,33 @@ def test_going_on_under_one_answer_prefers_it(
         (first["content"], second["content"])
     ]
     admin.close()
+
+
+def test_signup_policy_set_by_the_admin(chat_server: str, chat_backend: Backend) -> None:
+    admin = Client(chat_server)
+    assert admin.http.post("/auth/login", json=make_admin(chat_backend)).status_code == 200
+    assert admin.http.get("/admin/settings").json() == {"signup": "open"}
+    try:
+        r = admin.http.patch("/admin/settings", json={"signup": "approval"})
+        assert r.json() == {"signup": "approval"}
+        newcomer = Client(chat_server)
+        body = {"email": f"new-{uuid.uuid4().hex[:8]}@example.com", "password": "pw-123456"}
+        r = newcomer.http.post("/auth/signup", json={**body, "name": "New"})
+        assert r.status_code == 201 and r.json()["status"] == "pending"
+        assert newcomer.http.get("/auth/me").status_code == 401  # no session while pending
+        assert newcomer.http.post("/auth/login", json=body).status_code == 403
+        approved = admin.http.patch(f"/admin/users/{r.json()['id']}", json={"status": "active"})
+        assert approved.json()["status"] == "active"
+        assert newcomer.http.post("/auth/login", json=body).status_code == 200
+
+        admin.http.patch("/admin/settings", json={"signup": "closed"})
+        r = newcomer.http.post(
+            "/auth/signup", json={"email": "late@example.com", "password": "pw-123456", "name": "L"}
+        )
+        assert r.status_code == 403
+        assert newcomer.http.get("/admin/settings").status_code == 403
+        assert admin.http.patch("/admin/settings", json={"signup": "maybe"}).status_code == 400
+        newcomer.close()
+    finally:
+        admin.http.patch("/admin/settings", json={"signup": "open"})
+        admin.close()
