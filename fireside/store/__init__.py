@@ -1,0 +1,1 @@
+"""The store layer: persistence and shared state (rate limits; the database and event log)."""
