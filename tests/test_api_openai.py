@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -663,3 +664,76 @@ def test_streamed_echo_logprobs_match_non_streamed(client: openai.OpenAI) -> Non
         x for c in chunks if c.choices[0].logprobs for x in c.choices[0].logprobs.text_offset
     ]
     assert offsets == whole.choices[0].logprobs.text_offset
+
+
+# -- vLLM's sampling fields, each shown to change the output ---------------------------------
+
+HOT = dict(model="tiny", messages=MESSAGES, max_tokens=24, temperature=2.0, seed=3, logprobs=True)
+
+
+def hot_sample(
+    client: openai.OpenAI, k: int, extra: dict[str, object]
+) -> list[tuple[float, list[float]]]:
+    """Per generated token: its logprob and the k best tokens' (raw logits, best first)."""
+    r = client.chat.completions.create(
+        **HOT, top_logprobs=k, extra_body={"ignore_eos": True, **extra}
+    )  # type: ignore[call-overload]
+    content = r.choices[0].logprobs.content
+    assert len(content) == 24
+    return [(t.logprob, [x.logprob for x in t.top_logprobs]) for t in content]
+
+
+def test_top_k_keeps_only_the_k_likeliest(client: openai.OpenAI) -> None:
+    def outside_top_2(extra: dict[str, object]) -> int:
+        return sum(chosen < top[1] - 1e-4 for chosen, top in hot_sample(client, 2, extra))
+
+    assert outside_top_2({}) > 0  # hot sampling strays beyond the two best...
+    assert outside_top_2({"top_k": 2}) == 0  # ...top_k=2 never does
+
+
+def test_min_p_drops_tokens_far_below_the_best(client: openai.OpenAI) -> None:
+    # min_p=0.5 at temperature 2 keeps tokens whose raw logprob is within 2*ln(2) of the best.
+    floor = 2.0 * math.log(0.5)
+
+    def below(extra: dict[str, object]) -> int:
+        return sum(chosen - top[0] < floor - 1e-4 for chosen, top in hot_sample(client, 1, extra))
+
+    assert below({}) > 0
+    assert below({"min_p": 0.5}) == 0
+
+
+def test_repetition_penalty_stops_a_boosted_token_repeating(
+    client: openai.OpenAI, server: RunningServer
+) -> None:
+    (eq,) = tokenize(server, "=")
+    ask = dict(model="tiny", prompt="x", max_tokens=8, temperature=0, logit_bias={str(eq): 30})
+    plain = client.completions.create(**ask).choices[0].text  # type: ignore[call-overload]
+    assert plain == "=" * 8
+    penalized = (
+        client.completions.create(  # type: ignore[call-overload]
+            **ask, extra_body={"repetition_penalty": 10.0}
+        )
+        .choices[0]
+        .text
+    )
+    assert penalized.startswith("=") and penalized.count("=") < 8
+
+
+def test_stop_token_ids_end_the_answer(client: openai.OpenAI, server: RunningServer) -> None:
+    (eq,) = tokenize(server, "=")
+    ask = dict(model="tiny", prompt="x", max_tokens=6, temperature=0, logit_bias={str(eq): 100})
+    plain = client.completions.create(**ask).choices[0]  # type: ignore[call-overload]
+    assert plain.text == "=" * 6 and plain.finish_reason == "length"
+    stopped = client.completions.create(**ask, extra_body={"stop_token_ids": [eq]}).choices[0]  # type: ignore[call-overload]
+    assert stopped.text == "" and stopped.finish_reason == "stop"
+    assert stopped.model_extra is not None and stopped.model_extra["stop_reason"] == eq
+
+
+def test_skip_special_tokens_false_keeps_them_in_the_text(
+    client: openai.OpenAI, tokenizer: Tokenizer
+) -> None:
+    system = tokenizer.token_id("<|system|>")
+    ask = dict(model="tiny", prompt="x", max_tokens=3, temperature=0, logit_bias={str(system): 100})
+    assert client.completions.create(**ask).choices[0].text == ""  # type: ignore[call-overload]
+    kept = client.completions.create(**ask, extra_body={"skip_special_tokens": False})  # type: ignore[call-overload]
+    assert kept.choices[0].text == "<|system|>" * 3
