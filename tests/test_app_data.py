@@ -366,3 +366,59 @@ def test_import_of_a_chatgpt_export(client: Client) -> None:
     assert events[0].data["parent_id"] == conv["messages"][-1]["id"]
     for bad in ({"not": "a list"}, [{"title": "x"}], [{"mapping": {"a": {"message": 5}}}]):
         assert client.http.post("/import", json=bad).status_code == 400, bad
+
+
+def test_going_on_under_one_answer_prefers_it(
+    client: Client, chat_server: str, chat_backend: Backend
+) -> None:
+    client.http.patch("/settings", json={"training_consent": True})
+    conv = client.new_conversation(temperature=1.0)
+    marker = f"Pick one {conv['id']}"
+    first = client.send(conv["id"], marker)[-1].data["message"]
+    second = first
+    for _ in range(5):
+        second = client.events("POST", f"/messages/{first['id']}/regenerate")[-1].data["message"]
+        if second["content"] != first["content"]:
+            break
+    assert second["content"] != first["content"]
+    # No rating: the user goes back to the first answer and chats on under it.
+    client.http.patch(f"/conversations/{conv['id']}", json={"current_leaf_id": first["id"]})
+    client.send(conv["id"], "Go on")
+    admin = Client(chat_server)
+    assert admin.http.post("/auth/login", json=make_admin(chat_backend)).status_code == 200
+    dpo = admin.http.get("/admin/feedback/export", params={"format": "dpo"}).text
+    mine = [json.loads(line) for line in dpo.splitlines() if marker in line]
+    assert [(p["chosen"]["content"], p["rejected"]["content"]) for p in mine] == [
+        (first["content"], second["content"])
+    ]
+    admin.close()
+
+
+def test_signup_policy_set_by_the_admin(chat_server: str, chat_backend: Backend) -> None:
+    admin = Client(chat_server)
+    assert admin.http.post("/auth/login", json=make_admin(chat_backend)).status_code == 200
+    assert admin.http.get("/admin/settings").json() == {"signup": "open"}
+    try:
+        r = admin.http.patch("/admin/settings", json={"signup": "approval"})
+        assert r.json() == {"signup": "approval"}
+        newcomer = Client(chat_server)
+        body = {"email": f"new-{uuid.uuid4().hex[:8]}@example.com", "password": "pw-123456"}
+        r = newcomer.http.post("/auth/signup", json={**body, "name": "New"})
+        assert r.status_code == 201 and r.json()["status"] == "pending"
+        assert newcomer.http.get("/auth/me").status_code == 401  # no session while pending
+        assert newcomer.http.post("/auth/login", json=body).status_code == 403
+        approved = admin.http.patch(f"/admin/users/{r.json()['id']}", json={"status": "active"})
+        assert approved.json()["status"] == "active"
+        assert newcomer.http.post("/auth/login", json=body).status_code == 200
+
+        admin.http.patch("/admin/settings", json={"signup": "closed"})
+        r = newcomer.http.post(
+            "/auth/signup", json={"email": "late@example.com", "password": "pw-123456", "name": "L"}
+        )
+        assert r.status_code == 403
+        assert newcomer.http.get("/admin/settings").status_code == 403
+        assert admin.http.patch("/admin/settings", json={"signup": "maybe"}).status_code == 400
+        newcomer.close()
+    finally:
+        admin.http.patch("/admin/settings", json={"signup": "open"})
+        admin.close()

@@ -180,3 +180,52 @@ def test_the_database_allows_one_answer_in_writing_per_conversation(
         await db.close()
 
     asyncio.run(scenario())
+
+
+def test_a_long_branch_opens_one_page_at_a_time(
+    chat_backend: Backend, chat_server: str, tmp_path: Path
+) -> None:
+    settings = chat_settings(chat_backend)  # the running server's own database
+    email = f"long-{time.monotonic_ns()}@example.com"
+
+    async def long_chat() -> tuple[str, list[str]]:
+        db = Database(settings.resolved_database_url())
+        async with db.session() as s:
+            user = await create_user(s, email, "password1", "Long", "open")
+            conv = await conversations.add_conversation(s, user.id, title="long")
+            ids, parent = [], None
+            for i in range(250):
+                m = await conversations.add_message(
+                    s, conv.id, parent, "user" if i % 2 == 0 else "assistant", f"m{i}"
+                )
+                ids.append(str(m.id))
+                parent = m.id
+            await conversations.touch(s, conv.id, current_leaf_id=parent)
+            await s.commit()
+        await db.close()
+        return str(conv.id), ids
+
+    conv_id, ids = asyncio.run(long_chat())
+    client = Client(chat_server)
+    assert (
+        client.http.post("/auth/login", json={"email": email, "password": "password1"}).status_code
+        == 200
+    )
+    seen: list[str] = []
+    before = None
+    pages = 0
+    while True:
+        params = {"limit": 100, **({"before": before} if before else {})}
+        page = client.http.get(f"/conversations/{conv_id}", params=params).json()
+        seen = [m["id"] for m in page["messages"]] + seen
+        pages += 1
+        before = page["messages_before"]
+        if before is None:
+            break
+    assert seen == ids and pages == 3
+    everything = client.http.get(f"/conversations/{conv_id}").json()
+    assert [m["id"] for m in everything["messages"]] == ids and everything[
+        "messages_before"
+    ] is None
+    assert client.http.get(f"/conversations/{conv_id}", params={"limit": 0}).status_code == 400
+    client.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from datetime import timedelta
+from typing import cast
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -13,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from fireside.app.errors import conflict, forbidden, unauthorized
 from fireside.settings import SignupPolicy
-from fireside.store import accounts
+from fireside.store import accounts, admin
 from fireside.store.models import User
 
 SESSION_TTL = timedelta(days=30)
@@ -92,3 +93,9 @@ async def change_password(
     # Whoever else was logged in with the old password is logged out.
     await accounts.delete_sessions_except(db, user.id, keep_session)
     await db.commit()
+
+
+async def signup_policy(db: AsyncSession, default: SignupPolicy) -> SignupPolicy:
+    """The admin's choice once made (PATCH /api/admin/settings), else FIRESIDE_SIGNUP."""
+    stored = await admin.setting(db, "signup")
+    return cast(SignupPolicy, stored) if stored in ("open", "closed", "approval") else default

@@ -2,7 +2,8 @@
 read, from the chats of users who consented.
 
 DPO pairs come from sibling answers (regenerations of the same question): an answer rated
-up is chosen over a sibling rated down or not rated; an unrated sibling over one rated down.
+up is chosen over a sibling rated down or not rated, an unrated sibling over one rated down;
+between siblings rated alike, the one the user went on chatting under is preferred.
 SFT conversations are the branches that end in an answer rated up.
 """
 
@@ -36,30 +37,23 @@ async def _prompt(
     return turns
 
 
-def _score(f: Feedback | None) -> int:
-    return 0 if f is None else (1 if f.rating == "up" else -1)
+def _preference(f: Feedback | None, continued: bool) -> tuple[int, int]:
+    """A rating decides first; between answers rated alike, the one the user went on under."""
+    return (0 if f is None else (1 if f.rating == "up" else -1), int(continued))
 
 
 async def dpo_pairs(db: AsyncSession) -> list[dict[str, Any]]:
-    rated = await feedback.rated_answers(db)
-    convs = {c.id: c for _, _, c in rated}
-    parents = sorted({m.parent_id for m, _, _ in rated if m.parent_id is not None})
-    siblings: dict[Any, list[tuple[Message, Feedback | None]]] = defaultdict(list)
-    for m, f in await feedback.answers_under(db, parents):
-        siblings[m.parent_id].append((m, f))
+    questions = await feedback.regenerated_questions(db)
+    siblings: dict[Any, list[tuple[Message, tuple[int, int]]]] = defaultdict(list)
+    for m, f, continued in await feedback.answers_under(db, [q.id for q, _ in questions]):
+        siblings[m.parent_id].append((m, _preference(f, continued)))
     pairs = []
-    for parent_id in parents:
-        answers = siblings.get(parent_id, [])
-        if len(answers) < 2:
-            continue
-        conversation = convs[answers[0][0].conversation_id]
-        question = await conversations.message_in(db, conversation.id, parent_id)
-        if question is None or question.role != "user":
-            continue
+    for question, conversation in questions:
+        answers = siblings.get(question.id, [])
         prompt = await _prompt(db, conversation, question)
-        for chosen, cf in answers:
-            for rejected, rf in answers:
-                if _score(cf) > _score(rf) and chosen.content != rejected.content:
+        for chosen, chosen_score in answers:
+            for rejected, rejected_score in answers:
+                if chosen_score > rejected_score and chosen.content != rejected.content:
                     pairs.append(
                         {
                             "prompt": prompt,

@@ -11,10 +11,12 @@ from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from fireside.api.errors import bad_request
+from fireside.app.accounts import signup_policy
 from fireside.app.deps import DB, AdminUser, ChatStateDep
 from fireside.app.errors import conflict, not_found
 from fireside.app.export import export_lines
 from fireside.app.schemas import Page, Strict, UserPublic
+from fireside.settings import SignupPolicy
 from fireside.store import accounts, admin, connections
 from fireside.store.models import Connection
 
@@ -152,3 +154,26 @@ async def put_connections(
     await connections.replace_all(db, wanted)
     await db.commit()
     return Page(data=[_public(c) for c in await connections.all_connections(db)])
+
+
+class ServerSettings(BaseModel):
+    signup: SignupPolicy
+
+
+class ServerSettingsUpdate(Strict):
+    signup: SignupPolicy | None = None
+
+
+@router.get("/settings", response_model=ServerSettings)
+async def get_server_settings(_: AdminUser, db: DB, chat: ChatStateDep) -> ServerSettings:
+    return ServerSettings(signup=await signup_policy(db, chat.settings.signup))
+
+
+@router.patch("/settings", response_model=ServerSettings)
+async def update_server_settings(
+    body: ServerSettingsUpdate, _: AdminUser, db: DB, chat: ChatStateDep
+) -> ServerSettings:
+    if body.signup is not None:
+        await admin.set_setting(db, "signup", body.signup)
+        await db.commit()
+    return ServerSettings(signup=await signup_policy(db, chat.settings.signup))

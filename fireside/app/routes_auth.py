@@ -31,9 +31,8 @@ async def signup(
     body: SignupRequest, request: Request, response: Response, db: DB, state: ChatStateDep
 ) -> UserPublic:
     check_origin(request, state)
-    user = await accounts.create_user(
-        db, body.email, body.password, body.name, state.settings.signup
-    )
+    policy = await accounts.signup_policy(db, state.settings.signup)
+    user = await accounts.create_user(db, body.email, body.password, body.name, policy)
     if user.status == "active":  # a pending account gets no session until approved
         set_session_cookie(request, response, await accounts.start_session(db, user))
     return UserPublic.model_validate(user)

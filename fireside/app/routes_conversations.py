@@ -93,11 +93,26 @@ async def create_conversation(
 
 
 @router.get("/conversations/{conversation_id}", response_model=ConversationDetail)
-async def get_conversation(conversation: OwnedConversation, db: DB) -> ConversationDetail:
-    messages = await store.branch(db, conversation.current_leaf_id)
+async def get_conversation(
+    conversation: OwnedConversation,
+    db: DB,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
+    before: uuid.UUID | None = None,
+) -> ConversationDetail:
+    """The conversation with the branch on show: its last `limit` messages, or the `limit`
+    messages above `before` (a long chat opens with one page, not the whole tree)."""
+    leaf = conversation.current_leaf_id
+    if before is not None:
+        anchor = await store.message_in(db, conversation.id, before)
+        if anchor is None:
+            raise not_found("message")
+        leaf = anchor.parent_id
+    messages = await store.branch(db, leaf, limit)
+    earlier = messages[0].id if messages and messages[0].parent_id is not None else None
     return ConversationDetail(
         **ConversationPublic.model_validate(conversation).model_dump(),
         messages=[MessagePublic.model_validate(m) for m in messages],
+        messages_before=earlier,
     )
 
 

@@ -126,7 +126,10 @@ class ConversationPublic(BaseModel):
 
 
 class ConversationDetail(ConversationPublic):
-    messages: list[MessagePublic]  # the current branch, root first
+    messages: list[MessagePublic]  # the current branch, root first (its last `limit`)
+    # Where the earlier part of a long branch continues: pass it as `before` (None: the
+    # page starts at the root).
+    messages_before: uuid.UUID | None = None
 
 
 class MessageCreate(Strict):

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from fireside.store.models import Usage, User
+from fireside.store.models import AppSetting, Usage, User
 
 
 async def users_page(db: AsyncSession, limit: int, after: str | None) -> list[User]:
@@ -47,3 +47,17 @@ async def usage_totals(db: AsyncSession) -> Sequence[tuple[uuid.UUID, str, str, 
         .order_by(User.email, Usage.model)
     )
     return [(a, b, c, int(d), int(e or 0), int(f or 0)) for a, b, c, d, e, f in rows.all()]
+
+
+async def setting(db: AsyncSession, key: str) -> str | None:
+    found = await db.get(AppSetting, key)
+    return found.value if found is not None else None
+
+
+async def set_setting(db: AsyncSession, key: str, value: str) -> None:
+    found = await db.get(AppSetting, key)
+    if found is None:
+        db.add(AppSetting(key=key, value=value))
+    else:
+        found.value = value
+    await db.flush()

@@ -120,9 +120,12 @@ async def message_in(
     return found
 
 
-async def branch(db: AsyncSession, leaf_id: uuid.UUID | None, limit: int = 10_000) -> list[Message]:
-    """The path from the root to `leaf_id`, read by walking parent ids up from the leaf in one
-    recursive query: the other branches of the tree are never loaded."""
+async def branch(
+    db: AsyncSession, leaf_id: uuid.UUID | None, limit: int = 100_000
+) -> list[Message]:
+    """The path from the root to `leaf_id` (its last `limit` messages), read by walking parent
+    ids up from the leaf in one recursive query: other branches, and the part of this one
+    above the page, are never loaded."""
     if leaf_id is None:
         return []
     path = (
@@ -133,7 +136,7 @@ async def branch(db: AsyncSession, leaf_id: uuid.UUID | None, limit: int = 10_00
     path = path.union_all(
         select(Message.id, Message.parent_id, (path.c.depth + 1).label("depth"))
         .join(path, Message.id == path.c.parent_id)
-        .where(path.c.depth < limit)
+        .where(path.c.depth < limit - 1)
     )
     rows = await db.scalars(
         select(Message).join(path, Message.id == path.c.id).order_by(path.c.depth.desc())

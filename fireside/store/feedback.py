@@ -5,8 +5,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from fireside.store.models import Conversation, Feedback, Message, User, now
 
@@ -42,14 +43,39 @@ async def rated_answers(db: AsyncSession) -> Sequence[tuple[Message, Feedback, C
     return [(m, f, c) for m, f, c in rows.all()]
 
 
+async def regenerated_questions(db: AsyncSession) -> Sequence[tuple[Message, Conversation]]:
+    """Questions of consenting users answered more than once (regenerated): where a
+    preference between answers can be read."""
+    answer = aliased(Message)
+    rows = await db.execute(
+        select(Message, Conversation)
+        .join(Conversation, Conversation.id == Message.conversation_id)
+        .join(User, User.id == Conversation.user_id)
+        .join(answer, answer.parent_id == Message.id)
+        .where(
+            User.training_consent.is_(True),
+            Message.role == "user",
+            answer.role == "assistant",
+            answer.status == "complete",
+        )
+        .group_by(Message.id, Conversation.id)
+        .having(func.count(answer.id) > 1)
+        .order_by(Message.created_at)
+    )
+    return [(m, c) for m, c in rows.all()]
+
+
 async def answers_under(
     db: AsyncSession, parent_ids: Sequence[uuid.UUID]
-) -> Sequence[tuple[Message, Feedback | None]]:
-    """The complete answers under these messages, each with its rating if it has one."""
+) -> Sequence[tuple[Message, Feedback | None, bool]]:
+    """The complete answers under these messages, each with its rating if it has one and
+    whether the conversation went on under it."""
     if not parent_ids:
         return []
+    child = aliased(Message)
+    continued = exists().where(child.parent_id == Message.id)
     rows = await db.execute(
-        select(Message, Feedback)
+        select(Message, Feedback, continued)
         .outerjoin(Feedback, Feedback.message_id == Message.id)
         .where(
             Message.parent_id.in_(parent_ids),
@@ -58,4 +84,4 @@ async def answers_under(
         )
         .order_by(Message.created_at)
     )
-    return [(m, f) for m, f in rows.all()]
+    return [(m, f, bool(c)) for m, f, c in rows.all()]

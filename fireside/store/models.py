@@ -200,3 +200,12 @@ class Usage(Base):
     completion_tokens: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
     __table_args__ = (Index("ix_usage_user_id", "user_id"),)
+
+
+class AppSetting(Base):
+    """Server settings an admin changes at run time (the sign-up policy); they win over the
+    FIRESIDE_* defaults once set."""
+
+    __tablename__ = "app_settings"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(2000))
