@@ -7,7 +7,7 @@ import secrets
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fireside.errors import FiresideError
@@ -21,6 +21,15 @@ def default_data_dir() -> Path:
     xdg = os.environ.get("XDG_DATA_HOME")
     base = Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share"
     return base / "fireside"
+
+
+class ConnectionSetting(BaseModel):
+    """An OpenAI-compatible endpoint given in settings (FIRESIDE_CONNECTIONS, a JSON list of
+    these): offered like an admin's connection, but changed only here."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
+    base_url: str = Field(pattern=r"^https?://[^\s]+$")  # e.g. http://host:8000/v1
+    api_key: SecretStr | None = None
 
 
 class Settings(BaseSettings):
@@ -60,6 +69,9 @@ class Settings(BaseSettings):
     oidc_client_secret: SecretStr | None = None
     oidc_name: str = "OpenID Connect"  # the provider's name on the login button
     oidc_scope: str = "openid email profile"
+    # OpenAI-compatible endpoints whose models the chat app offers (as NAME/MODEL) beside the
+    # local one; admins add more with PUT /api/admin/connections.
+    connections: list[ConnectionSetting] = Field(default_factory=list)
 
     def oidc_configured(self) -> bool:
         return bool(self.oidc_discovery_url and self.oidc_client_id and self.oidc_client_secret)

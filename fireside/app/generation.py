@@ -27,12 +27,12 @@ from fireside.api.schemas import (
 )
 from fireside.api.served import ServedModel
 from fireside.api.state import AppState
+from fireside.app.connected import connection_named
 from fireside.app.errors import conflict
 from fireside.app.schemas import MessagePublic
 from fireside.app.sources import AnswerSource, RemoteSource, local_source
 from fireside.app.state import ChatState
 from fireside.app.tool_turns import ToolTurn, history_input
-from fireside.store import connections
 from fireside.store import conversations as store
 from fireside.store.models import Conversation, Message, Usage, now
 from fireside.tools import Tool, builtin_tools
@@ -169,8 +169,8 @@ class Generations:
                 served, self.api.metrics, prompt, conversation.temperature, cap, tools
             )
         name, _, remote_model = model.partition("/")
-        connection = await connections.by_name(db, name) if remote_model else None
-        if connection is None or not connection.enabled:
+        connection = await connection_named(db, self.chat, name) if remote_model else None
+        if connection is None:
             raise bad_request(
                 f"this conversation asks for the model {model!r}, which is neither served "
                 f"here ({served.name!r}) nor on a connection; change the conversation's model",

@@ -172,7 +172,8 @@ async def user_for(db: AsyncSession, who: Identity, settings: Settings) -> User:
         user = await users.user_by_email(db, who.email)
         if user is None:
             name = who.name[:200] or who.email
-            user = await accounts.create_user(db, who.email, None, name, settings.signup)
+            policy = await accounts.signup_policy(db, settings.signup)
+            user = await accounts.create_user(db, who.email, None, name, policy)
         try:
             await identities.link_identity(db, who.issuer, who.subject, user.id, who.email)
             await db.commit()

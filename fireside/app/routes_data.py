@@ -14,11 +14,12 @@ from pydantic import BaseModel, Discriminator, Field, Tag
 from fireside.api.errors import bad_request
 from fireside.api.state import AppStateDep
 from fireside.app.chatgpt_import import MAX_CONVERSATIONS, GptConversation, import_conversations
+from fireside.app.connected import enabled_connections
 from fireside.app.deps import DB, ChatStateDep, CurrentUser
 from fireside.app.native_import import FiresideExport, import_export
 from fireside.app.schemas import ConversationPublic, MessagePublic, Page, UserPublic
 from fireside.app.sources import remote_models
-from fireside.store import connections, search
+from fireside.store import search
 from fireside.store.export import user_data
 
 router = APIRouter(tags=["data"])
@@ -74,18 +75,30 @@ class ModelPublic(BaseModel):
     ready: bool
 
 
-@router.get("/models", response_model=Page[ModelPublic])
+class ConnectionProblem(BaseModel):
+    connection: str
+    error: str
+
+
+class ModelList(Page[ModelPublic]):
+    errors: list[ConnectionProblem] = Field(default_factory=list)  # why a connection lists none
+
+
+@router.get("/models", response_model=ModelList)
 async def list_models(
     user: CurrentUser, state: AppStateDep, chat: ChatStateDep, db: DB
-) -> Page[ModelPublic]:
-    """The served model, then each enabled connection's models (an unreachable connection
-    is left out and logged)."""
+) -> ModelList:
+    """The served model, then each enabled connection's models (settings' and the admin's);
+    a connection that cannot list them has an entry in `errors` saying why."""
     models = [ModelPublic(id=state.model_name, source="local", ready=state.served is not None)]
-    enabled = [c for c in await connections.all_connections(db) if c.enabled]
+    enabled = await enabled_connections(db, chat)
     listed = await asyncio.gather(*(remote_models(chat, c) for c in enabled))
-    for c, ids in zip(enabled, listed, strict=True):
+    errors = []
+    for c, (ids, error) in zip(enabled, listed, strict=True):
         models += [ModelPublic(id=f"{c.name}/{i}", source=c.name, ready=True) for i in ids]
-    return Page(data=models)
+        if error is not None:
+            errors.append(ConnectionProblem(connection=c.name, error=error))
+    return ModelList(data=models, errors=errors)
 
 
 class ExportedConversation(ConversationPublic):

@@ -184,16 +184,22 @@ def _piece(line: str) -> Piece | None:
     return Piece(text, counts) if text or counts else None
 
 
-async def remote_models(chat: ChatState, connection: Connection) -> list[str]:
-    """The model ids a connected endpoint lists at /models; [] when it cannot be reached."""
+async def remote_models(chat: ChatState, connection: Connection) -> tuple[list[str], str | None]:
+    """The model ids a connected endpoint lists at /models, or none and why (said without
+    the endpoint's address: users read it)."""
     headers = {}
     if connection.api_key_encrypted is not None:
         headers["Authorization"] = f"Bearer {chat.secrets.open(connection.api_key_encrypted)}"
     try:
         async with httpx.AsyncClient(timeout=5.0) as client:
             r = await client.get(f"{connection.base_url}/models", headers=headers)
-            r.raise_for_status()
-            return [str(m["id"]) for m in r.json().get("data", []) if "id" in m]
-    except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError) as e:
+            if r.status_code != 200:
+                return [], f"the endpoint answered {r.status_code}"
+            return [str(m["id"]) for m in r.json().get("data", []) if "id" in m], None
+    except httpx.TimeoutException:
+        return [], "the endpoint did not answer in time"
+    except httpx.HTTPError as e:
         log.warning("connection %r lists no models: %s", connection.name, e)
-        return []
+        return [], "the endpoint cannot be reached"
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return [], "the endpoint's model list is not an OpenAI one"
