@@ -66,7 +66,10 @@ class Generation:
     message: Message  # the assistant message being written (status streaming)
     source: AnswerSource
     stream_after: str | None
-    stopping: bool = False
+    stopping: bool = False  # a user's stop (else an end is a shutdown: interrupted)
+    # Set to end the answer. Only the wait for the next piece is cut, never a database or
+    # event-log write half done (a cancelled Redis or asyncpg call can spoil its connection).
+    end: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
@@ -202,7 +205,7 @@ class Generations:
             return
         if gen is not None and gen.task is not None and not gen.task.done():
             gen.stopping = True
-            gen.task.cancel()
+            gen.end.set()
 
     async def stop(self, db: AsyncSession, conversation_id: uuid.UUID) -> bool:
         """Asks whichever process runs this conversation's generation to stop it."""
@@ -214,8 +217,8 @@ class Generations:
     async def shutdown(self) -> None:
         """Server going down: running answers end as `interrupted`, their text kept."""
         tasks = [g.task for g in self.running.values() if g.task is not None]
-        for task in tasks:
-            task.cancel()
+        for gen in self.running.values():
+            gen.end.set()
         await asyncio.gather(*tasks, return_exceptions=True)
 
     # --- the task ---
@@ -227,9 +230,25 @@ class Generations:
         usage: tuple[int, int] | None = None
         flushed_at = -FLUSH_EVERY_S  # the first text is saved at once, then once a second
         tool_turn = ToolTurn(self.chat, gen)
+        ended = asyncio.ensure_future(gen.end.wait())
         try:
             async with contextlib.aclosing(gen.source.stream()) as pieces:
-                async for piece in pieces:
+                while True:
+                    next_piece = asyncio.ensure_future(anext(pieces))
+                    await asyncio.wait({next_piece, ended}, return_when=asyncio.FIRST_COMPLETED)
+                    if ended.done():
+                        # A piece not yet sent is dropped: the stored text is the streamed text.
+                        next_piece.cancel()  # closes the engine request or the HTTP stream
+                        with contextlib.suppress(BaseException):
+                            await next_piece
+                        status = "stopped" if gen.stopping else "interrupted"
+                        with contextlib.suppress(Exception):
+                            await gen.source.abort()
+                        break
+                    try:
+                        piece = next_piece.result()
+                    except StopAsyncIteration:
+                        break
                     if piece.usage is not None:
                         usage = piece.usage
                     if piece.tool is not None:  # a call, a result, or the next message
@@ -249,14 +268,14 @@ class Generations:
                         await self._save_partial(message_id, text)
                         flushed_at = time.monotonic()
         except asyncio.CancelledError:
-            status = "stopped" if gen.stopping else "interrupted"
-            with contextlib.suppress(Exception):
-                await gen.source.abort()
+            status = "interrupted"
         except APIError as e:
             status, error = "error", e.message
         except Exception as e:
             log.exception("generation %s failed", message_id)
             status, error = "error", f"the generation failed: {type(e).__name__}"
+        finally:
+            ended.cancel()
         try:
             await self._finish(gen, text, status, error, usage)
         finally:
