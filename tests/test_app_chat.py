@@ -196,6 +196,41 @@ def test_regenerate_adds_a_sibling_and_edit_a_branch(client: Client) -> None:
     assert r.status_code == 400  # answers are regenerated, not edited
 
 
+def test_each_message_of_the_branch_lists_its_siblings(client: Client) -> None:
+    """sibling_ids: every message under the same parent in this conversation, oldest first,
+    so a reloaded page, which holds one branch, still shows ‹ 2/3 › and can switch."""
+    other = client.new_conversation()
+    client.send(other["id"], "A root in another conversation")  # not a sibling of ours
+    conv = client.new_conversation()
+    first = client.send(conv["id"], "Name a colour")
+    question, answer = first[0].data, done_message(first)
+    second = done_message(client.events("POST", f"/messages/{answer['id']}/regenerate"))
+    third = done_message(client.events("POST", f"/messages/{second['id']}/regenerate"))
+    answers = [answer["id"], second["id"], third["id"]]
+
+    branch = client.http.get(f"/conversations/{conv['id']}").json()["messages"]
+    assert [m["id"] for m in branch] == [question["id"], third["id"]]
+    assert [m["sibling_ids"] for m in branch] == [[question["id"]], answers]
+
+    # The branch through an older answer lists the same siblings, in the same order.
+    client.http.patch(f"/conversations/{conv['id']}", json={"current_leaf_id": answer["id"]})
+    branch = client.http.get(f"/conversations/{conv['id']}").json()["messages"]
+    assert [m["id"] for m in branch] == [question["id"], answer["id"]]
+    assert branch[1]["sibling_ids"] == answers
+
+    # An edited question is a second root: the roots are siblings, and the new answer is alone.
+    edited = client.events("PATCH", f"/messages/{question['id']}", json={"content": "A fruit?"})
+    new_question, new_answer = edited[0].data, done_message(edited)
+    branch = client.http.get(f"/conversations/{conv['id']}").json()["messages"]
+    assert [m["sibling_ids"] for m in branch] == [
+        [question["id"], new_question["id"]],
+        [new_answer["id"]],
+    ]
+    # A page that starts below the root still carries the lists.
+    page = client.http.get(f"/conversations/{conv['id']}", params={"limit": 1}).json()
+    assert [m["sibling_ids"] for m in page["messages"]] == [[new_answer["id"]]]
+
+
 def test_list_is_newest_first_with_cursor_pages(client: Client) -> None:
     made = [client.new_conversation(title=f"c{i}")["id"] for i in range(5)]
     seen: list[str] = []

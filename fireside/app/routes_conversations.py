@@ -17,6 +17,7 @@ from fireside.app.deps import DB, ChatStateDep, CurrentUser, OwnedConversation, 
 from fireside.app.errors import not_found
 from fireside.app.generation import Generation
 from fireside.app.schemas import (
+    BranchMessage,
     ConversationCreate,
     ConversationDetail,
     ConversationPublic,
@@ -109,9 +110,15 @@ async def get_conversation(
         leaf = anchor.parent_id
     messages = await store.branch(db, leaf, limit)
     earlier = messages[0].id if messages and messages[0].parent_id is not None else None
+    siblings = await store.sibling_ids(db, conversation.id, messages)
     return ConversationDetail(
         **ConversationPublic.model_validate(conversation).model_dump(),
-        messages=[MessagePublic.model_validate(m) for m in messages],
+        messages=[
+            BranchMessage(
+                **MessagePublic.model_validate(m).model_dump(), sibling_ids=siblings[m.parent_id]
+            )
+            for m in messages
+        ],
         messages_before=earlier,
     )
 

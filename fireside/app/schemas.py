@@ -125,8 +125,14 @@ class ConversationPublic(BaseModel):
         return _utc(v)
 
 
+class BranchMessage(MessagePublic):
+    # Every message with the same parent (itself included), oldest first: the page shows
+    # "2/3" and can switch branches after a reload, when only this branch is loaded.
+    sibling_ids: list[uuid.UUID]
+
+
 class ConversationDetail(ConversationPublic):
-    messages: list[MessagePublic]  # the current branch, root first (its last `limit`)
+    messages: list[BranchMessage]  # the current branch, root first (its last `limit`)
     # Where the earlier part of a long branch continues: pass it as `before` (None: the
     # page starts at the root).
     messages_before: uuid.UUID | None = None

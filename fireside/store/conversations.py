@@ -144,6 +144,30 @@ async def branch(
     return list(rows)
 
 
+async def sibling_ids(
+    db: AsyncSession, conversation_id: uuid.UUID, messages: Iterable[Message]
+) -> dict[uuid.UUID | None, list[uuid.UUID]]:
+    """The children of each parent of `messages` (None: the conversation's roots), oldest
+    first, in one query for the whole page: what a client needs to show "2/3" beside a
+    message whose siblings are on branches it has not loaded."""
+    parents = {m.parent_id for m in messages}
+    if not parents:
+        return {}
+    ids = [p for p in parents if p is not None]
+    wanted = [Message.parent_id.in_(ids)] if ids else []
+    if None in parents:
+        wanted.append(Message.parent_id.is_(None))
+    rows = await db.execute(
+        select(Message.id, Message.parent_id)
+        .where(Message.conversation_id == conversation_id, or_(*wanted))
+        .order_by(Message.created_at, Message.id)
+    )
+    children: dict[uuid.UUID | None, list[uuid.UUID]] = {p: [] for p in parents}
+    for message_id, parent_id in rows:
+        children[parent_id].append(message_id)
+    return children
+
+
 async def streaming_message(db: AsyncSession, conversation_id: uuid.UUID) -> Message | None:
     found: Message | None = await db.scalar(
         select(Message)

@@ -33,6 +33,11 @@ test.describe.configure({ mode: 'serial' });
 test('sign up, stream, stop, regenerate, edit into a branch and switch, reload mid-answer, log out', async ({ page }) => {
   needs('/api/auth/signup');
   const chat = new ChatPage(page);
+  // This server has no OpenID Connect configured: the login page offers no single sign-on.
+  const providers = page.waitForResponse((r) => r.url().endsWith('/api/auth/providers'));
+  await page.goto('/login');
+  expect(await (await providers).json()).toEqual({ password: true, oidc: null });
+  await expect(page.getByRole('link', { name: /Sign in with/ })).toHaveCount(0);
   await signUp(page, 'ada@example.com');
 
   // Send: the answer streams in (it grows while its status is "streaming"), then Esc stops it.
@@ -51,6 +56,18 @@ test('sign up, stream, stop, regenerate, edit into a branch and switch, reload m
   await page.getByRole('button', { name: 'Stop answer' }).click();
   await expect(chat.lastAnswer()).toHaveAttribute('data-status', 'stopped');
   await expect(chat.branchPosition()).toContainText('2/2');
+  // After a reload only the branch on show is loaded; the server's sibling_ids keep ‹ 2/2 ›
+  // and switching fetches the other answer.
+  const second = await chat.lastAnswer().getAttribute('data-message-id');
+  await page.reload();
+  await expect(chat.branchPosition()).toContainText('2/2');
+  await chat.branchPosition().getByRole('button', { name: 'Previous branch' }).click();
+  await expect(chat.branchPosition()).toContainText('1/2');
+  await expect(chat.answers()).toHaveCount(1);
+  await expect(chat.lastAnswer()).not.toHaveAttribute('data-message-id', second ?? '');
+  await chat.branchPosition().getByRole('button', { name: 'Next branch' }).click();
+  await expect(chat.branchPosition()).toContainText('2/2');
+  await expect(chat.lastAnswer()).toHaveAttribute('data-message-id', second ?? '');
   await chat.branchPosition().getByRole('button', { name: 'Previous branch' }).click();
   await expect(chat.branchPosition()).toContainText('1/2');
 

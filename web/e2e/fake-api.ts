@@ -38,6 +38,8 @@ export interface FakeOptions {
   loggedIn?: boolean;
   /** Tool calls the answer makes before its text (tool_call and tool_result events). */
   tools?: { name: string; arguments: Record<string, unknown>; result: string }[];
+  /** GET /api/auth/providers' `oidc`: null (the default) when single sign-on is off. */
+  oidc?: { name: string; login_url: string } | null;
 }
 
 let seq = 0;
@@ -142,6 +144,7 @@ export class FakeApi {
       const messages = this.shares.get(decodeURIComponent(path.slice('/api/share/'.length)));
       return messages ? json({ title: 'Shared chat', messages }) : notFound();
     }
+    if (path === '/api/auth/providers') return json({ password: true, oidc: this.opts.oidc ?? null });
     if (path === '/api/auth/login' || path === '/api/auth/signup') {
       this.loggedIn = true;
       return json(this.user);

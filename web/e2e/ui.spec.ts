@@ -178,6 +178,25 @@ test('every page passes axe’s WCAG 2 AA checks (labels, contrast, roles) in li
   }
 });
 
+test('the single sign-on link shows only when the server has it configured', async ({ page }) => {
+  const on = new FakeApi({ loggedIn: false, oidc: { name: 'Acme ID', login_url: '/api/auth/oidc/login' } });
+  await on.install(page);
+  for (const path of ['/login', '/signup']) {
+    await page.goto(path);
+    await expect(page.getByRole('link', { name: 'Sign in with Acme ID' })).toHaveAttribute('href', '/api/auth/oidc/login');
+  }
+  await page.unrouteAll({ behavior: 'wait' });
+  const off = new FakeApi({ loggedIn: false });
+  await off.install(page);
+  for (const path of ['/login', '/signup']) {
+    const answered = page.waitForResponse((r) => r.url().endsWith('/api/auth/providers'));
+    await page.goto(path);
+    await answered;
+    await expect(page.getByRole('heading', { level: 1 })).toBeVisible();
+    await expect(page.getByRole('link', { name: /Sign in with/ })).toHaveCount(0);
+  }
+});
+
 test('errors show clearly with a retry', async ({ page }) => {
   const api = new FakeApi();
   await api.install(page);

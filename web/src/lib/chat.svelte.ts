@@ -8,7 +8,7 @@ import type { Conversation, Feedback, Message } from './api/types';
 import { conversations } from './conversations.svelte';
 import { EventCursor, type StreamEvent } from './stream/events';
 import { follow, StreamHttpError } from './stream/follow';
-import { addMessage, applyEvent, branchPath, emptyTree, fromMessages, isRunning, switchBranch, type Tree } from './tree';
+import { addMessage, applyEvent, branchPath, emptyTree, fromMessages, isRunning, siblingIds, switchBranch, type Tree } from './tree';
 
 export interface ChatError {
   message: string;
@@ -166,12 +166,33 @@ export class Chat {
   switchBranch(messageId: string, step: -1 | 1): void {
     const leaf = switchBranch(this.tree, messageId, step);
     const conv = this.conversation;
-    if (!leaf || !conv) return;
+    if (!conv) return;
+    if (!leaf) {
+      // After a reload only the branch on show is loaded: a sibling the server listed
+      // (sibling_ids) but the page has not seen is fetched by making it the branch on show.
+      const ids = siblingIds(this.tree, messageId);
+      const target = ids[ids.indexOf(messageId) + step];
+      if (target !== undefined && !this.tree.byId[target]) void this.showUnloaded(conv.id, target);
+      return;
+    }
     this.leafId = leaf;
     // The server keeps the branch on show: a reload, a share link and the next message follow it.
     api.patch(`/api/conversations/${enc(conv.id)}`, { current_leaf_id: leaf }).catch((e: Error) => {
       this.error = { message: `Could not switch branches: ${e.message}` };
     });
+  }
+
+  private async showUnloaded(id: string, target: string): Promise<void> {
+    try {
+      await api.patch(`/api/conversations/${enc(id)}`, { current_leaf_id: target });
+      const conv = await api.get<Conversation>(`/api/conversations/${enc(id)}`);
+      if (this.conversation?.id !== id) return;
+      const messages = conv.messages ?? [];
+      this.tree = fromMessages(messages, this.tree);
+      this.leafId = messages[messages.length - 1]?.id ?? this.leafId;
+    } catch (e) {
+      this.error = { message: `Could not switch branches: ${(e as Error).message}` };
+    }
   }
 
   async feedback(messageId: string, feedback: Feedback): Promise<void> {

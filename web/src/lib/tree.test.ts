@@ -51,6 +51,21 @@ describe('message tree', () => {
     const t = fromMessages([msg('x', null), { ...msg('y', 'x', 'assistant'), sibling_ids: ['y0', 'y'] }]);
     expect(siblingPosition(t, 'y')).toEqual({ index: 1, count: 2 });
   });
+
+  it('keeps the server’s order when an unloaded sibling arrives later, and adds newer ones', () => {
+    // After a reload the page holds y (2/2); fetching y0 must not make it 2/2 too.
+    let t = fromMessages([msg('x', null), { ...msg('y', 'x', 'assistant'), sibling_ids: ['y0', 'y'] }]);
+    expect(switchBranch(t, 'y', -1)).toBeNull(); // y0 is not loaded: the chat state fetches it
+    t = addMessage(t, { ...msg('y0', 'x', 'assistant'), sibling_ids: ['y0', 'y'] });
+    expect(siblingPosition(t, 'y0')).toEqual({ index: 0, count: 2 });
+    expect(siblingPosition(t, 'y')).toEqual({ index: 1, count: 2 });
+    expect(switchBranch(t, 'y0', 1)).toBe('y');
+    // A regeneration streamed after the load joins the end.
+    t = addMessage(t, msg('y2', 'x', 'assistant'));
+    expect(siblingPosition(t, 'y')).toEqual({ index: 1, count: 3 });
+    expect(siblingPosition(t, 'y2')).toEqual({ index: 2, count: 3 });
+    expect(switchBranch(t, 'y2', -1)).toBe('y');
+  });
 });
 
 describe('applyEvent', () => {

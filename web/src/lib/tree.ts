@@ -48,14 +48,20 @@ export function branchPath(tree: Tree, leafId: string | null | undefined): Messa
   return path.reverse();
 }
 
-/** The sibling ids of a message (itself included), in order; the server's list where it sent one. */
+/**
+ * The sibling ids of a message (itself included), in order: the server's list where it sent
+ * one (it knows the branches this page never loaded), then any the page has seen since
+ * (a regeneration streamed after the load), in the order they came.
+ */
 export function siblingIds(tree: Tree, id: string): readonly string[] {
   const m = tree.byId[id];
   if (!m) return [];
   const local = tree.children[parentKey(m)] ?? [id];
-  const remote = m.sibling_ids ?? [];
-  if (remote.length <= local.length) return local;
-  return remote;
+  // A streamed message has no list of its own; a loaded sibling's list covers it too.
+  const remote = m.sibling_ids ?? local.map((x) => tree.byId[x]?.sibling_ids).find((l) => l?.length) ?? [];
+  if (remote.length === 0) return local;
+  const known = new Set(remote);
+  return [...remote, ...local.filter((x) => !known.has(x))];
 }
 
 export interface SiblingPosition {

@@ -35,6 +35,7 @@ export type Conversation = Schemas['ConversationPublic'] & {
 };
 
 export type User = Schemas['UserPublic'];
+export type AuthProviders = Schemas['Providers'];
 export type Feedback = Schemas['FeedbackCreate'];
 export type SearchHit = Schemas['SearchHit'];
 export type ModelInfo = Schemas['ModelPublic'];
