@@ -295,7 +295,7 @@ def test_a_base_model_without_chat_template_skips_the_chat_eval(
     text = tmp_path / "t.txt"
     text.write_text("x = 1\n" * 30)
     results, report = evaluate(EvalOptions(model=base, texts=[text], humaneval_limit=0))
-    assert results.chat is None and results.humaneval is None and results.bpb is not None
+    assert results.chat is None and results.humaneval is None and len(results.texts) == 1
     assert "chat eval" not in report.read_text()
 
 
