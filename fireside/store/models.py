@@ -25,7 +25,9 @@ from sqlalchemy import (
     event,
     text,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
 
 from fireside.store.text import SafeString, SafeText, storable
 
@@ -43,6 +45,19 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+class UtcDateTime(TypeDecorator[datetime]):
+    """A time stored in UTC, read back with its timezone on every backend: SQLite keeps none,
+    and a naive time would reach responses without one (not an RFC 3339 date-time)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        if isinstance(value, datetime) and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
@@ -56,7 +71,7 @@ class User(Base):
     role: Mapped[str] = mapped_column(SafeString(16), default="user")  # user | admin
     status: Mapped[str] = mapped_column(SafeString(16), default="active")  # active|pending|disabled
     training_consent: Mapped[bool] = mapped_column(Boolean, default=False)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=now)
 
 
 class Session(Base):
@@ -66,8 +81,8 @@ class Session(Base):
     __tablename__ = "sessions"
     token_hash: Mapped[str] = mapped_column(SafeString(64), primary_key=True)
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
-    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=now)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
     __table_args__ = (Index("ix_sessions_user_id", "user_id"),)
 
 
@@ -80,8 +95,8 @@ class ApiKey(Base):
         SafeString(16)
     )  # shown in lists, so a key can be told apart
     key_hash: Mapped[str] = mapped_column(SafeString(64), unique=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
-    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=now)
+    last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     __table_args__ = (Index("ix_api_keys_user_id", "user_id"),)
 
 
@@ -99,8 +114,8 @@ class Conversation(Base):
     # The leaf of the branch on show; no foreign key, so that deleting a conversation's
     # messages needs no ordering dance.
     current_leaf_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=now)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=now)
     __table_args__ = (Index("ix_conversations_user_updated", "user_id", "updated_at", "id"),)
 
 
@@ -125,8 +140,8 @@ class Message(Base):
     # client without a Last-Event-ID starts), and the process that runs it.
     stream_after: Mapped[str | None] = mapped_column(SafeString(64))
     worker: Mapped[str | None] = mapped_column(SafeString(64))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=now)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=now)
     __table_args__ = (
         Index("ix_messages_conversation_id", "conversation_id"),
         Index("ix_messages_parent_id", "parent_id"),
@@ -150,7 +165,7 @@ class Feedback(Base):
     rating: Mapped[str] = mapped_column(SafeString(8))  # up | down
     reason: Mapped[str | None] = mapped_column(SafeString(200))
     comment: Mapped[str | None] = mapped_column(SafeText)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=now)
 
 
 class Share(Base):
@@ -164,7 +179,7 @@ class Share(Base):
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     title: Mapped[str] = mapped_column(SafeString(200))
     messages: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=now)
 
 
 class Connection(Base):
@@ -176,7 +191,7 @@ class Connection(Base):
     base_url: Mapped[str] = mapped_column(SafeString(2000))
     api_key_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=now)
 
 
 class OidcIdentity(Base):
@@ -188,7 +203,7 @@ class OidcIdentity(Base):
     subject: Mapped[str] = mapped_column(SafeString(255), primary_key=True)
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     email: Mapped[str] = mapped_column(SafeString(320))  # as the provider verified it at linking
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=now)
     __table_args__ = (Index("ix_oidc_identities_user_id", "user_id"),)
 
 
@@ -201,7 +216,7 @@ class Usage(Base):
     model: Mapped[str] = mapped_column(SafeString(200))
     prompt_tokens: Mapped[int] = mapped_column(Integer)
     completion_tokens: Mapped[int] = mapped_column(Integer)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=now)
     __table_args__ = (Index("ix_usage_user_id", "user_id"),)
 
 
