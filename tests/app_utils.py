@@ -27,11 +27,13 @@ from tests.api_utils import run_app
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 HOLD = "[hold]"  # a prompt holding this gets one piece of answer, then waits to be stopped
+NUL_MARK = "[nul]"  # a prompt holding this gets a NUL (U+0000) in front of every piece of answer
 
 
 class HoldingEngine:
     """The real engine, except that a prompt containing HOLD streams its first text and then
-    waits until it is aborted: a stop test that does not race a fast machine."""
+    waits until it is aborted: a stop test that does not race a fast machine; and one
+    containing NUL_MARK gets NULs in its answer, as a model may generate them."""
 
     def __init__(self, engine: EngineClient, decode: Any) -> None:
         self.engine = engine
@@ -44,12 +46,16 @@ class HoldingEngine:
     async def generate(
         self, prompt_ids: list[int], params: SamplingParams, request_id: str
     ) -> AsyncIterator[RequestOutput]:
-        hold = HOLD in self.decode(prompt_ids)
+        prompt = self.decode(prompt_ids)
+        hold, nul = HOLD in prompt, NUL_MARK in prompt
         stream = self.engine.generate(prompt_ids, params, request_id)
         try:
             async for out in stream:
                 if hold and any(s.finish_reason for s in out.samples):
                     raise AssertionError("the held answer ended before it was stopped")
+                if nul:
+                    for sample in out.samples:
+                        sample.text = "\x00" + sample.text if sample.text else sample.text
                 yield out
                 if hold and any(s.text for s in out.samples):
                     await asyncio.Event().wait()  # until cancelled (stopped)

@@ -239,3 +239,82 @@ def test_admin_create_user_command(
         return {e: u.role for e, u in found.items() if u is not None}
 
     assert asyncio.run(roles()) == {"ops@example.com": "admin", "boss@example.com": "admin"}
+
+
+def test_the_authorization_matrix_over_cookie_and_bearer_key(
+    client: Client, chat_server: str
+) -> None:
+    """Every route that takes an id (in its path, query, body or Last-Event-ID) of another
+    user's: 404 to a second user, whether it sends its session cookie or its personal API key
+    as Bearer; 401 with no credentials or a wrong key. Every admin route: 403 to a non-admin
+    both ways, 401 anonymously."""
+    client.signup("Ida")
+    c = client.new_conversation()["id"]
+    events = client.send(c, "private")
+    question, answer = events[0].data["id"], events[-1].data["message"]["id"]
+    last_event = events[-1].id
+    share = client.http.post(f"/conversations/{c}/share").json()["token"]
+    key_id = client.http.post("/keys", json={"name": "mine"}).json()["id"]
+    me = client.http.get("/auth/me").json()["id"]
+
+    intruder = Client(chat_server)
+    intruder.signup("Jo")
+    mine = intruder.new_conversation()["id"]
+    intruder_key = intruder.http.post("/keys", json={"name": "k"}).json()["key"]
+    bearer = httpx.Client(
+        base_url=chat_server + "/api", headers={"Authorization": f"Bearer {intruder_key}"}
+    )
+    anonymous = httpx.Client(base_url=chat_server + "/api")
+
+    Route = tuple[str, str, dict[str, object] | None, dict[str, str]]
+    owned: list[Route] = [
+        ("GET", f"/conversations/{c}", None, {}),
+        ("PATCH", f"/conversations/{c}", {"title": "mine now"}, {}),
+        ("DELETE", f"/conversations/{c}", None, {}),
+        ("POST", f"/conversations/{c}/messages", {"content": "hi"}, {}),
+        ("GET", f"/conversations/{c}/stream", None, {}),
+        ("GET", f"/conversations/{c}/stream", None, {"Last-Event-ID": last_event}),
+        ("POST", f"/conversations/{c}/stop", None, {}),
+        ("POST", f"/conversations/{c}/share", None, {}),
+        ("PATCH", f"/messages/{question}", {"content": "edited"}, {}),
+        ("POST", f"/messages/{answer}/regenerate", None, {}),
+        ("POST", f"/messages/{answer}/feedback", {"rating": "up"}, {}),
+        ("DELETE", f"/share/{share}", None, {}),
+        ("DELETE", f"/keys/{key_id}", None, {}),
+        # Another user's ids in the body of a request on one's own conversation.
+        ("POST", f"/conversations/{mine}/messages", {"content": "x", "parent_id": question}, {}),
+        ("PATCH", f"/conversations/{mine}", {"current_leaf_id": answer}, {}),
+    ]
+    admin: list[Route] = [
+        ("GET", "/admin/users", None, {}),
+        ("PATCH", f"/admin/users/{me}", {"status": "disabled"}, {}),
+        ("GET", "/admin/usage", None, {}),
+        ("GET", "/admin/feedback/export", None, {}),
+        ("GET", "/admin/connections", None, {}),
+        ("PUT", "/admin/connections", {"data": []}, {}),
+        ("GET", "/admin/settings", None, {}),
+        ("PATCH", "/admin/settings", {"signup": "closed"}, {}),
+    ]
+    for who in (intruder.http, bearer):
+        for method, path, body, headers in owned:
+            r = who.request(method, path, json=body, headers=headers)
+            assert r.status_code == 404, (method, path, r.text)
+            assert r.json()["error"]["type"] == "not_found_error"
+        for method, path, body, headers in admin:
+            r = who.request(method, path, json=body, headers=headers)
+            assert r.status_code == 403, (method, path, r.text)
+    for method, path, body, headers in owned + admin:
+        r = anonymous.request(method, path, json=body, headers=headers)
+        assert r.status_code == 401, (method, path, r.text)
+        wrong = dict(headers, Authorization="Bearer fs-not-a-key")
+        r = anonymous.request(method, path, json=body, headers=wrong)
+        assert r.status_code == 401, (method, path, r.text)
+
+    # Nothing changed for the owner: the conversation, its share and key are all there.
+    got = client.http.get(f"/conversations/{c}").json()
+    assert got["title"] != "mine now" and [m["id"] for m in got["messages"]] == [question, answer]
+    assert client.http.get(f"/share/{share}").status_code == 200
+    assert [k["id"] for k in client.http.get("/keys").json()["data"]] == [key_id]
+    assert client.http.get("/auth/me").status_code == 200
+    for http in (intruder.http, bearer, anonymous):
+        http.close()

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.app_utils import HOLD, Client, SSEEvent
+from tests.app_utils import HOLD, NUL_MARK, Client, SSEEvent
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -298,3 +298,26 @@ def test_deleting_a_conversation_mid_answer(client: Client) -> None:
     assert client.http.post(f"/conversations/{conv['id']}/stop").status_code == 404
     r = client.http.patch(f"/conversations/{conv['id']}", json={"current_leaf_id": None})
     assert r.status_code == 404
+
+
+def test_nul_characters_are_stored_as_replacement_characters(client: Client) -> None:
+    # PostgreSQL refuses U+0000 in text: a NUL in a user's message, a title or a model's answer
+    # is stored (and streamed) as U+FFFD on both backends, never a 500 or an unfinished answer.
+    conv = client.new_conversation(title="a\x00title")
+    assert conv["title"] == "a\ufffdtitle"
+    events = client.send(conv["id"], f"{NUL_MARK} say\x00 it")
+    assert events[0].data["content"] == f"{NUL_MARK} say\ufffd it"
+    final = done_message(events)
+    assert final["status"] == "complete"
+    # Every piece the model made began with a NUL: each is streamed as it is stored.
+    pieces = [e.data["text"] for e in events if e.event == "delta"]
+    assert pieces and all(p.startswith("\ufffd") for p in pieces)
+    assert "\x00" not in final["content"] and deltas(events) == final["content"]
+    stored = client.http.get(f"/conversations/{conv['id']}").json()
+    assert [m["content"] for m in stored["messages"]] == [
+        f"{NUL_MARK} say\ufffd it",
+        final["content"],
+    ]
+    assert stored["title"] == "a\ufffdtitle"
+    # A search cannot be for a NUL: refused as bad input.
+    assert client.http.get("/search", params={"q": "say\x00"}).status_code == 400

@@ -35,6 +35,7 @@ from fireside.app.state import ChatState
 from fireside.app.tool_turns import ToolTurn, history_input
 from fireside.store import conversations as store
 from fireside.store.models import Conversation, Message, Usage, now
+from fireside.store.text import storable
 from fireside.tools import Tool, builtin_tools
 
 log = logging.getLogger(__name__)
@@ -256,11 +257,13 @@ class Generations:
                         if gen.message.id != message_id:
                             message_id, flushed_at = gen.message.id, -FLUSH_EVERY_S
                         continue
-                    if not piece.text:
+                    # As it will be stored, so the deltas put together are the stored answer.
+                    piece_text = storable(piece.text)
+                    if not piece_text:
                         continue
-                    text += piece.text
+                    text += piece_text
                     await self.chat.events.append(
-                        key, "delta", {"message_id": str(message_id), "text": piece.text}
+                        key, "delta", {"message_id": str(message_id), "text": piece_text}
                     )
                     # Sent first (a commit is not in front of the first token), then saved:
                     # the first text at once, then once a second.

@@ -100,8 +100,10 @@ async def export_feedback(
 
 class ConnectionIn(Strict):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
-    base_url: str = Field(min_length=1, max_length=2000, pattern=r"^https?://[^\s]+$")
-    api_key: str | None = Field(default=None, max_length=4000)  # None: keep the stored one
+    # Printable ASCII only: the URL and key go into requests, where a control character
+    # (or a non-ASCII one in a header) is refused by the HTTP client, not by the endpoint.
+    base_url: str = Field(min_length=1, max_length=2000, pattern=r"^https?://[!-~]+$")
+    api_key: str | None = Field(default=None, max_length=4000, pattern=r"^[!-~]+$")  # None: keep
     enabled: bool = True
 
 

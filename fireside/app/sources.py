@@ -157,7 +157,7 @@ class RemoteSource:
                     piece = _piece(line)
                     if piece is not None:
                         yield piece
-        except httpx.HTTPError as e:
+        except (httpx.HTTPError, httpx.InvalidURL) as e:  # InvalidURL: a bad configured URL
             raise upstream_error(
                 f"the connection {self.connection!r} failed: {type(e).__name__}"
             ) from None
@@ -198,7 +198,7 @@ async def remote_models(chat: ChatState, connection: Connection) -> tuple[list[s
             return [str(m["id"]) for m in r.json().get("data", []) if "id" in m], None
     except httpx.TimeoutException:
         return [], "the endpoint did not answer in time"
-    except httpx.HTTPError as e:
+    except (httpx.HTTPError, httpx.InvalidURL) as e:  # InvalidURL: a bad configured URL
         log.warning("connection %r lists no models: %s", connection.name, e)
         return [], "the endpoint cannot be reached"
     except (ValueError, KeyError, TypeError, AttributeError):

@@ -21,12 +21,15 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
-    String,
-    Text,
     Uuid,
+    event,
     text,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+from fireside.store.text import SafeString, SafeText, storable
 
 # Named constraints, so migrations can refer to them on every backend.
 NAMING = {
@@ -42,6 +45,19 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+class UtcDateTime(TypeDecorator[datetime]):
+    """A time stored in UTC, read back with its timezone on every backend: SQLite keeps none,
+    and a naive time would reach responses without one (not an RFC 3339 date-time)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        if isinstance(value, datetime) and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
@@ -49,13 +65,13 @@ class Base(DeclarativeBase):
 class User(Base):
     __tablename__ = "users"
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
-    email: Mapped[str] = mapped_column(String(320), unique=True)  # stored lower-cased
-    name: Mapped[str] = mapped_column(String(200))
-    password_hash: Mapped[str | None] = mapped_column(String(200))  # None: OIDC-only account
-    role: Mapped[str] = mapped_column(String(16), default="user")  # user | admin
-    status: Mapped[str] = mapped_column(String(16), default="active")  # active|pending|disabled
+    email: Mapped[str] = mapped_column(SafeString(320), unique=True)  # stored lower-cased
+    name: Mapped[str] = mapped_column(SafeString(200))
+    password_hash: Mapped[str | None] = mapped_column(SafeString(200))  # None: OIDC-only account
+    role: Mapped[str] = mapped_column(SafeString(16), default="user")  # user | admin
+    status: Mapped[str] = mapped_column(SafeString(16), default="active")  # active|pending|disabled
     training_consent: Mapped[bool] = mapped_column(Boolean, default=False)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=now)
 
 
 class Session(Base):
@@ -63,10 +79,10 @@ class Session(Base):
     table logs nobody in. Deleting the row is revocation, seen by the next request anywhere."""
 
     __tablename__ = "sessions"
-    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    token_hash: Mapped[str] = mapped_column(SafeString(64), primary_key=True)
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
-    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=now)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
     __table_args__ = (Index("ix_sessions_user_id", "user_id"),)
 
 
@@ -74,11 +90,13 @@ class ApiKey(Base):
     __tablename__ = "api_keys"
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
-    name: Mapped[str] = mapped_column(String(200))
-    prefix: Mapped[str] = mapped_column(String(16))  # shown in lists, so a key can be told apart
-    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
-    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    name: Mapped[str] = mapped_column(SafeString(200))
+    prefix: Mapped[str] = mapped_column(
+        SafeString(16)
+    )  # shown in lists, so a key can be told apart
+    key_hash: Mapped[str] = mapped_column(SafeString(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=now)
+    last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     __table_args__ = (Index("ix_api_keys_user_id", "user_id"),)
 
 
@@ -86,9 +104,9 @@ class Conversation(Base):
     __tablename__ = "conversations"
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
-    title: Mapped[str] = mapped_column(String(200), default="")
-    model: Mapped[str | None] = mapped_column(String(200))
-    system_prompt: Mapped[str | None] = mapped_column(Text)
+    title: Mapped[str] = mapped_column(SafeString(200), default="")
+    model: Mapped[str | None] = mapped_column(SafeString(200))
+    system_prompt: Mapped[str | None] = mapped_column(SafeText)
     temperature: Mapped[float | None] = mapped_column(Float)
     max_tokens: Mapped[int | None] = mapped_column(Integer)
     pinned: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -96,8 +114,8 @@ class Conversation(Base):
     # The leaf of the branch on show; no foreign key, so that deleting a conversation's
     # messages needs no ordering dance.
     current_leaf_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=now)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=now)
     __table_args__ = (Index("ix_conversations_user_updated", "user_id", "updated_at", "id"),)
 
 
@@ -110,20 +128,20 @@ class Message(Base):
     parent_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("messages.id", ondelete="CASCADE")
     )
-    role: Mapped[str] = mapped_column(String(16))  # user | assistant | tool
-    content: Mapped[str] = mapped_column(Text, default="")
+    role: Mapped[str] = mapped_column(SafeString(16))  # user | assistant | tool
+    content: Mapped[str] = mapped_column(SafeText, default="")
     # complete | streaming | stopped | interrupted | error
-    status: Mapped[str] = mapped_column(String(16), default="complete")
-    model: Mapped[str | None] = mapped_column(String(200))
-    error: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(SafeString(16), default="complete")
+    model: Mapped[str | None] = mapped_column(SafeString(200))
+    error: Mapped[str | None] = mapped_column(SafeText)
     # Tool calls of an assistant turn, or the call a tool result answers (the tool loop's).
     tool_calls: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     # While streaming: the event-log id just before this generation's first event (where a
     # client without a Last-Event-ID starts), and the process that runs it.
-    stream_after: Mapped[str | None] = mapped_column(String(64))
-    worker: Mapped[str | None] = mapped_column(String(64))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    stream_after: Mapped[str | None] = mapped_column(SafeString(64))
+    worker: Mapped[str | None] = mapped_column(SafeString(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=now)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=now)
     __table_args__ = (
         Index("ix_messages_conversation_id", "conversation_id"),
         Index("ix_messages_parent_id", "parent_id"),
@@ -144,24 +162,24 @@ class Feedback(Base):
         ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True
     )
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
-    rating: Mapped[str] = mapped_column(String(8))  # up | down
-    reason: Mapped[str | None] = mapped_column(String(200))
-    comment: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    rating: Mapped[str] = mapped_column(SafeString(8))  # up | down
+    reason: Mapped[str | None] = mapped_column(SafeString(200))
+    comment: Mapped[str | None] = mapped_column(SafeText)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=now)
 
 
 class Share(Base):
     """A read-only snapshot of one branch, at a random token."""
 
     __tablename__ = "shares"
-    token: Mapped[str] = mapped_column(String(64), primary_key=True)
+    token: Mapped[str] = mapped_column(SafeString(64), primary_key=True)
     conversation_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("conversations.id", ondelete="CASCADE")
     )
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
-    title: Mapped[str] = mapped_column(String(200))
+    title: Mapped[str] = mapped_column(SafeString(200))
     messages: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=now)
 
 
 class Connection(Base):
@@ -169,11 +187,11 @@ class Connection(Base):
 
     __tablename__ = "connections"
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
-    name: Mapped[str] = mapped_column(String(200), unique=True)
-    base_url: Mapped[str] = mapped_column(String(2000))
+    name: Mapped[str] = mapped_column(SafeString(200), unique=True)
+    base_url: Mapped[str] = mapped_column(SafeString(2000))
     api_key_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=now)
 
 
 class OidcIdentity(Base):
@@ -181,11 +199,11 @@ class OidcIdentity(Base):
     subject id finds the user even if the email there changes."""
 
     __tablename__ = "oidc_identities"
-    issuer: Mapped[str] = mapped_column(String(500), primary_key=True)
-    subject: Mapped[str] = mapped_column(String(255), primary_key=True)
+    issuer: Mapped[str] = mapped_column(SafeString(500), primary_key=True)
+    subject: Mapped[str] = mapped_column(SafeString(255), primary_key=True)
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
-    email: Mapped[str] = mapped_column(String(320))  # as the provider verified it at linking
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    email: Mapped[str] = mapped_column(SafeString(320))  # as the provider verified it at linking
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=now)
     __table_args__ = (Index("ix_oidc_identities_user_id", "user_id"),)
 
 
@@ -195,10 +213,10 @@ class Usage(Base):
     __tablename__ = "usage"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
-    model: Mapped[str] = mapped_column(String(200))
+    model: Mapped[str] = mapped_column(SafeString(200))
     prompt_tokens: Mapped[int] = mapped_column(Integer)
     completion_tokens: Mapped[int] = mapped_column(Integer)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=now)
     __table_args__ = (Index("ix_usage_user_id", "user_id"),)
 
 
@@ -207,5 +225,18 @@ class AppSetting(Base):
     FIRESIDE_* defaults once set."""
 
     __tablename__ = "app_settings"
-    key: Mapped[str] = mapped_column(String(64), primary_key=True)
-    value: Mapped[str] = mapped_column(String(2000))
+    key: Mapped[str] = mapped_column(SafeString(64), primary_key=True)
+    value: Mapped[str] = mapped_column(SafeString(2000))
+
+
+def _store_as_stored(target: object, value: Any, oldvalue: Any, initiator: Any) -> Any:
+    return storable(value) if isinstance(value, str) else value
+
+
+# A NUL set on a text attribute is replaced at once, not only in the database: the object an
+# event or a response is made from then shows the text as it is stored.
+for _mapper in Base.registry.mappers:
+    for _column in _mapper.columns:
+        if isinstance(_column.type, SafeString | SafeText):
+            _attr = getattr(_mapper.class_, _mapper.get_property_by_column(_column).key)
+            event.listen(_attr, "set", _store_as_stored, retval=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -79,4 +79,5 @@ def _uuid(v: object) -> uuid.UUID:
 
 
 def _time(v: object) -> datetime:
-    return v if isinstance(v, datetime) else datetime.fromisoformat(str(v))
+    t = v if isinstance(v, datetime) else datetime.fromisoformat(str(v))
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)  # SQLite keeps no timezone
