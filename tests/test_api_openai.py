@@ -467,7 +467,9 @@ def test_tool_history_renders(
     ).json()
     text = tokenizer.decode(with_tools["tokens"], skip_special_tokens=False)
     assert text.endswith(history)
-    assert '"name": "light"' in text.split("<|end|>")[0]  # the tools, in the system turn
+    assert text.split("<|end|>")[0].endswith(
+        "Tools:\nlight(on): \nnoop(): "
+    )  # the tools, in the system turn
 
 
 # -- errors ----------------------------------------------------------------------------------
