@@ -48,6 +48,7 @@ def test_the_recipe_runs_every_stage_and_resumes(
         pretrain_steps=2,
         pretrain_batch_tokens=1024,
         seq_len=256,
+        device_batch=4,
         sft_steps=2,
         sft_batch=2,
         sft_lr=1e-3,

@@ -29,6 +29,7 @@ class Recipe:
     pretrain_steps: int
     pretrain_batch_tokens: int
     seq_len: int
+    device_batch: int  # rows per forward pass: the whole step in one pass on a CPU
     sft_steps: int
     sft_batch: int
     sft_lr: float
@@ -51,6 +52,7 @@ RECIPES = {
         pretrain_steps=300,
         pretrain_batch_tokens=8192,
         seq_len=512,
+        device_batch=16,
         sft_steps=3000,
         sft_batch=16,
         sft_lr=1e-3,
@@ -69,6 +71,7 @@ RECIPES = {
         pretrain_steps=5000,
         pretrain_batch_tokens=131072,
         seq_len=1024,
+        device_batch=32,
         sft_steps=4000,
         sft_batch=64,
         sft_lr=3e-4,
@@ -109,7 +112,8 @@ def run_recipe(name: str, work: Path, output: Path, knowledge_db: Path | None = 
     _cli("train", "pretrain", "--data", str(data), "--tokenizer", str(tok),
          "--depth", str(r.depth), "--output", str(work / "pretrain"),
          "--steps", str(r.pretrain_steps), "--seq-len", str(r.seq_len),
-         "--batch-tokens", str(r.pretrain_batch_tokens), "--eval-every", "100",
+         "--batch-tokens", str(r.pretrain_batch_tokens), "--device-batch", str(r.device_batch),
+         "--eval-every", "100",
          "--eval-tokens", "65536", "--sample-every", "0", "--save-every", "10",
          "--keep-last", "2", "--device", r.device, "--no-progress")  # fmt: skip
     db = knowledge_db or work / "knowledge.db"
