@@ -46,19 +46,19 @@ _NAME_LINE = re.compile(
 )
 
 
-def _user(text: str) -> dict[str, str]:
+def user(text: str) -> dict[str, str]:
     return {"role": "user", "content": text}
 
 
-def _assistant(text: str) -> dict[str, str]:
+def assistant(text: str) -> dict[str, str]:
     return {"role": "assistant", "content": text}
 
 
 def identity(rng: random.Random) -> Iterator[Conversation]:
     for q in IDENTITY_QUESTIONS:
-        yield {"messages": [_user(q), _assistant(IDENTITY_ANSWER)]}
+        yield {"messages": [user(q), assistant(IDENTITY_ANSWER)]}
     for g in GREETINGS:
-        yield {"messages": [_user(g), _assistant(rng.choice(GREETING_ANSWERS))]}
+        yield {"messages": [user(g), assistant(rng.choice(GREETING_ANSWERS))]}
 
 
 def arithmetic(rng: random.Random, n: int) -> Iterator[Conversation]:
@@ -68,8 +68,8 @@ def arithmetic(rng: random.Random, n: int) -> Iterator[Conversation]:
         q = rng.choice(["What is {a} {op} {b}?", "Compute {a} {op} {b}.", "{a} {op} {b} = ?"])
         yield {
             "messages": [
-                _user(q.format(a=a, op=op, b=b)),
-                _assistant(f"{a} {op} {b} = {ops[op](a, b)}"),
+                user(q.format(a=a, op=op, b=b)),
+                assistant(f"{a} {op} {b} = {ops[op](a, b)}"),
             ]
         }
 
@@ -94,8 +94,8 @@ def man_pages(
             continue
         yield {
             "messages": [
-                _user(f"What does the `{command}` command do?"),
-                _assistant(f"`{command}`: {what}."),
+                user(f"What does the `{command}` command do?"),
+                assistant(f"`{command}`: {what}."),
             ]
         }
 
@@ -124,7 +124,7 @@ def stdlib_functions(limit: int = 5000, max_lines: int = 25) -> Iterator[Convers
                 continue
             args = ast.unparse(node.args)
             task = f"Write a Python function `{node.name}({args})`: {summary}"
-            yield {"messages": [_user(task), _assistant(f"```python\n{code}\n```")]}
+            yield {"messages": [user(task), assistant(f"```python\n{code}\n```")]}
             count += 1
             if count >= limit:
                 return

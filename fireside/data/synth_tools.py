@@ -23,17 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fireside.data import synth
 from fireside.data.problems import held_out_problems, problem
+from fireside.data.synth import Conversation, assistant, user
 
-Conversation = dict[str, Any]
 RunTool = Callable[[str, dict[str, Any]], str]  # (tool name, arguments) -> what the model sees
 
 IDENTITY_QUESTIONS = [
-    "Who are you?",
-    "What are you?",
-    "What is your name?",
-    "Introduce yourself.",
-    "Are you ChatGPT?",
+    *synth.IDENTITY_QUESTIONS,
     "Tell me about yourself.",
     "Who made you?",
     "What can you do?",
@@ -86,14 +83,6 @@ FUNCTION_QUESTIONS = [
 ]
 
 
-def _user(text: str) -> dict[str, Any]:
-    return {"role": "user", "content": text}
-
-
-def _assistant(text: str) -> dict[str, Any]:
-    return {"role": "assistant", "content": text}
-
-
 def _call(name: str, arguments: dict[str, Any]) -> dict[str, Any]:
     return {
         "role": "assistant",
@@ -120,10 +109,10 @@ def calculator(
         made += 1
         yield {
             "messages": [
-                _user(p.question),
+                user(p.question),
                 _call("calculator", {"expression": p.expression}),
                 _tool(result),
-                _assistant(f"{p.expression} = {result}"),
+                assistant(f"{p.expression} = {result}"),
             ]
         }
 
@@ -194,10 +183,10 @@ def lookups(rng: random.Random, run: RunTool, entities: Sequence[Entity]) -> Ite
         questions = COMMAND_QUESTIONS if entity.kind == "command" else FUNCTION_QUESTIONS
         yield {
             "messages": [
-                _user(rng.choice(questions).format(n=entity.name)),
+                user(rng.choice(questions).format(n=entity.name)),
                 _call("search", {"query": entity.name}),
                 _tool(result),
-                _assistant(f"`{entity.name}`: {gist(snippet)}"),
+                assistant(f"`{entity.name}`: {gist(snippet)}"),
             ]
         }
 
@@ -225,10 +214,10 @@ def unknowns(rng: random.Random, run: RunTool, n: int, exclude: set[str]) -> Ite
         made += 1
         yield {
             "messages": [
-                _user(rng.choice(questions).format(n=name)),
+                user(rng.choice(questions).format(n=name)),
                 _call("search", {"query": name}),
                 _tool(result),
-                _assistant(rng.choice(IDK).format(q=f"`{name}`")),
+                assistant(rng.choice(IDK).format(q=f"`{name}`")),
             ]
         }
 
@@ -279,10 +268,10 @@ def programs(rng: random.Random, run: RunTool, n: int) -> Iterator[Conversation]
         made += 1
         yield {
             "messages": [
-                _user(rng.choice(PROGRAM_ASKS).format(t=task)),
+                user(rng.choice(PROGRAM_ASKS).format(t=task)),
                 _call("python", {"code": code}),
                 _tool(result),
-                _assistant(f"```python\n{code}\n```\nIt prints {output}."),
+                assistant(f"```python\n{code}\n```\nIt prints {output}."),
             ]
         }
 
@@ -300,8 +289,8 @@ def identity(rng: random.Random, n: int) -> Iterator[Conversation]:
     for _ in range(n):
         yield {
             "messages": [
-                _user(rng.choice(IDENTITY_QUESTIONS)),
-                _assistant(rng.choice(IDENTITY_ANSWERS)),
+                user(rng.choice(IDENTITY_QUESTIONS)),
+                assistant(rng.choice(IDENTITY_ANSWERS)),
             ]
         }
 
@@ -309,7 +298,7 @@ def identity(rng: random.Random, n: int) -> Iterator[Conversation]:
 def small_talk(pairs: Sequence[tuple[str, str]]) -> Iterator[Conversation]:
     for said, answer in pairs:
         if not (_OFF_LIMITS.search(said) or _OFF_LIMITS.search(answer)):
-            yield {"messages": [_user(said), _assistant(answer)]}
+            yield {"messages": [user(said), assistant(answer)]}
 
 
 def chatterbot_pairs() -> list[tuple[str, str]]:
