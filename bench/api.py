@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -20,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -100,6 +101,24 @@ def wait_healthy(url: str, process: subprocess.Popen[bytes], failure: Callable[[
         time.sleep(0.2)
 
 
+@contextlib.contextmanager
+def fireside_serve(model_dir: Path, env: dict[str, str]) -> Iterator[str]:
+    """`fireside serve` on `model_dir` (served as "bench") on a free port: its URL once healthy."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "fireside.cli", "serve", "--model", str(model_dir),
+         "--served-model-name", "bench", "--port", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, server, lambda: f"fireside serve exited with code {server.returncode}")
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--hidden", type=int, default=256)
@@ -115,44 +134,33 @@ def main() -> None:
         tokenizer = engine.tokenizer
         assert tokenizer is not None
         prompts = [tokenizer.encode(p) for p in PROMPTS]
-        port = free_port()
         env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 2) // 2))}
-        server = subprocess.Popen(
-            [sys.executable, "-m", "fireside.cli", "serve", "--model", str(model_dir),
-             "--served-model-name", "bench", "--port", str(port)],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        url = f"http://127.0.0.1:{port}"
         try:
-            wait_healthy(
-                url, server, lambda: f"fireside serve exited with code {server.returncode}"
-            )
-            asyncio.run(api_run(url, prompts[:2], 4))  # warm-up both sides
-            asyncio.run(fireside_generate(engine, prompts[:2], 4))
-            print(
-                f"model: hidden {args.hidden}, {args.layers} layers, fp32 CPU; {args.tokens} tokens/request"
-            )
-            print(
-                f"{'concurrent':>10} {'engine tok/s':>13} {'API tok/s':>10} {'API/engine':>11} {'API TTFT ms':>12}"
-            )
-            for n in args.concurrency:
-                batch = prompts[:n]
-                eng, api, ttft = [], [], []
-                for _ in range(args.repeats):
-                    start = time.perf_counter()
-                    made = asyncio.run(fireside_generate(engine, batch, args.tokens))
-                    eng.append(made / (time.perf_counter() - start))
-                    start = time.perf_counter()
-                    made, first = asyncio.run(api_run(url, batch, args.tokens))
-                    api.append(made / (time.perf_counter() - start))
-                    ttft.append(first)
-                e, a = statistics.median(eng), statistics.median(api)
+            with fireside_serve(model_dir, env) as url:
+                asyncio.run(api_run(url, prompts[:2], 4))  # warm-up both sides
+                asyncio.run(fireside_generate(engine, prompts[:2], 4))
                 print(
-                    f"{n:>10} {e:>13.1f} {a:>10.1f} {a / e:>11.2f} {statistics.median(ttft) * 1000:>12.1f}"
+                    f"model: hidden {args.hidden}, {args.layers} layers, fp32 CPU; {args.tokens} tokens/request"
                 )
+                print(
+                    f"{'concurrent':>10} {'engine tok/s':>13} {'API tok/s':>10} {'API/engine':>11} {'API TTFT ms':>12}"
+                )
+                for n in args.concurrency:
+                    batch = prompts[:n]
+                    eng, api, ttft = [], [], []
+                    for _ in range(args.repeats):
+                        start = time.perf_counter()
+                        made = asyncio.run(fireside_generate(engine, batch, args.tokens))
+                        eng.append(made / (time.perf_counter() - start))
+                        start = time.perf_counter()
+                        made, first = asyncio.run(api_run(url, batch, args.tokens))
+                        api.append(made / (time.perf_counter() - start))
+                        ttft.append(first)
+                    e, a = statistics.median(eng), statistics.median(api)
+                    print(
+                        f"{n:>10} {e:>13.1f} {a:>10.1f} {a / e:>11.2f} {statistics.median(ttft) * 1000:>12.1f}"
+                    )
         finally:
-            server.terminate()
-            server.wait(timeout=30)
             asyncio.run(engine.shutdown())
 
 

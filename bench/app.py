@@ -17,7 +17,6 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from api import free_port, make_model, wait_healthy
+from api import fireside_serve, make_model
 
 QUESTIONS = [f"Write a handler number {i} for a web request." for i in range(64)]
 
@@ -115,22 +114,9 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = make_model(Path(tmp) / "model", args)
-        port = free_port()
         env = {**os.environ, "FIRESIDE_DATA_DIR": str(Path(tmp) / "data")}
-        server = subprocess.Popen(
-            [sys.executable, "-m", "fireside.cli", "serve", "--model", str(model_dir),
-             "--served-model-name", "bench", "--port", str(port)],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_healthy(
-                url, server, lambda: f"fireside serve exited with code {server.returncode}"
-            )
+        with fireside_serve(model_dir, env) as url:
             asyncio.run(measure(url, args))
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
 
 
 async def measure(url: str, args: argparse.Namespace) -> None:
