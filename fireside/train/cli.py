@@ -69,8 +69,9 @@ def _recipe(args: argparse.Namespace) -> int:
         Path(args.work),
         Path(args.output),
         Path(args.knowledge_db) if args.knowledge_db else None,
+        data_only=args.data_only,
     )
-    print(f"model written to {out}")
+    print(f"{'training data' if args.data_only else 'model'} written to {out}")
     return 0
 
 
@@ -145,7 +146,12 @@ def add_train_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="the whole bundled-model recipe: corpus, tokenizer, pretraining, tool-use SFT "
         "(re-run to resume)",
     )
-    rec.add_argument("name", choices=["small", "gpu"], help="small: a 2-core CPU; gpu: ~100M")
+    rec.add_argument(
+        "name",
+        choices=["small", "gpu-small", "gpu"],
+        help="small: 12M parameters on a 2-core CPU; gpu-small: the bundled size (24M) on one "
+        "GPU; gpu: ~100M on one GPU",
+    )
     rec.add_argument(
         "--work", default="runs/recipe", help="working directory (corpus, checkpoints)"
     )
@@ -153,6 +159,12 @@ def add_train_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "--output", default="fireside/assets/fireside-tiny", help="where the model goes"
     )
     rec.add_argument("--knowledge-db", help="the search index to train against (default: built)")
+    rec.add_argument(
+        "--data-only",
+        action="store_true",
+        help="stop before training: token shards, tokenizer, index and conversations in --work, "
+        "to copy to a GPU machine that lacks this machine's corpus",
+    )
     rec.set_defaults(func=_recipe)
 
     from fireside.train.finetune_cli import add_finetune_parsers

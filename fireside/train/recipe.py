@@ -34,6 +34,9 @@ class Recipe:
     sft_batch: int
     sft_lr: float
     device: str = "auto"
+    # Checkpoints: often on a CPU, where a run spans hours and gets interrupted; rarely on a GPU,
+    # where writing the optimizer state would cost more than the steps between two saves.
+    save_every: int = 500
     sft_counts: dict[str, int] = field(default_factory=dict)  # empty: synth_tools' defaults
 
 
@@ -57,6 +60,26 @@ RECIPES = {
         sft_batch=16,
         sft_lr=1e-3,
         device="cpu",
+        save_every=10,
+    ),
+    # The bundled model trained on one GPU in minutes: as large as the 50 MB of bf16 weights the
+    # repository carries allow (24M parameters), on 16x the small recipe's pretraining tokens.
+    "gpu-small": Recipe(
+        depth=7,
+        vocab_size=8192,
+        shares={
+            "debian-docs": 30_000_000,
+            "man-pages": 50_000_000,
+            "python-stdlib": 25_000_000,
+            "python-packages": 55_000_000,
+        },
+        pretrain_steps=1200,
+        pretrain_batch_tokens=131072,
+        seq_len=1024,
+        device_batch=64,
+        sft_steps=3000,
+        sft_batch=64,
+        sft_lr=1e-3,
     ),
     # ~100M parameters for one GPU: the same data, 40x the pretraining tokens.
     "gpu": Recipe(
@@ -89,7 +112,17 @@ def _cli(*argv: str) -> None:
         raise FiresideError(f"recipe stage failed: fireside {' '.join(argv)}")
 
 
-def run_recipe(name: str, work: Path, output: Path, knowledge_db: Path | None = None) -> Path:
+def run_recipe(
+    name: str,
+    work: Path,
+    output: Path,
+    knowledge_db: Path | None = None,
+    *,
+    data_only: bool = False,
+) -> Path:
+    """Run (or resume) the recipe; with `data_only`, stop once everything training reads is in
+    `work` (token shards, tokenizer, knowledge index, conversations), for a machine without the
+    corpus (a rented GPU) to train from. Returns the model directory, or `work` when data_only."""
     from fireside.data.mix import mix
     from fireside.data.synth_tools import DEFAULT_COUNTS, synthesize
 
@@ -109,13 +142,6 @@ def run_recipe(name: str, work: Path, output: Path, knowledge_db: Path | None = 
     if not (data / "manifest.json").is_file():
         _cli("data", "prepare", "--input", str(mixed / "train.jsonl"), "--tokenizer", str(tok),
              "--output", str(data), "--no-progress")  # fmt: skip
-    _cli("train", "pretrain", "--data", str(data), "--tokenizer", str(tok),
-         "--depth", str(r.depth), "--output", str(work / "pretrain"),
-         "--steps", str(r.pretrain_steps), "--seq-len", str(r.seq_len),
-         "--batch-tokens", str(r.pretrain_batch_tokens), "--device-batch", str(r.device_batch),
-         "--eval-every", "100",
-         "--eval-tokens", "65536", "--sample-every", "0", "--save-every", "10",
-         "--keep-last", "2", "--device", r.device, "--no-progress")  # fmt: skip
     db = knowledge_db or work / "knowledge.db"
     if not db.is_file():
         _cli("knowledge", "build", "--db", str(db))
@@ -123,10 +149,19 @@ def run_recipe(name: str, work: Path, output: Path, knowledge_db: Path | None = 
     if not chats.is_file():
         counts = synthesize(chats, db, counts=r.sft_counts or DEFAULT_COUNTS)
         print(f"{chats}: {json.dumps(counts)}", file=sys.stderr)
+    if data_only:
+        return work
+    _cli("train", "pretrain", "--data", str(data), "--tokenizer", str(tok),
+         "--depth", str(r.depth), "--output", str(work / "pretrain"),
+         "--steps", str(r.pretrain_steps), "--seq-len", str(r.seq_len),
+         "--batch-tokens", str(r.pretrain_batch_tokens), "--device-batch", str(r.device_batch),
+         "--eval-every", "100",
+         "--eval-tokens", "65536", "--sample-every", "0", "--save-every", str(r.save_every),
+         "--keep-last", "2", "--device", r.device, "--no-progress")  # fmt: skip
     _cli("train", "sft", "--model", str(work / "pretrain"), "--data", str(chats),
          "--output", str(work / "sft"), "--steps", str(r.sft_steps),
          "--batch-size", str(r.sft_batch), "--lr", str(r.sft_lr), "--max-len", str(r.seq_len),
-         "--save-every", "25", "--keep-last", "2", "--device", r.device, "--no-progress")  # fmt: skip
+         "--save-every", str(r.save_every), "--keep-last", "2", "--device", r.device, "--no-progress")  # fmt: skip
     return export(work / "sft", output, loss_plot=work / "pretrain" / "loss.png")
 
 

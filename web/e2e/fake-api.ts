@@ -121,8 +121,17 @@ export class FakeApi {
     return frames.join('');
   }
 
-  finishCut(): void {
-    for (const c of this.convs.values()) for (const m of c.messages) if (m.status === 'streaming') m.status = 'complete';
+  /** The generation behind a conversation's log has finished: each stored message becomes what
+   * its `done` event says (content and status), as the server's row does. Only the status would
+   * leave a reloaded page showing the partial text as complete. */
+  finishCut(conv: Conv): void {
+    for (const frame of conv.events) {
+      const [, event, data] = frame.split('\n').map((line) => line.slice(line.indexOf(':') + 2));
+      if (event !== 'done') continue;
+      const { message } = JSON.parse(data) as { message: Msg };
+      const stored = conv.messages.find((m) => m.id === message.id);
+      if (stored) Object.assign(stored, message);
+    }
   }
 
   async install(page: Page): Promise<void> {
@@ -206,7 +215,7 @@ export class FakeApi {
       if (rest === '/stream') {
         const last = req.headers()['last-event-id'] ?? url.searchParams.get('last_event_id');
         this.streamRequests.push(last ?? null);
-        this.finishCut();
+        this.finishCut(conv);
         return sse(conv.events.slice(Number(last ?? 0)).join(''));
       }
       if (rest === '/stop') return route.fulfill({ status: 204 });
