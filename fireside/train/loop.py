@@ -139,7 +139,8 @@ class Progress:
         now = time.perf_counter()
         dt, self._last = now - self._last, now
         tok_s = tokens / max(dt, 1e-9)
-        stats = {"tok_per_s": tok_s}
+        # step_s too: a budgeted run (scripts/train_gpu.py) sizes itself from a probe's steps.
+        stats = {"tok_per_s": tok_s, "step_s": dt}
         postfix = {"loss": f"{loss:.4f}", "tok/s": f"{tok_s:,.0f}"}
         if self.peak:
             stats["mfu"] = tok_s * self.flops_per_token / self.peak

@@ -142,11 +142,13 @@ def run_recipe(
     if not (data / "manifest.json").is_file():
         _cli("data", "prepare", "--input", str(mixed / "train.jsonl"), "--tokenizer", str(tok),
              "--output", str(data), "--no-progress")  # fmt: skip
-    db = knowledge_db or work / "knowledge.db"
-    if not db.is_file():
-        _cli("knowledge", "build", "--db", str(db))
     chats = work / "sft.jsonl"
     if not chats.is_file():
+        # The index is needed to make the conversations only: a machine given a finished
+        # sft.jsonl (a GPU box fed by --data-only) needs no copy of it.
+        db = knowledge_db or work / "knowledge.db"
+        if not db.is_file():
+            _cli("knowledge", "build", "--db", str(db))
         counts = synthesize(chats, db, counts=r.sft_counts or DEFAULT_COUNTS)
         print(f"{chats}: {json.dumps(counts)}", file=sys.stderr)
     if data_only:
@@ -165,16 +167,17 @@ def run_recipe(
     return export(work / "sft", output, loss_plot=work / "pretrain" / "loss.png")
 
 
-def export(model: Path, output: Path, loss_plot: Path | None = None) -> Path:
+def export(model: Path, output: Path, loss_plot: Path | None = None, *, tools: bool = True) -> Path:
     """The fine-tuned model in bf16 (half the bytes in git; Fireside loads it as fp32 on CPU),
-    marked as trained with the built-in tools so `fireside chat` and the app turn them on."""
+    marked as trained with the built-in tools (`tools`) so `fireside chat` and the app turn them
+    on."""
     import torch
 
     from fireside.files import swap_dir
     from fireside.model import load_pretrained, save_pretrained
 
     bundle = load_pretrained(model, dtype=torch.bfloat16)
-    generation = {**bundle.generation_config, "fireside_tools": True}
+    generation = {**bundle.generation_config, "fireside_tools": tools}
     staging = output.with_name(output.name + ".new")
     shutil.rmtree(staging, ignore_errors=True)
     save_pretrained(bundle.model, bundle.tokenizer, staging, generation)
