@@ -31,9 +31,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fireside.train.recipe import RECIPES, Recipe, export
 
+# `fireside train ...` through the train commands' own parser: the full CLI also registers the
+# app's commands, which import the web stack (FastAPI), and a GPU box needs only torch and friends.
+TRAIN_CLI = """
+import argparse, sys
+from fireside.train.cli import add_train_parser
+parser = argparse.ArgumentParser(prog="fireside")
+add_train_parser(parser.add_subparsers(dest="command", required=True))
+args = parser.parse_args(sys.argv[1:])
+sys.exit(args.func(args))
+"""
+
 
 def fireside(*argv: str) -> None:
-    cmd = [sys.executable, "-m", "fireside.cli", *argv]
+    cmd = [sys.executable, "-c", TRAIN_CLI, *argv]
     print("$ fireside " + " ".join(argv), flush=True)
     subprocess.run(cmd, check=True)
 
