@@ -127,7 +127,7 @@ def main() -> int:
     p.add_argument("--work", type=Path, required=True, help="a --data-only work directory")
     p.add_argument("--out", type=Path, required=True, help="where the exported models go")
     p.add_argument("--pretrain-seconds", type=float, required=True)
-    p.add_argument("--sft-seconds", type=float, required=True)
+    p.add_argument("--sft-seconds", type=float, required=True, help="0: stop after pretraining")
     p.add_argument(
         "--sft-max-epochs",
         type=float,
@@ -151,6 +151,10 @@ def main() -> int:
     shutil.copy(pretrained / "metrics.jsonl", out / "pretrain-metrics.jsonl")
     deliver(pretrained, "base", out, args.pack, tools=False)
     print(f"pretrained {steps} steps; {time.monotonic() - started:.0f} s so far", flush=True)
+    summary = {"recipe": args.recipe, "pretrain_steps": steps}
+    if args.sft_seconds <= 0:  # the base model alone (to measure it, or to fine-tune elsewhere)
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        return 0
 
     fireside(*sft_args(r, work, pretrained, runs / "probe-sft", steps=10, device=dev))
     conversations = sum(1 for line in (work / "sft.jsonl").open() if line.strip())
@@ -163,8 +167,7 @@ def main() -> int:
     for piece in out.glob("base.tar.*"):
         piece.unlink()
     deliver(tuned, "model", out, args.pack, tools=True, loss_plot=pretrained / "loss.png")
-    summary = {"recipe": args.recipe, "pretrain_steps": steps, "sft_steps": sft_steps,
-               "seconds": round(time.monotonic() - started)}  # fmt: skip
+    summary |= {"sft_steps": sft_steps, "seconds": round(time.monotonic() - started)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary), flush=True)
     return 0

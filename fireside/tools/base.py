@@ -37,6 +37,9 @@ class Tool:
     run: Callable[[dict[str, Any]], str]
     timeout_s: float = 10.0
     max_chars: int = 2000
+    # One-time work a first call needs (building the search index): done before the time limit
+    # starts, so a fresh install's first search waits for it instead of failing.
+    prepare: Callable[[], None] | None = None
 
     def spec(self) -> dict[str, Any]:
         """The OpenAI-style entry of `tools=[...]`, as chat templates render it."""
@@ -81,6 +84,8 @@ def cap(text: str, max_chars: int) -> str:
 def run_tool(tool: Tool, arguments: Any) -> tuple[str, bool]:
     """Run a tool here and now → (text for the model, failed). Training data is made with this
     too, so a model learns from exactly the text it will read at inference."""
+    if tool.prepare is not None:
+        tool.prepare()
     try:
         text = tool.run(tool.check_arguments(arguments))
     except ToolError as e:
@@ -89,7 +94,9 @@ def run_tool(tool: Tool, arguments: Any) -> tuple[str, bool]:
 
 
 async def call_tool(tool: Tool, arguments: Any) -> tuple[str, bool]:
-    """`run_tool` off the event loop within the tool's time limit."""
+    """`run_tool` off the event loop within the tool's time limit (its `prepare` before)."""
+    if tool.prepare is not None:
+        await asyncio.to_thread(tool.prepare)
     try:
         return await asyncio.wait_for(asyncio.to_thread(run_tool, tool, arguments), tool.timeout_s)
     except TimeoutError:

@@ -295,8 +295,6 @@ def search_tool(db_path: Path | None = None, limit: int = 3) -> Tool:
     index = KnowledgeIndex(path)
 
     def run(arguments: dict[str, Any]) -> str:
-        if db_path is None:
-            ensure_index(path)
         return format_hits(index.search(arguments["query"], limit))
 
     return Tool(
@@ -310,4 +308,5 @@ def search_tool(db_path: Path | None = None, limit: int = 3) -> Tool:
         run=run,
         timeout_s=10.0,
         max_chars=1200,
+        prepare=None if db_path else lambda: ensure_index(path),
     )
