@@ -62,7 +62,8 @@ serve: $(STAMP) $(WEB_BUILD)
 	$(BIN)/fireside serve --host $(HOST) --port $(PORT)
 
 # The bundled model, from this machine's own text and code (hours on a 2-core CPU; resumable:
-# run it again after an interruption). RECIPE=gpu trains the ~100M config on a GPU.
+# run it again after an interruption). RECIPE=gpu-small trains the bundled model's own config on
+# a GPU (minutes); RECIPE=gpu the ~100M config.
 RECIPE ?= small
 model: $(STAMP)
 	nice $(BIN)/fireside train recipe $(RECIPE) --work runs/recipe-$(RECIPE) --output fireside/assets/fireside-tiny

@@ -1,5 +1,5 @@
-"""The model `make serve` serves without --model: it answers through the OpenAI API, and once
-it is trained with tools it calls the calculator for arithmetic and states the result."""
+"""The model `make serve` serves without --model: it answers through the OpenAI API, says who it
+is, and through the tool loop calls the calculator for arithmetic and states the result."""
 
 from __future__ import annotations
 
@@ -30,17 +30,14 @@ def test_the_bundled_model_answers_through_chat_completions() -> None:
         )
     choice = reply.choices[0]
     assert choice.message.role == "assistant" and choice.message.content
+    assert "Fireside" in choice.message.content
     assert choice.finish_reason in ("stop", "length")
     assert reply.usage is not None and 0 < reply.usage.completion_tokens <= 24
 
 
 def test_the_bundled_model_calculates_through_the_tool_loop(tmp_path: Path) -> None:
     bundle = load_pretrained(default_model_dir())
-    if not uses_tools(bundle.generation_config):
-        pytest.skip(
-            "the bundled model is not yet trained with tools (`make model`; MODEL_CARD.md says "
-            "where its training stands)"
-        )
+    assert uses_tools(bundle.generation_config), "the bundled model is marked as using tools"
     tools = builtin_tools(tmp_path / "unused-index.db", names=("calculator",))
 
     async def ask() -> tuple[list[str], str, Done]:
