@@ -61,6 +61,18 @@ def title_from(text: str) -> str:
 
 
 @dataclass
+class _Answer:
+    """What the reader of one answer has streamed so far."""
+
+    message_id: uuid.UUID  # the message being written (a tool step starts the next one)
+    text: str = ""
+    usage: tuple[int, int] | None = None
+    flushed_at: float = -FLUSH_EVERY_S  # the first text is saved at once, then once a second
+    waiting: bool = False  # awaiting the next piece: the one moment an end may cancel it
+    finished: bool = False  # the source ran to its end
+
+
+@dataclass
 class Generation:
     conversation_id: uuid.UUID
     user_id: uuid.UUID
@@ -225,64 +237,78 @@ class Generations:
     # --- the task ---
 
     async def _run(self, gen: Generation) -> None:
-        key = stream_key(gen.conversation_id)
-        message_id = gen.message.id
-        text, status, error = "", "complete", None
-        usage: tuple[int, int] | None = None
-        flushed_at = -FLUSH_EVERY_S  # the first text is saved at once, then once a second
-        tool_turn = ToolTurn(self.chat, gen)
+        answer = _Answer(gen.message.id)
+        status, error = "complete", None
+        reader = asyncio.create_task(self._read(gen, answer), name=f"answer-{gen.message.id}")
         ended = asyncio.ensure_future(gen.end.wait())
         try:
-            async with contextlib.aclosing(gen.source.stream()) as pieces:
-                while True:
-                    next_piece = asyncio.ensure_future(anext(pieces))
-                    await asyncio.wait({next_piece, ended}, return_when=asyncio.FIRST_COMPLETED)
-                    if ended.done():
-                        # A piece not yet sent is dropped: the stored text is the streamed text.
-                        next_piece.cancel()  # closes the engine request or the HTTP stream
-                        with contextlib.suppress(BaseException):
-                            await next_piece
-                        status = "stopped" if gen.stopping else "interrupted"
-                        with contextlib.suppress(Exception):
-                            await gen.source.abort()
-                        break
-                    try:
-                        piece = next_piece.result()
-                    except StopAsyncIteration:
-                        break
-                    if piece.usage is not None:
-                        usage = piece.usage
-                    if piece.tool is not None:  # a call, a result, or the next message
-                        text = await tool_turn.apply(piece.tool, text)
-                        if gen.message.id != message_id:
-                            message_id, flushed_at = gen.message.id, -FLUSH_EVERY_S
-                        continue
-                    # As it will be stored, so the deltas put together are the stored answer.
-                    piece_text = storable(piece.text)
-                    if not piece_text:
-                        continue
-                    text += piece_text
-                    await self.chat.events.append(
-                        key, "delta", {"message_id": str(message_id), "text": piece_text}
-                    )
-                    # Sent first (a commit is not in front of the first token), then saved:
-                    # the first text at once, then once a second.
-                    if time.monotonic() - flushed_at >= FLUSH_EVERY_S:
-                        await self._save_partial(message_id, text)
-                        flushed_at = time.monotonic()
+            # One race per answer, not per token: an end cancels the reader only while it waits
+            # for the next piece (a piece not yet sent is dropped, so the stored text is the
+            # streamed text); otherwise the reader sees `end` after the write it is doing.
+            await asyncio.wait({reader, ended}, return_when=asyncio.FIRST_COMPLETED)
+            if not reader.done() and answer.waiting:
+                reader.cancel()
+            try:
+                await reader
+            except asyncio.CancelledError:
+                if not gen.end.is_set():
+                    raise  # this task itself is cancelled, not the reader by an end
+            if gen.end.is_set() and not answer.finished:
+                status = "stopped" if gen.stopping else "interrupted"
+                with contextlib.suppress(Exception):
+                    await gen.source.abort()
         except asyncio.CancelledError:
+            reader.cancel()
             status = "interrupted"
         except APIError as e:
             status, error = "error", e.message
         except Exception as e:
-            log.exception("generation %s failed", message_id)
+            log.exception("generation %s failed", answer.message_id)
             status, error = "error", f"the generation failed: {type(e).__name__}"
         finally:
             ended.cancel()
         try:
-            await self._finish(gen, text, status, error, usage)
+            await self._finish(gen, answer.text, status, error, answer.usage)
         finally:
             self.running.pop(gen.conversation_id, None)
+
+    async def _read(self, gen: Generation, answer: _Answer) -> None:
+        """The answer's pieces into the event log (and the database once a second) until the
+        source ends (`answer.finished`) or `gen.end` is set."""
+        key = stream_key(gen.conversation_id)
+        tool_turn = ToolTurn(self.chat, gen)
+        async with contextlib.aclosing(gen.source.stream()) as pieces:
+            while not gen.end.is_set():
+                answer.waiting = True
+                try:
+                    piece = await anext(pieces)
+                except StopAsyncIteration:
+                    answer.finished = True
+                    return
+                finally:
+                    answer.waiting = False
+                if gen.end.is_set():
+                    return
+                if piece.usage is not None:
+                    answer.usage = piece.usage
+                if piece.tool is not None:  # a call, a result, or the next message
+                    answer.text = await tool_turn.apply(piece.tool, answer.text)
+                    if gen.message.id != answer.message_id:
+                        answer.message_id, answer.flushed_at = gen.message.id, -FLUSH_EVERY_S
+                    continue
+                # As it will be stored, so the deltas put together are the stored answer.
+                piece_text = storable(piece.text)
+                if not piece_text:
+                    continue
+                answer.text += piece_text
+                await self.chat.events.append(
+                    key, "delta", {"message_id": str(answer.message_id), "text": piece_text}
+                )
+                # Sent first (a commit is not in front of the first token), then saved:
+                # the first text at once, then once a second.
+                if time.monotonic() - answer.flushed_at >= FLUSH_EVERY_S:
+                    await self._save_partial(answer.message_id, answer.text)
+                    answer.flushed_at = time.monotonic()
 
     async def _save_partial(self, message_id: uuid.UUID, text: str) -> None:
         try:

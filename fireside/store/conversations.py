@@ -201,6 +201,9 @@ async def finish_message(
         update(Message)
         .where(Message.id == message_id)
         .values(content=content, status=status, error=error, updated_at=now())
+        # The generation's own short session holds no copy of the row to bring up to date;
+        # skipping that pass saves the ORM's per-statement evaluation on the streaming path.
+        .execution_options(synchronize_session=False)
     )
 
 
@@ -209,4 +212,5 @@ async def save_partial(db: AsyncSession, message_id: uuid.UUID, content: str) ->
         update(Message)
         .where(Message.id == message_id, Message.status == "streaming")
         .values(content=content, updated_at=now())
+        .execution_options(synchronize_session=False)  # as in finish_message
     )

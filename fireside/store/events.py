@@ -52,12 +52,10 @@ class MemoryEventLog:
         self.keep = keep
         self._streams: dict[str, list[Event]] = defaultdict(list)
         self._dropped: dict[str, int] = defaultdict(int)  # events trimmed from each stream's head
-        self._changed: dict[str, asyncio.Condition] = {}
-
-    def _condition(self, stream: str) -> asyncio.Condition:
-        if stream not in self._changed:
-            self._changed[stream] = asyncio.Condition()
-        return self._changed[stream]
+        # Per stream, the future its next append resolves: every reader waiting on the stream
+        # shares it. (A Condition costs a lock round and, under wait_for, a task per read: at
+        # one read per token per follower, that was the app's largest per-token cost.)
+        self._next: dict[str, asyncio.Future[None]] = {}
 
     def _last(self, stream: str) -> int:
         return self._dropped[stream] + len(self._streams[stream])
@@ -70,9 +68,9 @@ class MemoryEventLog:
             trim = len(events) - self.keep
             del events[:trim]
             self._dropped[stream] += trim
-        condition = self._condition(stream)
-        async with condition:
-            condition.notify_all()
+        waiters = self._next.pop(stream, None)
+        if waiters is not None and not waiters.done():
+            waiters.set_result(None)
         return e.id
 
     async def last_id(self, stream: str) -> str | None:
@@ -87,12 +85,11 @@ class MemoryEventLog:
         events = self._after(stream, start)
         if events or wait <= 0:
             return events
-        condition = self._condition(stream)
-        async with condition:
-            try:
-                await asyncio.wait_for(condition.wait_for(lambda: self._last(stream) > start), wait)
-            except TimeoutError:
-                return []
+        waiters = self._next.get(stream)
+        if waiters is None or waiters.done():
+            waiters = self._next[stream] = asyncio.get_running_loop().create_future()
+        # asyncio.wait leaves the shared future alone when this reader times out.
+        await asyncio.wait({waiters}, timeout=wait)
         return self._after(stream, start)
 
     def valid_id(self, value: str) -> bool:
@@ -101,6 +98,10 @@ class MemoryEventLog:
     async def close(self) -> None:
         self._streams.clear()
         self._dropped.clear()
+        for waiters in self._next.values():  # readers return (empty) now rather than at timeout
+            if not waiters.done():
+                waiters.set_result(None)
+        self._next.clear()
 
 
 _STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
