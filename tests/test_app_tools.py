@@ -30,6 +30,7 @@ from fireside.engine.types import (
 )
 from fireside.model.tokenizer import Tokenizer
 from fireside.model.tool_calls import tool_format
+from fireside.train.chat_data import LengthReport, load_sft_file
 from tests.api_utils import run_app
 from tests.app_utils import Backend, Client, SSEEvent, chat_settings, make_admin, parse_sse
 
@@ -253,3 +254,48 @@ def test_stop_after_a_tool_ends_the_next_message(
     # Nothing is left running: the conversation takes the next question.
     assert client.send(conversation["id"], "Again")[-1].event == "done"
     client.close()
+
+
+def test_a_liked_answer_that_used_a_tool_exports_with_its_tool_steps(
+    tools_server: tuple[str, ScriptedToolEngine, Backend], tools_model_dir: Path
+) -> None:
+    """SFT data from a liked tool answer keeps the call and the result (without them a model
+    would learn to state a result it never computed) and the tools list the prompt showed;
+    `fireside train sft` reads it, learning the call and the answer."""
+    url, _, backend = tools_server
+    client = Client(url)
+    client.signup()
+    assert client.http.patch("/settings", json={"training_consent": True}).status_code == 200
+    conversation = client.new_conversation()
+    events = client.send(conversation["id"], f"{CALC} What is 6 times 7?")
+    answer = events[-1].data["message"]
+    r = client.http.post(f"/messages/{answer['id']}/feedback", json={"rating": "up"})
+    assert r.status_code == 200, r.text
+    admin = Client(url)
+    assert admin.http.post("/auth/login", json=make_admin(backend)).status_code == 200
+    exported = admin.http.get("/admin/feedback/export", params={"format": "sft"})
+    assert exported.status_code == 200, exported.text
+    lines = [json.loads(line) for line in exported.text.splitlines()]
+    [line] = [x for x in lines if x["messages"][-1]["content"] == "The answer is 42."]
+    roles = [m["role"] for m in line["messages"]]
+    assert roles == ["user", "assistant", "tool", "assistant"]
+    call = line["messages"][1]["tool_calls"][0]
+    assert call["function"]["name"] == "calculator"
+    assert json.loads(call["function"]["arguments"]) == {"expression": "6*7"}
+    assert line["messages"][2]["content"] == "42"
+    assert line["messages"][2]["tool_call_id"] == call["id"]
+    assert [t["function"]["name"] for t in line["tools"]] == ["calculator", "search", "python"]
+    # No DPO pair is made of a tool answer (a pair compares two single messages).
+    dpo = admin.http.get("/admin/feedback/export", params={"format": "dpo"}).text
+    assert "6*7" not in dpo
+    admin.close()
+    client.close()
+
+    data = tools_model_dir.parent / "sft.jsonl"
+    data.write_text(json.dumps(line) + "\n")
+    tokenizer = Tokenizer.from_dir(tools_model_dir)
+    report = LengthReport()
+    [chat] = load_sft_file(data, tokenizer, 4096, report)
+    learned = tokenizer.decode([t for t, m in zip(chat.ids, chat.mask, strict=True) if m])
+    assert "6*7" in learned and "The answer is 42." in learned
+    assert "42" in tokenizer.decode(chat.ids).split("The answer")[0]  # the result is shown

@@ -5,6 +5,12 @@ DPO pairs come from sibling answers (regenerations of the same question): an ans
 up is chosen over a sibling rated down or not rated, an unrated sibling over one rated down;
 between siblings rated alike, the one the user went on chatting under is preferred.
 SFT conversations are the branches that end in an answer rated up.
+
+Tool steps are kept: an answer that called a tool is stored as the calling message, the tool's
+result and the message after it, and a conversation exported without them would teach a model
+to state a calculator's result without calling it. Such SFT lines carry the built-in tools'
+list (`tools`), which the chat template renders as the app did. DPO compares two single
+answer messages, so answers that called a tool are left out of pairs.
 """
 
 from __future__ import annotations
@@ -16,14 +22,23 @@ from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from fireside.app.tool_turns import history_input
 from fireside.store import conversations, feedback
 from fireside.store.models import Conversation, Feedback, Message
+from fireside.tools import builtin_tools, tool_specs
 
 ExportFormat = Literal["dpo", "sft"]
 
 
 def _turn(m: Message) -> dict[str, Any]:
-    return {"role": m.role, "content": m.content}
+    """A message as `fireside train` reads it: OpenAI's shape, tool calls and results too."""
+    return history_input(m).model_dump(exclude_none=True)
+
+
+def _kept(m: Message) -> bool:
+    if m.role == "tool":
+        return True
+    return m.role in ("user", "assistant") and bool(m.content or m.tool_calls)
 
 
 async def _prompt(
@@ -31,10 +46,16 @@ async def _prompt(
 ) -> list[dict[str, Any]]:
     """The conversation up to and including `last`, system prompt first."""
     path = await conversations.branch(db, last.id)
-    turns = [_turn(m) for m in path if m.role in ("user", "assistant") and m.content]
+    turns = [_turn(m) for m in path if _kept(m)]
     if conversation.system_prompt:
         turns.insert(0, {"role": "system", "content": conversation.system_prompt})
     return turns
+
+
+def _with_tools(line: dict[str, Any]) -> dict[str, Any]:
+    if any(m["role"] == "tool" or m.get("tool_calls") for m in line["messages"]):
+        line["tools"] = tool_specs(builtin_tools())
+    return line
 
 
 def _preference(f: Feedback | None, continued: bool) -> tuple[int, int]:
@@ -51,8 +72,9 @@ async def dpo_pairs(db: AsyncSession) -> list[dict[str, Any]]:
     for question, conversation in questions:
         answers = siblings.get(question.id, [])
         prompt = await _prompt(db, conversation, question)
-        for chosen, chosen_score in answers:
-            for rejected, rejected_score in answers:
+        single = [(m, score) for m, score in answers if not m.tool_calls]
+        for chosen, chosen_score in single:
+            for rejected, rejected_score in single:
                 if chosen_score > rejected_score and chosen.content != rejected.content:
                     pairs.append(
                         {
@@ -69,9 +91,8 @@ async def sft_conversations(db: AsyncSession) -> list[dict[str, Any]]:
     out = []
     for message, f, conversation in await feedback.rated_answers(db):
         if f.rating == "up" and message.content:
-            out.append(
-                {"messages": await _prompt(db, conversation, message), "model": message.model}
-            )
+            line = {"messages": await _prompt(db, conversation, message), "model": message.model}
+            out.append(_with_tools(line))
     return out
 
 
