@@ -319,5 +319,10 @@ def test_nul_characters_are_stored_as_replacement_characters(client: Client) -> 
         final["content"],
     ]
     assert stored["title"] == "a\ufffdtitle"
+    # A title made from the first question holds the replacement character too.
+    untitled = client.new_conversation()
+    assert done_message(client.send(untitled["id"], "why\x00 not"))["status"] == "complete"
+    stored = client.http.get(f"/conversations/{untitled['id']}").json()
+    assert stored["title"] == "why\ufffd not"
     # A search cannot be for a NUL: refused as bad input.
     assert client.http.get("/search", params={"q": "say\x00"}).status_code == 400

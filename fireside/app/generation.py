@@ -80,6 +80,9 @@ class Generation:
     source: AnswerSource
     stream_after: str | None
     stopping: bool = False  # a user's stop (else an end is a shutdown: interrupted)
+    # The conversation's title once answered, if it has none: the first words of the branch's
+    # first question (known at the start, so the finish reads nothing back).
+    title: str | None = None
     # Set to end the answer. Only the wait for the next piece is cut, never a database or
     # event-log write half done (a cancelled Redis or asyncpg call can spoil its connection).
     end: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
@@ -132,6 +135,9 @@ class Generations:
             await self.chat.events.append(key, "message", message_public(user_message))
         await self.chat.events.append(key, "message", message_public(answer))
         gen = Generation(conversation.id, conversation.user_id, answer, source, stream_after)
+        if not conversation.title:
+            asked = [m.content for m in history if m.role == "user"] + [user_content or ""]
+            gen.title = title_from(asked[0])
         self.running[conversation.id] = gen
         gen.task = asyncio.create_task(self._run(gen), name=f"generation-{answer.id}")
         return gen
@@ -149,8 +155,9 @@ class Generations:
         user_message = None
         parent_id = parent.id if parent is not None else None
         if user_content is not None:
+            # Written with the answer below, in one round trip.
             user_message = await store.add_message(
-                db, conversation.id, parent_id, "user", user_content
+                db, conversation.id, parent_id, "user", user_content, flush=False
             )
             parent_id = user_message.id
         answer = await store.add_message(
@@ -332,12 +339,8 @@ class Generations:
         message.updated_at = now()
         async with self.chat.db.session() as db:
             await store.finish_message(db, message.id, text, status, error)
-            conversation = await db.get(Conversation, gen.conversation_id)
-            if conversation is not None and not conversation.title:
-                first_user = await _first_user_text(db, message)
-                await store.touch(db, conversation.id, title=title_from(first_user))
-            elif conversation is not None:
-                await store.touch(db, conversation.id)
+            # A title the user gave meanwhile stays (the update sets one only where none is).
+            await store.touch(db, gen.conversation_id, default_title=gen.title)
             if usage is not None and message.model is not None:
                 db.add(
                     Usage(
@@ -353,11 +356,6 @@ class Generations:
                 key, "error", {"message_id": str(message.id), "error": error}
             )
         await self.chat.events.append(key, "done", {"message": message_public(message)})
-
-
-async def _first_user_text(db: AsyncSession, answer: Message) -> str:
-    path = await store.branch(db, answer.id)
-    return next((m.content for m in path if m.role == "user"), "")
 
 
 async def interrupt_orphans(chat: ChatState) -> int:

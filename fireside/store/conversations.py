@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, literal, or_, select, update
+from sqlalchemy import and_, case, delete, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fireside.store.models import Conversation, Message, now
@@ -70,7 +70,20 @@ async def delete_conversation(db: AsyncSession, conversation: Conversation) -> N
     await db.delete(conversation)
 
 
-async def touch(db: AsyncSession, conversation_id: uuid.UUID, **fields: Any) -> None:
+async def touch(
+    db: AsyncSession, conversation_id: uuid.UUID, default_title: str | None = None, **fields: Any
+) -> None:
+    """Bumps updated_at (and sets `fields`); `default_title` becomes the title only where the
+    conversation has none, in the same statement."""
+    if default_title is not None:
+        fields["title"] = case(
+            # Bound with the column's type, which makes it storable (NUL) as a plain value is.
+            (
+                or_(Conversation.title.is_(None), Conversation.title == ""),
+                literal(default_title, Conversation.title.type),
+            ),
+            else_=Conversation.title,
+        )
     await db.execute(
         update(Conversation)
         .where(Conversation.id == conversation_id)
@@ -84,9 +97,14 @@ async def add_message(
     parent_id: uuid.UUID | None,
     role: str,
     content: str,
+    *,
+    flush: bool = True,
     **fields: Any,
 ) -> Message:
+    """A new message; with flush=False it is written with the transaction's next statement
+    (its id is set here, so a child can name it as parent before then)."""
     message = Message(
+        id=uuid.uuid4(),
         conversation_id=conversation_id,
         parent_id=parent_id,
         role=role,
@@ -94,7 +112,8 @@ async def add_message(
         **fields,
     )
     db.add(message)
-    await db.flush()
+    if flush:
+        await db.flush()
     return message
 
 

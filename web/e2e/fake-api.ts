@@ -127,7 +127,7 @@ export class FakeApi {
   finishCut(conv: Conv): void {
     for (const frame of conv.events) {
       const [, event, data] = frame.split('\n').map((line) => line.slice(line.indexOf(':') + 2));
-      if (event !== 'done') continue;
+      if (event !== 'done' || data === undefined) continue;
       const { message } = JSON.parse(data) as { message: Msg };
       const stored = conv.messages.find((m) => m.id === message.id);
       if (stored) Object.assign(stored, message);
