@@ -152,6 +152,24 @@ class Generations:
         stream_after: str | None,
     ) -> tuple[Message | None, Message]:
         """The question (if new) and the empty answer under it, in one transaction."""
+        async with self.chat.db.writing():
+            try:
+                return await self._write_turn(
+                    db, conversation, parent, user_content, model, stream_after
+                )
+            except IntegrityError:
+                await db.rollback()  # the write lock is let go before the next writer's turn
+                raise
+
+    async def _write_turn(
+        self,
+        db: AsyncSession,
+        conversation: Conversation,
+        parent: Message | None,
+        user_content: str | None,
+        model: str,
+        stream_after: str | None,
+    ) -> tuple[Message | None, Message]:
         user_message = None
         parent_id = parent.id if parent is not None else None
         if user_content is not None:
@@ -319,7 +337,7 @@ class Generations:
 
     async def _save_partial(self, message_id: uuid.UUID, text: str) -> None:
         try:
-            async with self.chat.db.session() as db:
+            async with self.chat.db.session() as db, self.chat.db.writing():
                 await store.save_partial(db, message_id, text)
                 await db.commit()
         except Exception:  # the final write still comes; a missed flush only risks a crash
@@ -337,7 +355,7 @@ class Generations:
         message = gen.message
         message.content, message.status, message.error = text, status, error
         message.updated_at = now()
-        async with self.chat.db.session() as db:
+        async with self.chat.db.session() as db, self.chat.db.writing():
             await store.finish_message(db, message.id, text, status, error)
             # A title the user gave meanwhile stays (the update sets one only where none is).
             await store.touch(db, gen.conversation_id, default_title=gen.title)

@@ -189,7 +189,7 @@ class ToolTurn:
         entry = _call_entry(event)
         self.calls.append(entry)
         message = self.gen.message
-        async with self.chat.db.session() as db:
+        async with self.chat.db.session() as db, self.chat.db.writing():
             # The text is final once the model calls: saved with the calls.
             await db.execute(
                 update(Message)
@@ -203,7 +203,7 @@ class ToolTurn:
 
     async def result(self, event: ToolResultEvent) -> None:
         call = next((c for c in self.calls if c["id"] == event.id), None)
-        async with self.chat.db.session() as db:
+        async with self.chat.db.session() as db, self.chat.db.writing():
             tool = await store.add_message(
                 db,
                 self.gen.conversation_id,
@@ -233,7 +233,7 @@ class ToolTurn:
         from fireside.app.generation import message_public
 
         old = self.gen.message
-        async with self.chat.db.session() as db:
+        async with self.chat.db.session() as db, self.chat.db.writing():
             await store.finish_message(db, old.id, text, "complete")
             new = await store.add_message(
                 db,
