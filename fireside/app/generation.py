@@ -69,6 +69,7 @@ class _Answer:
     usage: tuple[int, int] | None = None
     flushed_at: float = -FLUSH_EVERY_S  # the first text is saved at once, then once a second
     waiting: bool = False  # awaiting the next piece: the one moment an end may cancel it
+    saving: asyncio.Task[None] | None = None  # the partial text's write, beside the stream
     finished: bool = False  # the source ran to its end
 
 
@@ -292,6 +293,8 @@ class Generations:
             status, error = "error", f"the generation failed: {type(e).__name__}"
         finally:
             ended.cancel()
+        if answer.saving is not None:
+            await asyncio.wait({answer.saving})  # its own errors are logged where it runs
         try:
             await self._finish(gen, answer.text, status, error, answer.usage)
         finally:
@@ -329,10 +332,16 @@ class Generations:
                 await self.chat.events.append(
                     key, "delta", {"message_id": str(answer.message_id), "text": piece_text}
                 )
-                # Sent first (a commit is not in front of the first token), then saved:
-                # the first text at once, then once a second.
-                if time.monotonic() - answer.flushed_at >= FLUSH_EVERY_S:
-                    await self._save_partial(answer.message_id, answer.text)
+                # Sent first (a commit is not in front of the first token), then saved: the
+                # first text at once, then once a second, each save beside the stream rather
+                # than in its way (a save can wait behind other answers' writes). A save that
+                # lands late changes nothing: it only writes a message still `streaming`.
+                if time.monotonic() - answer.flushed_at >= FLUSH_EVERY_S and (
+                    answer.saving is None or answer.saving.done()
+                ):
+                    answer.saving = asyncio.create_task(
+                        self._save_partial(answer.message_id, answer.text)
+                    )
                     answer.flushed_at = time.monotonic()
 
     async def _save_partial(self, message_id: uuid.UUID, text: str) -> None:
