@@ -310,6 +310,25 @@ def test_the_authorization_matrix_over_cookie_and_bearer_key(
         r = anonymous.request(method, path, json=body, headers=wrong)
         assert r.status_code == 401, (method, path, r.text)
 
+    # The WebSocket, by session cookie and by Bearer key: subscribing to or stopping another
+    # user's conversation is "no such conversation"; no credentials or a wrong key, no socket.
+    ws_url = chat_server.replace("http", "ws") + "/api/ws"
+    cookie = f"fireside_session={intruder.http.cookies.get('fireside_session')}"
+    for credentials in ({"Cookie": cookie}, {"Authorization": f"Bearer {intruder_key}"}):
+        with connect(ws_url, additional_headers=credentials) as ws:
+            for frame_out in (
+                {"type": "subscribe", "conversation_id": c, "last_event_id": last_event},
+                {"type": "subscribe", "conversation_id": c, "last_event_id": None},
+                {"type": "stop", "conversation_id": c},
+            ):
+                ws.send(json.dumps(frame_out))
+                frame = json.loads(ws.recv(timeout=30))
+                assert frame["event"] == "error", (credentials.keys(), frame_out, frame)
+                assert frame["data"]["error"] == "no such conversation"
+    for credentials in ({}, {"Authorization": "Bearer fs-not-a-key"}):
+        with pytest.raises(InvalidStatus):
+            connect(ws_url, additional_headers=credentials)
+
     # Nothing changed for the owner: the conversation, its share and key are all there.
     got = client.http.get(f"/conversations/{c}").json()
     assert got["title"] != "mine now" and [m["id"] for m in got["messages"]] == [question, answer]
