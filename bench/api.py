@@ -119,14 +119,19 @@ def fireside_serve(model_dir: Path, env: dict[str, str]) -> Iterator[str]:
         server.wait(timeout=30)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def parse_args(doc: str | None) -> argparse.Namespace:
+    """The model and load both server benchmarks take (bench/api.py, bench/app.py)."""
+    parser = argparse.ArgumentParser(description=doc)
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args(__doc__)
     torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))  # the server gets the other half
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = make_model(Path(tmp), args)

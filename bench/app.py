@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from api import fireside_serve, make_model
+from api import fireside_serve, make_model, parse_args
 
 QUESTIONS = [f"Write a handler number {i} for a web request." for i in range(64)]
 
@@ -105,13 +105,7 @@ async def signed_in(url: str) -> httpx.AsyncClient:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--hidden", type=int, default=256)
-    parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
-    parser.add_argument("--tokens", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+    args = parse_args(__doc__)
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = make_model(Path(tmp) / "model", args)
         env = {**os.environ, "FIRESIDE_DATA_DIR": str(Path(tmp) / "data")}

@@ -26,10 +26,11 @@ import sys
 import tarfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fireside.train.recipe import RECIPES, Recipe, export
+from fireside.train.recipe import RECIPES, export, pretrain_argv, sft_argv
 
 # `fireside train ...` through the train commands' own parser: the full CLI also registers the
 # app's commands, which import the web stack (FastAPI), and a GPU box needs only torch and friends.
@@ -62,26 +63,10 @@ def median_step_seconds(run_dir: Path, skip: int = 3) -> float:
     return statistics.median(steps)
 
 
-def pretrain_args(
-    r: Recipe, work: Path, output: Path, steps: int, eval_every: int, device: str
-) -> list[str]:
-    return [
-        "train", "pretrain", "--data", str(work / "data"), "--tokenizer", str(work / "tokenizer"),
-        "--depth", str(r.depth), "--output", str(output), "--steps", str(steps),
-        "--seq-len", str(r.seq_len), "--batch-tokens", str(r.pretrain_batch_tokens),
-        "--device-batch", str(r.device_batch), "--eval-every", str(eval_every),
-        "--eval-tokens", str(2**20), "--sample-every", "0", "--save-every", str(10 * steps),
-        "--keep-last", "1", "--device", device, "--no-progress",
-    ]  # fmt: skip
-
-
-def sft_args(r: Recipe, work: Path, base: Path, output: Path, steps: int, device: str) -> list[str]:
-    return [
-        "train", "sft", "--model", str(base), "--data", str(work / "sft.jsonl"),
-        "--output", str(output), "--steps", str(steps), "--batch-size", str(r.sft_batch),
-        "--lr", str(r.sft_lr), "--max-len", str(r.seq_len), "--save-every", str(10 * steps),
-        "--keep-last", "1", "--device", device, "--no-progress",
-    ]  # fmt: skip
+def on(device: str, steps: int) -> dict[str, Any]:
+    """A run on the GPU box: checkpointed once, at its end (writing optimizer state costs more
+    than the steps between saves), one checkpoint kept."""
+    return {"device": device, "save_every": 10 * steps, "keep_last": 1}
 
 
 def steps_within(seconds: float, probe: Path, most: int) -> int:
@@ -142,11 +127,21 @@ def main() -> int:
     runs = work / "gpu-runs"
     started = time.monotonic()
 
-    fireside(*pretrain_args(r, work, runs / "probe-pretrain", steps=12, eval_every=0, device=dev))
+    fireside(
+        *pretrain_argv(r, work, runs / "probe-pretrain", steps=12, eval_every=0, **on(dev, 12))
+    )
     steps = steps_within(args.pretrain_seconds, runs / "probe-pretrain", most=10**9)
     pretrained = runs / "pretrain"
     fireside(
-        *pretrain_args(r, work, pretrained, steps=steps, eval_every=max(1, steps // 8), device=dev)
+        *pretrain_argv(
+            r,
+            work,
+            pretrained,
+            steps=steps,
+            eval_every=max(1, steps // 8),
+            eval_tokens=2**20,
+            **on(dev, steps),
+        )
     )
     shutil.copy(pretrained / "metrics.jsonl", out / "pretrain-metrics.jsonl")
     deliver(pretrained, "base", out, args.pack, tools=False)
@@ -156,12 +151,12 @@ def main() -> int:
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         return 0
 
-    fireside(*sft_args(r, work, pretrained, runs / "probe-sft", steps=10, device=dev))
+    fireside(*sft_argv(r, work, pretrained, runs / "probe-sft", steps=10, **on(dev, 10)))
     conversations = sum(1 for line in (work / "sft.jsonl").open() if line.strip())
     most = max(1, int(args.sft_max_epochs * conversations / r.sft_batch))
     sft_steps = steps_within(args.sft_seconds, runs / "probe-sft", most)
     tuned = runs / "sft"
-    fireside(*sft_args(r, work, pretrained, tuned, steps=sft_steps, device=dev))
+    fireside(*sft_argv(r, work, pretrained, tuned, steps=sft_steps, **on(dev, sft_steps)))
     shutil.copy(tuned / "metrics.jsonl", out / "sft-metrics.jsonl")
     shutil.rmtree(out / "base", ignore_errors=True)  # the chat model supersedes it
     for piece in out.glob("base.tar.*"):

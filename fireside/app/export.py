@@ -52,10 +52,8 @@ async def _prompt(
     return turns
 
 
-def _with_tools(line: dict[str, Any]) -> dict[str, Any]:
-    if any(m["role"] == "tool" or m.get("tool_calls") for m in line["messages"]):
-        line["tools"] = tool_specs(builtin_tools())
-    return line
+def _uses_tools(messages: list[dict[str, Any]]) -> bool:
+    return any(m["role"] == "tool" or m.get("tool_calls") for m in messages)
 
 
 def _preference(f: Feedback | None, continued: bool) -> tuple[int, int]:
@@ -89,10 +87,14 @@ async def dpo_pairs(db: AsyncSession) -> list[dict[str, Any]]:
 
 async def sft_conversations(db: AsyncSession) -> list[dict[str, Any]]:
     out = []
+    specs = tool_specs(builtin_tools())  # the list the app's tool loop renders
     for message, f, conversation in await feedback.rated_answers(db):
         if f.rating == "up" and message.content:
-            line = {"messages": await _prompt(db, conversation, message), "model": message.model}
-            out.append(_with_tools(line))
+            messages = await _prompt(db, conversation, message)
+            line: dict[str, Any] = {"messages": messages, "model": message.model}
+            if _uses_tools(messages):
+                line["tools"] = specs
+            out.append(line)
     return out
 
 

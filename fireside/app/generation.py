@@ -128,7 +128,6 @@ class Generations:
                 db, conversation, parent, user_content, source.model, stream_after
             )
         except IntegrityError:  # another send won the race (the one-streaming index)
-            await db.rollback()
             raise conflict(BUSY) from None
 
         key = stream_key(conversation.id)
@@ -152,46 +151,34 @@ class Generations:
         model: str,
         stream_after: str | None,
     ) -> tuple[Message | None, Message]:
-        """The question (if new) and the empty answer under it, in one transaction."""
+        """The question (if new) and the empty answer under it, in one transaction; on an
+        IntegrityError it is rolled back before the next writer's turn."""
         async with self.chat.db.writing():
             try:
-                return await self._write_turn(
-                    db, conversation, parent, user_content, model, stream_after
+                user_message = None
+                parent_id = parent.id if parent is not None else None
+                if user_content is not None:
+                    # Written with the answer below, in one round trip.
+                    user_message = await store.add_message(
+                        db, conversation.id, parent_id, "user", user_content, flush=False
+                    )
+                    parent_id = user_message.id
+                answer = await store.add_message(
+                    db,
+                    conversation.id,
+                    parent_id,
+                    "assistant",
+                    "",
+                    status="streaming",
+                    model=model,
+                    stream_after=stream_after,
+                    worker=self.chat.worker,
                 )
+                await store.touch(db, conversation.id, current_leaf_id=answer.id)
+                await db.commit()
             except IntegrityError:
-                await db.rollback()  # the write lock is let go before the next writer's turn
+                await db.rollback()
                 raise
-
-    async def _write_turn(
-        self,
-        db: AsyncSession,
-        conversation: Conversation,
-        parent: Message | None,
-        user_content: str | None,
-        model: str,
-        stream_after: str | None,
-    ) -> tuple[Message | None, Message]:
-        user_message = None
-        parent_id = parent.id if parent is not None else None
-        if user_content is not None:
-            # Written with the answer below, in one round trip.
-            user_message = await store.add_message(
-                db, conversation.id, parent_id, "user", user_content, flush=False
-            )
-            parent_id = user_message.id
-        answer = await store.add_message(
-            db,
-            conversation.id,
-            parent_id,
-            "assistant",
-            "",
-            status="streaming",
-            model=model,
-            stream_after=stream_after,
-            worker=self.chat.worker,
-        )
-        await store.touch(db, conversation.id, current_leaf_id=answer.id)
-        await db.commit()
         return user_message, answer
 
     async def _source(

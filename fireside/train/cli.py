@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from fireside.train.recipe import RECIPES  # stdlib only: cheap for the parser to import
+
 
 def _tokenizer(args: argparse.Namespace) -> int:
     from fireside.train.tokenizer import train_and_report
@@ -148,7 +150,7 @@ def add_train_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     rec.add_argument(
         "name",
-        choices=["small", "gpu-small", "gpu"],
+        choices=list(RECIPES),
         help="small: 12M parameters on a 2-core CPU; gpu-small: the bundled size (24M) on one "
         "GPU; gpu: ~100M on one GPU",
     )

@@ -154,18 +154,55 @@ def run_recipe(
         print(f"{chats}: {json.dumps(counts)}", file=sys.stderr)
     if data_only:
         return work
-    _cli("train", "pretrain", "--data", str(data), "--tokenizer", str(tok),
-         "--depth", str(r.depth), "--output", str(work / "pretrain"),
-         "--steps", str(r.pretrain_steps), "--seq-len", str(r.seq_len),
-         "--batch-tokens", str(r.pretrain_batch_tokens), "--device-batch", str(r.device_batch),
-         "--eval-every", "100",
-         "--eval-tokens", "65536", "--sample-every", "0", "--save-every", str(r.save_every),
-         "--keep-last", "2", "--device", r.device, "--no-progress")  # fmt: skip
-    _cli("train", "sft", "--model", str(work / "pretrain"), "--data", str(chats),
-         "--output", str(work / "sft"), "--steps", str(r.sft_steps),
-         "--batch-size", str(r.sft_batch), "--lr", str(r.sft_lr), "--max-len", str(r.seq_len),
-         "--save-every", str(r.save_every), "--keep-last", "2", "--device", r.device, "--no-progress")  # fmt: skip
+    _cli(*pretrain_argv(r, work, work / "pretrain", steps=r.pretrain_steps))
+    _cli(*sft_argv(r, work, work / "pretrain", work / "sft", steps=r.sft_steps))
     return export(work / "sft", output, loss_plot=work / "pretrain" / "loss.png")
+
+
+def pretrain_argv(
+    r: Recipe,
+    work: Path,
+    output: Path,
+    *,
+    steps: int,
+    eval_every: int = 100,
+    eval_tokens: int = 65536,
+    save_every: int | None = None,
+    keep_last: int = 2,
+    device: str | None = None,
+) -> list[str]:
+    """`fireside train pretrain` on a recipe's work directory (shards and tokenizer), as the
+    recipe runs it and as scripts/train_gpu.py runs it with its own steps and checkpoints."""
+    return [
+        "train", "pretrain", "--data", str(work / "data"), "--tokenizer", str(work / "tokenizer"),
+        "--depth", str(r.depth), "--output", str(output), "--steps", str(steps),
+        "--seq-len", str(r.seq_len), "--batch-tokens", str(r.pretrain_batch_tokens),
+        "--device-batch", str(r.device_batch), "--eval-every", str(eval_every),
+        "--eval-tokens", str(eval_tokens), "--sample-every", "0",
+        "--save-every", str(save_every or r.save_every), "--keep-last", str(keep_last),
+        "--device", device or r.device, "--no-progress",
+    ]  # fmt: skip
+
+
+def sft_argv(
+    r: Recipe,
+    work: Path,
+    base: Path,
+    output: Path,
+    *,
+    steps: int,
+    save_every: int | None = None,
+    keep_last: int = 2,
+    device: str | None = None,
+) -> list[str]:
+    """`fireside train sft` of `base` on the work directory's conversations (sft.jsonl)."""
+    return [
+        "train", "sft", "--model", str(base), "--data", str(work / "sft.jsonl"),
+        "--output", str(output), "--steps", str(steps), "--batch-size", str(r.sft_batch),
+        "--lr", str(r.sft_lr), "--max-len", str(r.seq_len),
+        "--save-every", str(save_every or r.save_every), "--keep-last", str(keep_last),
+        "--device", device or r.device, "--no-progress",
+    ]  # fmt: skip
 
 
 def export(model: Path, output: Path, loss_plot: Path | None = None, *, tools: bool = True) -> Path:
