@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed
 # The OpenID Connect provider (npm's oidc-provider) that the login tests start.
 OIDC_PROVIDER := tests/oidc/node_modules/.installed
 
-.PHONY: serve test lint typecheck unit install clean web web-check web-unit e2e chromium model
+.PHONY: serve test lint typecheck unit install clean web web-check web-unit e2e chromium sandbox model
 
 # The web UI (web/): npm ci from the committed lock file, built into the package (web_dist/).
 NPM ?= npm
@@ -58,7 +58,16 @@ $(CHROMIUM):
 
 chromium: $(CHROMIUM)
 
-serve: $(STAMP) $(WEB_BUILD)
+# bubblewrap: the sandbox of the `python` tool and HumanEval (fireside/sandbox/). Without it the
+# python tool is off, and says why.
+BWRAP ?= /usr/bin/bwrap
+$(BWRAP):
+	@if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq bubblewrap; \
+	else sudo apt-get update -qq && sudo apt-get install -y -qq bubblewrap; fi
+
+sandbox: $(BWRAP)
+
+serve: $(STAMP) $(WEB_BUILD) $(BWRAP)
 	$(BIN)/fireside serve --host $(HOST) --port $(PORT)
 
 # The bundled model, from this machine's own text and code (hours on a 2-core CPU; resumable:
@@ -75,7 +84,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP) $(OIDC_PROVIDER)
+unit: $(STAMP) $(OIDC_PROVIDER) $(BWRAP)
 	$(BIN)/pytest -n $(TEST_WORKERS) tests
 
 web-check: $(WEB_DEPS)

@@ -19,7 +19,7 @@ from fireside.eval import chat_eval, humaneval
 from fireside.eval.bpb import EvalDataError, bits_per_byte, read_texts, windows
 from fireside.eval.chat_eval import TASKS, ChatTask, is_correct
 from fireside.eval.generate import PromptTooLong, generate_all, greedy_generate
-from fireside.eval.sandbox import Limits, run_python
+from fireside.sandbox import Limits, run_python
 from fireside.model import Tokenizer, Transformer, load_pretrained
 from tests.conftest import tiny_config
 

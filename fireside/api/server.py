@@ -94,7 +94,12 @@ def build_app(settings: Settings, engine_config: EngineConfig | None = None) -> 
 def serve(settings: Settings) -> None:
     import uvicorn
 
+    from fireside.tools import python_tool_off_reason
+
     app = build_app(settings)
+    # Checked before the first request: where no sandbox can be made, the python tool is off
+    # (one warning saying why and how to enable it) and never runs unsandboxed.
+    python_tool_off_reason()
     # Open streams would hold a shutdown forever; after the grace period they are cut.
     uvicorn.run(
         app, host=settings.host, port=settings.port, log_level="info", timeout_graceful_shutdown=10

@@ -16,7 +16,7 @@ from typing import Any
 
 from fireside.errors import FiresideError
 from fireside.eval.generate import generate_all
-from fireside.eval.sandbox import Limits, SandboxResult, run_python
+from fireside.sandbox import Limits, SandboxResult, run_python
 from fireside.model.pretrained import Pretrained
 
 # Codex's stop sequences: anything at column 0 after the function body ends it.

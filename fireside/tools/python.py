@@ -1,7 +1,8 @@
 """`python`: run a short program in the sandbox and hand back what it printed.
 
-Every limit of `fireside.eval.sandbox` applies (CPU, memory, file size, processes, wall
-clock, no network, a throwaway directory). The model reads:
+Every limit of `fireside.sandbox` applies (CPU, memory, file size, processes, wall
+clock, no network, nothing of the machine but the interpreter, a throwaway tmpfs). The model
+reads:
 
     <stdout>
     stderr:
@@ -18,7 +19,7 @@ from __future__ import annotations
 import signal
 from typing import Any
 
-from fireside.eval.sandbox import Limits, SandboxResult, run_python
+from fireside.sandbox import Limits, SandboxResult, run_python
 from fireside.tools.base import Tool
 
 PART_CHARS = 1500  # of stdout, and of stderr, kept (their ends: a traceback's last line matters)
