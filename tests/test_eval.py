@@ -19,8 +19,8 @@ from fireside.eval import chat_eval, humaneval
 from fireside.eval.bpb import EvalDataError, bits_per_byte, read_texts, windows
 from fireside.eval.chat_eval import TASKS, ChatTask, is_correct
 from fireside.eval.generate import PromptTooLong, generate_all, greedy_generate
-from fireside.sandbox import Limits, run_python
 from fireside.model import Tokenizer, Transformer, load_pretrained
+from fireside.sandbox import Limits, run_python
 from tests.conftest import tiny_config
 
 FAST = Limits(timeout_s=10.0, cpu_s=10, memory_bytes=1 << 30)

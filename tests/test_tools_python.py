@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-
 from fireside.sandbox import Limits
 from fireside.tools.base import call_tool
 from fireside.tools.python import PART_CHARS, python_tool

@@ -16,8 +16,8 @@ from typing import Any
 
 from fireside.errors import FiresideError
 from fireside.eval.generate import generate_all
-from fireside.sandbox import Limits, SandboxResult, run_python
 from fireside.model.pretrained import Pretrained
+from fireside.sandbox import Limits, SandboxResult, run_python
 
 # Codex's stop sequences: anything at column 0 after the function body ends it.
 STOP_STRINGS = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\nassert ")

@@ -21,8 +21,8 @@ from fireside.eval.bpb import (
 from fireside.eval.chat_eval import run_chat_eval
 from fireside.eval.humaneval import run_humaneval
 from fireside.eval.report import EvalResults, write_report
-from fireside.sandbox import Limits
 from fireside.model.pretrained import load_pretrained
+from fireside.sandbox import Limits
 
 
 @dataclass
