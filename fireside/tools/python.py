@@ -22,6 +22,8 @@ from typing import Any
 from fireside.sandbox import Limits, SandboxResult, run_python
 from fireside.tools.base import Tool
 
+# What a chat user's program gets: half a gigabyte, five CPU seconds, ten on the clock.
+TOOL_LIMITS = Limits(timeout_s=10.0, cpu_s=5, memory_bytes=512 << 20)
 PART_CHARS = 1500  # of stdout, and of stderr, kept (their ends: a traceback's last line matters)
 
 
@@ -52,7 +54,7 @@ def format_result(result: SandboxResult, limits: Limits) -> str:
 
 
 def python_tool(limits: Limits | None = None) -> Tool:
-    limits = limits or Limits(timeout_s=10.0, cpu_s=5, memory_bytes=512 << 20)
+    limits = limits or TOOL_LIMITS
 
     def run(arguments: dict[str, Any]) -> str:
         return format_result(run_python(arguments["code"], limits), limits)

@@ -182,9 +182,10 @@ CORPUS: list[Escape] = [
         "    print('ESCAPED: signalled', @@HOST_PID@@)\nexcept OSError as e:\n    print('blocked', e)\n",
     ),
     Escape(
-        "kill every process it may",
-        "import os, signal, time\ntry:\n    os.kill(-1, signal.SIGKILL)\nexcept OSError:\n    pass\n"
-        "time.sleep(0.2)\n",
+        "signal its parent",
+        # Outside a PID namespace the parent is the server; inside it is bwrap's reaper.
+        "import os, signal\nparent = os.getppid()\ntry:\n    os.kill(parent, signal.SIGKILL)\n"
+        "except OSError as e:\n    print('blocked', e)\n",
     ),
     Escape(
         "ptrace a host process",

@@ -85,9 +85,10 @@ def _listen(sock: socket.socket, accepted: list[str], name: str) -> None:
 
 
 @contextmanager
-def host(data_dir: Path | None = None) -> Iterator[Host]:
+def host(data_dir: Path | None = None, limits: Limits = CORPUS_LIMITS) -> Iterator[Host]:
     """The host side; `data_dir` is a running server's (its secret key and database are
-    used as they are), else one is made with a users table like the app's."""
+    used as they are), else one is made with a users table like the app's. `limits` are
+    those the programs will run under."""
     with tempfile.TemporaryDirectory() as made:
         if data_dir is None:
             data_dir = Path(made)
@@ -108,7 +109,6 @@ def host(data_dir: Path | None = None) -> Iterator[Host]:
         unix.bind("\0" + abstract_name)
         unix.listen()
         sleeper = subprocess.Popen(["sleep", "300"])
-        limits = CORPUS_LIMITS
         h = Host(
             data_dir,
             {
