@@ -124,3 +124,30 @@ def test_a_child_left_running_is_gone_when_the_run_ends() -> None:
     while survivors(seconds) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert survivors(seconds) == []
+
+
+def test_without_a_sandbox_the_python_tool_is_off(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Where bubblewrap cannot make the sandbox, the tool is not offered (never run without it),
+    # and one warning says why and how to enable it, however many tool lists are built.
+    from fireside.sandbox import unavailable_reason
+    from fireside.tools import builtin_tools, python_tool_off_reason
+
+    for cached in (unavailable_reason, python_tool_off_reason):
+        cached.cache_clear()
+    monkeypatch.setenv("PATH", "/nonexistent")
+    try:
+        with caplog.at_level("WARNING", logger="fireside.tools"):
+            for _ in range(3):
+                assert [t.name for t in builtin_tools()] == ["calculator", "search"]
+        warnings = [
+            r.getMessage() for r in caplog.records if "python tool is off" in r.getMessage()
+        ]
+        assert len(warnings) == 1
+        assert "bubblewrap" in warnings[0] and "apt-get install bubblewrap" in warnings[0]
+    finally:
+        monkeypatch.undo()
+        for cached in (unavailable_reason, python_tool_off_reason):
+            cached.cache_clear()
+    assert [t.name for t in builtin_tools()] == ["calculator", "search", "python"]
