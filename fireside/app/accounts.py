@@ -47,21 +47,46 @@ async def create_user(
 ) -> User:
     """The first account is the admin and active whatever the policy; after it, `policy`
     decides: open (active), approval (pending until an admin approves), closed (refused).
-    No password: an account that logs in through OpenID Connect only."""
+    No password: an account that logs in through OpenID Connect only.
+
+    "First" is claimed, not counted: the first account's transaction also inserts the one
+    `first_admin` row of app_settings, whose primary key lets one claim commit on either
+    backend; a concurrent sign-up that lost it is retried as an ordinary one."""
+    hashed = await hash_password(password) if password is not None else None
     first = await accounts.count_users(db) == 0
+    try:
+        return await _insert_user(db, email, hashed, name, policy, admin, first)
+    except IntegrityError:
+        await db.rollback()
+        if not first or await accounts.user_by_email(db, email) is not None:
+            raise conflict("an account with this email exists") from None
+    # Another sign-up claimed the first account while this one counted none.
+    try:
+        return await _insert_user(db, email, hashed, name, policy, admin, first=False)
+    except IntegrityError:  # the same email signing up twice at once
+        await db.rollback()
+        raise conflict("an account with this email exists") from None
+
+
+async def _insert_user(
+    db: AsyncSession,
+    email: str,
+    hashed: str | None,
+    name: str,
+    policy: SignupPolicy,
+    admin: bool,
+    first: bool,
+) -> User:
     if not first and not admin and policy == "closed":
         raise forbidden("sign-up is closed on this server; ask an administrator")
     if await accounts.user_by_email(db, email) is not None:
         raise conflict("an account with this email exists")
     role = "admin" if first or admin else "user"
     status = "pending" if policy == "approval" and not (first or admin) else "active"
-    try:
-        hashed = await hash_password(password) if password is not None else None
-        user = await accounts.add_user(db, email, name, hashed, role, status)
-        await db.commit()
-    except IntegrityError:  # the same email signing up twice at once
-        await db.rollback()
-        raise conflict("an account with this email exists") from None
+    user = await accounts.add_user(db, email, name, hashed, role, status)
+    if first:
+        await accounts.claim_first_admin(db, user.id)
+    await db.commit()
     return user
 
 

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from fireside.store.models import ApiKey, Session, User, now
+from fireside.store.models import ApiKey, AppSetting, Session, User, now
 
 
 def token_hash(token: str) -> str:
@@ -35,6 +35,16 @@ async def add_user(
     db.add(user)
     await db.flush()
     return user
+
+
+FIRST_ADMIN_KEY = "first_admin"
+
+
+async def claim_first_admin(db: AsyncSession, user_id: uuid.UUID) -> None:
+    """Inserts the one row that says the first account (the bootstrap admin) exists: a
+    primary key, so of concurrent claims one commits and the others fail (IntegrityError)."""
+    db.add(AppSetting(key=FIRST_ADMIN_KEY, value=str(user_id)))
+    await db.flush()
 
 
 async def add_session(db: AsyncSession, user_id: uuid.UUID, token: str, ttl: timedelta) -> None:
