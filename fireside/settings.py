@@ -56,6 +56,13 @@ class Settings(BaseSettings):
     signup: SignupPolicy = "open"
     # "required": /v1/* also accepts (and then needs) a user's personal API key.
     auth: Literal["optional", "required"] = "optional"
+    # Brute-force limits on /api/auth, per window of auth_window_s: failed password checks
+    # (login, password change) per account and per client address, and sign-ups per client
+    # address. Counted in Redis when redis_url is set (every process), else in this process.
+    auth_window_s: int = Field(default=900, ge=1)
+    auth_failures_per_account: int = Field(default=10, ge=1)
+    auth_failures_per_address: int = Field(default=50, ge=1)
+    signups_per_address: int = Field(default=20, ge=1)
     # Origins besides the server's own allowed to make cookie-authenticated changes
     # (a web UI served from a dev server, say).
     allowed_origins: list[str] = Field(default_factory=list)

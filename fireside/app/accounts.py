@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fireside.app.errors import conflict, forbidden, unauthorized
+from fireside.app.limits import AuthLimits
 from fireside.settings import SignupPolicy
 from fireside.store import accounts, admin
 from fireside.store.models import User
@@ -97,10 +98,14 @@ async def start_session(db: AsyncSession, user: User) -> str:
     return token
 
 
-async def login(db: AsyncSession, email: str, password: str) -> tuple[User, str]:
+async def login(
+    db: AsyncSession, email: str, password: str, limits: AuthLimits, address: str
+) -> tuple[User, str]:
+    await limits.before_password_check(email, address)
     user = await accounts.user_by_email(db, email)
     ok = await verify_password(user.password_hash if user else None, password)
     if user is None or not ok:
+        await limits.failed_password_check(email, address)
         raise unauthorized("wrong email or password")
     if user.status == "pending":
         raise forbidden("this account awaits an administrator's approval")
@@ -110,9 +115,19 @@ async def login(db: AsyncSession, email: str, password: str) -> tuple[User, str]
 
 
 async def change_password(
-    db: AsyncSession, user: User, current: str, new: str, keep_session: str | None
+    db: AsyncSession,
+    user: User,
+    current: str,
+    new: str,
+    keep_session: str | None,
+    limits: AuthLimits,
+    address: str,
 ) -> None:
+    # A stolen session must not be a way to guess the password: the account's count is shared
+    # with the login's.
+    await limits.before_password_check(user.email, address)
     if not await verify_password(user.password_hash, current):
+        await limits.failed_password_check(user.email, address)
         raise forbidden("the current password is wrong")
     user.password_hash = await hash_password(new)
     # Whoever else was logged in with the old password is logged out.

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
 
+from fireside.api.errors import ErrorResponse
 from fireside.app import accounts
 from fireside.app.deps import DB, SESSION_COOKIE, ChatStateDep, CurrentUser, check_origin
 from fireside.app.deps import session_token as cookie_token
+from fireside.app.limits import client_address
 from fireside.app.schemas import LoginRequest, PasswordChange, SignupRequest, UserPublic
 from fireside.store import accounts as store
 
@@ -26,11 +30,17 @@ def set_session_cookie(request: Request, response: Response, token: str) -> None
     )
 
 
-@router.post("/auth/signup", response_model=UserPublic, status_code=201)
+RATE_LIMITED: dict[int | str, dict[str, Any]] = {
+    429: {"model": ErrorResponse, "description": "Too many attempts; see Retry-After"}
+}
+
+
+@router.post("/auth/signup", response_model=UserPublic, status_code=201, responses=RATE_LIMITED)
 async def signup(
     body: SignupRequest, request: Request, response: Response, db: DB, state: ChatStateDep
 ) -> UserPublic:
     check_origin(request, state)
+    await state.limits.signup(client_address(request))
     policy = await accounts.signup_policy(db, state.settings.signup)
     user = await accounts.create_user(db, body.email, body.password, body.name, policy)
     if user.status == "active":  # a pending account gets no session until approved
@@ -38,12 +48,14 @@ async def signup(
     return UserPublic.model_validate(user)
 
 
-@router.post("/auth/login", response_model=UserPublic)
+@router.post("/auth/login", response_model=UserPublic, responses=RATE_LIMITED)
 async def login(
     body: LoginRequest, request: Request, response: Response, db: DB, state: ChatStateDep
 ) -> UserPublic:
     check_origin(request, state)
-    user, token = await accounts.login(db, body.email, body.password)
+    user, token = await accounts.login(
+        db, body.email, body.password, state.limits, client_address(request)
+    )
     set_session_cookie(request, response, token)
     return UserPublic.model_validate(user)
 
@@ -67,12 +79,18 @@ async def me(user: CurrentUser) -> UserPublic:
     return UserPublic.model_validate(user)
 
 
-@router.post("/auth/password", response_model=LoggedOut)
+@router.post("/auth/password", response_model=LoggedOut, responses=RATE_LIMITED)
 async def change_password(
-    body: PasswordChange, request: Request, user: CurrentUser, db: DB
+    body: PasswordChange, request: Request, user: CurrentUser, db: DB, state: ChatStateDep
 ) -> LoggedOut:
     await accounts.change_password(
-        db, user, body.current_password, body.new_password, cookie_token(request)
+        db,
+        user,
+        body.current_password,
+        body.new_password,
+        cookie_token(request),
+        state.limits,
+        client_address(request),
     )
     return LoggedOut()
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.app_utils import Backend, chat_settings, postgres_database, run_chat_server
+from tests.app_utils import Backend
+from tests.security.fresh import fresh_server
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -21,18 +21,15 @@ SIGNUPS = 8
 def test_concurrent_first_signups_make_one_admin(
     chat_backend: Backend, api_model_dir: Path, tmp_path: Path
 ) -> None:
-    fresh = postgres_database() if chat_backend.name == "postgres" else nullcontext(None)
-    with fresh as pg_url:  # a database with no account in it yet
-        backend = Backend(chat_backend.name, tmp_path, pg_url, chat_backend.redis_url)
-        with run_chat_server(api_model_dir, chat_settings(backend)) as url:
+    with fresh_server(chat_backend, tmp_path, api_model_dir) as url:  # no account yet
 
-            def signup(i: int) -> httpx.Response:
-                email = f"first-{i}-{uuid.uuid4().hex[:8]}@example.com"
-                body = {"email": email, "password": "secret-pass", "name": f"U{i}"}
-                return httpx.post(f"{url}/api/auth/signup", json=body, timeout=60)
+        def signup(i: int) -> httpx.Response:
+            email = f"first-{i}-{uuid.uuid4().hex[:8]}@example.com"
+            body = {"email": email, "password": "secret-pass", "name": f"U{i}"}
+            return httpx.post(f"{url}/api/auth/signup", json=body, timeout=60)
 
-            with ThreadPoolExecutor(SIGNUPS) as pool:
-                answers = list(pool.map(signup, range(SIGNUPS)))
+        with ThreadPoolExecutor(SIGNUPS) as pool:
+            answers = list(pool.map(signup, range(SIGNUPS)))
     assert all(r.status_code == 201 for r in answers), [r.text for r in answers]
     roles = sorted(r.json()["role"] for r in answers)
     assert roles == ["admin"] + ["user"] * (SIGNUPS - 1)
