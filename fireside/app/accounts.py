@@ -130,8 +130,10 @@ async def change_password(
         await limits.failed_password_check(user.email, address)
         raise forbidden("the current password is wrong")
     user.password_hash = await hash_password(new)
-    # Whoever else was logged in with the old password is logged out.
+    # Whoever else was logged in with the old password is logged out, and the keys made
+    # with it are revoked: a password changed after a leak must leave nothing of the leak.
     await accounts.delete_sessions_except(db, user.id, keep_session)
+    await accounts.delete_api_keys(db, user.id)
     await db.commit()
 
 

@@ -1269,18 +1269,12 @@ export interface components {
         };
         /** ErrorDetail */
         ErrorDetail: {
-            /**
-             * Code
-             * @default null
-             */
-            code: string | null;
+            /** Code */
+            code?: string | null;
             /** Message */
             message: string;
-            /**
-             * Param
-             * @default null
-             */
-            param: string | null;
+            /** Param */
+            param?: string | null;
             /** Type */
             type: string;
         };
@@ -1547,6 +1541,8 @@ export interface components {
         };
         /** KeyCreate */
         KeyCreate: {
+            /** Expires In Days */
+            expires_in_days?: number | null;
             /** Name */
             name: string;
         };
@@ -1557,6 +1553,8 @@ export interface components {
              * Format: date-time
              */
             created_at: string;
+            /** Expires At */
+            expires_at: string | null;
             /**
              * Id
              * Format: uuid
@@ -1578,6 +1576,8 @@ export interface components {
              * Format: date-time
              */
             created_at: string;
+            /** Expires At */
+            expires_at: string | null;
             /**
              * Id
              * Format: uuid
@@ -3078,7 +3078,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Queue full; retry later */
+            /** @description Too many attempts; see Retry-After */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3647,7 +3647,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Queue full; retry later */
+            /** @description Too many attempts; see Retry-After */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3871,7 +3871,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Queue full; retry later */
+            /** @description Too many attempts; see Retry-After */
             429: {
                 headers: {
                     [name: string]: unknown;
