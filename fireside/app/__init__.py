@@ -80,7 +80,7 @@ class ChatApp:
             await interrupt_orphans(chat)
             await broker.start(chat.generations.stop_local)
             api_state.key_checks.append(key_check(db))
-            api_state.require_key = settings.auth == "required"
+            api_state.require_key = settings.v1_requires_key()
             app.state.chat = chat
             yield
             await chat.generations.shutdown()

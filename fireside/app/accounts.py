@@ -12,6 +12,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from fireside.api.errors import APIError
 from fireside.app.errors import conflict, forbidden, unauthorized
 from fireside.app.limits import AuthLimits
 from fireside.settings import SignupPolicy
@@ -67,6 +68,26 @@ async def create_user(
     except IntegrityError:  # the same email signing up twice at once
         await db.rollback()
         raise conflict("an account with this email exists") from None
+
+
+SIGNUP_PENDING = (
+    "if this email is new here, its account now awaits an administrator's approval; "
+    "log in once it is approved"
+)
+
+
+async def sign_up(
+    db: AsyncSession, email: str, password: str, name: str, policy: SignupPolicy
+) -> User | None:
+    """A sign-up from the web: create_user, except that under approval an email that has an
+    account is no error (None), so that the answer cannot tell it from a new one. Either way
+    the password was hashed (create_user hashes first), so the time tells nothing either."""
+    try:
+        return await create_user(db, email, password, name, policy)
+    except APIError as e:
+        if policy == "approval" and e.status == 409:
+            return None
+        raise
 
 
 async def _insert_user(

@@ -202,7 +202,7 @@ async def user_for(db: AsyncSession, who: Identity, settings: Settings) -> User:
         user = await users.user_by_email(db, who.email)
         if user is None:
             name = who.name[:200] or who.email
-            policy = await accounts.signup_policy(db, settings.signup)
+            policy = await accounts.signup_policy(db, settings.default_signup())
             user = await accounts.create_user(db, who.email, None, name, policy)
         elif not await identities.has_verified_email(db, user.id, who.email):
             # A password sign-up under this email may be a squatter's, waiting for its owner.

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from fireside.api.errors import ErrorResponse
 from fireside.app import accounts
+from fireside.app.accounts import SIGNUP_PENDING
 from fireside.app.deps import DB, SESSION_COOKIE, ChatStateDep, CurrentUser, check_origin
 from fireside.app.deps import session_token as cookie_token
 from fireside.app.limits import client_address
@@ -35,16 +37,33 @@ RATE_LIMITED: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.post("/auth/signup", response_model=UserPublic, status_code=201, responses=RATE_LIMITED)
+class SignupPending(BaseModel):
+    """Under the approval policy, the answer to every sign-up but the first account's: the
+    same whether or not the email had an account, so it tells nobody who has one."""
+
+    status: Literal["pending"] = "pending"
+    message: str = SIGNUP_PENDING
+
+
+SIGNUP_RESPONSES: dict[int | str, dict[str, Any]] = {
+    202: {"model": SignupPending, "description": "Under approval: awaiting an administrator"},
+    **RATE_LIMITED,
+}
+
+
+@router.post("/auth/signup", response_model=UserPublic, status_code=201, responses=SIGNUP_RESPONSES)
 async def signup(
     body: SignupRequest, request: Request, response: Response, db: DB, state: ChatStateDep
-) -> UserPublic:
+) -> UserPublic | JSONResponse:
+    """Open sign-up answers 409 to an email that has an account: accepted there, since anyone
+    may sign up anyway and learn it so. Under approval every sign-up is answered alike (202)."""
     check_origin(request, state)
     await state.limits.signup(client_address(request))
-    policy = await accounts.signup_policy(db, state.settings.signup)
-    user = await accounts.create_user(db, body.email, body.password, body.name, policy)
-    if user.status == "active":  # a pending account gets no session until approved
-        set_session_cookie(request, response, await accounts.start_session(db, user))
+    policy = await accounts.signup_policy(db, state.settings.default_signup())
+    user = await accounts.sign_up(db, body.email, body.password, body.name, policy)
+    if user is None or user.status == "pending":  # no session until approved
+        return JSONResponse(SignupPending().model_dump(), status_code=202)
+    set_session_cookie(request, response, await accounts.start_session(db, user))
     return UserPublic.model_validate(user)
 
 

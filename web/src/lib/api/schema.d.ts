@@ -268,7 +268,11 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Signup */
+        /**
+         * Signup
+         * @description Open sign-up answers 409 to an email that has an account: accepted there, since anyone
+         *     may sign up anyway and learn it so. Under approval every sign-up is answered alike (202).
+         */
         post: operations["signup_api_auth_signup_post"];
         delete?: never;
         options?: never;
@@ -1871,6 +1875,24 @@ export interface components {
             messages: components["schemas"]["MessagePublic"][];
             /** Title */
             title: string;
+        };
+        /**
+         * SignupPending
+         * @description Under the approval policy, the answer to every sign-up but the first account's: the
+         *     same whether or not the email had an account, so it tells nobody who has one.
+         */
+        SignupPending: {
+            /**
+             * Message
+             * @default if this email is new here, its account now awaits an administrator's approval; log in once it is approved
+             */
+            message: string;
+            /**
+             * Status
+             * @default pending
+             * @constant
+             */
+            status: "pending";
         };
         /** SignupRequest */
         SignupRequest: {
@@ -3946,6 +3968,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["UserPublic"];
+                };
+            };
+            /** @description Under approval: awaiting an administrator */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SignupPending"];
                 };
             };
             /** @description Invalid request (OpenAI error envelope) */
