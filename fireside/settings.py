@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from pathlib import Path
@@ -53,9 +54,18 @@ class Settings(BaseSettings):
     database_url: str | None = None  # None = SQLite in the data directory
     redis_url: str | None = None  # None = in-process event log and stop signals
     secret_key: SecretStr | None = None  # None = generated once, kept in the data directory
+    # Read through default_signup(): unset, it depends on where the server listens.
     signup: SignupPolicy = "open"
-    # "required": /v1/* also accepts (and then needs) a user's personal API key.
+    # "required": /v1/* also accepts (and then needs) a user's personal API key. Read through
+    # v1_requires_key(): unset, a server listening beyond loopback requires one.
     auth: Literal["optional", "required"] = "optional"
+    # Brute-force limits on /api/auth, per window of auth_window_s: failed password checks
+    # (login, password change) per account and per client address, and sign-ups per client
+    # address. Counted in Redis when redis_url is set (every process), else in this process.
+    auth_window_s: int = Field(default=900, ge=1)
+    auth_failures_per_account: int = Field(default=10, ge=1)
+    auth_failures_per_address: int = Field(default=50, ge=1)
+    signups_per_address: int = Field(default=20, ge=1)
     # Origins besides the server's own allowed to make cookie-authenticated changes
     # (a web UI served from a dev server, say).
     allowed_origins: list[str] = Field(default_factory=list)
@@ -72,6 +82,31 @@ class Settings(BaseSettings):
     # OpenAI-compatible endpoints whose models the chat app offers (as NAME/MODEL) beside the
     # local one; admins add more with PUT /api/admin/connections.
     connections: list[ConnectionSetting] = Field(default_factory=list)
+
+    def binds_beyond_loopback(self) -> bool:
+        """Whether others can reach the server directly (0.0.0.0, a LAN address, a name)."""
+        if self.host == "localhost":
+            return False
+        try:
+            return not ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return True
+
+    def default_signup(self) -> SignupPolicy:
+        """FIRESIDE_SIGNUP (or --signup) when given. Unset: "approval" on a server others can
+        reach (bound beyond loopback, or guarded with --api-key, as behind a proxy), so that no
+        stranger's sign-up gets to chat and run tools; "open" on a private one."""
+        if "signup" in self.model_fields_set:
+            return self.signup
+        return "approval" if self.api_key is not None or self.binds_beyond_loopback() else "open"
+
+    def v1_requires_key(self) -> bool:
+        """/v1 needs a key (--api-key's or a personal one) with --api-key, with
+        FIRESIDE_AUTH=required, and on a server bound beyond loopback unless FIRESIDE_AUTH is
+        set to "optional" explicitly."""
+        if self.api_key is not None or self.auth == "required":
+            return True
+        return "auth" not in self.model_fields_set and self.binds_beyond_loopback()
 
     def oidc_configured(self) -> bool:
         return bool(self.oidc_discovery_url and self.oidc_client_id and self.oidc_client_secret)

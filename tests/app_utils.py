@@ -79,6 +79,10 @@ def chat_settings(backend: Backend, **overrides: Any) -> Settings:
         redis_url=backend.redis_url,
         app_max_tokens=8,
         auth="required",  # /v1/* takes personal keys
+        # Every test signs up (and some fail to log in) from 127.0.0.1 on one shared server;
+        # tests/security/test_auth_rate_limits.py sets these back to check them.
+        signups_per_address=100_000,
+        auth_failures_per_address=100_000,
     )
     values.update(overrides)
     return Settings(**values)

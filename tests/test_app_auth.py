@@ -280,7 +280,6 @@ def test_the_authorization_matrix_over_cookie_and_bearer_key(
         ("POST", f"/messages/{answer}/regenerate", None, {}),
         ("POST", f"/messages/{answer}/feedback", {"rating": "up"}, {}),
         ("DELETE", f"/share/{share}", None, {}),
-        ("DELETE", f"/keys/{key_id}", None, {}),
         # Another user's ids in the body of a request on one's own conversation.
         ("POST", f"/conversations/{mine}/messages", {"content": "x", "parent_id": question}, {}),
         ("PATCH", f"/conversations/{mine}", {"current_leaf_id": answer}, {}),
@@ -295,6 +294,17 @@ def test_the_authorization_matrix_over_cookie_and_bearer_key(
         ("GET", "/admin/settings", None, {}),
         ("PATCH", "/admin/settings", {"signup": "closed"}, {}),
     ]
+    # Keys are made and revoked from a session only: a Bearer key gets 403 before any id
+    # is looked at; a session gets 404 for another's key.
+    keys: list[Route] = [("DELETE", f"/keys/{key_id}", None, {})]
+    for method, path, body, _ in keys:
+        assert intruder.http.request(method, path, json=body).status_code == 404
+        assert bearer.request(method, path, json=body).status_code == 403
+    assert bearer.post("/keys", json={"name": "minted"}).status_code == 403
+    # The OpenID Connect link is authorized by its sealed cookie alone, which no caller here
+    # has; on this server (no provider configured) it does not exist for anyone.
+    for who in (intruder.http, bearer, anonymous):
+        assert who.post("/auth/oidc/link", json={"password": "x"}).status_code == 404
     for who in (intruder.http, bearer):
         for method, path, body, headers in owned:
             r = who.request(method, path, json=body, headers=headers)
@@ -303,7 +313,7 @@ def test_the_authorization_matrix_over_cookie_and_bearer_key(
         for method, path, body, headers in admin:
             r = who.request(method, path, json=body, headers=headers)
             assert r.status_code == 403, (method, path, r.text)
-    for method, path, body, headers in owned + admin:
+    for method, path, body, headers in owned + admin + keys:
         r = anonymous.request(method, path, json=body, headers=headers)
         assert r.status_code == 401, (method, path, r.text)
         wrong = dict(headers, Authorization="Bearer fs-not-a-key")

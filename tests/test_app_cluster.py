@@ -20,6 +20,9 @@ def second_server(chat_backend: Backend, api_model_dir: Path) -> Iterator[str]:
     env = {
         "FIRESIDE_DATABASE_URL": chat_backend.database_url or "",
         "FIRESIDE_REDIS_URL": chat_backend.redis_url or "",
+        # It shares the chat_server's counts (one database, one Redis): the same raised limits.
+        "FIRESIDE_SIGNUPS_PER_ADDRESS": "100000",
+        "FIRESIDE_AUTH_FAILURES_PER_ADDRESS": "100000",
     }
     proc, url = start_server_process(api_model_dir, chat_backend.data_dir, env)
     try:

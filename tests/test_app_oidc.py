@@ -190,9 +190,14 @@ def test_login_links_the_account_with_the_same_verified_email(oidc_server: OIDCS
     password_user = Client(oidc_server.app)
     mine = password_user.signup("Linked")
     with httpx.Client(timeout=30) as http:
-        # The provider's email differs in case only: still the same account.
+        # The provider's email differs in case only: still the same account, which a password
+        # sign-up made (Fireside never verified its email): linked once its password is given.
         r = oidc_login(http, oidc_server, mine["email"].upper())
         assert r.status_code == 302, r.text
+        assert r.headers["location"].startswith("/login?link=")
+        assert me(http, oidc_server).status_code == 401
+        r = http.post(f"{oidc_server.app}/api/auth/oidc/link", json={"password": mine["password"]})
+        assert r.status_code == 200, r.text
         assert me(http, oidc_server).json()["id"] == mine["id"]
     # The password keeps working beside the provider.
     r = password_user.http.post(
@@ -263,9 +268,11 @@ def test_new_accounts_follow_the_signup_policy(tmp_path: Path) -> None:
     """Who a provider's identity becomes, under each sign-up policy (no provider needed)."""
     from fireside.api.errors import APIError
     from fireside.app.accounts import create_user
-    from fireside.app.oidc import Identity, user_for
+    from fireside.app.limits import AuthLimits
+    from fireside.app.oidc import Identity, LinkNeeded, link_with_password, user_for
     from fireside.settings import Settings
     from fireside.store.db import Database
+    from fireside.store.ratelimit import InProcessRateLimiter
 
     def who(email: str, subject: str | None = None) -> Identity:
         return Identity("https://idp.example", subject or email, email, True, "Pat")
@@ -279,9 +286,16 @@ def test_new_accounts_follow_the_signup_policy(tmp_path: Path) -> None:
             with pytest.raises(APIError, match="sign-up is closed") as e:
                 await user_for(s, who("pat@example.com"), closed)
             assert e.value.status == 403
-            # Closed to newcomers, but an existing account still links and logs in.
-            root = await user_for(s, who("ROOT@example.com", "sub-1"), closed)
+            # Closed to newcomers, but an existing account still links (with its password,
+            # as a password sign-up's email was never verified) and logs in.
+            with pytest.raises(LinkNeeded):
+                await user_for(s, who("ROOT@example.com", "sub-1"), closed)
+            limits = AuthLimits(InProcessRateLimiter(), closed)
+            root = await link_with_password(
+                s, who("ROOT@example.com", "sub-1"), "root-password", limits, "127.0.0.1"
+            )
             assert root.email == "root@example.com"
+            assert (await user_for(s, who("ROOT@example.com", "sub-1"), closed)).id == root.id
             # Linked: the subject finds it even after the email changed at the provider.
             assert (await user_for(s, who("new@example.com", "sub-1"), closed)).id == root.id
             with pytest.raises(APIError, match="awaits an administrator") as e:

@@ -35,6 +35,13 @@ def test_in_process_limit_window_and_retry_after() -> None:
         clock.now += 20
         assert await limiter.hit("ip:c", 3, 10) is None
         assert set(limiter._windows) == {"ip:c"}  # ended windows are dropped
+        # peek counts nothing: used up at the limit, not before, and free when it ends.
+        assert await limiter.peek("ip:c", 2) is None
+        assert await limiter.hit("ip:c", 3, 10) is None
+        assert await limiter.peek("ip:c", 2) == pytest.approx(10.0)
+        assert await limiter.peek("ip:c", 2) == pytest.approx(10.0)
+        clock.now += 10
+        assert await limiter.peek("ip:c", 2) is None
 
     asyncio.run(main())
 
@@ -64,6 +71,12 @@ def test_redis_limit_is_shared_between_processes(prefix: str) -> None:
             retry = await two.hit("ip:a", 3, 30)  # the fourth hit, counted across both
             assert retry is not None and 0 < retry <= 30
             assert await one.hit("ip:b", 3, 30) is None  # keys are counted apart
+            assert await two.peek("ip:b", 2) is None  # peek counts nothing
+            assert await two.peek("ip:b", 2) is None
+            assert await one.hit("ip:b", 3, 30) is None
+            wait = await two.peek("ip:b", 2)
+            assert wait is not None and 0 < wait <= 30
+            assert await one.peek("ip:none", 1) is None
             # Concurrent hits are counted exactly once each (the script is atomic).
             results = await asyncio.gather(*(c.hit("ip:c", 10, 30) for c in [one, two] * 10))
             assert sum(r is None for r in results) == 10

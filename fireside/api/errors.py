@@ -8,6 +8,7 @@ FastAPI's own 422 for schema violations is turned into a 400 here, as OpenAI ans
 from __future__ import annotations
 
 import logging
+import math
 from http import HTTPStatus
 
 from fastapi import FastAPI, Request
@@ -43,8 +44,10 @@ class APIError(Exception):
         type: str = "invalid_request_error",
         param: str | None = None,
         code: str | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
+        self.retry_after = retry_after  # seconds, for a 429's Retry-After header
         self.message = message
         self.status = status
         self.type = type
@@ -79,7 +82,8 @@ def from_engine_error(e: Exception) -> APIError:
 
 
 def error_response(error: APIError) -> JSONResponse:
-    headers = {"Retry-After": "1"} if error.status in (429, 503) else None
+    wait = math.ceil(error.retry_after) if error.retry_after is not None else 1
+    headers = {"Retry-After": str(max(wait, 1))} if error.status in (429, 503) else None
     return JSONResponse(error.body(), status_code=error.status, headers=headers)
 
 

@@ -1,4 +1,15 @@
-"""`fireside serve`: load a model directory into the engine and run the API on uvicorn."""
+"""`fireside serve`: load a model directory into the engine and run the API on uvicorn.
+
+Deployment modes, by what the settings say (fireside.settings.Settings):
+- Private (the default: bound to 127.0.0.1): sign-up open, /v1 open; only this machine
+  reaches the server.
+- Shared (bound beyond loopback, e.g. --host 0.0.0.0, or guarded with --api-key): sign-ups
+  wait for an admin's approval (the first account is the admin) and /v1 needs a key, the
+  --api-key or a user's personal key. FIRESIDE_SIGNUP=open and FIRESIDE_AUTH=optional, set
+  explicitly, open them again.
+- API only (FIRESIDE_APP=0): no accounts; beyond loopback it needs --api-key (or
+  FIRESIDE_AUTH=optional) to start.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +21,7 @@ from fastapi import FastAPI
 
 from fireside.api.app import create_app
 from fireside.api.served import ServedModel
-from fireside.errors import CheckpointError
+from fireside.errors import CheckpointError, FiresideError
 from fireside.model.pretrained import default_model_dir
 from fireside.settings import Settings
 
@@ -76,6 +87,13 @@ def build_app(settings: Settings, engine_config: EngineConfig | None = None) -> 
     model_dir = resolve_model_dir(settings)
     name = settings.served_model_name or model_dir.name
     engine_config = engine_config or engine_config_for(settings)
+    if settings.v1_requires_key() and settings.api_key is None and not settings.app:
+        # Personal keys come with the chat app: without it nothing could ever call /v1.
+        raise FiresideError(
+            f"the server listens on {settings.host}, beyond loopback, where /v1 needs a key: "
+            "give --api-key (FIRESIDE_API_KEY), or set FIRESIDE_AUTH=optional to serve it "
+            "to anyone who can reach it"
+        )
     extensions = []
     if settings.app:
         # `fireside serve` is where the layers meet: the chat app (which builds on `api`)

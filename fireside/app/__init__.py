@@ -16,6 +16,7 @@ from fireside.settings import Settings
 from fireside.store.broker import Broker, LocalBroker, RedisBroker
 from fireside.store.db import Database
 from fireside.store.events import EventLog, MemoryEventLog, RedisEventLog
+from fireside.store.ratelimit import InProcessRateLimiter, RateLimiter, RedisRateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ class ChatApp:
         from fireside.app.crypto import SecretBox
         from fireside.app.generation import Generations, interrupt_orphans
         from fireside.app.keys import key_check
+        from fireside.app.limits import AuthLimits, redis_prefix
         from fireside.app.state import ChatState
 
         settings = self.settings
@@ -55,11 +57,13 @@ class ChatApp:
         worker = uuid.uuid4().hex
         events: EventLog
         broker: Broker
+        limiter: RateLimiter = InProcessRateLimiter()
         if settings.redis_url:
             # Longer than any blocking read (XREAD BLOCK waits up to streams.QUIET_S), which a
             # shorter socket timeout (redis-py's default is 5 s) would cut with an error.
             redis = Redis.from_url(settings.redis_url, socket_timeout=60)
             events, broker = RedisEventLog(redis), RedisBroker(redis, worker)
+            limiter = RedisRateLimiter(redis, redis_prefix(settings.resolved_database_url()))
         else:
             events, broker = MemoryEventLog(), LocalBroker(worker)
         try:
@@ -68,6 +72,7 @@ class ChatApp:
             chat = ChatState(settings, db, events, broker, worker, secrets)
             api_state: AppState = app.state.fireside
             chat.generations = Generations(chat, api_state)
+            chat.limits = AuthLimits(limiter, settings)
             if settings.oidc_configured():
                 from fireside.app.oidc import OIDCLogin
 
@@ -75,7 +80,7 @@ class ChatApp:
             await interrupt_orphans(chat)
             await broker.start(chat.generations.stop_local)
             api_state.key_checks.append(key_check(db))
-            api_state.require_key = settings.auth == "required"
+            api_state.require_key = settings.v1_requires_key()
             app.state.chat = chat
             yield
             await chat.generations.shutdown()

@@ -13,7 +13,7 @@ import hmac
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import httpx
@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from fireside.api.errors import APIError
 from fireside.app import accounts
 from fireside.app.errors import forbidden
+from fireside.app.limits import AuthLimits
 from fireside.app.sealing import InvalidToken, sealer
 from fireside.settings import Settings
 from fireside.store import accounts as users
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 
 STATE_COOKIE = "fireside_oidc"
 STATE_TTL_S = 600  # a login not finished in ten minutes starts again
+LINK_COOKIE = "fireside_oidc_link"  # an identity waiting for its account's password
 HTTP_TIMEOUT_S = 10.0
 
 
@@ -82,6 +84,23 @@ class OIDCLogin:
             },
         )
         self.sealer = sealer(settings.resolved_secret_key(), "oidc-login-state")
+        self.link_sealer = sealer(settings.resolved_secret_key(), "oidc-pending-link")
+
+    def seal_link(self, who: Identity) -> str:
+        """The identity, for the browser to bring back with the account's password."""
+        return self.link_sealer.encrypt(json.dumps(asdict(who)).encode()).decode()
+
+    def open_link(self, cookie: str | None) -> Identity:
+        if not cookie:
+            raise login_error(
+                "no login with the identity provider is waiting to be linked (or it expired); "
+                "log in with the provider again"
+            )
+        try:
+            who = Identity(**json.loads(self.link_sealer.decrypt(cookie.encode(), STATE_TTL_S)))
+        except (InvalidToken, ValueError, TypeError):
+            raise login_error("the link expired or was tampered with; log in again") from None
+        return who
 
     async def begin(self, redirect_uri: str) -> tuple[str, str]:
         """The provider's authorization URL to send the browser to, and the sealed cookie
@@ -154,11 +173,22 @@ class OIDCLogin:
         return kept
 
 
+class LinkNeeded(Exception):
+    """The identity's verified email belongs to an account whose email Fireside never
+    verified (a password sign-up): whoever made it may not own the address, so the identity
+    is linked only once someone proves they own that account, with its password."""
+
+    def __init__(self, who: Identity) -> None:
+        super().__init__(who.email)
+        self.who = who
+
+
 async def user_for(db: AsyncSession, who: Identity, settings: Settings) -> User:
     """The user this identity logs in as: the one it is linked to; else the account with the
     same email, which the provider must have verified (an unverified address would let anyone
-    who types another's email at the provider take over their account); else a new account,
-    under the sign-up policy. The identity is linked on the way."""
+    who types another's email at the provider take over their account) and Fireside too (an
+    identity of that account's vouched for it), else LinkNeeded; else a new account, under the
+    sign-up policy. The identity is linked on the way."""
     user = await identities.user_for_identity(db, who.issuer, who.subject)
     if user is None:
         if not who.email:
@@ -172,19 +202,51 @@ async def user_for(db: AsyncSession, who: Identity, settings: Settings) -> User:
         user = await users.user_by_email(db, who.email)
         if user is None:
             name = who.name[:200] or who.email
-            policy = await accounts.signup_policy(db, settings.signup)
+            policy = await accounts.signup_policy(db, settings.default_signup())
             user = await accounts.create_user(db, who.email, None, name, policy)
-        try:
-            await identities.link_identity(db, who.issuer, who.subject, user.id, who.email)
-            await db.commit()
-            log.info("linked %s at %s to user %s", who.subject, who.issuer, user.id)
-        except IntegrityError:  # the same first login finishing twice at once: it linked
-            await db.rollback()
-            user = await identities.user_for_identity(db, who.issuer, who.subject)
-            if user is None:
-                raise login_error("the login raced another; log in again", 409) from None
+        elif not await identities.has_verified_email(db, user.id, who.email):
+            # A password sign-up under this email may be a squatter's, waiting for its owner.
+            raise LinkNeeded(who)
+        user = await _link(db, who, user)
+    _check_status(user)
+    return user
+
+
+async def link_with_password(
+    db: AsyncSession, who: Identity, password: str, limits: AuthLimits, address: str
+) -> User:
+    """Links a pending identity to the account with its email once that account's password
+    is given, then ends every other session and key of the account: whatever a squatter (or a
+    thief of the password) held, the account's owner now holds alone."""
+    assert who.email is not None
+    await limits.before_password_check(who.email, address)
+    user = await users.user_by_email(db, who.email)
+    if user is None or not await accounts.verify_password(user.password_hash, password):
+        await limits.failed_password_check(who.email, address)
+        raise forbidden(f"that is not the password of the account {who.email}")
+    _check_status(user)
+    await users.delete_sessions_except(db, user.id, None)
+    await users.delete_api_keys(db, user.id)
+    return await _link(db, who, user)
+
+
+async def _link(db: AsyncSession, who: Identity, user: User) -> User:
+    assert who.email is not None
+    try:
+        await identities.link_identity(db, who.issuer, who.subject, user.id, who.email)
+        await db.commit()
+        log.info("linked %s at %s to user %s", who.subject, who.issuer, user.id)
+    except IntegrityError:  # the same first login finishing twice at once: it linked
+        await db.rollback()
+        linked = await identities.user_for_identity(db, who.issuer, who.subject)
+        if linked is None:
+            raise login_error("the login raced another; log in again", 409) from None
+        return linked
+    return user
+
+
+def _check_status(user: User) -> None:
     if user.status == "pending":
         raise forbidden("this account awaits an administrator's approval")
     if user.status != "active":
         raise forbidden("this account is disabled")
-    return user

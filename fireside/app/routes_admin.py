@@ -168,7 +168,7 @@ class ServerSettingsUpdate(Strict):
 
 @router.get("/settings", response_model=ServerSettings)
 async def get_server_settings(_: AdminUser, db: DB, chat: ChatStateDep) -> ServerSettings:
-    return ServerSettings(signup=await signup_policy(db, chat.settings.signup))
+    return ServerSettings(signup=await signup_policy(db, chat.settings.default_signup()))
 
 
 @router.patch("/settings", response_model=ServerSettings)
@@ -178,4 +178,4 @@ async def update_server_settings(
     if body.signup is not None:
         await admin.set_setting(db, "signup", body.signup)
         await db.commit()
-    return ServerSettings(signup=await signup_policy(db, chat.settings.signup))
+    return ServerSettings(signup=await signup_policy(db, chat.settings.default_signup()))

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from fireside.api.errors import ErrorResponse
 from fireside.app import accounts
+from fireside.app.accounts import SIGNUP_PENDING
 from fireside.app.deps import DB, SESSION_COOKIE, ChatStateDep, CurrentUser, check_origin
 from fireside.app.deps import session_token as cookie_token
+from fireside.app.limits import client_address
 from fireside.app.schemas import LoginRequest, PasswordChange, SignupRequest, UserPublic
 from fireside.store import accounts as store
 
@@ -26,24 +32,49 @@ def set_session_cookie(request: Request, response: Response, token: str) -> None
     )
 
 
-@router.post("/auth/signup", response_model=UserPublic, status_code=201)
+RATE_LIMITED: dict[int | str, dict[str, Any]] = {
+    429: {"model": ErrorResponse, "description": "Too many attempts; see Retry-After"}
+}
+
+
+class SignupPending(BaseModel):
+    """Under the approval policy, the answer to every sign-up but the first account's: the
+    same whether or not the email had an account, so it tells nobody who has one."""
+
+    status: Literal["pending"] = "pending"
+    message: str = SIGNUP_PENDING
+
+
+SIGNUP_RESPONSES: dict[int | str, dict[str, Any]] = {
+    202: {"model": SignupPending, "description": "Under approval: awaiting an administrator"},
+    **RATE_LIMITED,
+}
+
+
+@router.post("/auth/signup", response_model=UserPublic, status_code=201, responses=SIGNUP_RESPONSES)
 async def signup(
     body: SignupRequest, request: Request, response: Response, db: DB, state: ChatStateDep
-) -> UserPublic:
+) -> UserPublic | JSONResponse:
+    """Open sign-up answers 409 to an email that has an account: accepted there, since anyone
+    may sign up anyway and learn it so. Under approval every sign-up is answered alike (202)."""
     check_origin(request, state)
-    policy = await accounts.signup_policy(db, state.settings.signup)
-    user = await accounts.create_user(db, body.email, body.password, body.name, policy)
-    if user.status == "active":  # a pending account gets no session until approved
-        set_session_cookie(request, response, await accounts.start_session(db, user))
+    await state.limits.signup(client_address(request))
+    policy = await accounts.signup_policy(db, state.settings.default_signup())
+    user = await accounts.sign_up(db, body.email, body.password, body.name, policy)
+    if user is None or user.status == "pending":  # no session until approved
+        return JSONResponse(SignupPending().model_dump(), status_code=202)
+    set_session_cookie(request, response, await accounts.start_session(db, user))
     return UserPublic.model_validate(user)
 
 
-@router.post("/auth/login", response_model=UserPublic)
+@router.post("/auth/login", response_model=UserPublic, responses=RATE_LIMITED)
 async def login(
     body: LoginRequest, request: Request, response: Response, db: DB, state: ChatStateDep
 ) -> UserPublic:
     check_origin(request, state)
-    user, token = await accounts.login(db, body.email, body.password)
+    user, token = await accounts.login(
+        db, body.email, body.password, state.limits, client_address(request)
+    )
     set_session_cookie(request, response, token)
     return UserPublic.model_validate(user)
 
@@ -67,12 +98,18 @@ async def me(user: CurrentUser) -> UserPublic:
     return UserPublic.model_validate(user)
 
 
-@router.post("/auth/password", response_model=LoggedOut)
+@router.post("/auth/password", response_model=LoggedOut, responses=RATE_LIMITED)
 async def change_password(
-    body: PasswordChange, request: Request, user: CurrentUser, db: DB
+    body: PasswordChange, request: Request, user: CurrentUser, db: DB, state: ChatStateDep
 ) -> LoggedOut:
     await accounts.change_password(
-        db, user, body.current_password, body.new_password, cookie_token(request)
+        db,
+        user,
+        body.current_password,
+        body.new_password,
+        cookie_token(request),
+        state.limits,
+        client_address(request),
     )
     return LoggedOut()
 

@@ -14,6 +14,7 @@ from fireside.store.events import EventLog
 
 if TYPE_CHECKING:
     from fireside.app.generation import Generations
+    from fireside.app.limits import AuthLimits
     from fireside.app.oidc import OIDCLogin
 
 
@@ -26,4 +27,5 @@ class ChatState:
     worker: str  # this process's id, stamped on the generations it runs
     secrets: SecretBox
     generations: Generations = field(init=False)
+    limits: AuthLimits = field(init=False)
     oidc: OIDCLogin | None = None  # set when OpenID Connect login is configured

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from fireside.store.models import ApiKey, Session, User, now
+from fireside.store.models import ApiKey, AppSetting, Session, User, now
 
 
 def token_hash(token: str) -> str:
@@ -35,6 +35,16 @@ async def add_user(
     db.add(user)
     await db.flush()
     return user
+
+
+FIRST_ADMIN_KEY = "first_admin"
+
+
+async def claim_first_admin(db: AsyncSession, user_id: uuid.UUID) -> None:
+    """Inserts the one row that says the first account (the bootstrap admin) exists: a
+    primary key, so of concurrent claims one commits and the others fail (IntegrityError)."""
+    db.add(AppSetting(key=FIRST_ADMIN_KEY, value=str(user_id)))
+    await db.flush()
 
 
 async def add_session(db: AsyncSession, user_id: uuid.UUID, token: str, ttl: timedelta) -> None:
@@ -73,9 +83,20 @@ async def delete_sessions_except(db: AsyncSession, user_id: uuid.UUID, keep: str
 
 
 async def add_api_key(
-    db: AsyncSession, user_id: uuid.UUID, name: str, secret: str, prefix: str
+    db: AsyncSession,
+    user_id: uuid.UUID,
+    name: str,
+    secret: str,
+    prefix: str,
+    expires_at: datetime | None = None,
 ) -> ApiKey:
-    key = ApiKey(user_id=user_id, name=name, prefix=prefix, key_hash=token_hash(secret))
+    key = ApiKey(
+        user_id=user_id,
+        name=name,
+        prefix=prefix,
+        key_hash=token_hash(secret),
+        expires_at=expires_at,
+    )
     db.add(key)
     await db.flush()
     return key
@@ -93,15 +114,22 @@ async def delete_api_key(db: AsyncSession, user_id: uuid.UUID, key_id: uuid.UUID
     return bool(getattr(result, "rowcount", 0))
 
 
+async def delete_api_keys(db: AsyncSession, user_id: uuid.UUID) -> None:
+    await db.execute(delete(ApiKey).where(ApiKey.user_id == user_id))
+
+
 async def user_for_api_key(db: AsyncSession, secret: str) -> User | None:
+    """The active user a live (unexpired) personal key belongs to."""
     row = (
         await db.execute(
-            select(User, ApiKey.id)
+            select(User, ApiKey.id, ApiKey.expires_at)
             .join(ApiKey, ApiKey.user_id == User.id)
             .where(ApiKey.key_hash == token_hash(secret))
         )
     ).first()
     if row is None or row[0].status != "active":
+        return None
+    if row[2] is not None and _aware(row[2]) <= now():
         return None
     await db.execute(update(ApiKey).where(ApiKey.id == row[1]).values(last_used_at=now()))
     found: User = row[0]

@@ -19,6 +19,17 @@ async def user_for_identity(db: AsyncSession, issuer: str, subject: str) -> User
     return found
 
 
+async def has_verified_email(db: AsyncSession, user_id: uuid.UUID, email: str) -> bool:
+    """Whether an identity linked to the user vouched for `email` (a provider verified it):
+    the only way Fireside knows an account's address is its owner's."""
+    found = await db.scalar(
+        select(OidcIdentity.subject)
+        .where(OidcIdentity.user_id == user_id, OidcIdentity.email == email.lower())
+        .limit(1)
+    )
+    return found is not None
+
+
 async def link_identity(
     db: AsyncSession, issuer: str, subject: str, user_id: uuid.UUID, email: str
 ) -> None:

@@ -97,6 +97,7 @@ class ApiKey(Base):
     key_hash: Mapped[str] = mapped_column(SafeString(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=now)
     last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)  # None: never (0006)
     __table_args__ = (Index("ix_api_keys_user_id", "user_id"),)
 
 

@@ -24,6 +24,11 @@ class RateLimiter(Protocol):
         window ends and hits are allowed again (for a Retry-After header)."""
         ...
 
+    async def peek(self, key: str, limit: int) -> float | None:
+        """Whether `key` has used up `limit` in its current window, without counting a hit:
+        None if not, else the seconds until the window ends."""
+        ...
+
 
 class InProcessRateLimiter:
     """Counts in this process's memory; `clock` is injectable so tests never wait."""
@@ -44,6 +49,12 @@ class InProcessRateLimiter:
             self._windows[key] = (end, hits)
         return end - now if hits > limit else None
 
+    async def peek(self, key: str, limit: int) -> float | None:
+        now = self._clock()
+        with self._lock:
+            end, hits = self._windows.get(key, (0.0, 0))
+        return end - now if now < end and hits >= limit else None
+
     def _expire(self, now: float) -> None:
         # Dropping every ended window when any one ends keeps memory bounded by live keys.
         for k in [k for k, (end, _) in self._windows.items() if now >= end]:
@@ -60,6 +71,13 @@ return -1
 """
 
 
+_PEEK_SCRIPT = """
+local hits = tonumber(redis.call('GET', KEYS[1]) or '0')
+if hits >= tonumber(ARGV[1]) then return redis.call('PTTL', KEYS[1]) end
+return -1
+"""
+
+
 class RedisRateLimiter:
     """Counts in Redis, shared by every process that uses the same server and prefix."""
 
@@ -67,6 +85,7 @@ class RedisRateLimiter:
         self._client = client
         self._prefix = prefix
         self._script = client.register_script(_HIT_SCRIPT)
+        self._peek = client.register_script(_PEEK_SCRIPT)
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "fireside:ratelimit:") -> RedisRateLimiter:
@@ -80,6 +99,10 @@ class RedisRateLimiter:
         if left_ms < 0:
             return None
         return max(left_ms, 1) / 1000
+
+    async def peek(self, key: str, limit: int) -> float | None:
+        left_ms = int(await self._peek(keys=[self._prefix + key], args=[limit]))
+        return None if left_ms < 0 else max(left_ms, 1) / 1000
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -57,6 +57,9 @@ def main() -> None:
         FIRESIDE_DATA_DIR=str(root / "data"),
         FIRESIDE_JEMALLOC="0",
         FIRESIDE_APP_MAX_TOKENS=os.environ.get("FIRESIDE_APP_MAX_TOKENS", "1500"),
+        # Every spec signs up from 127.0.0.1: the per-address limits would stop them.
+        FIRESIDE_SIGNUPS_PER_ADDRESS="100000",
+        FIRESIDE_AUTH_FAILURES_PER_ADDRESS="100000",
     )
     fireside = Path(sys.executable).with_name("fireside")
     args = [str(fireside), "serve", "--model", str(model), "--host", "127.0.0.1", "--port", port]

@@ -184,6 +184,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/auth/oidc/link": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Oidc Link
+         * @description Links the identity the callback left waiting to the account with its email, given
+         *     that account's password; every other session and key of the account ends.
+         */
+        post: operations["oidc_link_api_auth_oidc_link_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/auth/oidc/login": {
         parameters: {
             query?: never;
@@ -247,7 +268,11 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Signup */
+        /**
+         * Signup
+         * @description Open sign-up answers 409 to an email that has an account: accepted there, since anyone
+         *     may sign up anyway and learn it so. Under approval every sign-up is answered alike (202).
+         */
         post: operations["signup_api_auth_signup_post"];
         delete?: never;
         options?: never;
@@ -1269,18 +1294,12 @@ export interface components {
         };
         /** ErrorDetail */
         ErrorDetail: {
-            /**
-             * Code
-             * @default null
-             */
-            code: string | null;
+            /** Code */
+            code?: string | null;
             /** Message */
             message: string;
-            /**
-             * Param
-             * @default null
-             */
-            param: string | null;
+            /** Param */
+            param?: string | null;
             /** Type */
             type: string;
         };
@@ -1547,6 +1566,8 @@ export interface components {
         };
         /** KeyCreate */
         KeyCreate: {
+            /** Expires In Days */
+            expires_in_days?: number | null;
             /** Name */
             name: string;
         };
@@ -1557,6 +1578,8 @@ export interface components {
              * Format: date-time
              */
             created_at: string;
+            /** Expires At */
+            expires_at: string | null;
             /**
              * Id
              * Format: uuid
@@ -1578,6 +1601,8 @@ export interface components {
              * Format: date-time
              */
             created_at: string;
+            /** Expires At */
+            expires_at: string | null;
             /**
              * Id
              * Format: uuid
@@ -1589,6 +1614,11 @@ export interface components {
             name: string;
             /** Prefix */
             prefix: string;
+        };
+        /** LinkRequest */
+        LinkRequest: {
+            /** Password */
+            password: string;
         };
         /** LoggedOut */
         LoggedOut: {
@@ -1845,6 +1875,24 @@ export interface components {
             messages: components["schemas"]["MessagePublic"][];
             /** Title */
             title: string;
+        };
+        /**
+         * SignupPending
+         * @description Under the approval policy, the answer to every sign-up but the first account's: the
+         *     same whether or not the email had an account, so it tells nobody who has one.
+         */
+        SignupPending: {
+            /**
+             * Message
+             * @default if this email is new here, its account now awaits an administrator's approval; log in once it is approved
+             */
+            message: string;
+            /**
+             * Status
+             * @default pending
+             * @constant
+             */
+            status: "pending";
         };
         /** SignupRequest */
         SignupRequest: {
@@ -3078,7 +3126,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Queue full; retry later */
+            /** @description Too many attempts; see Retry-After */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3447,6 +3495,120 @@ export interface operations {
             };
         };
     };
+    oidc_link_api_auth_oidc_link_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["LinkRequest"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UserPublic"];
+                };
+            };
+            /** @description Invalid request (OpenAI error envelope) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Missing or wrong API key, or not logged in */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Not allowed (chat app: another site's origin, a closed sign-up, not an admin) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Unknown model or route */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Method not allowed */
+            405: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Conflict (chat app: an existing account, an answer still being written) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Request body too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Too many attempts; see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Internal error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description Model loading or engine stopped */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
     oidc_start_api_auth_oidc_login_get: {
         parameters: {
             query?: never;
@@ -3647,7 +3809,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Queue full; retry later */
+            /** @description Too many attempts; see Retry-After */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3808,6 +3970,15 @@ export interface operations {
                     "application/json": components["schemas"]["UserPublic"];
                 };
             };
+            /** @description Under approval: awaiting an administrator */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SignupPending"];
+                };
+            };
             /** @description Invalid request (OpenAI error envelope) */
             400: {
                 headers: {
@@ -3871,7 +4042,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
-            /** @description Queue full; retry later */
+            /** @description Too many attempts; see Retry-After */
             429: {
                 headers: {
                     [name: string]: unknown;
