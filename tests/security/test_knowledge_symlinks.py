@@ -19,9 +19,7 @@ SECRET = "fireside-test-secret-8c1e"
 def indexed_text(db: Path) -> str:
     with sqlite3.connect(db) as conn:
         tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-        return "\n".join(
-            str(row) for t in tables for row in conn.execute(f'SELECT * FROM "{t}"')
-        )
+        return "\n".join(str(row) for t in tables for row in conn.execute(f'SELECT * FROM "{t}"'))
 
 
 def test_links_and_special_files_are_skipped_and_named(

@@ -22,7 +22,7 @@ SECRET = "upstream-secret-key=sk-live-5f2a91"
 
 
 class Failing(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
         body = f"Bad gateway: backend 10.0.0.7 refused; {SECRET}".encode()
         self.send_response(502)
