@@ -100,6 +100,8 @@ class Generations:
         self.running: dict[uuid.UUID, Generation] = {}
         self.starting: Counter[uuid.UUID] = Counter()  # by user: sends not yet running
 
+    # --- starting ---
+
     def in_flight(self, user_id: uuid.UUID) -> int:
         running = sum(1 for g in self.running.values() if g.user_id == user_id)
         return running + self.starting[user_id]
@@ -126,8 +128,6 @@ class Generations:
             self.starting[user_id] -= 1
             if not self.starting[user_id]:
                 del self.starting[user_id]
-
-    # --- starting ---
 
     async def _start(
         self,

@@ -41,9 +41,10 @@ def alembic_config() -> Config:
 # others' requests for half a minute and then fail them with a 500.
 BUSY_TIMEOUT_S = 10.0
 # Connections per process. SQLite admits one writer at a time whatever the pool, so its
-# pool is sized for concurrent readers; PostgreSQL's for requests plus answers in writing.
+# pool is sized for concurrent readers; PostgreSQL's for requests plus answers in writing,
+# within its 100 connections by default for a few processes.
 SQLITE_POOL = (20, 20)  # pool_size, max_overflow
-POSTGRES_POOL = (10, 20)
+POSTGRES_POOL = (10, 10)
 
 
 def is_busy(e: BaseException) -> bool:
