@@ -108,7 +108,12 @@ def main() -> None:
     args = parse_args(__doc__)
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = make_model(Path(tmp) / "model", args)
-        env = {**os.environ, "FIRESIDE_DATA_DIR": str(Path(tmp) / "data")}
+        env = {
+            **os.environ,
+            "FIRESIDE_DATA_DIR": str(Path(tmp) / "data"),
+            # One bench user runs every chat at once: past the per-user cap otherwise.
+            "FIRESIDE_MAX_ANSWERS_PER_USER": str(max(args.concurrency)),
+        }
         with fireside_serve(model_dir, env) as url:
             asyncio.run(measure(url, args))
 

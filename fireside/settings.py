@@ -72,6 +72,8 @@ class Settings(BaseSettings):
     # The longest answer the chat app asks for, in tokens (the context caps it too).
     app_max_tokens: int = Field(default=1024, ge=1)
     app: bool = True  # serve the chat application under /api
+    # Answers one user may have in writing at once (per process); more is a 429.
+    max_answers_per_user: int = Field(default=4, ge=1)
     # Login with OpenID Connect (any provider with a discovery document: Keycloak, Google,
     # Entra ID, Authentik...). All three set = the "Sign in with <oidc_name>" button shows.
     oidc_discovery_url: str | None = None  # .../.well-known/openid-configuration
@@ -113,7 +115,7 @@ class Settings(BaseSettings):
 
     def resolved_data_dir(self) -> Path:
         path = self.data_dir or default_data_dir()
-        path.mkdir(parents=True, exist_ok=True)
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)  # the database: the owner's alone
         return path
 
     def resolved_database_url(self) -> str:

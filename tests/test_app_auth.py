@@ -253,7 +253,8 @@ def test_the_authorization_matrix_over_cookie_and_bearer_key(
     events = client.send(c, "private")
     question, answer = events[0].data["id"], events[-1].data["message"]["id"]
     last_event = events[-1].id
-    share = client.http.post(f"/conversations/{c}/share").json()["token"]
+    made = client.http.post(f"/conversations/{c}/share").json()
+    share, share_id = made["token"], made["id"]
     key_id = client.http.post("/keys", json={"name": "mine"}).json()["id"]
     me = client.http.get("/auth/me").json()["id"]
 
@@ -280,6 +281,7 @@ def test_the_authorization_matrix_over_cookie_and_bearer_key(
         ("POST", f"/messages/{answer}/regenerate", None, {}),
         ("POST", f"/messages/{answer}/feedback", {"rating": "up"}, {}),
         ("DELETE", f"/share/{share}", None, {}),
+        ("DELETE", f"/shares/{share_id}", None, {}),
         # Another user's ids in the body of a request on one's own conversation.
         ("POST", f"/conversations/{mine}/messages", {"content": "x", "parent_id": question}, {}),
         ("PATCH", f"/conversations/{mine}", {"current_leaf_id": answer}, {}),
@@ -313,7 +315,9 @@ def test_the_authorization_matrix_over_cookie_and_bearer_key(
         for method, path, body, headers in admin:
             r = who.request(method, path, json=body, headers=headers)
             assert r.status_code == 403, (method, path, r.text)
-    for method, path, body, headers in owned + admin + keys:
+    for who in (intruder.http, bearer):  # lists of one's own: never another user's
+        assert who.get("/shares").json()["data"] == []
+    for method, path, body, headers in [*owned, *admin, *keys, ("GET", "/shares", None, {})]:
         r = anonymous.request(method, path, json=body, headers=headers)
         assert r.status_code == 401, (method, path, r.text)
         wrong = dict(headers, Authorization="Bearer fs-not-a-key")
@@ -343,6 +347,7 @@ def test_the_authorization_matrix_over_cookie_and_bearer_key(
     got = client.http.get(f"/conversations/{c}").json()
     assert got["title"] != "mine now" and [m["id"] for m in got["messages"]] == [question, answer]
     assert client.http.get(f"/share/{share}").status_code == 200
+    assert [s["id"] for s in client.http.get("/shares").json()["data"]] == [share_id]
     assert [k["id"] for k in client.http.get("/keys").json()["data"]] == [key_id]
     assert client.http.get("/auth/me").status_code == 200
     for http in (intruder.http, bearer, anonymous):

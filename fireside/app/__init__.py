@@ -12,6 +12,7 @@ from fastapi import APIRouter, FastAPI
 from redis.asyncio import Redis
 
 from fireside.api.state import AppState
+from fireside.app import access_log
 from fireside.settings import Settings
 from fireside.store.broker import Broker, LocalBroker, RedisBroker
 from fireside.store.db import Database
@@ -30,6 +31,7 @@ class ChatApp:
         self.settings = settings
 
     def install(self, app: FastAPI) -> None:
+        from fireside.app.errors import install_database_errors
         from fireside.app.keys import router as keys
         from fireside.app.routes_admin import router as admin
         from fireside.app.routes_auth import router as auth
@@ -43,6 +45,7 @@ class ChatApp:
         for router in (auth, oidc, conversations, ws, keys, feedback, admin, data):
             api.include_router(router)
         app.include_router(api)
+        install_database_errors(app)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
@@ -52,6 +55,7 @@ class ChatApp:
         from fireside.app.limits import AuthLimits, redis_prefix
         from fireside.app.state import ChatState
 
+        access_log.install()  # after uvicorn configured its loggers
         settings = self.settings
         db = Database(settings.resolved_database_url())
         worker = uuid.uuid4().hex

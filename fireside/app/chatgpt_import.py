@@ -80,7 +80,7 @@ def _time(ts: float | None, default: datetime) -> datetime:
 async def import_conversations(
     db: AsyncSession, user_id: uuid.UUID, items: list[GptConversation]
 ) -> list[uuid.UUID]:
-    """Adds each conversation with its whole tree; one transaction for all (the caller
+    """Adds each conversation with its whole tree, its messages marked imported (the caller
     commits)."""
     made = []
     for item in items:
@@ -103,7 +103,15 @@ async def import_conversations(
                 role, text = found
                 at = _time(node.message.create_time if node.message else None, started)
                 message = await store.add_message(
-                    db, conversation.id, parent, role, text, created_at=at, updated_at=at
+                    db,
+                    conversation.id,
+                    parent,
+                    role,
+                    text,
+                    flush=False,  # the tree goes in at the next flush, together
+                    imported=True,
+                    created_at=at,
+                    updated_at=at,
                 )
                 here = message.id
             kept[node_id] = here
@@ -111,6 +119,8 @@ async def import_conversations(
         leaf = kept.get(item.current_node or "") or next(
             (v for v in reversed(kept.values()) if v is not None), None
         )
+        await db.flush()  # the messages, before the conversation names its leaf
         conversation.current_leaf_id = leaf
         made.append(conversation.id)
+    await db.flush()
     return made

@@ -6,6 +6,10 @@ up is chosen over a sibling rated down or not rated, an unrated sibling over one
 between siblings rated alike, the one the user went on chatting under is preferred.
 SFT conversations are the branches that end in an answer rated up.
 
+Imported messages (ChatGPT's export, or ours from elsewhere) are never training data: their
+model label and content are whatever the file said. They are neither chosen, rejected nor
+rated answers, and an SFT branch holding one is left out.
+
 Tool steps are kept: an answer that called a tool is stored as the calling message, the tool's
 result and the message after it, and a conversation exported without them would teach a model
 to state a calculator's result without calling it. Such SFT lines carry the built-in tools'
@@ -45,7 +49,10 @@ async def _prompt(
     db: AsyncSession, conversation: Conversation, last: Message
 ) -> list[dict[str, Any]]:
     """The conversation up to and including `last`, system prompt first."""
-    path = await conversations.branch(db, last.id)
+    return _turns(conversation, await conversations.branch(db, last.id))
+
+
+def _turns(conversation: Conversation, path: list[Message]) -> list[dict[str, Any]]:
     turns = [_turn(m) for m in path if _kept(m)]
     if conversation.system_prompt:
         turns.insert(0, {"role": "system", "content": conversation.system_prompt})
@@ -90,7 +97,10 @@ async def sft_conversations(db: AsyncSession) -> list[dict[str, Any]]:
     specs = tool_specs(builtin_tools())  # the list the app's tool loop renders
     for message, f, conversation in await feedback.rated_answers(db):
         if f.rating == "up" and message.content:
-            messages = await _prompt(db, conversation, message)
+            path = await conversations.branch(db, message.id)
+            if any(m.imported for m in path):
+                continue  # SFT learns every answer of the branch: imported ones never
+            messages = _turns(conversation, path)
             line: dict[str, Any] = {"messages": messages, "model": message.model}
             if _uses_tools(messages):
                 line["tools"] = specs

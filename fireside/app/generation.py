@@ -15,6 +15,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +29,7 @@ from fireside.api.schemas import (
 from fireside.api.served import ServedModel
 from fireside.api.state import AppState
 from fireside.app.connected import connection_named
-from fireside.app.errors import conflict
+from fireside.app.errors import conflict, too_many
 from fireside.app.schemas import MessagePublic
 from fireside.app.sources import AnswerSource, RemoteSource, local_source
 from fireside.app.state import ChatState
@@ -97,8 +98,13 @@ class Generations:
         self.chat = chat
         self.api = api
         self.running: dict[uuid.UUID, Generation] = {}
+        self.starting: Counter[uuid.UUID] = Counter()  # by user: sends not yet running
 
     # --- starting ---
+
+    def in_flight(self, user_id: uuid.UUID) -> int:
+        running = sum(1 for g in self.running.values() if g.user_id == user_id)
+        return running + self.starting[user_id]
 
     async def start(
         self,
@@ -108,7 +114,28 @@ class Generations:
         user_content: str | None,
     ) -> Generation:
         """Stores the new user message (if any) and an empty assistant message under it, then
-        starts the task. The caller follows `stream_key` from `stream_after`."""
+        starts the task. The caller follows `stream_key` from `stream_after`. A user with
+        max_answers_per_user answers in writing already is answered 429: one user's burst
+        of sends must not take every database connection and engine slot."""
+        user_id = conversation.user_id
+        cap = self.chat.settings.max_answers_per_user
+        if self.in_flight(user_id) >= cap:  # counted before any await: a burst sees it
+            raise too_many(f"{cap} answers are being written for you already; retry when one ends")
+        self.starting[user_id] += 1
+        try:
+            return await self._start(db, conversation, parent, user_content)
+        finally:
+            self.starting[user_id] -= 1
+            if not self.starting[user_id]:
+                del self.starting[user_id]
+
+    async def _start(
+        self,
+        db: AsyncSession,
+        conversation: Conversation,
+        parent: Message | None,
+        user_content: str | None,
+    ) -> Generation:
         served = self.api.ready()
         if await store.streaming_message(db, conversation.id) is not None:
             raise conflict(BUSY)

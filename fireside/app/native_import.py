@@ -11,12 +11,13 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict, deque
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fireside.api.errors import bad_request
+from fireside.api.schemas import ToolCall
 from fireside.app.chatgpt_import import MAX_CONVERSATIONS
 from fireside.app.schemas import MAX_CONTENT
 from fireside.store import conversations as store
@@ -37,7 +38,9 @@ class ExportedMessage(_Loose):
     status: Literal["complete", "streaming", "stopped", "interrupted", "error"] = "complete"
     model: str | None = Field(default=None, max_length=200)
     error: str | None = Field(default=None, max_length=MAX_CONTENT)
-    tool_calls: list[dict[str, Any]] | None = None
+    # Checked as OpenAI's tool calls (a 400 naming the message otherwise): they are rendered
+    # back into prompts when the conversation goes on.
+    tool_calls: list[ToolCall] | None = Field(default=None, max_length=128)
     created_at: datetime
 
 
@@ -87,16 +90,22 @@ def parents_first(index: int, messages: list[ExportedMessage]) -> list[ExportedM
     return ordered
 
 
-async def import_export(
-    db: AsyncSession, user_id: uuid.UUID, export: FiresideExport
-) -> list[uuid.UUID]:
-    """Adds every conversation with its tree; one transaction for all (the caller commits).
-    Every conversation is checked before anything is written."""
+Plan = tuple[ExportedConversation, list[ExportedMessage]]
+
+
+def plan_export(export: FiresideExport) -> list[Plan]:
+    """Every conversation checked, its messages parents first, before anything is written."""
     plans = [(c, parents_first(i, c.messages)) for i, c in enumerate(export.conversations)]
     for i, (c, _) in enumerate(plans):
         if c.current_leaf_id is not None and c.current_leaf_id not in {m.id for m in c.messages}:
             where = f"conversations[{i}].current_leaf_id"
             raise bad_request(f"{where} is not a message of this conversation", where)
+    return plans
+
+
+async def write_plans(db: AsyncSession, user_id: uuid.UUID, plans: list[Plan]) -> list[uuid.UUID]:
+    """Adds these conversations with their trees (the caller commits). Messages are marked
+    imported, and written together at the next flush."""
     made = []
     for c, messages in plans:
         conversation = await store.add_conversation(
@@ -120,10 +129,14 @@ async def import_export(
                 new_ids[m.parent_id] if m.parent_id is not None else None,
                 m.role,
                 m.content,
+                flush=False,
                 status="interrupted" if m.status == "streaming" else m.status,
                 model=m.model,
                 error=m.error,
-                tool_calls=m.tool_calls,
+                tool_calls=[t.model_dump(exclude_none=True) for t in m.tool_calls]
+                if m.tool_calls is not None
+                else None,
+                imported=True,
                 created_at=m.created_at,
                 updated_at=m.created_at,
             )
@@ -131,6 +144,8 @@ async def import_export(
         leaf = new_ids[c.current_leaf_id] if c.current_leaf_id is not None else None
         if leaf is None and messages:
             leaf = new_ids[max(messages, key=lambda m: m.created_at).id]
+        await db.flush()  # the messages, before the conversation names its leaf
         conversation.current_leaf_id = leaf
         made.append(conversation.id)
+    await db.flush()
     return made

@@ -13,10 +13,11 @@ from pydantic import BaseModel, Discriminator, Field, Tag
 
 from fireside.api.errors import bad_request
 from fireside.api.state import AppStateDep
-from fireside.app.chatgpt_import import MAX_CONVERSATIONS, GptConversation, import_conversations
+from fireside.app.chatgpt_import import MAX_CONVERSATIONS, GptConversation
 from fireside.app.connected import enabled_connections
 from fireside.app.deps import DB, ChatStateDep, CurrentUser
-from fireside.app.native_import import FiresideExport, import_export
+from fireside.app.imports import run_import
+from fireside.app.native_import import FiresideExport
 from fireside.app.schemas import ConversationPublic, MessagePublic, Page, UserPublic
 from fireside.app.sources import remote_models
 from fireside.store import search
@@ -156,13 +157,12 @@ ImportBody = Annotated[
 async def import_chatgpt(
     body: Annotated[ImportBody, Body()],
     user: CurrentUser,
+    chat: ChatStateDep,
     db: DB,
 ) -> ImportResult:
     """ChatGPT's `conversations.json` (Settings → Data controls → Export, a list), or this
-    server's own `GET /api/export` (an object), as the body."""
-    if isinstance(body, FiresideExport):
-        ids = await import_export(db, user.id, body)
-    else:
-        ids = await import_conversations(db, user.id, body)
-    await db.commit()
+    server's own `GET /api/export` (an object), as the body: at most 20,000 messages (413
+    beyond), written a chunk of conversations at a time. Imported messages are never
+    training data."""
+    ids = await run_import(chat.db, db, user.id, body)
     return ImportResult(imported=len(ids), conversation_ids=ids)

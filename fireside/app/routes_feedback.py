@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import secrets
+import uuid
 from datetime import datetime
 from typing import Literal
 
 from fastapi import APIRouter, Response
-from pydantic import BaseModel, Field
-from sqlalchemy import delete
+from pydantic import BaseModel, ConfigDict, Field
 
 from fireside.api.errors import bad_request
 from fireside.app.deps import DB, CurrentUser, OwnedConversation, OwnedMessage
 from fireside.app.errors import not_found
-from fireside.app.schemas import MessagePublic, Strict
-from fireside.store import conversations, feedback
-from fireside.store.models import Share
+from fireside.app.schemas import MessagePublic, Page, Strict
+from fireside.store import conversations, feedback, shares
 
 router = APIRouter(tags=["feedback"])
 
@@ -46,8 +45,19 @@ async def rate(
 
 
 class ShareCreated(BaseModel):
-    token: str
+    id: uuid.UUID  # what GET /api/shares lists and DELETE /api/shares/{id} revokes
+    token: str  # shown this once: the server keeps only its hash
     url: str  # where anyone with the link reads it
+
+
+class SharePublic(BaseModel):
+    """A share link of the caller's, without its token (the server cannot give it back)."""
+
+    model_config = ConfigDict(from_attributes=True)
+    id: uuid.UUID
+    conversation_id: uuid.UUID
+    title: str
+    created_at: datetime
 
 
 class SharedConversation(BaseModel):
@@ -64,23 +74,30 @@ async def share(conversation: OwnedConversation, user: CurrentUser, db: DB) -> S
         raise bad_request("there is nothing to share yet", "conversation_id")
     token = secrets.token_urlsafe(24)
     snapshot = [MessagePublic.model_validate(m).model_dump(mode="json") for m in branch]
-    db.add(
-        Share(
-            token=token,
-            conversation_id=conversation.id,
-            user_id=user.id,
-            title=conversation.title,
-            messages=snapshot,
-        )
-    )
+    made = await shares.add_share(db, token, conversation.id, user.id, conversation.title, snapshot)
     await db.commit()
-    return ShareCreated(token=token, url=f"/api/share/{token}")
+    return ShareCreated(id=made.id, token=token, url=f"/api/share/{token}")
+
+
+@router.get("/shares", response_model=Page[SharePublic])
+async def list_shares(user: CurrentUser, db: DB) -> Page[SharePublic]:
+    """The caller's share links, newest first."""
+    found = await shares.user_shares(db, user.id)
+    return Page(data=[SharePublic.model_validate(s) for s in found])
+
+
+@router.delete("/shares/{share_id}", status_code=204)
+async def revoke_share_by_id(share_id: uuid.UUID, user: CurrentUser, db: DB) -> Response:
+    if not await shares.revoke(db, user.id, id=share_id):
+        raise not_found("share")
+    await db.commit()
+    return Response(status_code=204)
 
 
 @router.get("/share/{token}", response_model=SharedConversation)
 async def read_share(token: str, db: DB) -> SharedConversation:
     """Open to anyone holding the link (the token is 192 random bits)."""
-    found = await db.get(Share, token[:64])
+    found = await shares.share_by_token(db, token)
     if found is None:
         raise not_found("share")
     return SharedConversation(
@@ -92,10 +109,7 @@ async def read_share(token: str, db: DB) -> SharedConversation:
 
 @router.delete("/share/{token}", status_code=204)
 async def revoke_share(token: str, user: CurrentUser, db: DB) -> Response:
-    result = await db.execute(
-        delete(Share).where(Share.token == token[:64], Share.user_id == user.id)
-    )
-    if not getattr(result, "rowcount", 0):
+    if not await shares.revoke(db, user.id, token=token):
         raise not_found("share")
     await db.commit()
     return Response(status_code=204)

@@ -1,7 +1,8 @@
 """Authenticated encryption with keys derived from the server's secret (Fernet).
 
-Each use gets its own key (HKDF with a purpose label), so a value sealed for one purpose --
-an OIDC login's state cookie, a connection's API key at rest -- never opens as another.
+Each use gets its own key (HKDF with a purpose label), so a value sealed for one purpose never
+opens as another. Its one use today is an OIDC login's state cookie; connections' API keys at
+rest are encrypted by `crypto.SecretBox`, not here.
 """
 
 from __future__ import annotations

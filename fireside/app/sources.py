@@ -149,9 +149,14 @@ class RemoteSource:
                 ) as r,
             ):
                 if r.status_code != 200:
-                    detail = (await r.aread()).decode("utf-8", "replace")[:300]
+                    # The body may hold anything (the endpoint's keys, addresses, other users'
+                    # requests): the admin's log gets it, the user only the status.
+                    detail = (await r.aread()).decode("utf-8", "replace")[:2000]
+                    log.warning(
+                        "connection %r answered %d: %s", self.connection, r.status_code, detail
+                    )
                     raise upstream_error(
-                        f"the connection {self.connection!r} answered {r.status_code}: {detail}"
+                        f"the model service {self.connection!r} answered {r.status_code}"
                     )
                 async for line in r.aiter_lines():
                     piece = _piece(line)

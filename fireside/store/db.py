@@ -7,6 +7,7 @@ database migrate it once: a PostgreSQL advisory lock, or a file lock beside a SQ
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from filelock import FileLock
-from sqlalchemy import event, text
+from sqlalchemy import event, exc, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -35,15 +36,41 @@ def alembic_config() -> Config:
     return config
 
 
+# How long a request waits for SQLite's write lock, or for a pooled connection, before it is
+# answered 503 (with Retry-After) rather than held: one user's long write must not hang the
+# others' requests for half a minute and then fail them with a 500.
+BUSY_TIMEOUT_S = 10.0
+# Connections per process. SQLite admits one writer at a time whatever the pool, so its
+# pool is sized for concurrent readers; PostgreSQL's for requests plus answers in writing,
+# within its 100 connections by default for a few processes.
+SQLITE_POOL = (20, 20)  # pool_size, max_overflow
+POSTGRES_POOL = (10, 10)
+
+
+def is_busy(e: BaseException) -> bool:
+    """SQLite's "database is locked" (its busy timeout ran out) or the pool's timeout."""
+    if isinstance(e, exc.TimeoutError):
+        return True
+    if isinstance(e, exc.OperationalError):
+        text_ = str(e.orig).lower()
+        return "database is locked" in text_ or "database is busy" in text_
+    return False
+
+
 class Database:
     def __init__(self, url: str) -> None:
         self.url = make_url(url)
-        args: dict[str, Any] = {}
+        # Statement parameters (titles, messages, password hashes) never reach logs or
+        # exception text.
+        args: dict[str, Any] = {"hide_parameters": True, "pool_timeout": BUSY_TIMEOUT_S}
         if self.is_sqlite:
-            # Generation tasks and requests write at once: wait for the lock, don't fail.
-            args["connect_args"] = {"timeout": 30}
+            args["connect_args"] = {"timeout": BUSY_TIMEOUT_S}
+            if self.sqlite_path is not None:
+                args["pool_size"], args["max_overflow"] = SQLITE_POOL
+                _private_file(self.sqlite_path)
         else:
             args["pool_pre_ping"] = True
+            args["pool_size"], args["max_overflow"] = POSTGRES_POOL
         self.engine: AsyncEngine = create_async_engine(self.url, **args)
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
@@ -117,6 +144,22 @@ def _run_alembic(connection: Connection) -> None:
     config = alembic_config()
     config.attributes["connection"] = connection
     command.upgrade(config, "head")
+
+
+def _private_file(path: Path) -> None:
+    """The database file made (or kept) readable by its owner alone; SQLite gives its -wal and
+    -shm files the database file's mode, so they follow."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    for extra in ("-wal", "-shm"):
+        side = path.with_name(path.name + extra)
+        if side.exists() and side.stat().st_mode & 0o077:
+            side.chmod(0o600)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

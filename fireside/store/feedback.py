@@ -1,4 +1,5 @@
-"""Ratings of answers, and the rows the training export reads (consented users only)."""
+"""Ratings of answers, and the rows the training export reads (consented users only, and
+only answers this server wrote: an imported one may claim any model and say anything)."""
 
 from __future__ import annotations
 
@@ -37,7 +38,11 @@ async def rated_answers(db: AsyncSession) -> Sequence[tuple[Message, Feedback, C
         .join(Feedback, Feedback.message_id == Message.id)
         .join(Conversation, Conversation.id == Message.conversation_id)
         .join(User, User.id == Conversation.user_id)
-        .where(User.training_consent.is_(True), Message.status == "complete")
+        .where(
+            User.training_consent.is_(True),
+            Message.status == "complete",
+            Message.imported.is_(False),
+        )
         .order_by(Message.created_at)
     )
     return [(m, f, c) for m, f, c in rows.all()]
@@ -57,6 +62,7 @@ async def regenerated_questions(db: AsyncSession) -> Sequence[tuple[Message, Con
             Message.role == "user",
             answer.role == "assistant",
             answer.status == "complete",
+            answer.imported.is_(False),
         )
         .group_by(Message.id, Conversation.id)
         .having(func.count(answer.id) > 1)
@@ -81,6 +87,7 @@ async def answers_under(
             Message.parent_id.in_(parent_ids),
             Message.role == "assistant",
             Message.status == "complete",
+            Message.imported.is_(False),
         )
         .order_by(Message.created_at)
     )

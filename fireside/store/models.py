@@ -141,6 +141,8 @@ class Message(Base):
     # client without a Last-Event-ID starts), and the process that runs it.
     stream_after: Mapped[str | None] = mapped_column(SafeString(64))
     worker: Mapped[str | None] = mapped_column(SafeString(64))
+    # Brought in by an import (ChatGPT's or ours): never training data, whatever its rating.
+    imported: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=now)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=now)
     __table_args__ = (
@@ -170,10 +172,12 @@ class Feedback(Base):
 
 
 class Share(Base):
-    """A read-only snapshot of one branch, at a random token."""
+    """A read-only snapshot of one branch, at a random token. The token itself is never stored,
+    only its SHA-256 (hex): the table alone opens no share."""
 
     __tablename__ = "shares"
-    token: Mapped[str] = mapped_column(SafeString(64), primary_key=True)
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    token_hash: Mapped[str] = mapped_column(SafeString(64), unique=True)
     conversation_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("conversations.id", ondelete="CASCADE")
     )
@@ -181,6 +185,7 @@ class Share(Base):
     title: Mapped[str] = mapped_column(SafeString(200))
     messages: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=now)
+    __table_args__ = (Index("ix_shares_user_id", "user_id"),)
 
 
 class Connection(Base):

@@ -31,8 +31,13 @@ def _add(args: argparse.Namespace) -> int:
     if not root.is_dir():
         raise FiresideError(f"{root} is not a directory")
     db = _db(args)
-    n = add_entries(db, directory_files(root))
+    skipped: list[Path] = []
+    n = add_entries(db, directory_files(root, skipped=skipped))
     print(f"{db}: {n:,} entries from {root}")
+    if skipped:
+        print(f"skipped {len(skipped)} (symbolic links and files that are not regular files):")
+        for path in skipped:
+            print(f"  {path}")
     return 0
 
 

@@ -12,7 +12,9 @@ import ast
 import gzip
 import importlib
 import inspect
+import os
 import re
+import stat
 import sys
 import sysconfig
 import warnings
@@ -346,9 +348,14 @@ def file_entries(path: Path) -> Iterator[Entry]:
     """One text or Markdown file (or text extracted from a PDF) in chunks; a chunk's title is
     the file's name and the last Markdown heading before it."""
     try:
-        if path.stat().st_size > MAX_FILE_BYTES:
-            return
-        text = path.read_text(encoding="utf-8")
+        # Not through a symbolic link, and only a regular file (never a FIFO that blocks, or
+        # /proc's files): checked on the open file, so a swap after the walk changes nothing.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as f:
+            info = os.fstat(f.fileno())
+            if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_FILE_BYTES:
+                return
+            text = f.read(MAX_FILE_BYTES + 1).decode("utf-8")
     except (OSError, UnicodeDecodeError):
         return
     heading = ""
@@ -368,9 +375,31 @@ def file_entries(path: Path) -> Iterator[Entry]:
         )
 
 
-def directory_files(root: Path, suffixes: Iterable[str] = USER_SUFFIXES) -> Iterator[Entry]:
-    """Every text file under `root` (Markdown, plain text, reStructuredText)."""
+def directory_files(
+    root: Path, suffixes: Iterable[str] = USER_SUFFIXES, skipped: list[Path] | None = None
+) -> Iterator[Entry]:
+    """Every regular text file under `root` (Markdown, plain text, reStructuredText).
+
+    Symbolic links (to files or directories) and anything but a regular file are skipped and
+    appended to `skipped`: every user's `search` reads the index, and a link could bring in
+    /proc/self/environ (the server's secrets) or a file its owner never meant to share."""
     wanted = tuple(suffixes)
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and path.suffix.lower() in wanted:
+    passed = skipped if skipped is not None else []
+    for top, dirs, files in os.walk(root):  # never into a linked directory
+        here = Path(top)
+        dirs.sort()
+        for name in [d for d in dirs if (here / d).is_symlink()]:
+            dirs.remove(name)
+            passed.append(here / name)
+        for name in sorted(files):
+            path = here / name
+            if path.suffix.lower() not in wanted:
+                continue
+            try:
+                regular = stat.S_ISREG(path.lstat().st_mode)
+            except OSError:
+                regular = False
+            if not regular:
+                passed.append(path)
+                continue
             yield from file_entries(path)

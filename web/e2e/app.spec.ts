@@ -143,6 +143,14 @@ test('search, feedback, and a share link opened logged out', async ({ page, brow
     const visitor = await anonymous.newPage();
     await visitor.goto(link);
     await expect(visitor.getByRole('article', { name: 'User message' })).toContainText('zebra crossing question');
+
+    // The link is listed in the settings after its dialog closed, and revoked there.
+    await page.getByRole('button', { name: 'Close' }).click();
+    await page.getByRole('link', { name: 'Settings' }).click();
+    await page.getByRole('button', { name: /^Revoke link to / }).click();
+    await expect(page.getByText('No shared links')).toBeVisible();
+    await visitor.reload();
+    await expect(visitor.getByRole('article', { name: 'User message' })).toHaveCount(0);
     await anonymous.close();
   });
 });

@@ -167,6 +167,7 @@ export class FakeApi {
     if (path === '/api/models') return json({ data: [{ id: 'fireside-tiny', ready: true, source: 'local' }], next_cursor: null });
     if (path === '/api/settings') return json({ training_consent: false });
     if (path === '/api/keys') return json({ data: [], next_cursor: null });
+    if (path === '/api/shares') return json({ data: [], next_cursor: null });
     if (path === '/api/search') {
       const q = (url.searchParams.get('q') ?? '').toLowerCase();
       const data = [...this.convs.values()].flatMap((c) =>
@@ -222,7 +223,7 @@ export class FakeApi {
       if (rest === '/share') {
         const token = `tok${newId('s')}`;
         this.shares.set(token, this.branch(conv));
-        return json({ token, url: `/api/share/${token}` }, 201);
+        return json({ id: newId('share'), token, url: `/api/share/${token}` }, 201);
       }
       return notFound();
     }

@@ -42,6 +42,7 @@ export type ModelInfo = Schemas['ModelPublic'];
 /** `key` only in the answer to POST /api/keys: shown once. */
 export type ApiKey = Schemas['KeyPublic'] & { key?: string };
 export type Share = Schemas['ShareCreated'];
+export type SharePublic = Schemas['SharePublic'];
 export type SharedConversation = Schemas['SharedConversation'];
 export type UsageRow = Schemas['UsageRow'];
 export type UserSettings = Schemas['SettingsPublic'];
