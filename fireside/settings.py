@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     signup: SignupPolicy = "open"
     # "required": /v1/* also accepts (and then needs) a user's personal API key.
     auth: Literal["optional", "required"] = "optional"
+    # The names this server answers to (the Host header; any port): a JSON list, "*.example.com"
+    # patterns allowed, ["*"] = no check (only behind a proxy that checks Host). Empty = the
+    # bind address, localhost, 127.0.0.1 and [::1]; a server bound to 0.0.0.0 must name its
+    # public host here (FIRESIDE_ALLOWED_HOSTS='["chat.example.com"]'), or only loopback works.
+    allowed_hosts: list[str] = Field(default_factory=list)
     # Origins besides the server's own allowed to make cookie-authenticated changes
     # (a web UI served from a dev server, say).
     allowed_origins: list[str] = Field(default_factory=list)
@@ -72,6 +77,11 @@ class Settings(BaseSettings):
     # OpenAI-compatible endpoints whose models the chat app offers (as NAME/MODEL) beside the
     # local one; admins add more with PUT /api/admin/connections.
     connections: list[ConnectionSetting] = Field(default_factory=list)
+
+    def resolved_allowed_hosts(self) -> list[str]:
+        from fireside.api.hosts import default_allowed_hosts
+
+        return list(self.allowed_hosts) or default_allowed_hosts(self.host)
 
     def oidc_configured(self) -> bool:
         return bool(self.oidc_discovery_url and self.oidc_client_id and self.oidc_client_secret)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
 from fireside.api.app import create_app
+from fireside.api.hosts import WILDCARD_BINDS
 from fireside.api.served import ServedModel
 from fireside.errors import CheckpointError
 from fireside.model.pretrained import default_model_dir
@@ -16,6 +18,8 @@ from fireside.settings import Settings
 
 if TYPE_CHECKING:
     from fireside.engine import EngineConfig
+
+log = logging.getLogger(__name__)
 
 
 def resolve_model_dir(settings: Settings) -> Path:
@@ -88,6 +92,7 @@ def build_app(settings: Settings, engine_config: EngineConfig | None = None) -> 
         lambda: load_served(model_dir, name, settings.device, engine_config),
         api_key=settings.api_key,
         extensions=extensions,
+        allowed_hosts=settings.resolved_allowed_hosts(),
     )
 
 
@@ -95,6 +100,12 @@ def serve(settings: Settings) -> None:
     import uvicorn
 
     app = build_app(settings)
+    if not settings.allowed_hosts and settings.host in WILDCARD_BINDS:
+        log.warning(
+            "bound to %r but FIRESIDE_ALLOWED_HOSTS is not set: only localhost names are "
+            "answered; set it to the public host name(s)",
+            settings.host,
+        )
     # Open streams would hold a shutdown forever; after the grace period they are cut.
     uvicorn.run(
         app, host=settings.host, port=settings.port, log_level="info", timeout_graceful_shutdown=10
