@@ -1,5 +1,8 @@
 """ASGI middleware that answers before any route runs: API key (401) and body size (413).
 
+The key found names the caller (api.state.Caller, in scope["state"]): the prefix cache is
+salted by it, and /metrics, whenever a key is required, takes an administrator's key only.
+
 Both must win over body validation (a wrong key with a malformed body is still a 401), so
 they cannot be route dependencies, which FastAPI resolves together with the body.
 """
@@ -11,11 +14,13 @@ import hmac
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fireside.api.errors import APIError, error_response
-from fireside.api.state import AppState
+from fireside.api.state import SERVER_KEY, AppState, Caller
 from fireside.api.static import is_page_path
 
-# Paths anyone may read: liveness probes, Prometheus, the API's own documentation.
-OPEN_PATHS = frozenset({"/health", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect"})
+# Paths anyone may read: liveness probes, the API's own documentation. Not /metrics: its
+# counters (cached prompt tokens above all) tell about other callers' requests.
+OPEN_PATHS = frozenset({"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect"})
+ADMIN_PATHS = frozenset({"/metrics"})
 # The chat application authenticates its own callers (session cookies, personal keys).
 OWN_AUTH_PREFIX = "/api/"
 
@@ -68,13 +73,24 @@ class GuardMiddleware:
         scheme, _, token = given.partition(" ")
         token = token.strip()
         if scheme.lower() == "bearer" and token:
+            found: Caller | None = None
             if self.api_key is not None and hmac.compare_digest(
                 token.encode(), self.api_key.encode()
             ):
-                return None
+                found = SERVER_KEY
             for check in checks:
-                if await check(token):
-                    return None
+                if found is None:
+                    found = await check(token)
+            if found is not None:
+                if path in ADMIN_PATHS and not found.admin:
+                    return APIError(
+                        "this needs the server's API key or an administrator's key",
+                        403,
+                        type="permission_error",
+                        code="forbidden",
+                    )
+                scope.setdefault("state", {})["fireside_caller"] = found
+                return None
         problem = "no API key was given" if not given else "the API key is not valid"
         return APIError(
             f"{problem}: send it as 'Authorization: Bearer <key>'",
