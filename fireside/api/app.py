@@ -18,6 +18,7 @@ from fastapi.openapi.utils import get_openapi
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from fireside.api.errors import ErrorResponse, install_error_handlers
+from fireside.api.headers import SecurityHeadersMiddleware
 from fireside.api.hosts import LOOPBACK_HOSTS
 from fireside.api.middleware import GuardMiddleware
 from fireside.api.routes_openai import router as openai_router
@@ -85,8 +86,9 @@ def create_app(
     app.state.fireside = state
     install_error_handlers(app)
     app.add_middleware(GuardMiddleware, api_key=api_key, max_body_bytes=max_body_bytes, state=state)
-    # Added last, so it runs first: a foreign Host learns nothing, not even a 401.
+    # Added after the guard, so it runs before it: a foreign Host learns nothing, not a 401.
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts), www_redirect=False)
+    app.add_middleware(SecurityHeadersMiddleware)  # outermost: every answer has them
     app.include_router(openai_router)
     app.include_router(tokenizer_router)
     for extension in extensions:
