@@ -61,10 +61,9 @@ class GuardMiddleware:
         await self.app(scope, replay, send)
 
     async def _check_key(self, scope: Scope) -> APIError | None:
-        checks = self.state.key_checks if self.state is not None else []
         required = self.api_key is not None or (self.state is not None and self.state.require_key)
         path = scope["path"]
-        if not required or path in OPEN_PATHS or path.startswith(OWN_AUTH_PREFIX):
+        if path in OPEN_PATHS or path.startswith(OWN_AUTH_PREFIX):
             return None
         if is_page_path(path):  # the web page: public, it signs people in
             return None
@@ -72,32 +71,37 @@ class GuardMiddleware:
         given = headers.get(b"authorization", b"").decode("latin-1")
         scheme, _, token = given.partition(" ")
         token = token.strip()
-        if scheme.lower() == "bearer" and token:
-            found: Caller | None = None
-            if self.api_key is not None and hmac.compare_digest(
-                token.encode(), self.api_key.encode()
-            ):
-                found = SERVER_KEY
-            for check in checks:
-                if found is None:
-                    found = await check(token)
+        found = await self._caller(token) if scheme.lower() == "bearer" and token else None
+        if found is not None:
+            # On an open server too: a valid key keeps its owner's prefix cache their own.
+            scope.setdefault("state", {})["fireside_caller"] = found
+        if not required:
+            return None
+        if found is None:
+            problem = "no API key was given" if not given else "the API key is not valid"
+            return APIError(
+                f"{problem}: send it as 'Authorization: Bearer <key>'",
+                401,
+                type="authentication_error",
+                code="invalid_api_key",
+            )
+        if path in ADMIN_PATHS and not found.admin:
+            return APIError(
+                "this needs the server's API key or an administrator's key",
+                403,
+                type="permission_error",
+                code="forbidden",
+            )
+        return None
+
+    async def _caller(self, token: str) -> Caller | None:
+        if self.api_key is not None and hmac.compare_digest(token.encode(), self.api_key.encode()):
+            return SERVER_KEY
+        for check in self.state.key_checks if self.state is not None else []:
+            found = await check(token)
             if found is not None:
-                if path in ADMIN_PATHS and not found.admin:
-                    return APIError(
-                        "this needs the server's API key or an administrator's key",
-                        403,
-                        type="permission_error",
-                        code="forbidden",
-                    )
-                scope.setdefault("state", {})["fireside_caller"] = found
-                return None
-        problem = "no API key was given" if not given else "the API key is not valid"
-        return APIError(
-            f"{problem}: send it as 'Authorization: Bearer <key>'",
-            401,
-            type="authentication_error",
-            code="invalid_api_key",
-        )
+                return found
+        return None
 
     async def _read_body(self, scope: Scope, receive: Receive) -> tuple[bytes, APIError | None]:
         too_big = APIError(

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
 from fireside.engine import Engine, EngineConfig, SamplingParams
-from tests.app_utils import Backend, Client, make_admin
+from tests.app_utils import Backend, Client, chat_settings, make_admin, run_chat_server
 from tests.engine_utils import collect, tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -117,3 +118,28 @@ def test_metrics_need_an_admin_or_the_server_key(
     assert r.status_code == 200
     assert "fireside:prefix_cache_hits_total" in r.text
     assert httpx.get(f"{chat_server}/health").status_code == 200  # probes stay open
+
+
+def test_on_an_open_server_anonymous_callers_miss_a_users_cache(
+    tmp_path: Path, api_model_dir: Path
+) -> None:
+    settings = chat_settings(Backend("sqlite", tmp_path), auth="optional")
+    with run_chat_server(api_model_dir, settings) as url:
+        alice = Client(url)
+        alice.signup("Alice")
+        events = alice.send(alice.new_conversation()["id"], SECRET)
+        assert events[-1].event == "done"
+
+        def cached_tokens(headers: dict[str, str]) -> int:
+            body = {"model": "tiny", "messages": [{"role": "user", "content": SECRET}]}
+            r = httpx.post(
+                f"{url}/v1/chat/completions", json={**body, "max_tokens": 1}, headers=headers
+            )
+            assert r.status_code == 200, r.text
+            return int(r.json()["usage"]["prompt_tokens_details"]["cached_tokens"])
+
+        assert cached_tokens({}) == 0  # anonymous: the very prompt alice's chat cached
+        assert cached_tokens({"Authorization": "Bearer sk-anything"}) > 16  # anonymous's own
+        # Alice's personal key is alice, in the chat app and on /v1 alike.
+        assert cached_tokens(key_of(alice)) > 16
+        alice.close()
