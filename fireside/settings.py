@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     auth_failures_per_account: int = Field(default=10, ge=1)
     auth_failures_per_address: int = Field(default=50, ge=1)
     signups_per_address: int = Field(default=20, ge=1)
+    # The names this server answers to (the Host header; any port): a JSON list, "*.example.com"
+    # patterns allowed, ["*"] = no check (only behind a proxy that checks Host). Empty = the
+    # bind address, localhost, 127.0.0.1 and [::1]; a server bound to 0.0.0.0 must name its
+    # public host here (FIRESIDE_ALLOWED_HOSTS='["chat.example.com"]'), or only loopback works.
+    allowed_hosts: list[str] = Field(default_factory=list)
     # Origins besides the server's own allowed to make cookie-authenticated changes
     # (a web UI served from a dev server, say).
     allowed_origins: list[str] = Field(default_factory=list)
@@ -109,6 +114,11 @@ class Settings(BaseSettings):
         if self.api_key is not None or self.auth == "required":
             return True
         return "auth" not in self.model_fields_set and self.binds_beyond_loopback()
+
+    def resolved_allowed_hosts(self) -> list[str]:
+        from fireside.api.hosts import default_allowed_hosts
+
+        return list(self.allowed_hosts) or default_allowed_hosts(self.host)
 
     def oidc_configured(self) -> bool:
         return bool(self.oidc_discovery_url and self.oidc_client_id and self.oidc_client_secret)

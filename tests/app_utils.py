@@ -102,7 +102,12 @@ def chat_app(model_dir: Path, settings: Settings) -> FastAPI:
         served.engine = HoldingEngine(served.engine, served.tokenizer.decode)
         return served
 
-    return create_app("tiny", load, extensions=[ChatApp(settings)])
+    return create_app(
+        "tiny",
+        load,
+        extensions=[ChatApp(settings)],
+        allowed_hosts=settings.resolved_allowed_hosts(),
+    )
 
 
 @contextmanager

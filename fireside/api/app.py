@@ -15,8 +15,11 @@ from typing import Any, Protocol
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from fireside.api.errors import ErrorResponse, install_error_handlers
+from fireside.api.headers import SecurityHeadersMiddleware
+from fireside.api.hosts import LOOPBACK_HOSTS
 from fireside.api.middleware import GuardMiddleware
 from fireside.api.routes_openai import router as openai_router
 from fireside.api.routes_tokenizer import router as tokenizer_router
@@ -45,8 +48,10 @@ def create_app(
     api_key: str | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
     extensions: Sequence[AppExtension] = (),
+    allowed_hosts: Sequence[str] = LOOPBACK_HOSTS,
 ) -> FastAPI:
-    """`load` builds the engine (slow); it runs after the server is already listening."""
+    """`load` builds the engine (slow); it runs after the server is already listening.
+    Requests whose Host is not one of `allowed_hosts` get a 400 (DNS rebinding)."""
     state = AppState(model_name, load)
 
     @contextlib.asynccontextmanager
@@ -81,6 +86,9 @@ def create_app(
     app.state.fireside = state
     install_error_handlers(app)
     app.add_middleware(GuardMiddleware, api_key=api_key, max_body_bytes=max_body_bytes, state=state)
+    # Added after the guard, so it runs before it: a foreign Host learns nothing, not a 401.
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts), www_redirect=False)
+    app.add_middleware(SecurityHeadersMiddleware)  # outermost: every answer has them
     app.include_router(openai_router)
     app.include_router(tokenizer_router)
     for extension in extensions:

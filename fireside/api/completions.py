@@ -82,6 +82,9 @@ class CompletionJob:
         else:
             raise bad_request("the prompt is empty", "prompt")
         if texts[0] is not None:
+            # A raw prompt is the caller's own text, whole: its special tokens' texts are read
+            # as those tokens (as vLLM does; a caller may send ids anyway). Text of anyone
+            # else's belongs in /v1/chat/completions, whose messages never become tokens.
             encoded = self.served.tokenizer.backend.encode_batch(
                 [t or "" for t in texts], add_special_tokens=self.req.add_special_tokens
             )

@@ -1,5 +1,8 @@
 """ASGI middleware that answers before any route runs: API key (401) and body size (413).
 
+The key found names the caller (api.state.Caller, in scope["state"]): the prefix cache is
+salted by it, and /metrics, whenever a key is required, takes an administrator's key only.
+
 Both must win over body validation (a wrong key with a malformed body is still a 401), so
 they cannot be route dependencies, which FastAPI resolves together with the body.
 """
@@ -11,11 +14,13 @@ import hmac
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fireside.api.errors import APIError, error_response
-from fireside.api.state import AppState
+from fireside.api.state import SERVER_KEY, AppState, Caller
 from fireside.api.static import is_page_path
 
-# Paths anyone may read: liveness probes, Prometheus, the API's own documentation.
-OPEN_PATHS = frozenset({"/health", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect"})
+# Paths anyone may read: liveness probes, the API's own documentation. Not /metrics: its
+# counters (cached prompt tokens above all) tell about other callers' requests.
+OPEN_PATHS = frozenset({"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect"})
+ADMIN_PATHS = frozenset({"/metrics"})
 # The chat application authenticates its own callers (session cookies, personal keys).
 OWN_AUTH_PREFIX = "/api/"
 
@@ -56,10 +61,9 @@ class GuardMiddleware:
         await self.app(scope, replay, send)
 
     async def _check_key(self, scope: Scope) -> APIError | None:
-        checks = self.state.key_checks if self.state is not None else []
         required = self.api_key is not None or (self.state is not None and self.state.require_key)
         path = scope["path"]
-        if not required or path in OPEN_PATHS or path.startswith(OWN_AUTH_PREFIX):
+        if path in OPEN_PATHS or path.startswith(OWN_AUTH_PREFIX):
             return None
         if is_page_path(path):  # the web page: public, it signs people in
             return None
@@ -67,21 +71,37 @@ class GuardMiddleware:
         given = headers.get(b"authorization", b"").decode("latin-1")
         scheme, _, token = given.partition(" ")
         token = token.strip()
-        if scheme.lower() == "bearer" and token:
-            if self.api_key is not None and hmac.compare_digest(
-                token.encode(), self.api_key.encode()
-            ):
-                return None
-            for check in checks:
-                if await check(token):
-                    return None
-        problem = "no API key was given" if not given else "the API key is not valid"
-        return APIError(
-            f"{problem}: send it as 'Authorization: Bearer <key>'",
-            401,
-            type="authentication_error",
-            code="invalid_api_key",
-        )
+        found = await self._caller(token) if scheme.lower() == "bearer" and token else None
+        if found is not None:
+            # On an open server too: a valid key keeps its owner's prefix cache their own.
+            scope.setdefault("state", {})["fireside_caller"] = found
+        if not required:
+            return None
+        if found is None:
+            problem = "no API key was given" if not given else "the API key is not valid"
+            return APIError(
+                f"{problem}: send it as 'Authorization: Bearer <key>'",
+                401,
+                type="authentication_error",
+                code="invalid_api_key",
+            )
+        if path in ADMIN_PATHS and not found.admin:
+            return APIError(
+                "this needs the server's API key or an administrator's key",
+                403,
+                type="permission_error",
+                code="forbidden",
+            )
+        return None
+
+    async def _caller(self, token: str) -> Caller | None:
+        if self.api_key is not None and hmac.compare_digest(token.encode(), self.api_key.encode()):
+            return SERVER_KEY
+        for check in self.state.key_checks if self.state is not None else []:
+            found = await check(token)
+            if found is not None:
+                return found
+        return None
 
     async def _read_body(self, scope: Scope, receive: Receive) -> tuple[bytes, APIError | None]:
         too_big = APIError(

@@ -13,6 +13,7 @@ from fireside.api.completions import CompletionJob
 from fireside.api.errors import APIError
 from fireside.api.generation import cancel_on_disconnect
 from fireside.api.metrics import CONTENT_TYPE
+from fireside.api.sampling import cache_salt
 from fireside.api.schemas import (
     ChatCompletion,
     ChatCompletionRequest,
@@ -23,7 +24,7 @@ from fireside.api.schemas import (
     ModelList,
 )
 from fireside.api.served import ServedModel
-from fireside.api.state import AppState, app_state, served_model
+from fireside.api.state import AppState, app_state, caller, served_model
 from fireside.api.streaming import SSE_HEADERS, sse_stream
 
 router = APIRouter()
@@ -55,6 +56,7 @@ _STREAM_DOC: dict[int | str, dict[str, Any]] = {
 async def chat_completions(
     body: ChatCompletionRequest, request: Request, served: Served, state: State
 ) -> Any:
+    body.cache_salt = cache_salt(caller(request).identity, body.cache_salt)
     # Rendering and grammar compiling take a while on big vocabularies: off the event loop.
     job = await asyncio.to_thread(ChatJob, body, served, state.metrics, served.token_text)
     if body.stream:
@@ -69,6 +71,7 @@ async def chat_completions(
 async def completions(
     body: CompletionRequest, request: Request, served: Served, state: State
 ) -> Any:
+    body.cache_salt = cache_salt(caller(request).identity, body.cache_salt)
     job = await asyncio.to_thread(CompletionJob, body, served, state.metrics, served.token_text)
     if body.stream:
         chunks = await cancel_on_disconnect(request, job.stream())

@@ -95,6 +95,7 @@ def sampling_params(
         n=fields.n,
         stop=stop,
         stop_token_ids=stop_ids,  # the engine adds the model's own end-of-turn tokens
+        cache_salt=fields.cache_salt,
         ignore_eos=fields.ignore_eos,
         include_stop_str_in_output=fields.include_stop_str_in_output,
         skip_special_tokens=(
@@ -104,3 +105,8 @@ def sampling_params(
         prompt_logprobs=prompt_logprobs,
         constraint_factory=constraint_factory,
     )
+
+
+def cache_salt(identity: str, asked: str | None) -> str:
+    """The engine's cache salt for a caller: their identity, then any salt they asked for."""
+    return f"{identity}\x00{asked or ''}"

@@ -62,6 +62,9 @@ class SamplingFields(Request):
     guided_regex: str | None = None
     guided_choice: Annotated[list[str], Field(min_length=1)] | None = None
     guided_grammar: str | None = None
+    # vLLM's prefix-cache salt; the server adds the caller's own identity to it, so it can
+    # split one caller's cache further, never join another's.
+    cache_salt: Annotated[str, Field(max_length=256)] | None = None
 
 
 # -- completions ---------------------------------------------------------------------------

@@ -14,12 +14,14 @@ Deployment modes, by what the settings say (fireside.settings.Settings):
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
 from fireside.api.app import create_app
+from fireside.api.hosts import WILDCARD_BINDS
 from fireside.api.served import ServedModel
 from fireside.errors import CheckpointError, FiresideError
 from fireside.model.pretrained import default_model_dir
@@ -27,6 +29,8 @@ from fireside.settings import Settings
 
 if TYPE_CHECKING:
     from fireside.engine import EngineConfig
+
+log = logging.getLogger(__name__)
 
 
 def resolve_model_dir(settings: Settings) -> Path:
@@ -106,6 +110,7 @@ def build_app(settings: Settings, engine_config: EngineConfig | None = None) -> 
         lambda: load_served(model_dir, name, settings.device, engine_config),
         api_key=settings.api_key,
         extensions=extensions,
+        allowed_hosts=settings.resolved_allowed_hosts(),
     )
 
 
@@ -118,6 +123,12 @@ def serve(settings: Settings) -> None:
     # Checked before the first request: where no sandbox can be made, the python tool is off
     # (one warning saying why and how to enable it) and never runs unsandboxed.
     python_tool_off_reason()
+    if not settings.allowed_hosts and settings.host in WILDCARD_BINDS:
+        log.warning(
+            "bound to %r but FIRESIDE_ALLOWED_HOSTS is not set: only localhost names are "
+            "answered; set it to the public host name(s)",
+            settings.host,
+        )
     # Open streams would hold a shutdown forever; after the grace period they are cut.
     uvicorn.run(
         app, host=settings.host, port=settings.port, log_level="info", timeout_graceful_shutdown=10

@@ -19,6 +19,24 @@ from fireside.api.served import ServedModel
 from fireside.engine.types import EngineStats
 
 
+@dataclass(frozen=True)
+class Caller:
+    """Who sent a /v1 request, as far as its key tells: `identity` salts the prefix cache
+    (everyone without a key shares "anonymous"); `admin` may read /metrics."""
+
+    identity: str
+    admin: bool = False
+
+
+ANONYMOUS = Caller("anonymous")
+SERVER_KEY = Caller("api-key", admin=True)  # whoever holds --api-key runs the server
+
+
+def caller(request: HTTPConnection) -> Caller:
+    found = request.scope.get("state", {}).get("fireside_caller")
+    return found if isinstance(found, Caller) else ANONYMOUS
+
+
 @dataclass
 class AppState:
     model_name: str
@@ -28,7 +46,7 @@ class AppState:
     metrics: Metrics = field(init=False)
     # More ways to accept a Bearer key on /v1/* besides --api-key (the chat app's personal
     # keys), and whether a key is needed even without --api-key.
-    key_checks: list[Callable[[str], Awaitable[bool]]] = field(default_factory=list)
+    key_checks: list[Callable[[str], Awaitable[Caller | None]]] = field(default_factory=list)
     require_key: bool = False
 
     def __post_init__(self) -> None:

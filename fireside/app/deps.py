@@ -14,6 +14,7 @@ from fastapi import Depends
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import HTTPConnection
 
+from fireside.api.hosts import origin_allowed
 from fireside.app.errors import forbidden, not_found, unauthorized
 from fireside.app.state import ChatState
 from fireside.store import accounts, conversations
@@ -46,12 +47,19 @@ def session_token(conn: HTTPConnection) -> str | None:
 
 def check_origin(conn: HTTPConnection, state: ChatState) -> None:
     """A browser sends the cookie with requests another site starts; their Origin gives them
-    away. SameSite=Lax already stops most; this stops the rest (and WebSocket hijacking)."""
+    away. SameSite=Lax already stops most; this stops the rest (and WebSocket hijacking).
+    The Origin is held against the configured hosts, never the request's own Host, which a
+    DNS-rebinding page sets to match its Origin."""
     origin = conn.headers.get("origin")
     if origin is None:
         return
-    own = f"{conn.url.scheme.replace('ws', 'http')}://{conn.headers.get('host', '')}"
-    if origin != own and origin not in state.settings.allowed_origins:
+    settings = state.settings
+    if not origin_allowed(
+        origin,
+        settings.resolved_allowed_hosts(),
+        settings.allowed_origins,
+        conn.headers.get("host", ""),
+    ):
         raise forbidden(f"requests from origin {origin!r} are not accepted")
 
 

@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from fireside.api.errors import APIError, bad_request
+from fireside.api.sampling import cache_salt
 from fireside.api.schemas import (
     ChatMessageIn,
 )
@@ -30,6 +31,7 @@ from fireside.api.served import ServedModel
 from fireside.api.state import AppState
 from fireside.app.connected import connection_named
 from fireside.app.errors import conflict, too_many
+from fireside.app.keys import user_cache_identity
 from fireside.app.schemas import MessagePublic
 from fireside.app.sources import AnswerSource, RemoteSource, local_source
 from fireside.app.state import ChatState
@@ -221,8 +223,9 @@ class Generations:
         model = conversation.model
         if model is None or model == served.name:
             tools = self._tools() if served.tools else None
+            salt = cache_salt(user_cache_identity(conversation.user_id), None)
             return await local_source(
-                served, self.api.metrics, prompt, conversation.temperature, cap, tools
+                served, self.api.metrics, prompt, conversation.temperature, cap, tools, salt
             )
         name, _, remote_model = model.partition("/")
         connection = await connection_named(db, self.chat, name) if remote_model else None

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import HTTPConnection
 
+from fireside.api.state import Caller
 from fireside.app.deps import DB, CurrentUser
 from fireside.app.errors import forbidden, not_found
 from fireside.app.schemas import Page, Strict
@@ -83,15 +84,22 @@ async def delete_key(key_id: uuid.UUID, user: SessionUser, db: DB) -> Response:
     return Response(status_code=204)
 
 
-def key_check(db: Database) -> Callable[[str], Awaitable[bool]]:
-    """For the /v1/* guard: whether a Bearer token is a live personal key."""
+def user_cache_identity(user_id: uuid.UUID) -> str:
+    """A user's prefix-cache identity: the same in the chat app and with their personal key."""
+    return f"user:{user_id}"
 
-    async def check(token: str) -> bool:
+
+def key_check(db: Database) -> Callable[[str], Awaitable[Caller | None]]:
+    """For the /v1/* guard: the user whose live personal key a Bearer token is, if any."""
+
+    async def check(token: str) -> Caller | None:
         if not token.startswith(KEY_PREFIX):
-            return False
+            return None
         async with db.session() as session:
             user = await accounts.user_for_api_key(session, token)
             await session.commit()
-        return user is not None
+        if user is None:
+            return None
+        return Caller(user_cache_identity(user.id), admin=user.role == "admin")
 
     return check

@@ -3,6 +3,11 @@
 The client sends {"type": "subscribe", "conversation_id", "last_event_id"?} and
 {"type": "stop", "conversation_id"}; a subscription ends after the answer's `done`.
 Frames about the socket itself (a bad frame, a conversation not found) have `id` null.
+
+The caller's credentials (session cookie or personal key) are checked again before every
+command and every RECHECK_S seconds: a socket outlives neither a logout, nor a disabled
+account, nor a password change (which ends the sessions), nor a deleted key; it is closed
+with code 4401.
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ from fireside.store.models import User
 
 router = APIRouter(tags=["conversations"])
 
+RECHECK_S = 5.0  # how long a revoked session's open socket may still stream, at most
+REVOKED = "the session has ended; log in again"
+
 
 class WsCommand(BaseModel):
     type: str
@@ -43,10 +51,18 @@ async def websocket(ws: WebSocket) -> None:
         return
     await ws.accept()
     session = _Session(ws, chat, user)
+    reader = asyncio.create_task(session.run())
+    watcher = asyncio.create_task(session.watch())
     try:
-        await session.run()
+        await asyncio.wait({reader, watcher}, return_when=asyncio.FIRST_COMPLETED)
     finally:
+        for task in (reader, watcher):
+            task.cancel()
+        await asyncio.gather(reader, watcher, return_exceptions=True)
         await session.close()
+    if session.revoked:
+        with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+            await ws.close(code=4401, reason=REVOKED)
 
 
 class _Session:
@@ -54,6 +70,7 @@ class _Session:
         self.ws, self.chat, self.user = ws, chat, user
         self.subscriptions: dict[uuid.UUID, asyncio.Task[None]] = {}
         self.send_lock = asyncio.Lock()
+        self.revoked = False
 
     async def send(self, frame: dict[str, Any]) -> None:
         async with self.send_lock:
@@ -64,6 +81,23 @@ class _Session:
         if conversation_id is not None:
             data["conversation_id"] = str(conversation_id)
         await self.send({"id": None, "event": "error", "data": data})
+
+    async def still_allowed(self) -> bool:
+        """The socket's credentials, checked as a new request's would be (same user)."""
+        try:
+            async with self.chat.db.session() as db:
+                user = await current_user(self.ws, db, self.chat)
+        except APIError:
+            return False
+        return user.id == self.user.id
+
+    async def watch(self) -> None:
+        """Returns (and so ends the socket) once the credentials no longer hold."""
+        while True:
+            await asyncio.sleep(RECHECK_S)
+            if not await self.still_allowed():
+                self.revoked = True
+                return
 
     async def run(self) -> None:
         while True:
@@ -79,6 +113,10 @@ class _Session:
             except ValidationError as e:
                 await self.problem(f"bad frame: {e.errors()[0]['msg']}")
                 continue
+            if not await self.still_allowed():
+                self.revoked = True
+                await self.problem(REVOKED, command.conversation_id)
+                return
             await self.handle(command)
 
     async def handle(self, command: WsCommand) -> None:

@@ -82,8 +82,10 @@ async def local_source(
     temperature: float | None,
     cap: int,
     tools: list[Tool] | None = None,
+    salt: str | None = None,
 ) -> AnswerSource:
-    """The served model's answer; through the tool loop when `tools` are given."""
+    """The served model's answer; through the tool loop when `tools` are given. `salt`: the
+    prefix-cache salt of the user it answers (no one else's cached prompts are reused)."""
 
     def build(max_tokens: int | None) -> ChatJob:
         request = ChatCompletionRequest(
@@ -95,6 +97,7 @@ async def local_source(
             stream_options=StreamOptions(include_usage=True),
             # Listed so that the prompt's length is checked with them in it.
             tools=[ApiTool.model_validate(t) for t in tool_specs(tools)] if tools else None,
+            cache_salt=salt,
         )
         return ChatJob(request, served, metrics, served.token_text)
 

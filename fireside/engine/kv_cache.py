@@ -7,7 +7,9 @@ out of it. A sequence owns a list of block ids (its block table); `PagedKV` is t
 attention the sequence's blocks gathered in order, with the mask that keeps each query to its
 own past.
 
-A full block is named by a hash of its tokens and everything before them. Blocks are
+A full block is named by a hash of its tokens and everything before them, and of the request's
+cache salt (through the first block's hash): callers with different salts never share a block,
+so nobody learns another's prompt from what is cached. Blocks are
 refcounted; a block whose count drops to zero goes back to the free list but keeps its content
 and hash until it is handed out again, so a later prompt with the same prefix (a system prompt,
 the conversation so far) reuses it instead of recomputing it.
@@ -31,8 +33,11 @@ def kv_bytes_per_token(cfg: ModelConfig, dtype: torch.dtype) -> int:
     return 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim * itemsize
 
 
-def block_hash(parent: int | None, tokens: Sequence[int]) -> int:
-    """A block's identity: its tokens and, through the parent's hash, all tokens before them."""
+def block_hash(parent: int | None, tokens: Sequence[int], salt: str | None = None) -> int:
+    """A block's identity: its tokens and, through the parent's hash, all tokens before them
+    and the salt (which only the first block, having no parent, takes in)."""
+    if parent is None and salt is not None:
+        return hash((("fireside-cache-salt", salt), tuple(tokens)))
     return hash((parent, tuple(tokens)))
 
 
@@ -125,22 +130,22 @@ class KVBlockPool:
     def lookup(self, h: int) -> int | None:
         return self._by_hash.get(h)
 
-    def prefix_hashes(self, tokens: Sequence[int]) -> list[int]:
-        """The hash of every full block of `tokens`."""
+    def prefix_hashes(self, tokens: Sequence[int], salt: str | None = None) -> list[int]:
+        """The hash of every full block of `tokens` under `salt`."""
         bs = self.block_size
         hashes: list[int] = []
         parent: int | None = None
         for start in range(0, len(tokens) - bs + 1, bs):
-            parent = block_hash(parent, tokens[start : start + bs])
+            parent = block_hash(parent, tokens[start : start + bs], salt)
             hashes.append(parent)
         return hashes
 
-    def cached_prefix(self, tokens: Sequence[int]) -> list[int]:
+    def cached_prefix(self, tokens: Sequence[int], salt: str | None = None) -> list[int]:
         """Blocks holding the longest cached prefix of `tokens`, whole blocks only (not yet
         shared). The last token is never matched: its logits must be computed, and it must
         land in a block of its own sequence, not a shared one."""
         matched: list[int] = []
-        for h in self.prefix_hashes(tokens)[: (len(tokens) - 1) // self.block_size]:
+        for h in self.prefix_hashes(tokens, salt)[: (len(tokens) - 1) // self.block_size]:
             block = self.lookup(h)
             if block is None:
                 break

@@ -195,7 +195,8 @@ class Scheduler:
             if samples + req.params.n > self.config.max_num_seqs:
                 return
             use_cache = self.config.prefix_caching and req.params.prompt_logprobs is None
-            matched = self.pool.cached_prefix(req.prompt_ids) if use_cache else []
+            salt = req.params.cache_salt
+            matched = self.pool.cached_prefix(req.prompt_ids, salt) if use_cache else []
             # A matched block sitting in the free list stops counting as free once shared.
             revived = sum(1 for b in matched if self.pool.refcount[b] == 0)
             need = self.blocks_needed(len(req.prompt_ids), req.params) - len(matched)
@@ -211,7 +212,7 @@ class Scheduler:
                 self.pool.share(b)
             first = self._new_sample(req, 0, list(req.prompt_ids))
             first.blocks = matched
-            first.hashes = self.pool.prefix_hashes(req.prompt_ids)[: len(matched)]
+            first.hashes = self.pool.prefix_hashes(req.prompt_ids, salt)[: len(matched)]
             first.num_computed = len(matched) * self.pool.block_size
             first.reserved = need
             self.reserved += need
@@ -263,7 +264,7 @@ class Scheduler:
         while (len(s.hashes) + 1) * bs <= s.num_computed:
             i = len(s.hashes)
             parent = s.hashes[-1] if s.hashes else None
-            h = block_hash(parent, s.token_ids[i * bs : (i + 1) * bs])
+            h = block_hash(parent, s.token_ids[i * bs : (i + 1) * bs], s.params.cache_salt)
             self.pool.register(s.blocks[i], h)
             s.hashes.append(h)
 

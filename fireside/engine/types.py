@@ -70,6 +70,10 @@ class SamplingParams:
     prompt_logprobs: int | None = None  # same, for every prompt token (the first has none)
     # One constraint per sample (n of them), made fresh for each.
     constraint_factory: Callable[[], TokenConstraint] | None = None
+    # Not sampling, but per request like the rest (vLLM's `cache_salt`): prompts reuse only
+    # cached blocks made under the same salt, so one caller cannot time or count another's
+    # prompt in the prefix cache. None: the unsalted cache (one trusted caller).
+    cache_salt: str | None = None
 
 
 @dataclass

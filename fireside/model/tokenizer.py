@@ -7,6 +7,8 @@ and in `transformers.AutoTokenizer` alike.
 from __future__ import annotations
 
 import json
+import re
+import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +63,7 @@ class Tokenizer:
         self.backend = backend
         self.chat_template = chat_template
         self.special: dict[str, str | None] = dict(special or {})
+        self._plain: HFTokenizer | None = None  # the backend that reads special tokens as text
 
     # -- loading and saving --------------------------------------------------------------
 
@@ -151,23 +154,101 @@ class Tokenizer:
         tools: Sequence[Mapping[str, Any]] | None = None,
         **kwargs: Any,
     ) -> Rendered:
-        """Render with the model's chat template; the mask marks the assistant's own tokens."""
+        """Render with the model's chat template; the mask marks the assistant's own tokens.
+
+        Only the template's own text becomes control tokens: a special token's text inside a
+        message or a tool (a user's, a search snippet's, a tool's output) is encoded as the
+        ordinary text it is, so nobody can forge a turn or a tool call by typing one."""
         if not self.chat_template:
             raise TokenizerError("this tokenizer has no chat_template")
+        guard = _ContentGuard(self.special_token_texts())
         text, spans = chat.render(
             self.chat_template,
-            messages,
+            guard.protect(messages),
             add_generation_prompt=add_generation_prompt,
-            tools=tools,
+            tools=guard.protect(tools) if tools else tools,
             special_tokens=self.special,
             **kwargs,
         )
-        enc = self.backend.encode(text, add_special_tokens=False)
-        mask = [0] * len(enc.ids)
-        for i, (start, end) in enumerate(enc.offsets):
-            if end > start and any(s <= start and end <= e for s, e in spans):
-                mask[i] = 1
-        return Rendered(text=text, ids=list(enc.ids), assistant_mask=mask)
+        ids: list[int] = []
+        mask: list[int] = []
+        for start, piece, forged in guard.pieces(text):
+            if forged is None:
+                enc = self.backend.encode(piece, add_special_tokens=False)
+                offsets = [(start + a, start + b) for a, b in enc.offsets]
+            else:
+                enc = self._plain_backend().encode(forged, add_special_tokens=False)
+                offsets = [(start, start + len(piece))] * len(enc.ids)
+            ids.extend(enc.ids)
+            for a, b in offsets:
+                mask.append(int(b > a and any(s <= a and b <= e for s, e in spans)))
+        return Rendered(text=guard.restore(text), ids=ids, assistant_mask=mask)
+
+    def special_token_texts(self) -> tuple[str, ...]:
+        """The texts of the added tokens marked special (turn markers, tool-call brackets)."""
+        added = self.backend.get_added_tokens_decoder().values()
+        return tuple(t.content for t in added if t.special and t.content)
+
+    def _plain_backend(self) -> HFTokenizer:
+        if self._plain is None:
+            # A copy, not a flag flipped on the shared one: encoding runs in many threads.
+            plain = HFTokenizer.from_str(self.backend.to_str())
+            plain.encode_special_tokens = True
+            self._plain = plain
+        return self._plain
+
+
+class _ContentGuard:
+    """Swaps the special tokens' texts in message content for markers no one can guess (a
+    random nonce per render) before the template runs, and finds them in its output after.
+
+    Content is untouched unless it holds such a text, so ordinary prompts tokenize exactly as
+    transformers tokenizes them (and the prefix cache sees the same ids)."""
+
+    def __init__(self, specials: Sequence[str]) -> None:
+        nonce = secrets.token_hex(8)
+        self.left, self.right = f"[fireside-{nonce}-", "]"
+        ordered = sorted(set(specials), key=len, reverse=True)
+        self.find = re.compile("|".join(re.escape(t) for t in ordered)) if ordered else None
+        self.marker = re.compile(re.escape(self.left) + r"(\d+)" + re.escape(self.right))
+        self.forged: list[str] = []
+
+    def protect(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.find.sub(self._mark, value) if self.find is not None else value
+        if isinstance(value, Mapping):
+            return {k: self.protect(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self.protect(v) for v in value]
+        return value
+
+    def _mark(self, match: re.Match[str]) -> str:
+        self.forged.append(match.group(0))
+        return f"{self.left}{len(self.forged) - 1}{self.right}"
+
+    def pieces(self, text: str) -> Iterable[tuple[int, str, str | None]]:
+        """(start, piece, the forged token's text or None for the template's own text)."""
+        at = 0
+        for m in self.marker.finditer(text) if self.forged else ():
+            index = int(m.group(1))
+            if index >= len(self.forged):
+                continue
+            if m.start() > at:
+                yield at, text[at : m.start()], None
+            yield m.start(), m.group(0), self.forged[index]
+            at = m.end()
+        if at < len(text) or not text:
+            yield at, text[at:], None
+
+    def restore(self, text: str) -> str:
+        if not self.forged:
+            return text
+        return self.marker.sub(
+            lambda m: (
+                self.forged[int(m.group(1))] if int(m.group(1)) < len(self.forged) else m.group(0)
+            ),
+            text,
+        )
 
 
 def _token_text(value: Any) -> str | None:
