@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import secrets
@@ -126,6 +127,9 @@ class Settings(BaseSettings):
     def resolved_data_dir(self) -> Path:
         path = self.data_dir or default_data_dir()
         path.mkdir(parents=True, exist_ok=True, mode=0o700)  # the database: the owner's alone
+        if path.stat().st_mode & 0o077:  # made before, or by hand: made private all the same
+            with contextlib.suppress(PermissionError):  # not ours to change; the files still are
+                path.chmod(0o700)
         return path
 
     def resolved_database_url(self) -> str:

@@ -58,3 +58,13 @@ def test_an_existing_world_readable_database_is_made_private(
     finally:
         os.umask(before)
     assert mode(data_dir / "fireside.db") == 0o600
+
+
+def test_an_existing_open_data_directory_is_made_private(tmp_path: Path) -> None:
+    from fireside.settings import Settings
+
+    data_dir = tmp_path / "fireside"
+    data_dir.mkdir(mode=0o755)
+    data_dir.chmod(0o755)  # as an earlier version, or `mkdir` under the usual umask, left it
+    assert Settings(data_dir=data_dir).resolved_data_dir() == data_dir
+    assert mode(data_dir) == 0o700
