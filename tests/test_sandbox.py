@@ -66,7 +66,7 @@ def test_the_working_directory_is_an_empty_tmpfs() -> None:
     program = "import os, pathlib\npathlib.Path('f.txt').write_text('x')\nprint(os.getcwd())\n"
     first = run_python(program, FAST)
     assert first.passed, first.stderr
-    assert first.stdout.strip() == "/tmp"
+    assert first.stdout.strip() == "/tmp/work"
     second = run_python("import os\nprint(os.listdir('.'))\n", FAST)
     assert second.stdout.strip() == "[]"
 

@@ -6,7 +6,7 @@ every process left in the namespace), with only a loopback interface (no route t
 ports, and abstract unix sockets are per network namespace), its own IPC and host name. Its
 file system is built from nothing: `/usr` and the interpreter's prefixes read-only, a fresh
 `/proc` of its own PID namespace, a minimal `/dev`, a size-capped tmpfs at `/tmp` (its working
-directory and HOME), and the program itself, copied in read-only. The data directory, the
+directory and HOME are /tmp/work), and the program itself, copied in read-only. The data directory, the
 project, `/root`, `/home`, `/run` and the host's `/tmp` are simply not there. bwrap drops every
 capability and sets no_new_privs, and the program may make no user namespaces of its own.
 """
@@ -24,7 +24,8 @@ from fireside.errors import FiresideError
 
 SANDBOX_UID = 65534  # "nobody", inside the user namespace
 PROGRAM_DIR = "/sandbox"  # where the runner and the program are copied in, read-only
-WORK_DIR = "/tmp"  # the tmpfs: working directory, HOME and TMPDIR
+TMPFS = "/tmp"  # the one writable place, size-capped
+WORK_DIR = "/tmp/work"  # on it: working directory, HOME and TMPDIR (empty, whatever is mounted)
 PATH = "/usr/local/bin:/usr/bin:/bin"
 ENABLE_HINT = (
     "install bubblewrap (apt-get install bubblewrap; `make serve` does) on a kernel that allows "
@@ -101,12 +102,14 @@ def bwrap_argv(disk_bytes: int, files: dict[str, int]) -> list[str]:
     ]  # fmt: skip
     if _supports("--disable-userns"):  # bubblewrap 0.8+
         argv.append("--disable-userns")
+    # The tmpfs first: an interpreter or virtualenv living under /tmp is mounted over it, not
+    # hidden by it (bwrap applies its operations in order).
+    argv += ["--size", str(disk_bytes), "--tmpfs", TMPFS, "--dir", WORK_DIR]
     argv += ["--ro-bind", "/usr", "/usr", *_merged_usr_entries()]
     argv += ["--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache"]
     for path in _interpreter_dirs():  # may raise SandboxUnavailable
         argv += ["--ro-bind", path, path]
-    argv += ["--proc", "/proc", "--dev", "/dev"]
-    argv += ["--size", str(disk_bytes), "--tmpfs", WORK_DIR, "--chdir", WORK_DIR]
+    argv += ["--proc", "/proc", "--dev", "/dev", "--chdir", WORK_DIR]
     for name, fd in files.items():
         argv += ["--ro-bind-data", str(fd), f"{PROGRAM_DIR}/{name}"]
     argv += ["--clearenv"]
