@@ -39,10 +39,9 @@ install: $(STAMP)
 
 $(WEB_DEPS): web/package-lock.json
 	@command -v $(NPM) >/dev/null || { echo "npm not found: the web UI needs Node.js 20+ (apt-get install nodejs npm)"; exit 1; }
-	# `npm install`, not `npm ci`: Vite lists a Windows-only optional package that npm leaves out
-	# of a lock file written on Linux, and `npm ci` then refuses the lock as out of sync. With the
-	# lock present, install takes the locked versions all the same.
-	cd web && $(NPM) install --no-audit --no-fund
+	# `npm ci`: exactly the committed lock, which lists every platform's optional packages (Vite's
+	# Windows-only one included), so an install leaves the checkout as it was.
+	cd web && $(NPM) ci --no-audit --no-fund
 	touch $(WEB_DEPS)
 
 # Rebuilt when any source under web/ is newer than the build; prints the first-load JS size.

@@ -1,6 +1,17 @@
+import { execFileSync } from 'node:child_process';
 import { defineConfig } from '@playwright/test';
 
-const PORT = Number(process.env['E2E_PORT'] ?? 8765);
+// A port free right now, unless E2E_PORT names one: a fixed port fails whenever anything else
+// on the machine holds it. Chosen once, in the runner; its workers inherit it with the
+// environment, so every process agrees on it.
+function freePort(): string {
+  const probe =
+    "const s = require('net').createServer();" +
+    "s.listen(0, '127.0.0.1', () => { process.stdout.write(String(s.address().port)); s.close(); });";
+  return execFileSync(process.execPath, ['-e', probe], { encoding: 'utf8' }).trim();
+}
+process.env['E2E_PORT'] ??= freePort();
+const PORT = Number(process.env['E2E_PORT']);
 
 // Debian's chromium (installed by `make chromium`), never Playwright's download. Playwright
 // launches it with a fresh temporary profile (user-data-dir) for every run.
