@@ -66,6 +66,10 @@ export class Chat {
     if (event.event === 'message') {
       this.leafId = event.data.id;
       if (event.data.role === 'assistant') this.streamingId = event.data.id;
+    } else if (event.event === 'tool_result') {
+      // A result stored as a tool message continues the branch on show.
+      const id = event.data.message_id;
+      if (id && this.tree.byId[id]?.role === 'tool') this.leafId = id;
     } else if (event.event === 'done') {
       this.leafId = event.data.message.id;
       if (event.data.message.status === 'error') this.error = { message: 'The answer failed.', retry: () => void this.regenerate(event.data.message.id) };
