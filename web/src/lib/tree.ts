@@ -170,7 +170,7 @@ export function applyEvent(tree: Tree, event: StreamEvent): Tree {
         // A result sent for the calling message itself: kept on its call.
         return update(tree, data.message_id, (m) => ({
           ...m,
-          tool_calls: toolCalls(m).map((c) => (c.id === callId(data) ? { ...c, result, error } : c)),
+          tool_calls: toolCalls(m).map((c) => (c.id === callId(data) ? { ...c, result, ...(error ? { error } : {}) } : c)),
         }));
       }
       // The server's contract: the result is a tool message of its own under the calling one,
