@@ -247,12 +247,20 @@ test('the sidebar: pinned on top, newest first, the next page loads on scroll', 
 
 test('every page passes axe’s WCAG 2 AA checks (labels, contrast, roles) in light and dark', async ({ page }) => {
   const { default: AxeBuilder } = await import('@axe-core/playwright');
-  const api = new FakeApi({ answer: () => CODE_ANSWER });
+  const api = new FakeApi({
+    answer: () => CODE_ANSWER,
+    tools: [
+      { name: 'calculator', arguments: { expression: '1234 * 56' }, result: '69104' },
+      { name: 'python', arguments: { code: 'print(1 / 0)' }, result: 'error: ZeroDivisionError' },
+    ],
+  });
   await api.install(page);
   const chat = new ChatPage(page);
   await page.goto('/');
   await chat.send('Show me some code');
   await expect(chat.lastAnswer().locator('.hljs-keyword').first()).toBeVisible();
+  // Tool steps, one of them open, are checked too.
+  await chat.toolSteps().first().getByText('calculator').click();
   const check = async (where: string) => {
     const result = await new AxeBuilder({ page }).withTags(['wcag2a', 'wcag2aa']).analyze();
     expect(result.violations.map((v) => `${where}: ${v.id} ${v.nodes.map((n) => n.target.join(' ')).slice(0, 3).join(', ')}`)).toEqual([]);
