@@ -8,7 +8,7 @@ import type { Conversation, Feedback, Message } from './api/types';
 import { conversations } from './conversations.svelte';
 import { EventCursor, type StreamEvent } from './stream/events';
 import { follow, StreamHttpError } from './stream/follow';
-import { addMessage, applyEvent, branchPath, emptyTree, fromMessages, isRunning, siblingIds, switchBranch, type Tree } from './tree';
+import { addMessage, answerStart, applyEvent, branchPath, emptyTree, fromMessages, isRunning, siblingIds, switchBranch, type Tree } from './tree';
 
 export interface ChatError {
   message: string;
@@ -80,7 +80,7 @@ export class Chat {
 
   private retryLast = (): void => {
     const last = this.branch[this.branch.length - 1];
-    if (last?.role === 'assistant') void this.regenerate(last.id);
+    if (last?.role === 'assistant' || last?.role === 'tool') void this.regenerate(last.id);
     else if (last?.role === 'user') void this.regenerateFromUser(last);
   };
 
@@ -142,8 +142,10 @@ export class Chat {
     return id;
   }
 
+  /** A new answer to the question before `assistantId`'s turn, tools and all. */
   regenerate(assistantId: string): Promise<void> {
-    return this.run((signal) => postStream(`/api/messages/${enc(assistantId)}/regenerate`, {}, 'POST', signal));
+    const id = this.tree.byId[assistantId]?.role === 'user' ? assistantId : answerStart(this.tree, assistantId);
+    return this.run((signal) => postStream(`/api/messages/${enc(id)}/regenerate`, {}, 'POST', signal));
   }
 
   private regenerateFromUser(user: Message): Promise<void> {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { Message } from './api/types';
-import { addMessage, applyEvent, toolCall, toolSteps, turns, branchPath, emptyTree, fromMessages, latestLeaf, siblingPosition, switchBranch } from './tree';
+import { addMessage, answerStart, applyEvent, toolCall, toolSteps, turns, branchPath, emptyTree, fromMessages, latestLeaf, siblingPosition, switchBranch } from './tree';
 
 let clock = 0;
 function msg(id: string, parent: string | null, role: Message['role'] = 'user', content = id): Message {
@@ -111,6 +111,12 @@ describe('answers with tools', () => {
   it('groups the messages after a question into one answer', () => {
     const shown = turns([msg('q', null), calling, result1, result2, answer, msg('q2', 'a2')]);
     expect(shown.map((t) => (t.kind === 'user' ? t.message.id : t.messages.map((m) => m.id)))).toEqual(['q', ['a1', 't1', 't2', 'a2'], 'q2']);
+  });
+
+  it("finds an answer's first message, the one a regeneration starts from", () => {
+    const t = fromMessages([msg('q', null), calling, result1, result2, answer]);
+    expect(answerStart(t, 'a2')).toBe('a1');
+    expect(answerStart(t, 'a1')).toBe('a1');
   });
 
   it('derives a stored step state from the tool message answering its call', () => {

@@ -226,6 +226,23 @@ export function toolSteps(messages: readonly Message[], live: boolean): ToolStep
     });
 }
 
+/**
+ * The first message of the answer `id` belongs to (the one after the question): regenerating
+ * it runs the whole turn again, tools included; regenerating a later one would only rewrite
+ * the text after the last tool result.
+ */
+export function answerStart(tree: Tree, id: string): string {
+  let current = tree.byId[id];
+  const seen = new Set<string>();
+  while (current && !seen.has(current.id)) {
+    seen.add(current.id);
+    const parent = current.parent_id ? tree.byId[current.parent_id] : undefined;
+    if (!parent || parent.role === 'user' || parent.role === 'system') break;
+    current = parent;
+  }
+  return current?.id ?? id;
+}
+
 /** What the chat shows as one unit: a user's message, or the whole answer that follows it. */
 export type Turn = { kind: 'user'; message: Message } | { kind: 'answer'; messages: Message[] };
 
