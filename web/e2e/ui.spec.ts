@@ -170,21 +170,29 @@ test('tool calls are collapsible steps inside one answer, which is rated and reg
 
 test('a short conversation stays in place; a long one follows the stream only from the bottom', async ({ page }) => {
   const api = new FakeApi({ answer: (t) => (t === 'long' ? Array.from({ length: 60 }, (_, i) => `Paragraph ${i + 1}.`).join('\n\n') : 'A short answer.') });
+  // A sidebar taller than the window must not stretch the chat column below it.
+  for (let i = 1; i <= 40; i++) api.addConversation(`Older chat ${i}`, []);
   const short = api.addConversation('short', [
     { id: 's1', parent_id: null, role: 'user', content: 'A short question' },
     { id: 's2', parent_id: 's1', role: 'assistant', content: 'A short answer.' },
+  ]);
+  api.addConversation('other short', [
+    { id: 'o1', parent_id: null, role: 'user', content: 'Another question' },
+    { id: 'o2', parent_id: 'o1', role: 'assistant', content: 'Another answer.' },
   ]);
   await api.install(page);
   const chat = new ChatPage(page);
   await page.goto(`/c/${short.id}`);
   await expect(chat.lastAnswer()).toContainText('A short answer.');
   await expect(chat.userMessages().first()).toBeInViewport();
+  await expect(chat.composer()).toBeInViewport();
   expect(await chat.scrollTop()).toBe(0);
   // Finishing a short answer leaves the question in sight too.
   await chat.send('another short one');
   await chat.waitIdle();
   await expect(chat.answers()).toHaveCount(2);
   await expect(chat.userMessages().first()).toBeInViewport();
+  expect(await page.evaluate(() => window.scrollY)).toBe(0);
   expect(await chat.scrollTop()).toBe(0);
   await expect(chat.jumpToLatest()).toBeHidden();
 
@@ -200,6 +208,12 @@ test('a short conversation stays in place; a long one follows the stream only fr
   await chat.jumpToLatest().click();
   await expect(chat.lastAnswer().getByText('Paragraph 60.')).toBeInViewport();
   await expect(chat.jumpToLatest()).toBeHidden();
+
+  // From the long one, another short conversation opens with its question in sight.
+  await chat.sidebar().getByRole('link', { name: 'other short' }).click();
+  await expect(chat.lastAnswer()).toContainText('Another answer.');
+  await expect(chat.userMessages().first()).toBeInViewport();
+  expect(await chat.scrollTop()).toBe(0);
 });
 
 test('on a phone the composer placeholder fits its box', async ({ page }) => {
