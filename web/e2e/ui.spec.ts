@@ -168,6 +168,25 @@ test('tool calls are collapsible steps inside one answer, which is rated and reg
   expect(api.feedback).toEqual([expect.objectContaining({ message_id: last?.id, rating: 'up' })]);
 });
 
+test('a stream cut between tool results resumes into the same one answer', async ({ page }) => {
+  const api = new FakeApi({
+    answer: () => 'Done: 69104.',
+    tools: [
+      { name: 'calculator', arguments: { expression: '1234 * 56' }, result: '69104' },
+      { name: 'python', arguments: { code: 'print(1 / 0)' }, result: 'error: ZeroDivisionError' },
+    ],
+    cutAfter: 5, // the question, the calling message, its two calls and the first result
+  });
+  await api.install(page);
+  const chat = new ChatPage(page);
+  await page.goto('/');
+  await chat.send('compute');
+  await expect(chat.lastAnswer()).toContainText('Done: 69104.');
+  expect(api.streamRequests).toEqual(['5']);
+  await expect(chat.answers()).toHaveCount(1);
+  await expect(chat.toolSteps().locator('summary')).toHaveText([/calculator.*→ 69104/, /python.*failed/]);
+});
+
 test('a short conversation stays in place; a long one follows the stream only from the bottom', async ({ page }) => {
   const api = new FakeApi({ answer: (t) => (t === 'long' ? Array.from({ length: 60 }, (_, i) => `Paragraph ${i + 1}.`).join('\n\n') : 'A short answer.') });
   // A sidebar taller than the window must not stretch the chat column below it.

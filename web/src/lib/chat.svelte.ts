@@ -38,11 +38,11 @@ export class Chat {
       const messages = conv.messages ?? [];
       this.tree = fromMessages(messages);
       this.leafId = messages[messages.length - 1]?.id ?? null;
-      const last = messages[messages.length - 1];
       // An answer still being written when the page was (re)loaded: replay its events.
       // Without a Last-Event-ID the server replays the running answer from its start; its
-      // `message` event resets the partial text, so nothing is applied twice.
-      if (isRunning(last)) void this.run(() => Promise.resolve(null));
+      // `message` event resets the partial text, so nothing is applied twice. While its tools
+      // run, the calling message is the one still streaming and a tool message may be last.
+      if (messages.some(isRunning)) void this.run(() => Promise.resolve(null));
     } catch (e) {
       this.error = { message: (e as Error).message, retry: () => void this.open(id) };
     } finally {
