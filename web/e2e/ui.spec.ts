@@ -166,6 +166,15 @@ test('tool calls are collapsible steps inside one answer, which is rated and reg
   const last = conv?.messages[conv.messages.length - 1];
   expect(last?.role).toBe('assistant');
   expect(api.feedback).toEqual([expect.objectContaining({ message_id: last?.id, rating: 'up' })]);
+
+  // A share link shows the same one answer with its steps.
+  await page.getByRole('button', { name: 'Share' }).click();
+  await page.getByRole('button', { name: 'Create link' }).click();
+  await page.goto(await page.getByLabel('Link').inputValue());
+  const shared = page.getByRole('article', { name: 'Answer' });
+  await expect(shared).toHaveCount(1);
+  await expect(shared).toContainText('The result is 69104 (2).');
+  await expect(chat.toolSteps(shared).locator('summary')).toHaveText([/calculator.*→ 69104/, /python.*failed/]);
 });
 
 test('a stream cut between tool results resumes into the same one answer', async ({ page }) => {
