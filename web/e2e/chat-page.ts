@@ -8,6 +8,9 @@ export class ChatPage {
   answers = () => this.page.getByRole('article', { name: 'Answer' });
   userMessages = () => this.page.getByRole('article', { name: 'Your message' });
   lastAnswer = () => this.answers().last();
+  messages = () => this.page.getByRole('log', { name: 'Messages' });
+  toolSteps = (answer = this.lastAnswer()) => answer.getByRole('list', { name: 'Tool calls' }).getByRole('listitem');
+  jumpToLatest = () => this.page.getByRole('button', { name: 'Jump to latest' });
   sidebar = () => this.page.getByRole('navigation', { name: 'Conversations' });
 
   async send(text: string): Promise<void> {
@@ -17,6 +20,11 @@ export class ChatPage {
 
   async waitIdle(): Promise<void> {
     await expect(this.page.getByRole('button', { name: 'Send message' })).toBeVisible();
+  }
+
+  /** How far the message list is scrolled. */
+  scrollTop(): Promise<number> {
+    return this.messages().evaluate((el) => el.scrollTop);
   }
 
   branchPosition(message = this.lastAnswer()) {

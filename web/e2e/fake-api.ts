@@ -11,11 +11,12 @@ import type { Page, Route } from '@playwright/test';
 export interface Msg {
   id: string;
   parent_id: string | null;
-  role: 'user' | 'assistant';
+  role: 'user' | 'assistant' | 'tool';
   content: string;
   status: string;
   created_at: string;
   feedback?: unknown;
+  tool_calls?: unknown[];
 }
 
 interface Conv {
@@ -36,7 +37,10 @@ export interface FakeOptions {
   /** End the POST's body after this many events (the generation itself goes on). */
   cutAfter?: number;
   loggedIn?: boolean;
-  /** Tool calls the answer makes before its text (tool_call and tool_result events). */
+  /** Tool calls the answer makes before its text, stored as the server does: the calling
+   * message with its calls, one tool message per result, then the answer's text in a new
+   * assistant message (events tool_call, tool_result, message). A result starting with
+   * "error:" is a failure, as tools/base.py writes one. */
   tools?: { name: string; arguments: Record<string, unknown>; result: string }[];
   /** GET /api/auth/providers' `oidc`: null (the default) when single sign-on is off. */
   oidc?: { name: string; login_url: string } | null;
@@ -51,6 +55,8 @@ export class FakeApi {
   shares = new Map<string, Msg[]>();
   feedback: unknown[] = [];
   streamRequests: (string | null)[] = [];
+  /** The ids POST /api/messages/{id}/regenerate was called with. */
+  regenerated: string[] = [];
   loggedIn: boolean;
   private attempts = 0;
 
@@ -94,21 +100,33 @@ export class FakeApi {
       this.push(conv, 'message', user);
     }
     const answer = (this.opts.answer ?? ((t) => `You said: ${t}`))(userText, this.attempts++);
-    const asst: Msg = { id: newId('m'), parent_id: parentId, role: 'assistant', content: '', status: 'streaming', created_at: now() };
-    conv.messages.push(asst);
-    conv.leaf = asst.id;
-    this.push(conv, 'message', asst);
-    for (const [i, tool] of (this.opts.tools ?? []).entries()) {
-      const id = `call${i}`;
-      this.push(conv, 'tool_call', { message_id: asst.id, id, name: tool.name, arguments: tool.arguments });
-      this.push(conv, 'tool_result', { message_id: asst.id, tool_call_id: id, content: tool.result });
+    const startAnswer = (parent: string): Msg => {
+      const m: Msg = { id: newId('m'), parent_id: parent, role: 'assistant', content: '', status: 'streaming', created_at: now() };
+      conv.messages.push(m);
+      conv.leaf = m.id;
+      this.push(conv, 'message', m);
+      return m;
+    };
+    let asst = startAnswer(parentId);
+    const tools = this.opts.tools ?? [];
+    if (tools.length) {
+      const calls = tools.map((t, i) => ({ id: `call${seq}_${i}`, type: 'function', function: { name: t.name, arguments: t.arguments } }));
+      for (const call of calls) this.push(conv, 'tool_call', { message_id: asst.id, id: call.id, name: call.function.name, arguments: call.function.arguments });
+      Object.assign(asst, { tool_calls: calls, status: 'complete' });
+      let parent = asst.id;
+      for (const [i, call] of calls.entries()) {
+        const result = tools[i]?.result ?? '';
+        const tool: Msg = { id: newId('t'), parent_id: parent, role: 'tool', content: result, status: 'complete', created_at: now(), tool_calls: [call] };
+        conv.messages.push(tool);
+        conv.leaf = tool.id;
+        this.push(conv, 'tool_result', { message_id: tool.id, parent_id: parent, tool_call_id: call.id, name: call.function.name, content: result, error: result.startsWith('error:') });
+        parent = tool.id;
+      }
+      asst = startAnswer(parent);
     }
     for (const piece of answer.match(/[\s\S]{1,12}/g) ?? []) this.push(conv, 'delta', { message_id: asst.id, text: piece });
     asst.content = answer;
     asst.status = 'complete';
-    if (this.opts.tools?.length) {
-      Object.assign(asst, { tool_calls: this.opts.tools.map((t, i) => ({ id: `call${i}`, name: t.name, arguments: t.arguments, result: t.result })) });
-    }
     this.push(conv, 'done', { message: asst });
     if (conv.title === 'New chat') conv.title = userText.slice(0, 30);
     const frames = conv.events.slice(start);
@@ -238,6 +256,7 @@ export class FakeApi {
         return route.fulfill({ status: 204 });
       }
       if (rest === '/regenerate' && msg.parent_id) {
+        this.regenerated.push(id);
         const parent = conv.messages.find((x) => x.id === msg.parent_id) as Msg;
         return sse(this.generate(conv, null, parent.id, parent.content));
       }

@@ -111,26 +111,157 @@ test('a cut stream resumes from Last-Event-ID, and a page opened mid-answer foll
   expect(api.streamRequests).toHaveLength(2);
 });
 
-test('tool calls appear as collapsible steps with their results', async ({ page }) => {
+test('tool calls are collapsible steps inside one answer, which is rated and regenerated as a whole', async ({ page }) => {
   const api = new FakeApi({
-    answer: () => 'The result is **4**.',
+    answer: (_t, n) => `The result is **69104** (${n + 1}).`,
     tools: [
-      { name: 'calculator', arguments: { expression: '2+2' }, result: '4' },
-      { name: 'python', arguments: { code: 'print(2 + 2)' }, result: '4\n' },
+      { name: 'calculator', arguments: { expression: '1234 * 56' }, result: '69104' },
+      { name: 'python', arguments: { code: 'print(1 / 0)' }, result: 'error: ZeroDivisionError: division by zero' },
     ],
   });
   await api.install(page);
   const chat = new ChatPage(page);
   await page.goto('/');
-  await chat.send('what is 2+2?');
-  const steps = chat.lastAnswer().getByRole('list', { name: 'Tool calls' }).getByRole('listitem');
+  await chat.send('what is 1234 * 56?');
+  await chat.waitIdle();
+  // One answer: the calling message, the tool messages and the text are not boxes of their own.
+  await expect(chat.answers()).toHaveCount(1);
+  await expect(page.getByText('Result of')).toHaveCount(0);
+  const steps = chat.toolSteps();
   await expect(steps).toHaveCount(2);
-  await expect(steps.first()).toContainText('calculator');
-  await expect(steps.first().getByText('"expression": "2+2"')).toBeHidden();
+  await expect(steps.first().locator('summary')).toHaveText(/calculator\s*1234 \* 56\s*→ 69104/);
+  await expect(steps.nth(1).locator('summary')).toContainText('failed');
+  await expect(steps.first().getByText('"expression": "1234 * 56"')).toBeHidden();
   await steps.first().getByText('calculator').click();
-  await expect(steps.first().getByText('"expression": "2+2"')).toBeVisible();
-  await expect(steps.first().locator('pre').last()).toHaveText('4');
-  await expect(chat.lastAnswer().locator('strong')).toHaveText('4');
+  await expect(steps.first().getByText('"expression": "1234 * 56"')).toBeVisible();
+  await expect(steps.first().locator('pre').last()).toHaveText('69104');
+  await expect(chat.lastAnswer().locator('strong')).toHaveText('69104');
+  // Copy, regenerate and feedback once, for the whole answer.
+  for (const name of ['Copy message', 'Regenerate', 'Good answer', 'Bad answer']) {
+    await expect(chat.lastAnswer().getByRole('button', { name })).toHaveCount(1);
+  }
+  await expect(page.getByRole('button', { name: 'Regenerate' })).toHaveCount(1);
+
+  // After a reload the steps are done (the tool messages answer the calls), not running.
+  await page.reload();
+  await expect(chat.lastAnswer()).toContainText('The result is 69104 (1).');
+  await expect(steps).toHaveCount(2);
+  await expect(steps.first().locator('summary')).toHaveText(/calculator\s*1234 \* 56\s*→ 69104/);
+  await expect(steps.nth(1).locator('summary')).toContainText('failed');
+  await expect(chat.lastAnswer()).not.toContainText('running');
+
+  // Regenerate re-runs the turn from its first message (the one after the question).
+  const conv = [...api.convs.values()][0];
+  const firstAnswer = conv?.messages.find((m) => m.role === 'assistant');
+  await chat.lastAnswer().getByRole('button', { name: 'Regenerate' }).click();
+  await expect(chat.lastAnswer()).toContainText('The result is 69104 (2).');
+  expect(api.regenerated).toEqual([firstAnswer?.id]);
+  await expect(chat.branchPosition()).toContainText('2/2');
+  await expect(steps).toHaveCount(2);
+  await expect(steps.first().locator('summary')).toContainText('→ 69104');
+
+  // Feedback rates the answer's last message, the one with the text.
+  await chat.lastAnswer().getByRole('button', { name: 'Good answer' }).click();
+  await page.getByRole('button', { name: 'Send feedback' }).click();
+  const last = conv?.messages[conv.messages.length - 1];
+  expect(last?.role).toBe('assistant');
+  expect(api.feedback).toEqual([expect.objectContaining({ message_id: last?.id, rating: 'up' })]);
+
+  // A share link shows the same one answer with its steps.
+  await page.getByRole('button', { name: 'Share' }).click();
+  await page.getByRole('button', { name: 'Create link' }).click();
+  await page.goto(await page.getByLabel('Link').inputValue());
+  const shared = page.getByRole('article', { name: 'Answer' });
+  await expect(shared).toHaveCount(1);
+  await expect(shared).toContainText('The result is 69104 (2).');
+  await expect(chat.toolSteps(shared).locator('summary')).toHaveText([/calculator.*→ 69104/, /python.*failed/]);
+});
+
+test('a stream cut between tool results resumes into the same one answer', async ({ page }) => {
+  const api = new FakeApi({
+    answer: () => 'Done: 69104.',
+    tools: [
+      { name: 'calculator', arguments: { expression: '1234 * 56' }, result: '69104' },
+      { name: 'python', arguments: { code: 'print(1 / 0)' }, result: 'error: ZeroDivisionError' },
+    ],
+    cutAfter: 5, // the question, the calling message, its two calls and the first result
+  });
+  await api.install(page);
+  const chat = new ChatPage(page);
+  await page.goto('/');
+  await chat.send('compute');
+  await expect(chat.lastAnswer()).toContainText('Done: 69104.');
+  expect(api.streamRequests).toEqual(['5']);
+  await expect(chat.answers()).toHaveCount(1);
+  await expect(chat.toolSteps().locator('summary')).toHaveText([/calculator.*→ 69104/, /python.*failed/]);
+});
+
+test('a short conversation stays in place; a long one follows the stream only from the bottom', async ({ page }) => {
+  const api = new FakeApi({ answer: (t) => (t === 'long' ? Array.from({ length: 60 }, (_, i) => `Paragraph ${i + 1}.`).join('\n\n') : 'A short answer.') });
+  // A sidebar taller than the window must not stretch the chat column below it.
+  for (let i = 1; i <= 40; i++) api.addConversation(`Older chat ${i}`, []);
+  const short = api.addConversation('short', [
+    { id: 's1', parent_id: null, role: 'user', content: 'A short question' },
+    { id: 's2', parent_id: 's1', role: 'assistant', content: 'A short answer.' },
+  ]);
+  api.addConversation('other short', [
+    { id: 'o1', parent_id: null, role: 'user', content: 'Another question' },
+    { id: 'o2', parent_id: 'o1', role: 'assistant', content: 'Another answer.' },
+  ]);
+  await api.install(page);
+  const chat = new ChatPage(page);
+  await page.goto(`/c/${short.id}`);
+  await expect(chat.lastAnswer()).toContainText('A short answer.');
+  await expect(chat.userMessages().first()).toBeInViewport();
+  await expect(chat.composer()).toBeInViewport();
+  expect(await chat.scrollTop()).toBe(0);
+  // Finishing a short answer leaves the question in sight too.
+  await chat.send('another short one');
+  await chat.waitIdle();
+  await expect(chat.answers()).toHaveCount(2);
+  await expect(chat.userMessages().first()).toBeInViewport();
+  expect(await page.evaluate(() => window.scrollY)).toBe(0);
+  expect(await chat.scrollTop()).toBe(0);
+  await expect(chat.jumpToLatest()).toBeHidden();
+
+  // A long answer: the view follows it to its end while the reader is at the bottom.
+  await chat.send('long');
+  await expect(chat.lastAnswer()).toContainText('Paragraph 60.');
+  await expect(chat.lastAnswer().getByText('Paragraph 60.')).toBeInViewport();
+  await expect(chat.jumpToLatest()).toBeHidden();
+  // Scrolled up, the reader stays where they are and is offered the way back.
+  await chat.messages().evaluate((el) => el.scrollTo({ top: 0 }));
+  await expect(chat.jumpToLatest()).toBeVisible();
+  await expect(chat.userMessages().first()).toBeInViewport();
+  await chat.jumpToLatest().click();
+  await expect(chat.lastAnswer().getByText('Paragraph 60.')).toBeInViewport();
+  await expect(chat.jumpToLatest()).toBeHidden();
+
+  // From the long one, another short conversation opens with its question in sight.
+  await chat.sidebar().getByRole('link', { name: 'other short' }).click();
+  await expect(chat.lastAnswer()).toContainText('Another answer.');
+  await expect(chat.userMessages().first()).toBeInViewport();
+  expect(await chat.scrollTop()).toBe(0);
+});
+
+test('on a phone the composer placeholder fits its box', async ({ page }) => {
+  await page.setViewportSize({ width: 375, height: 667 });
+  const api = new FakeApi();
+  await api.install(page);
+  const chat = new ChatPage(page);
+  await page.goto('/');
+  const box = chat.composer();
+  await expect(box).toBeVisible();
+  const fit = await box.evaluate((el) => {
+    const ta = el as HTMLTextAreaElement;
+    const style = getComputedStyle(ta);
+    const ctx = document.createElement('canvas').getContext('2d') as CanvasRenderingContext2D;
+    ctx.font = `${style.fontStyle} ${style.fontWeight} ${style.fontSize} ${style.fontFamily}`;
+    const room = ta.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+    return { text: ta.placeholder, width: ctx.measureText(ta.placeholder).width, room };
+  });
+  expect(fit.text).toBe('Message Fireside');
+  expect(fit.width).toBeLessThanOrEqual(fit.room);
 });
 
 test('the sidebar: pinned on top, newest first, the next page loads on scroll', async ({ page }) => {
@@ -158,12 +289,20 @@ test('the sidebar: pinned on top, newest first, the next page loads on scroll', 
 
 test('every page passes axe’s WCAG 2 AA checks (labels, contrast, roles) in light and dark', async ({ page }) => {
   const { default: AxeBuilder } = await import('@axe-core/playwright');
-  const api = new FakeApi({ answer: () => CODE_ANSWER });
+  const api = new FakeApi({
+    answer: () => CODE_ANSWER,
+    tools: [
+      { name: 'calculator', arguments: { expression: '1234 * 56' }, result: '69104' },
+      { name: 'python', arguments: { code: 'print(1 / 0)' }, result: 'error: ZeroDivisionError' },
+    ],
+  });
   await api.install(page);
   const chat = new ChatPage(page);
   await page.goto('/');
   await chat.send('Show me some code');
   await expect(chat.lastAnswer().locator('.hljs-keyword').first()).toBeVisible();
+  // Tool steps, one of them open, are checked too.
+  await chat.toolSteps().first().getByText('calculator').click();
   const check = async (where: string) => {
     const result = await new AxeBuilder({ page }).withTags(['wcag2a', 'wcag2aa']).analyze();
     expect(result.violations.map((v) => `${where}: ${v.id} ${v.nodes.map((n) => n.target.join(' ')).slice(0, 3).join(', ')}`)).toEqual([]);

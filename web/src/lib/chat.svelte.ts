@@ -8,7 +8,7 @@ import type { Conversation, Feedback, Message } from './api/types';
 import { conversations } from './conversations.svelte';
 import { EventCursor, type StreamEvent } from './stream/events';
 import { follow, StreamHttpError } from './stream/follow';
-import { addMessage, applyEvent, branchPath, emptyTree, fromMessages, isRunning, siblingIds, switchBranch, type Tree } from './tree';
+import { addMessage, answerStart, applyEvent, branchPath, emptyTree, fromMessages, isRunning, siblingIds, switchBranch, type Tree } from './tree';
 
 export interface ChatError {
   message: string;
@@ -38,11 +38,11 @@ export class Chat {
       const messages = conv.messages ?? [];
       this.tree = fromMessages(messages);
       this.leafId = messages[messages.length - 1]?.id ?? null;
-      const last = messages[messages.length - 1];
       // An answer still being written when the page was (re)loaded: replay its events.
       // Without a Last-Event-ID the server replays the running answer from its start; its
-      // `message` event resets the partial text, so nothing is applied twice.
-      if (isRunning(last)) void this.run(() => Promise.resolve(null));
+      // `message` event resets the partial text, so nothing is applied twice. While its tools
+      // run, the calling message is the one still streaming and a tool message may be last.
+      if (messages.some(isRunning)) void this.run(() => Promise.resolve(null));
     } catch (e) {
       this.error = { message: (e as Error).message, retry: () => void this.open(id) };
     } finally {
@@ -66,6 +66,10 @@ export class Chat {
     if (event.event === 'message') {
       this.leafId = event.data.id;
       if (event.data.role === 'assistant') this.streamingId = event.data.id;
+    } else if (event.event === 'tool_result') {
+      // A result stored as a tool message continues the branch on show.
+      const id = event.data.message_id;
+      if (id && this.tree.byId[id]?.role === 'tool') this.leafId = id;
     } else if (event.event === 'done') {
       this.leafId = event.data.message.id;
       if (event.data.message.status === 'error') this.error = { message: 'The answer failed.', retry: () => void this.regenerate(event.data.message.id) };
@@ -76,7 +80,7 @@ export class Chat {
 
   private retryLast = (): void => {
     const last = this.branch[this.branch.length - 1];
-    if (last?.role === 'assistant') void this.regenerate(last.id);
+    if (last?.role === 'assistant' || last?.role === 'tool') void this.regenerate(last.id);
     else if (last?.role === 'user') void this.regenerateFromUser(last);
   };
 
@@ -138,8 +142,10 @@ export class Chat {
     return id;
   }
 
+  /** A new answer to the question before `assistantId`'s turn, tools and all. */
   regenerate(assistantId: string): Promise<void> {
-    return this.run((signal) => postStream(`/api/messages/${enc(assistantId)}/regenerate`, {}, 'POST', signal));
+    const id = this.tree.byId[assistantId]?.role === 'user' ? assistantId : answerStart(this.tree, assistantId);
+    return this.run((signal) => postStream(`/api/messages/${enc(id)}/regenerate`, {}, 'POST', signal));
   }
 
   private regenerateFromUser(user: Message): Promise<void> {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { Message } from './api/types';
-import { addMessage, applyEvent, toolCall, branchPath, emptyTree, fromMessages, latestLeaf, siblingPosition, switchBranch } from './tree';
+import { addMessage, answerStart, applyEvent, toolCall, toolSteps, turns, branchPath, emptyTree, fromMessages, latestLeaf, siblingPosition, switchBranch } from './tree';
 
 let clock = 0;
 function msg(id: string, parent: string | null, role: Message['role'] = 'user', content = id): Message {
@@ -98,5 +98,42 @@ describe('toolCall', () => {
     expect(toolCall({ id: 'b', type: 'function', function: { name: 'search', arguments: '{"q":"x"}' } })).toEqual({ id: 'b', name: 'search', arguments: '{"q":"x"}' });
     expect(toolCall({ id: 'c' })).toBeNull();
     expect(toolCall('nope')).toBeNull();
+  });
+});
+
+describe('answers with tools', () => {
+  const call = (id: string, name = 'calculator', args: Record<string, unknown> = { expression: '1234 * 56' }) => ({ id, type: 'function', function: { name, arguments: args } });
+  const calling = { ...msg('a1', 'q', 'assistant', ''), tool_calls: [call('c1'), call('c2', 'python', { code: '1/0' })] };
+  const result1 = { ...msg('t1', 'a1', 'tool', '69104'), tool_calls: [call('c1')] };
+  const result2 = { ...msg('t2', 't1', 'tool', 'error: ZeroDivisionError'), tool_calls: [call('c2')] };
+  const answer = msg('a2', 't2', 'assistant', 'It is 69104.');
+
+  it('groups the messages after a question into one answer', () => {
+    const shown = turns([msg('q', null), calling, result1, result2, answer, msg('q2', 'a2')]);
+    expect(shown.map((t) => (t.kind === 'user' ? t.message.id : t.messages.map((m) => m.id)))).toEqual(['q', ['a1', 't1', 't2', 'a2'], 'q2']);
+  });
+
+  it("finds an answer's first message, the one a regeneration starts from", () => {
+    const t = fromMessages([msg('q', null), calling, result1, result2, answer]);
+    expect(answerStart(t, 'a2')).toBe('a1');
+    expect(answerStart(t, 'a1')).toBe('a1');
+  });
+
+  it('derives a stored step state from the tool message answering its call', () => {
+    // As a reload loads it: the calling message was saved before its results came.
+    const steps = toolSteps([calling, result1, result2, answer], false);
+    expect(steps.map((s) => [s.name, s.state, s.result])).toEqual([
+      ['calculator', 'done', '69104'],
+      ['python', 'failed', 'error: ZeroDivisionError'],
+    ]);
+    expect(toolSteps([calling, result1], true).map((s) => s.state)).toEqual(['done', 'running']);
+    expect(toolSteps([calling, result1], false).map((s) => s.state)).toEqual(['done', 'no result']);
+  });
+
+  it("stores a streamed tool_result as the server does: a tool message answering the call", () => {
+    let t = fromMessages([msg('q', null), calling]);
+    t = applyEvent(t, { id: '1', event: 'tool_result', data: { message_id: 't9', parent_id: 'a1', tool_call_id: 'c2', name: 'python', content: 'boom', error: true } });
+    expect(t.byId['t9']).toMatchObject({ role: 'tool', parent_id: 'a1', content: 'boom' });
+    expect(toolSteps(branchPath(t, 't9').slice(1), true).map((s) => s.state)).toEqual(['running', 'failed']);
   });
 });

@@ -116,6 +116,7 @@ export function toolCall(raw: unknown): ToolCall | null {
     name,
     arguments: typeof args === 'string' || (args && typeof args === 'object') ? (args as ToolCall['arguments']) : {},
     ...(result === undefined || result === null ? {} : { result: typeof result === 'string' ? result : JSON.stringify(result) }),
+    ...(r['error'] === true ? { error: true } : {}),
   };
 }
 
@@ -163,14 +164,101 @@ export function applyEvent(tree: Tree, event: StreamEvent): Tree {
       const data = event.data;
       if (!data.message_id) return tree;
       const result = data.content ?? (typeof data.result === 'string' ? data.result : JSON.stringify(data.result ?? ''));
-      return update(tree, data.message_id, (m) => ({
-        ...m,
-        tool_calls: toolCalls(m).map((c) => (c.id === callId(data) ? { ...c, result } : c)),
-      }));
+      const error = data.error === true;
+      const target = tree.byId[data.message_id];
+      if (target && target.role !== 'tool') {
+        // A result sent for the calling message itself: kept on its call.
+        return update(tree, data.message_id, (m) => ({
+          ...m,
+          tool_calls: toolCalls(m).map((c) => (c.id === callId(data) ? { ...c, result, ...(error ? { error } : {}) } : c)),
+        }));
+      }
+      // The server's contract: the result is a tool message of its own under the calling one,
+      // stored with the call it answers, as a reload loads it.
+      return addMessage(tree, {
+        id: data.message_id,
+        parent_id: data.parent_id ?? null,
+        role: 'tool',
+        content: result,
+        status: 'complete',
+        error: error ? result : null,
+        tool_calls: [{ id: callId(data), name: data.name ?? 'tool', arguments: {} }],
+        created_at: new Date().toISOString(),
+      });
     }
     case 'error':
       return tree;
   }
+}
+
+export type StepState = 'running' | 'done' | 'failed' | 'no result';
+
+/** A tool call of an answer with what became of it. */
+export interface ToolStep extends ToolCall {
+  state: StepState;
+}
+
+/** A tool's failure as the server stores it: tools/base.py's call_tool writes "error: …". */
+function failed(m: Message): boolean {
+  return !!m.error || m.content.startsWith('error:');
+}
+
+/**
+ * The tool steps of one answer (its assistant and tool messages, in branch order). A step is
+ * done when a tool message answering its call id exists, whatever the calling message's own
+ * record says: that record was saved before its results came. `live` says whether the answer
+ * is still being written, so a call without a result is running rather than cut off.
+ */
+export function toolSteps(messages: readonly Message[], live: boolean): ToolStep[] {
+  const results = new Map<string, Message>();
+  for (const m of messages) {
+    const id = m.role === 'tool' ? toolCalls(m)[0]?.id : undefined;
+    if (id !== undefined) results.set(id, m);
+  }
+  return messages
+    .filter((m) => m.role === 'assistant')
+    .flatMap(toolCalls)
+    .map((call): ToolStep => {
+      const answer = results.get(call.id);
+      if (answer) return { ...call, result: answer.content, state: failed(answer) ? 'failed' : 'done' };
+      if (call.result !== undefined && call.result !== null) return { ...call, state: call.error || call.result.startsWith('error:') ? 'failed' : 'done' };
+      return { ...call, state: live ? 'running' : 'no result' };
+    });
+}
+
+/**
+ * The first message of the answer `id` belongs to (the one after the question): regenerating
+ * it runs the whole turn again, tools included; regenerating a later one would only rewrite
+ * the text after the last tool result.
+ */
+export function answerStart(tree: Tree, id: string): string {
+  let current = tree.byId[id];
+  const seen = new Set<string>();
+  while (current && !seen.has(current.id)) {
+    seen.add(current.id);
+    const parent = current.parent_id ? tree.byId[current.parent_id] : undefined;
+    if (!parent || parent.role === 'user' || parent.role === 'system') break;
+    current = parent;
+  }
+  return current?.id ?? id;
+}
+
+/** What the chat shows as one unit: a user's message, or the whole answer that follows it. */
+export type Turn = { kind: 'user'; message: Message } | { kind: 'answer'; messages: Message[] };
+
+/**
+ * A branch as turns: the assistant and tool messages after a question (the calls, their
+ * results and the final text) form one answer, shown, rated and regenerated as a whole.
+ */
+export function turns(branch: readonly Message[]): Turn[] {
+  const out: Turn[] = [];
+  for (const m of branch) {
+    const last = out[out.length - 1];
+    if (m.role === 'user' || m.role === 'system') out.push({ kind: 'user', message: m });
+    else if (last?.kind === 'answer') last.messages.push(m);
+    else out.push({ kind: 'answer', messages: [m] });
+  }
+  return out;
 }
 
 /** The message a stream is writing: the newest assistant message not yet finished. */

@@ -17,6 +17,8 @@ export interface ToolCall {
   name: string;
   arguments: string | Record<string, unknown>;
   result?: string | null;
+  /** Set where a stream said the tool failed. */
+  error?: boolean;
 }
 
 export type Message = Omit<Schemas['MessagePublic'], 'tool_calls'> & {

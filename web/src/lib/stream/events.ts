@@ -14,11 +14,13 @@ export interface ToolCallData {
 }
 export interface ToolResultData {
   message_id?: string;
+  parent_id?: string | null;
   id?: string;
   tool_call_id?: string;
   name?: string;
   content?: string;
   result?: unknown;
+  error?: boolean;
 }
 export interface ErrorData {
   message: string;
