@@ -60,7 +60,8 @@ class Runs:
     async def run_python(self, user_id: uuid.UUID, code: str) -> RunResult:
         if len(code) > MAX_CODE_CHARS:
             raise too_large("code", len(code), MAX_CODE_CHARS)
-        if (reason := unavailable_reason()) is not None:
+        # Probed once per process (bwrap is started): off the event loop.
+        if (reason := await asyncio.to_thread(unavailable_reason)) is not None:
             raise not_ready(f"code cannot run on this server: {reason}")
         if wait := await self.limiter.hit(f"run:{user_id}", self.per_user, self.window):
             raise too_many(wait, "runs")

@@ -97,7 +97,9 @@ def read_report(path: Path) -> list[SandboxFile]:
         return []
     files: list[SandboxFile] = []
     total, seen = 0, set()
-    for entry in entries[:MAX_FILES]:
+    for entry in entries:  # as many as fit in MAX_REPORT_BYTES; the first MAX_FILES good ones kept
+        if len(files) == MAX_FILES:
+            break
         if not isinstance(entry, dict) or set(entry) != {"name", "data"}:
             continue
         name, encoded = entry["name"], entry["data"]
