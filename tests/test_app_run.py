@@ -60,7 +60,11 @@ def test_failures_and_kills_say_so(client: Client) -> None:
     assert "ZeroDivisionError" in r.json()["stderr"]
     r = client.http.post("/run", json={"language": "python", "code": "while True:\n    pass\n"})
     assert r.status_code == 200
-    assert r.json()["exit_status"] == "killed (CPU time limit of 5 s)"
+    # The CPU limit (5 s) bites first on an idle machine, the wall clock (10 s) on a busy one.
+    assert r.json()["exit_status"] in (
+        "killed (CPU time limit of 5 s)",
+        "killed (time limit of 10 s)",
+    )
 
 
 def test_bad_requests_are_refused_clearly(client: Client) -> None:
