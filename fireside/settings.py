@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     auth_failures_per_account: int = Field(default=10, ge=1)
     auth_failures_per_address: int = Field(default=50, ge=1)
     signups_per_address: int = Field(default=20, ge=1)
+    # Runs of an answer's code (POST /api/run) and HTML previews, each per user per window.
+    run_per_user: int = Field(default=30, ge=1)
+    run_window_s: int = Field(default=60, ge=1)
     # The names this server answers to (the Host header; any port): a JSON list, "*.example.com"
     # patterns allowed, ["*"] = no check (only behind a proxy that checks Host). Empty = the
     # bind address, localhost, 127.0.0.1 and [::1]; a server bound to 0.0.0.0 must name its

@@ -115,7 +115,9 @@ def test_another_users_ids_are_not_found_and_no_login_is_401(
     events = client.send(conv["id"], "private")
     question, answer = events[0].data["id"], events[-1].data["message"]["id"]
     c, m = conv["id"], answer
+    preview = client.http.post("/previews", json={"html": "<p>mine</p>"}).json()["id"]
     routes: list[tuple[str, str, dict[str, object] | None]] = [
+        ("GET", f"/previews/{preview}", None),
         ("GET", f"/conversations/{c}", None),
         ("PATCH", f"/conversations/{c}", {"title": "mine now"}),
         ("DELETE", f"/conversations/{c}", None),
@@ -257,6 +259,7 @@ def test_the_authorization_matrix_over_cookie_and_bearer_key(
     share, share_id = made["token"], made["id"]
     key_id = client.http.post("/keys", json={"name": "mine"}).json()["id"]
     me = client.http.get("/auth/me").json()["id"]
+    preview = client.http.post("/previews", json={"html": "<p>mine</p>"}).json()["id"]
 
     intruder = Client(chat_server)
     intruder.signup("Jo")
@@ -285,6 +288,7 @@ def test_the_authorization_matrix_over_cookie_and_bearer_key(
         # Another user's ids in the body of a request on one's own conversation.
         ("POST", f"/conversations/{mine}/messages", {"content": "x", "parent_id": question}, {}),
         ("PATCH", f"/conversations/{mine}", {"current_leaf_id": answer}, {}),
+        ("GET", f"/previews/{preview}", None, {}),
     ]
     admin: list[Route] = [
         ("GET", "/admin/users", None, {}),
@@ -317,7 +321,12 @@ def test_the_authorization_matrix_over_cookie_and_bearer_key(
             assert r.status_code == 403, (method, path, r.text)
     for who in (intruder.http, bearer):  # lists of one's own: never another user's
         assert who.get("/shares").json()["data"] == []
-    for method, path, body, headers in [*owned, *admin, *keys, ("GET", "/shares", None, {})]:
+    own_only: list[Route] = [  # no id: anyone logged in, nobody anonymous
+        ("GET", "/shares", None, {}),
+        ("POST", "/run", {"language": "python", "code": "print(1)"}, {}),
+        ("POST", "/previews", {"html": "<p>x</p>"}, {}),
+    ]
+    for method, path, body, headers in [*owned, *admin, *keys, *own_only]:
         r = anonymous.request(method, path, json=body, headers=headers)
         assert r.status_code == 401, (method, path, r.text)
         wrong = dict(headers, Authorization="Bearer fs-not-a-key")

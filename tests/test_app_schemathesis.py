@@ -77,6 +77,11 @@ class Fuzzed:
         got = self.http.get(f"/conversations/{conversation}").json()
         return str(got["messages"][0]["id"])
 
+    def fresh_preview(self) -> str:
+        r = self.http.post("/previews", json={"html": "<p>fuzz</p>"})
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"])
+
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def fuzzed(
@@ -93,7 +98,8 @@ def fuzzed(
 
 
 def _serve(backend: Backend, model_dir: Path) -> Iterator[Fuzzed]:
-    with run_chat_server(model_dir, chat_settings(backend)) as url:
+    # Runs and previews are fuzzed (and previews made for the GETs) past the default rate.
+    with run_chat_server(model_dir, chat_settings(backend, run_per_user=10_000)) as url:
         admin = make_admin(backend)
         client = Client(url)
         assert client.http.post("/auth/login", json=admin).status_code == 200
@@ -109,6 +115,8 @@ def _point_at_real_ids(case: schemathesis.Case, fuzzed: Fuzzed) -> None:
         params["conversation_id"] = fuzzed.fresh_conversation()
     if "message_id" in params:
         params["message_id"] = fuzzed.fresh_message()
+    if "preview_id" in params:
+        params["preview_id"] = fuzzed.fresh_preview()
 
 
 def test_every_api_operation_survives_fuzzed_input(fuzzed: Fuzzed) -> None:
@@ -122,6 +130,8 @@ def test_every_api_operation_survives_fuzzed_input(fuzzed: Fuzzed) -> None:
         "/api/import",
         "/api/admin/users/{user_id}",
         "/api/keys/{key_id}",
+        "/api/run",
+        "/api/previews/{preview_id}",
     }
     headers = {"Authorization": f"Bearer {fuzzed.key}"}
     for op in operations:

@@ -3,14 +3,18 @@ does not. (tests/security/test_python_sandbox.py attacks it.)"""
 
 from __future__ import annotations
 
+import base64
+import json
 import signal
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from fireside.sandbox import Limits, run_python, unavailable_reason
 from fireside.sandbox.bwrap import SandboxUnavailable
+from fireside.sandbox.files import MAX_BYTES, MAX_FILES, read_report
 
 FAST = Limits(timeout_s=5.0, cpu_s=5, memory_bytes=512 << 20)
 
@@ -84,3 +88,81 @@ def test_it_refuses_to_run_without_bubblewrap(monkeypatch: pytest.MonkeyPatch) -
         monkeypatch.undo()
         unavailable_reason.cache_clear()
     assert unavailable_reason() is None
+
+
+# A 1x1 PNG, written by hand: the sandbox needs no image library for this test.
+TINY_PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c489"
+    "0000000d4944415478da63f8cfc0f01f0005000201a5f3d1f40000000049454e44ae426082"
+)
+
+
+def test_files_written_come_back_only_when_asked() -> None:
+    program = (
+        "import os, sys\n"
+        f"open('dot.png', 'wb').write({TINY_PNG!r})\n"
+        "open('notes.txt', 'w').write('hi')\n"
+        "os.symlink('/etc/hostname', 'link')\n"  # not followed
+        "os.mkdir('sub')\n"
+        "open('sub/inner.txt', 'w').write('x')\n"  # the working directory's own files only
+        "sys.exit(3)\n"  # the files come back whatever way the program ends
+    )
+    result = run_python(program, FAST, collect_files=True)
+    assert result.returncode == 3, result.stderr
+    assert [(f.name, f.data) for f in result.files] == [("dot.png", TINY_PNG), ("notes.txt", b"hi")]
+    raised = run_python(
+        "open('a.txt', 'w').write('a')\nraise ValueError('no')\n", FAST, collect_files=True
+    )
+    assert raised.status == "failed" and "ValueError: no" in raised.stderr
+    assert [f.name for f in raised.files] == ["a.txt"]
+    assert run_python(program, FAST).files == []  # the tool's and HumanEval's runs: unchanged
+
+
+def test_files_over_the_caps_are_not_returned() -> None:
+    program = (
+        "for i in range(10):\n"
+        "    open(f'f{i}.txt', 'w').write(str(i))\n"
+        "open('zbig.bin', 'wb').write(b'x' * (5 << 20))\n"
+    )
+    result = run_python(program, FAST, collect_files=True)
+    assert result.passed, result.stderr
+    assert [f.name for f in result.files] == [f"f{i}.txt" for i in range(MAX_FILES)]
+    assert "only 8 files are returned" in result.stderr
+
+
+def test_a_forged_report_is_checked_like_any_untrusted_input() -> None:
+    # The program finds the report's descriptor, writes its own and exits before the runner's.
+    forged = json.dumps(
+        [
+            {"name": "../../etc/cron.d/x", "data": "eA=="},
+            {"name": "/abs", "data": "eA=="},
+            {"name": "..", "data": "eA=="},
+            {"name": "n" * 300, "data": "eA=="},
+            {"name": "", "data": "eA=="},
+            {"name": "nul\x00.txt", "data": "eA=="},
+            {"name": "extra.txt", "data": "eA==", "path": "/etc"},
+            {"name": "dir\\\\evil", "data": "eA=="},
+            {"name": "bad64.txt", "data": "not base64!"},
+            {"name": "huge.bin", "data": base64.b64encode(b"y" * (MAX_BYTES + 1)).decode()},
+            {"name": "ok.txt", "data": "eA=="},
+            {"name": "ok.txt", "data": "eQ=="},
+        ]
+    )
+    program = (
+        "import os\n"
+        "for fd in [int(fd) for fd in os.listdir('/proc/self/fd')]:\n"
+        "    if fd > 2 and os.path.exists(f'/proc/self/fd/{fd}'):\n"
+        "        if os.readlink(f'/proc/self/fd/{fd}').endswith('/files'):\n"
+        f"            os.write(fd, {forged!r}.encode())\n"
+        "os._exit(0)\n"
+    )
+    result = run_python(program, FAST, collect_files=True)
+    assert result.passed, result.stderr
+    assert [(f.name, f.data) for f in result.files] == [("ok.txt", b"x")]
+
+
+def test_read_report_refuses_what_is_not_a_report(tmp_path: Path) -> None:
+    path = tmp_path / "files"
+    for raw in (b"", b"{", b'{"name": "a"}', b"[1, 2]", b"[" * 100_000, b" " * (MAX_BYTES * 2)):
+        path.write_bytes(raw)
+        assert read_report(path) == []

@@ -5,6 +5,10 @@ fonts and connections are 'self' alone. Style *attributes* are allowed: KaTeX si
 glyphs with them, and an attribute cannot run script. The page cannot be framed (clickjacking)
 and nothing is sniffed into a script. FastAPI's /docs (Swagger UI from a CDN, an inline
 script) gets the framing and base rules only.
+
+An HTML preview (GET /api/previews/{id}, fireside/app/runs.py) is the one answer the page may
+frame, and the one whose inline scripts run: sandboxed into an opaque origin (no cookies, no
+storage, no same-origin requests to the API) and allowed to load and connect to nothing.
 """
 
 from __future__ import annotations
@@ -23,20 +27,38 @@ PAGE_CSP = "; ".join(
         "object-src 'none'",
         "base-uri 'none'",
         "form-action 'self'",
+        "frame-src 'self'",  # HTML previews (default-src says so too; this says it is meant)
         "frame-ancestors 'none'",
     ]
 )
 DOCS_CSP = "object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
 DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc"})
+PREVIEW_CSP = "; ".join(
+    [
+        "default-src 'none'",
+        "script-src 'unsafe-inline'",
+        "style-src 'unsafe-inline'",
+        "img-src data:",
+        "font-src data:",
+        "base-uri 'none'",
+        "form-action 'none'",
+        "frame-ancestors 'self'",
+        "sandbox allow-scripts",  # opaque origin even when opened outside its frame
+    ]
+)
+PREVIEW_PREFIX = "/api/previews/"
 
 
 def security_headers(path: str) -> list[tuple[bytes, bytes]]:
-    csp = DOCS_CSP if path in DOCS_PATHS else PAGE_CSP
+    if path.startswith(PREVIEW_PREFIX):
+        csp, framing = PREVIEW_CSP, b"SAMEORIGIN"
+    else:
+        csp, framing = (DOCS_CSP if path in DOCS_PATHS else PAGE_CSP), b"DENY"
     return [
         (b"content-security-policy", csp.encode()),
         (b"x-content-type-options", b"nosniff"),
         (b"referrer-policy", b"same-origin"),
-        (b"x-frame-options", b"DENY"),
+        (b"x-frame-options", framing),
     ]
 
 

@@ -39,10 +39,11 @@ class ChatApp:
         from fireside.app.routes_data import router as data
         from fireside.app.routes_feedback import router as feedback
         from fireside.app.routes_oidc import router as oidc
+        from fireside.app.routes_run import router as run
         from fireside.app.routes_ws import router as ws
 
         api = APIRouter(prefix=PREFIX)
-        for router in (auth, oidc, conversations, ws, keys, feedback, admin, data):
+        for router in (auth, oidc, conversations, ws, keys, feedback, admin, data, run):
             api.include_router(router)
         app.include_router(api)
         install_database_errors(app)
@@ -53,6 +54,7 @@ class ChatApp:
         from fireside.app.generation import Generations, interrupt_orphans
         from fireside.app.keys import key_check
         from fireside.app.limits import AuthLimits, redis_prefix
+        from fireside.app.runs import MemoryPreviews, Previews, RedisPreviews, Runs
         from fireside.app.state import ChatState
 
         access_log.install()  # after uvicorn configured its loggers
@@ -62,12 +64,15 @@ class ChatApp:
         events: EventLog
         broker: Broker
         limiter: RateLimiter = InProcessRateLimiter()
+        previews: Previews = MemoryPreviews()
         if settings.redis_url:
             # Longer than any blocking read (XREAD BLOCK waits up to streams.QUIET_S), which a
             # shorter socket timeout (redis-py's default is 5 s) would cut with an error.
             redis = Redis.from_url(settings.redis_url, socket_timeout=60)
             events, broker = RedisEventLog(redis), RedisBroker(redis, worker)
-            limiter = RedisRateLimiter(redis, redis_prefix(settings.resolved_database_url()))
+            prefix = redis_prefix(settings.resolved_database_url())
+            limiter = RedisRateLimiter(redis, prefix)
+            previews = RedisPreviews(redis, prefix + "html-preview:")
         else:
             events, broker = MemoryEventLog(), LocalBroker(worker)
         try:
@@ -77,6 +82,7 @@ class ChatApp:
             api_state: AppState = app.state.fireside
             chat.generations = Generations(chat, api_state)
             chat.limits = AuthLimits(limiter, settings)
+            chat.runs = Runs(limiter, settings, previews)
             if settings.oidc_configured():
                 from fireside.app.oidc import OIDCLogin
 

@@ -175,3 +175,39 @@ class EventFrame(BaseModel):
 
 class Stopped(BaseModel):
     stopping: bool  # whether a generation was running
+
+
+# --- running the code of an answer ---
+
+
+class RunRequest(Strict):
+    language: Literal["python"]
+    code: str  # at most runs.MAX_CODE_CHARS characters (413 past them)
+
+
+class RunFile(BaseModel):
+    """A file the program left in its working directory (the first 8, 4 MiB in all)."""
+
+    name: str  # a plain file name, no directories
+    content_type: str  # guessed from the name; application/octet-stream when unknown
+    size: int  # bytes
+    data_base64: str
+
+
+class RunResult(BaseModel):
+    stdout: str  # the last 4,000 characters
+    stderr: str  # the last 4,000 characters
+    # The exit status when the program ended by itself (0 is success), else a string saying
+    # what ended it: "killed (time limit of 10 s)", "killed (CPU time limit of 5 s)",
+    # "killed (SIGKILL)" (as the memory cap does).
+    exit_status: int | str
+    files: list[RunFile]
+
+
+class PreviewCreate(Strict):
+    html: str  # at most runs.MAX_PREVIEW_CHARS characters (413 past them)
+
+
+class PreviewCreated(BaseModel):
+    id: str
+    url: str  # GET it (as its owner) within 15 minutes: the page frames it

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from fireside.app.generation import Generations
     from fireside.app.limits import AuthLimits
     from fireside.app.oidc import OIDCLogin
+    from fireside.app.runs import Runs
 
 
 @dataclass
@@ -28,4 +29,5 @@ class ChatState:
     secrets: SecretBox
     generations: Generations = field(init=False)
     limits: AuthLimits = field(init=False)
+    runs: Runs = field(init=False)
     oidc: OIDCLogin | None = None  # set when OpenID Connect login is configured

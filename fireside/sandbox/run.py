@@ -15,12 +15,20 @@ import signal
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from fireside.sandbox.bwrap import PATH, PROGRAM_DIR, SandboxUnavailable, bwrap_argv, require
+from fireside.sandbox.bwrap import (
+    PATH,
+    PROGRAM_DIR,
+    WORK_DIR,
+    SandboxUnavailable,
+    bwrap_argv,
+    require,
+)
 from fireside.sandbox.cgroups import Cgroup, make_cgroup
+from fireside.sandbox.files import SandboxFile, collector, read_report
 
 Status = Literal["passed", "failed", "timeout", "memory"]
 OUTPUT_TAIL = 4000  # characters of stdout/stderr kept in a result
@@ -44,6 +52,7 @@ class SandboxResult:
     returncode: int | None
     stdout: str
     stderr: str
+    files: list[SandboxFile] = field(default_factory=list)  # only when asked for (collect_files)
 
     @property
     def passed(self) -> bool:
@@ -70,7 +79,7 @@ def limits_prelude(limits: Limits) -> str:
 # Runs the program as `program.py` after the prelude, so its tracebacks show its own file name
 # and line numbers, with no sandbox frames or paths: the model reads them.
 RUNNER = """\
-def _fireside_run(path):
+def _fireside_run(path, collect=None):
     import linecache, sys, traceback
     with open(path, encoding="utf-8") as fh:
         source = fh.read()
@@ -89,8 +98,14 @@ def _fireside_run(path):
 
     sys.excepthook = own_frames_only
     code = compile(source, "program.py", "exec")
-    exec(code, dict(__name__="__main__", __builtins__=__builtins__))
-_fireside_run({path!r})
+    try:
+        exec(code, dict(__name__="__main__", __builtins__=__builtins__))
+    finally:  # also after an exception or sys.exit: their report and status go on as usual
+        if collect is not None:
+            try:
+                _fireside_collect(collect)
+            except BaseException:
+                pass
 """
 
 # Puts the shell in each cgroup named before `--`, then becomes bwrap: every process of the
@@ -107,12 +122,30 @@ def _memfd(name: str, text: str) -> int:
     return fd
 
 
-def run_python(source: str, limits: Limits | None = None) -> SandboxResult:
+def run_python(
+    source: str, limits: Limits | None = None, *, collect_files: bool = False
+) -> SandboxResult:
     """Run `source` as a script in a fresh sandbox; `passed` means it exited 0 within the
-    limits. Raises SandboxUnavailable where no sandbox can be made: never runs it without."""
+    limits. With `collect_files`, the files it left in its working directory come back too
+    (fireside/sandbox/files.py). Raises SandboxUnavailable where no sandbox can be made:
+    never runs it without."""
     limits = limits or Limits()
     require()
-    runner = limits_prelude(limits) + RUNNER.format(path=f"{PROGRAM_DIR}/program.py")
+    with tempfile.TemporaryDirectory(prefix="fireside-sandbox-") as tmp:
+        report = os.open(Path(tmp) / "files", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            return _run_in(Path(tmp), source, limits, report if collect_files else None)
+        finally:
+            os.close(report)
+
+
+def _run_in(tmp: Path, source: str, limits: Limits, report: int | None) -> SandboxResult:
+    runner = limits_prelude(limits) + RUNNER
+    program = f"{PROGRAM_DIR}/program.py"
+    if report is None:
+        runner += f"_fireside_run({program!r})\n"
+    else:  # Popen's pass_fds keeps the descriptor's number, and bwrap hands it on
+        runner += collector(WORK_DIR) + f"_fireside_run({program!r}, {report})\n"
     fds = {"run.py": _memfd("run.py", runner), "program.py": _memfd("program.py", source)}
     cgroup = make_cgroup(
         limits.memory_bytes + limits.disk_bytes, limits.processes + SANDBOX_PROCESSES
@@ -122,38 +155,43 @@ def run_python(source: str, limits: Limits | None = None) -> SandboxResult:
         argv += [sys.executable, "-I", "-B", f"{PROGRAM_DIR}/run.py"]
         if cgroup is not None:
             argv = ["/bin/sh", "-c", JOIN_CGROUPS, "sh", *cgroup.procs_files(), "--", *argv]
-        return _run(argv, list(fds.values()), limits, cgroup)
+        passed = list(fds.values()) + ([report] if report is not None else [])
+        result = _run(tmp, argv, passed, limits, cgroup)
     finally:
         for fd in fds.values():
             os.close(fd)
         if cgroup is not None:
             cgroup.remove()
+    if report is not None:
+        result.files = read_report(tmp / "files")
+    return result
 
 
-def _run(argv: list[str], fds: list[int], limits: Limits, cgroup: Cgroup | None) -> SandboxResult:
-    with tempfile.TemporaryDirectory(prefix="fireside-sandbox-") as tmp:
-        out_path, err_path = Path(tmp) / "stdout", Path(tmp) / "stderr"
-        with out_path.open("wb") as out, err_path.open("wb") as err:
-            proc = subprocess.Popen(
-                argv,
-                env={"PATH": PATH},  # bwrap's own environment shows in the sandbox's /proc/1
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                pass_fds=fds,
-                start_new_session=True,
-            )
-            timed_out = False
-            try:
-                proc.wait(timeout=limits.timeout_s)
-            except subprocess.TimeoutExpired:
-                timed_out = True
-            finally:
-                # bwrap's death kills its reaper (--die-with-parent), and with it the namespace.
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        stdout, stderr = _tail(out_path), _tail(err_path)
+def _run(
+    tmp: Path, argv: list[str], fds: list[int], limits: Limits, cgroup: Cgroup | None
+) -> SandboxResult:
+    out_path, err_path = tmp / "stdout", tmp / "stderr"
+    with out_path.open("wb") as out, err_path.open("wb") as err:
+        proc = subprocess.Popen(
+            argv,
+            env={"PATH": PATH},  # bwrap's own environment shows in the sandbox's /proc/1
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            pass_fds=fds,
+            start_new_session=True,
+        )
+        timed_out = False
+        try:
+            proc.wait(timeout=limits.timeout_s)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+        finally:
+            # bwrap's death kills its reaper (--die-with-parent), and with it the namespace.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    stdout, stderr = _tail(out_path), _tail(err_path)
     if proc.returncode == 125 and cgroup is not None and not stdout and not stderr:
         raise SandboxUnavailable("the sandbox could not join its cgroup")
     code = _signal_code(proc.returncode)

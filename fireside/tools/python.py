@@ -32,15 +32,20 @@ def _tail(text: str) -> str:
     return text if len(text) <= PART_CHARS else "[…]" + text[-PART_CHARS:]
 
 
-def _status(result: SandboxResult, limits: Limits) -> str:
+def exit_status(result: SandboxResult, limits: Limits) -> int | str:
+    """The program's exit status, or what killed it: "killed (time limit of 10 s)"."""
     code = result.returncode
     if result.status == "timeout":
         if code == -signal.SIGXCPU:
-            return f"exit status: killed (CPU time limit of {limits.cpu_s} s)"
-        return f"exit status: killed (time limit of {limits.timeout_s:g} s)"
+            return f"killed (CPU time limit of {limits.cpu_s} s)"
+        return f"killed (time limit of {limits.timeout_s:g} s)"
     if code is not None and code < 0:
-        return f"exit status: killed ({signal.Signals(-code).name})"
-    return f"exit status: {code}"
+        return f"killed ({signal.Signals(-code).name})"
+    return code if code is not None else "killed"
+
+
+def _status(result: SandboxResult, limits: Limits) -> str:
+    return f"exit status: {exit_status(result, limits)}"
 
 
 def format_result(result: SandboxResult, limits: Limits) -> str:

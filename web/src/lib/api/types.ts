@@ -40,6 +40,9 @@ export type User = Schemas['UserPublic'];
 export type AuthProviders = Schemas['Providers'];
 export type Feedback = Schemas['FeedbackCreate'];
 export type SearchHit = Schemas['SearchHit'];
+export type RunResult = Schemas['RunResult'];
+export type RunFile = Schemas['RunFile'];
+export type PreviewCreated = Schemas['PreviewCreated'];
 export type ModelInfo = Schemas['ModelPublic'];
 /** `key` only in the answer to POST /api/keys: shown once. */
 export type ApiKey = Schemas['KeyPublic'] & { key?: string };

@@ -1,9 +1,10 @@
 /**
- * What runs on a rendered block once it is in the page: syntax highlighting, math and copy
- * buttons. The highlighter's core, each of its languages and KaTeX load only when a block
+ * What runs on a rendered block once it is in the page: syntax highlighting, math, copy
+ * buttons, and Run / Preview on Python and HTML blocks (./run.ts). The highlighter's core, each of its languages and KaTeX load only when a block
  * needs them, so the first load carries none of them.
  */
 import type { HLJSApi, LanguageFn } from 'highlight.js';
+import { addRunControls } from './run';
 
 // One lazy chunk per language (the package also ships *.js.js duplicates: skipped).
 const languages = import.meta.glob<{ default: LanguageFn }>([
@@ -77,7 +78,10 @@ function addCopyButton(block: HTMLElement): void {
 
 /** Enhance a finished block (idempotent). */
 export function enhance(root: HTMLElement): void {
-  root.querySelectorAll<HTMLElement>('.code-block').forEach(addCopyButton);
+  root.querySelectorAll<HTMLElement>('.code-block').forEach((block) => {
+    addCopyButton(block);
+    addRunControls(block);
+  });
   root.querySelectorAll<HTMLElement>('code[data-lang]').forEach((c) => void highlight(c));
   root.querySelectorAll<HTMLElement>('.math').forEach((m) => void renderMath(m));
 }
