@@ -117,6 +117,10 @@ class ChatJob:
         extra = structured_output_grammar(self.req)
         if extra is not None:
             asked.append(extra)
+        if not asked and self.tools is not None:
+            # "auto": the model may answer or call, and a call it opens is whole and valid.
+            parallel = self.req.parallel_tool_calls
+            asked.append((tool_call_grammar(self.tools, "auto", self.fmt, parallel), "tools"))
         if len(asked) > 1:
             names = " and ".join(param for _, param in asked)
             raise bad_request(
