@@ -119,8 +119,12 @@ class ChatJob:
             asked.append(extra)
         if not asked and self.tools is not None:
             # "auto": the model may answer or call, and a call it opens is whole and valid.
-            parallel = self.req.parallel_tool_calls
-            asked.append((tool_call_grammar(self.tools, "auto", self.fmt, parallel), "tools"))
+            parallel, specials = (
+                self.req.parallel_tool_calls,
+                self.served.tokenizer.special_token_texts(),
+            )
+            grammar = tool_call_grammar(self.tools, "auto", self.fmt, parallel, specials)
+            asked.append((grammar, "tools"))
         if len(asked) > 1:
             names = " and ".join(param for _, param in asked)
             raise bad_request(

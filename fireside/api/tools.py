@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from fireside.api.guided import lark_grammar
@@ -48,7 +49,11 @@ def template_tools(tools: list[Tool]) -> list[dict[str, Any]]:
 
 
 def tool_call_grammar(
-    tools: list[Tool], choice: str | NamedToolChoice, fmt: ToolFormat, parallel: bool
+    tools: list[Tool],
+    choice: str | NamedToolChoice,
+    fmt: ToolFormat,
+    parallel: bool,
+    forbidden: Sequence[str] = (),
 ) -> str:
     """A grammar for "required" (one or more calls), a named function (exactly one) or "auto"
     (text, then any calls: a call the model opens is always whole and valid)."""
@@ -56,7 +61,8 @@ def tool_call_grammar(
         tools = [t for t in tools if t.function.name == choice.function.name]
         parallel = False
     pairs = [(t.function.name, t.function.parameters) for t in tools]
-    return lark_grammar(tool_call_lark(pairs, fmt, text=choice == "auto", many=parallel))
+    auto = choice == "auto"
+    return lark_grammar(tool_call_lark(pairs, fmt, text=auto, many=parallel, forbidden=forbidden))
 
 
 def _out(calls: list[ToolCall]) -> list[ToolCallOut]:

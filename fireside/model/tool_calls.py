@@ -69,37 +69,44 @@ def tool_call_lark(
     *,
     text: bool,
     many: bool,
+    forbidden: Sequence[str] = (),
 ) -> str:
     """A Lark grammar (llguidance's dialect) for calls in the model's own format, each one
     `{"name": <a tool>, "arguments": <that tool's parameters schema>}`, from (name, parameters)
     pairs. `text`: free text may come first, and the calls are optional (tool_choice "auto");
-    otherwise the output is calls alone. `many`: more than one call.
+    otherwise the output is calls alone. `many`: more than one call. `forbidden`: strings the
+    free text never contains (the special tokens' texts, spelled out of ordinary tokens).
 
-    Special-token markers cannot occur inside text (llguidance's regexes match no special
-    token), so the text simply runs until the start marker; a plain-text marker (Hermes) is
-    kept out of the text by the grammar, so every marker the model writes opens a real call."""
+    No special token matches inside text (llguidance's regexes match none), so the text runs
+    until the start marker; a plain-text marker (Hermes) is kept out of the text, so every
+    marker the model writes opens a real call."""
     schemas = [_call_schema(name, params) for name, params in tools]
     schema: dict[str, Any] = schemas[0] if len(schemas) == 1 else {"anyOf": schemas}
     schema["x-guidance"] = _JSON_STYLE
     start, end = fmt.lark_marker(fmt.start), fmt.lark_marker(fmt.end)
     sep = "" if fmt.special else r' "\n"'
-    more = "call*" if many else ""
     rules = [
         f"call: {start}{sep} body{sep} {end}",
         f"body: %json {json.dumps(schema)}",
     ]
     if not text:
-        head = f"start: call{'+' if many else ''}"
-    elif fmt.special:
+        return "\n".join([f"start: call{'+' if many else ''}", *rules]) + "\n"
+    more = "call*" if many else ""
+    banned = sorted({*forbidden, *([] if fmt.special else [fmt.start])})
+    outside = "".join(rf" & ~/(.|\n)*{_regex(s)}(.|\n)*/" for s in banned)
+    rules.append(rf"TEXT: /(.|\n)+/{outside}")
+    if fmt.special:
         head = f"start: TEXT? call{'*' if many else '?'}"
-        rules.append(r"TEXT: /(.|\n)+/")
     else:
-        marker = re.escape(fmt.start).replace("/", "\\/")
+        # The text and the marker as one lazy match: it ends at the first marker.
+        others = "".join(rf" & ~/(.|\n)*{_regex(s)}(.|\n)*/" for s in banned if s != fmt.start)
         head = f"start: TEXT? | opened{sep} body{sep} {end} {more}"
-        # Lazy: the text ends at the first marker, which opens the call.
-        rules.append(rf"opened[lazy]: /(.|\n)*{marker}/")
-        rules.append(rf"TEXT: /(.|\n)+/ & ~/(.|\n)*{marker}(.|\n)*/")
+        rules.append(rf"opened[lazy]: /(.|\n)*{_regex(fmt.start)}/{others}")
     return "\n".join([head, *rules]) + "\n"
+
+
+def _regex(literal: str) -> str:
+    return re.escape(literal).replace("/", "\\/")
 
 
 def new_call_id() -> str:

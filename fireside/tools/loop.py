@@ -155,7 +155,9 @@ def _call_constraint(
     """Text, then calls of the offered tools only. The turn may end (the tokenizer's end token
     or a stop token) wherever the grammar is satisfied: not inside a call."""
     pairs = [(t.name, t.parameters) for t in tools]
-    grammar = lark_grammar(tool_call_lark(pairs, tool_format(tokenizer), text=True, many=True))
+    specials = tokenizer.special_token_texts()  # not in the text, even spelled out
+    fmt = tool_format(tokenizer)
+    grammar = lark_grammar(tool_call_lark(pairs, fmt, text=True, many=True, forbidden=specials))
     ends = [*stops, *([tokenizer.eos_id] if tokenizer.eos_id is not None else [])]
     vocabulary = grammar_tokenizer(tokenizer, ends)
     return lambda: GrammarConstraint(vocabulary, grammar)
