@@ -76,8 +76,9 @@ class ChatJob:
             req,
             max_tokens=max_tokens,
             logprobs=self.top_k if req.logprobs else None,
-            # The call markers of Fireside's format are special tokens: keep them to parse.
-            skip_special_tokens=False if self.tools else None,
+            # Fireside's call markers are special tokens: kept to parse, and no other one is.
+            skip_special_tokens=True if self.tools else None,
+            keep_special_token_ids=self.fmt.marker_ids(served.tokenizer) if self.tools else None,
             constraint_factory=self._constraint(choice),
         )
 

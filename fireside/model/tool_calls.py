@@ -26,6 +26,14 @@ class ToolFormat:
     def lark_marker(self, marker: str) -> str:
         return marker if self.special else json.dumps(marker)
 
+    def marker_ids(self, tokenizer: Tokenizer) -> list[int]:
+        """The special tokens to keep in decoded text so calls can be read (none when the
+        markers are plain text, which decoding keeps anyway)."""
+        if not self.special:
+            return []
+        ids = (tokenizer.token_id(self.start), tokenizer.token_id(self.end))
+        return [i for i in ids if i is not None]
+
 
 FIRESIDE = ToolFormat("<|tool_call|>", "<|/tool_call|>", special=True)
 HERMES = ToolFormat("<tool_call>", "</tool_call>", special=False)

@@ -139,11 +139,15 @@ def _loop_params(
     params = replace(params, n=1)
     if not tools:
         return params
-    # The call markers are special tokens: keep them in the text to parse them. End the turn
-    # where the model starts another role's (a tool's result, the user's next message).
+    # The call markers are special tokens: keep them in the text to parse them, and no other
+    # one. End the turn where the model starts another role's (a tool's result, the user's
+    # next message).
     others = [tokenizer.token_id(t) for t in TURN_STARTS]
     stops = [*params.stop_token_ids, *(i for i in others if i is not None)]
-    params = replace(params, skip_special_tokens=False, stop_token_ids=stops)
+    markers = tool_format(tokenizer).marker_ids(tokenizer)
+    params = replace(
+        params, skip_special_tokens=True, keep_special_token_ids=markers, stop_token_ids=stops
+    )
     if params.constraint_factory is not None:
         return params  # the caller's own constraint
     return replace(params, constraint_factory=_call_constraint(tokenizer, tools, stops))
