@@ -150,15 +150,16 @@ def _loop_params(
     )
     if params.constraint_factory is not None:
         return params  # the caller's own constraint
-    return replace(params, constraint_factory=_call_constraint(tokenizer, tools, stops))
+    return replace(params, constraint_factory=call_constraint(tokenizer, tools, stops))
 
 
-def _call_constraint(
+def call_constraint(
     tokenizer: Tokenizer, tools: Sequence[Tool], stops: Sequence[int]
 ) -> Callable[[], TokenConstraint]:
     """Text, then calls of the offered tools only. The turn may end (the tokenizer's end token
     or a stop token) wherever the grammar is satisfied: not inside a call."""
-    pairs = [(t.name, t.parameters) for t in tools]
+    # A tool refuses arguments its schema does not list (Tool.check_arguments): so does this.
+    pairs = [(t.name, {"additionalProperties": False, **t.parameters}) for t in tools]
     specials = tokenizer.special_token_texts()  # not in the text, even spelled out
     fmt = tool_format(tokenizer)
     grammar = lark_grammar(tool_call_lark(pairs, fmt, text=True, many=True, forbidden=specials))
