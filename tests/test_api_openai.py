@@ -399,6 +399,33 @@ def test_auto_tool_call_is_parsed_from_the_output(client: openai.OpenAI) -> None
     assert json.loads(deltas[0].function.arguments or "") == {"on": True}  # type: ignore[union-attr]
 
 
+def test_auto_tool_calls_are_whole_and_no_markup_reaches_the_content(
+    client: openai.OpenAI, tokenizer: Tokenizer
+) -> None:
+    # No grammar from the client: with tools and tool_choice "auto" the server's own one lets
+    # the model write text or calls, and a call it opens is whole and fits its tool's schema.
+    # The bias pushes this random model to open calls; sampling makes it babble.
+    start = tokenizer.token_id("<|tool_call|>")
+    specials = tokenizer.special_token_texts()
+    schemas = {"light": LIGHT, "noop": {"maxProperties": 0}}
+    called = 0
+    for seed in range(4):
+        kwargs = dict(
+            model="tiny", messages=MESSAGES, max_tokens=80, temperature=1.0, seed=seed,
+            tools=TOOLS, tool_choice="auto", logit_bias={str(start): 3},
+        )  # fmt: skip
+        r = client.chat.completions.create(**kwargs)  # type: ignore[call-overload]
+        message = r.choices[0].message
+        assert not any(s in (message.content or "") for s in specials), message.content
+        for call in message.tool_calls or []:
+            jsonschema.validate(json.loads(call.function.arguments), schemas[call.function.name])
+            called += 1
+        chunks = list(client.chat.completions.create(stream=True, **kwargs))  # type: ignore[call-overload]
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert not any(s in text for s in specials), text
+    assert called >= 1
+
+
 def test_structured_outputs_choice_regex_json(client: openai.OpenAI) -> None:
     for seed in range(3):
         r = client.completions.create(

@@ -18,7 +18,7 @@ from fireside.model import load_pretrained
 from fireside.model.pretrained import default_model_dir
 from fireside.model.tool_calls import FIRESIDE, parse_tool_calls
 from fireside.tools import builtin_tools, tool_specs
-from fireside.tools.loop import TURN_STARTS
+from fireside.tools.loop import TURN_STARTS, call_constraint
 
 
 def greedy_reply(model_dir: Path, messages: list[dict[str, Any]], max_tokens: int) -> str:
@@ -118,12 +118,20 @@ def greedy_with_tools(model_dir: Path, question: str, max_tokens: int) -> str:
     messages = [{"role": "user", "content": question}]
     ids = bundle.tokenizer.render_chat(messages, add_generation_prompt=True, tools=specs).ids
     stops = set(bundle.stop_token_ids) | {bundle.tokenizer.token_id(t) for t in TURN_STARTS}
+    # The loop's grammar: free text is whole characters, calls are of the offered tools.
+    ends = [i for i in stops if i is not None]
+    constraint = call_constraint(bundle.tokenizer, builtin_tools(), ends)()
     out: list[int] = []
     with torch.no_grad():
         for _ in range(max_tokens):
-            nxt = int(bundle.model(torch.tensor([ids + out]))[0, -1].argmax())
+            logits = bundle.model(torch.tensor([ids + out]))[0, -1]
+            allowed = constraint.allowed(logits.shape[-1])
+            if allowed is not None:
+                logits = logits.masked_fill(~allowed, float("-inf"))
+            nxt = int(logits.argmax())
             if nxt in stops:
                 break
+            constraint.accept(nxt)
             out.append(nxt)
     content, calls = parse_tool_calls(bundle.tokenizer.decode(out), FIRESIDE)
     assert not calls  # a random model writes no valid call in a few tokens

@@ -174,3 +174,17 @@ def test_reply_cut_inside_a_character_ends_like_decode(tokenizer: Tokenizer, end
     text = "".join(d.text for d in deltas)
     assert text == transformers_decode(tokenizer, kept) == "ok 火\ufffd"
     assert all("\ufffd" not in d.text for d in deltas[:-1])
+
+
+def test_skipping_special_tokens_keeps_only_those_asked_for(tokenizer: Tokenizer) -> None:
+    # The tool loop keeps its call markers to parse them; any other special token is dropped.
+    start, end, user = (
+        tokenizer.token_id(t) for t in ("<|tool_call|>", "<|/tool_call|>", "<|user|>")
+    )
+    assert start is not None and end is not None and user is not None
+    ids = [*tokenizer.encode("Hi "), user, start, *tokenizer.encode('{"a": 1}'), end, user]
+    detok = StreamDetokenizer(tokenizer, tokenizer.encode("x = "), keep_special=[start, end])
+    text = "".join(detok.add(i)[0] for i in ids) + detok.flush()
+    assert text == 'Hi <|tool_call|>{"a": 1}<|/tool_call|>'
+    plain = StreamDetokenizer(tokenizer, [], keep_special=[start, end], skip_special_tokens=False)
+    assert "".join(plain.add(i)[0] for i in ids) + plain.flush() == tokenizer.decode(ids)

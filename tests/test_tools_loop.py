@@ -126,7 +126,9 @@ def test_a_call_runs_and_the_model_answers_from_its_result(tokenizer: Tokenizer)
         call("calculator", {"expression": "1234 * 56"}) + "<|end|><|tool|>69104<|end|><|assistant|>"
     )
     assert "Tools:\ncalculator(expression): Evaluate arithmetic" in engine.prompts[0]
-    assert all(not p.skip_special_tokens for p in engine.params)
+    assert all(p.skip_special_tokens for p in engine.params)
+    markers = [tokenizer.token_id("<|tool_call|>"), tokenizer.token_id("<|/tool_call|>")]
+    assert all(p.keep_special_token_ids == markers for p in engine.params)
     assert tokenizer.token_id("<|tool|>") in engine.params[0].stop_token_ids
 
 

@@ -76,8 +76,9 @@ class ChatJob:
             req,
             max_tokens=max_tokens,
             logprobs=self.top_k if req.logprobs else None,
-            # The call markers of Fireside's format are special tokens: keep them to parse.
-            skip_special_tokens=False if self.tools else None,
+            # Fireside's call markers are special tokens: kept to parse, and no other one is.
+            skip_special_tokens=True if self.tools else None,
+            keep_special_token_ids=self.fmt.marker_ids(served.tokenizer) if self.tools else None,
             constraint_factory=self._constraint(choice),
         )
 
@@ -117,6 +118,14 @@ class ChatJob:
         extra = structured_output_grammar(self.req)
         if extra is not None:
             asked.append(extra)
+        if not asked and self.tools is not None:
+            # "auto": the model may answer or call, and a call it opens is whole and valid.
+            parallel, specials = (
+                self.req.parallel_tool_calls,
+                self.served.tokenizer.special_token_texts(),
+            )
+            grammar = tool_call_grammar(self.tools, "auto", self.fmt, parallel, specials)
+            asked.append((grammar, "tools"))
         if len(asked) > 1:
             names = " and ".join(param for _, param in asked)
             raise bad_request(

@@ -1,8 +1,7 @@
 """Constrained decoding with llguidance: JSON schemas and Lark grammars as `TokenConstraint`s.
 
 The grammar is compiled and checked once per request (a bad schema is a 400 before any
-token is spent); each sample then gets its own matcher, which walks the grammar one token at
-a time and hands the engine the mask of tokens that keep the output valid.
+token is spent); each sample then gets its own matcher (`fireside.engine.grammar`).
 """
 
 from __future__ import annotations
@@ -12,39 +11,13 @@ from collections.abc import Callable
 from typing import Any
 
 import llguidance
-import numpy as np
-import torch
-from torch import Tensor
 
 from fireside.api.errors import bad_request
 from fireside.api.schemas import SamplingFields
+from fireside.engine.grammar import GrammarConstraint, grammar_error, lark_grammar
 from fireside.engine.types import TokenConstraint
 
-
-class GrammarConstraint:
-    """One sample's walk through a grammar; satisfies the engine's `TokenConstraint`."""
-
-    def __init__(self, tokenizer: llguidance.LLTokenizer, grammar: str) -> None:
-        self.matcher = llguidance.LLMatcher(tokenizer, grammar, log_level=0)
-        self.eos = tokenizer.eos_token
-
-    def allowed(self, vocab_size: int) -> Tensor | None:
-        if self.matcher.is_error():
-            # Cannot happen while the engine honours the mask; end the sample cleanly if it does.
-            mask = torch.zeros(vocab_size, dtype=torch.bool)
-            mask[self.eos] = True
-            return mask
-        words = np.frombuffer(self.matcher.compute_bitmask(), dtype=np.uint8)
-        bits = np.unpackbits(words, bitorder="little")[:vocab_size]
-        mask = torch.zeros(vocab_size, dtype=torch.bool)
-        mask[: len(bits)] = torch.from_numpy(bits.astype(np.bool_))
-        return mask
-
-    def accept(self, token_id: int) -> None:
-        self.matcher.consume_token(token_id)
-
-    def is_finished(self) -> bool:
-        return bool(self.matcher.is_stopped())
+__all__ = ["GrammarConstraint", "constraint_factory", "json_schema_grammar", "lark_grammar"]
 
 
 def json_schema_grammar(schema: dict[str, Any] | None) -> str:
@@ -90,15 +63,11 @@ def structured_output_grammar(fields: SamplingFields) -> tuple[str, str] | None:
     return lark_grammar(value), param
 
 
-def lark_grammar(source: str) -> str:
-    return str(llguidance.LLMatcher.grammar_from_lark(source))
-
-
 def constraint_factory(
     tokenizer: llguidance.LLTokenizer, grammar: str, param: str
 ) -> Callable[[], TokenConstraint]:
     """Checks the grammar now, so a bad one is the client's 400, not a failed generation."""
-    error = llguidance.LLMatcher.validate_grammar(grammar, tokenizer)
-    if error and not error.startswith("WARNING"):
+    error = grammar_error(grammar, tokenizer)
+    if error is not None:
         raise bad_request(f"the grammar for {param} does not compile: {error}", param)
     return lambda: GrammarConstraint(tokenizer, grammar)

@@ -60,6 +60,7 @@ def sampling_params(
     logprobs: int | None = None,
     prompt_logprobs: int | None = None,
     skip_special_tokens: bool | None = None,
+    keep_special_token_ids: list[int] | None = None,
     constraint_factory: Callable[[], TokenConstraint] | None = None,
 ) -> SamplingParams:
     stop = [fields.stop] if isinstance(fields.stop, str) else list(fields.stop or [])
@@ -101,6 +102,7 @@ def sampling_params(
         skip_special_tokens=(
             fields.skip_special_tokens if skip_special_tokens is None else skip_special_tokens
         ),
+        keep_special_token_ids=keep_special_token_ids or [],
         logprobs=logprobs,
         prompt_logprobs=prompt_logprobs,
         constraint_factory=constraint_factory,

@@ -41,11 +41,9 @@ class ServedModel:
         """llguidance's view of the vocabulary; built on first use (about 1 s for 150k tokens)."""
         with self._lock:
             if self._grammar_tokenizer is None:
-                from llguidance import LLTokenizer
+                from fireside.engine.grammar import grammar_tokenizer
 
-                self._grammar_tokenizer = LLTokenizer(
-                    self.tokenizer.backend.to_str(),
-                    n_vocab=self.vocab_size,
-                    eos_token=self.eos_token_ids or None,
+                self._grammar_tokenizer = grammar_tokenizer(
+                    self.tokenizer, self.eos_token_ids, self.vocab_size
                 )
             return self._grammar_tokenizer

@@ -1,7 +1,7 @@
 """Tool calls: messages into the chat template, the model's calls back out, streamed too.
 
 The call format and its parser are the model's (`fireside.model.tool_calls`); here they meet
-the API's shapes, and `tool_choice` "required" or a named function becomes a
+the API's shapes, and `tool_choice` ("auto", "required" or a named function) becomes a
 grammar in that same format, so the model is steered without leaving its own chat format.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from fireside.api.guided import lark_grammar
@@ -22,7 +23,7 @@ from fireside.api.schemas import (
 from fireside.model import tool_calls
 from fireside.model.tool_calls import FIRESIDE as FIRESIDE
 from fireside.model.tool_calls import HERMES as HERMES
-from fireside.model.tool_calls import ToolCall, ToolFormat
+from fireside.model.tool_calls import ToolCall, ToolFormat, tool_call_lark
 from fireside.model.tool_calls import tool_format as tool_format
 
 
@@ -47,51 +48,36 @@ def template_tools(tools: list[Tool]) -> list[dict[str, Any]]:
     return [t.model_dump(exclude_none=True) for t in tools]
 
 
-def _call_schema(tool: Tool) -> dict[str, Any]:
-    params = tool.function.parameters or {"type": "object"}
-    return {
-        "type": "object",
-        "properties": {"name": {"const": tool.function.name}, "arguments": params},
-        "required": ["name", "arguments"],
-        "additionalProperties": False,
-    }
-
-
 def tool_call_grammar(
-    tools: list[Tool], choice: str | NamedToolChoice, fmt: ToolFormat, parallel: bool
+    tools: list[Tool],
+    choice: str | NamedToolChoice,
+    fmt: ToolFormat,
+    parallel: bool,
+    forbidden: Sequence[str] = (),
 ) -> str:
-    """A grammar for "required" (one or more calls) or a named function (exactly one)."""
+    """A grammar for "required" (one or more calls), a named function (exactly one) or "auto"
+    (text, then any calls: a call the model opens is always whole and valid)."""
     if isinstance(choice, NamedToolChoice):
-        chosen = [t for t in tools if t.function.name == choice.function.name]
+        tools = [t for t in tools if t.function.name == choice.function.name]
         parallel = False
-    else:
-        chosen = tools
-    schemas = [_call_schema(t) for t in chosen]
-    schema: dict[str, Any] = schemas[0] if len(schemas) == 1 else {"anyOf": schemas}
-    schema["x-guidance"] = {
-        "whitespace_flexible": False,
-        "key_separator": ": ",
-        "item_separator": ", ",
-    }
-    sep = "" if fmt.special else r' "\n"'
-    lark = (
-        f"start: call{'+' if parallel else ''}\n"
-        f"call: {fmt.lark_marker(fmt.start)}{sep} body{sep} {fmt.lark_marker(fmt.end)}\n"
-        f"body: %json {json.dumps(schema)}\n"
-    )
-    return lark_grammar(lark)
+    pairs = [(t.function.name, t.function.parameters) for t in tools]
+    auto = choice == "auto"
+    return lark_grammar(tool_call_lark(pairs, fmt, text=auto, many=parallel, forbidden=forbidden))
 
 
-def _out(call: ToolCall) -> ToolCallOut:
-    return ToolCallOut(
-        id=call.id, function=FunctionCallOut(name=call.name, arguments=call.arguments)
-    )
+def _out(calls: list[ToolCall]) -> list[ToolCallOut]:
+    """The calls that were read; one that was not (cut off, say) is no call to hand a client."""
+    return [
+        ToolCallOut(id=c.id, function=FunctionCallOut(name=c.name, arguments=c.arguments))
+        for c in calls
+        if c.error is None
+    ]
 
 
 def parse_tool_calls(text: str, fmt: ToolFormat) -> tuple[str | None, list[ToolCallOut]]:
-    """Whole output → (content, calls). A call that does not parse stays in the content."""
+    """Whole output → (content, calls), as `model.tool_calls.parse_tool_calls` reads them."""
     content, calls = tool_calls.parse_tool_calls(text, fmt)
-    return content, [_out(c) for c in calls]
+    return content, _out(calls)
 
 
 class ToolCallStreamParser:
@@ -102,8 +88,8 @@ class ToolCallStreamParser:
 
     def feed(self, text: str) -> tuple[str, list[ToolCallOut]]:
         content, calls = self.parser.feed(text)
-        return content, [_out(c) for c in calls]
+        return content, _out(calls)
 
     def finish(self) -> tuple[str, list[ToolCallOut]]:
         content, calls = self.parser.finish()
-        return content, [_out(c) for c in calls]
+        return content, _out(calls)

@@ -9,13 +9,16 @@ and vLLM), and a delta that ends in U+FFFD waits for the next token. At the end 
 the bytes still waiting are decoded as they are, so a reply cut inside a character (by
 max_tokens, say) ends in U+FFFD exactly as decoding all its tokens at once would.
 
+Skipping special tokens may keep a few (`keep_special`: a tool format's call markers, which
+the caller parses out of the text): the others never reach the text.
+
 Text that could be the start of a stop string is held back until it is clearly not one; once a
 stop string appears, the text before it (and the stop string itself only if asked) is the end.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from fireside.model.tokenizer import Tokenizer
 
@@ -32,9 +35,11 @@ class StreamDetokenizer:
         stop: Sequence[str] = (),
         include_stop: bool = False,
         skip_special_tokens: bool = True,
+        keep_special: Collection[int] = (),
     ) -> None:
         self.tokenizer = tokenizer
         self.skip_special = skip_special_tokens
+        self.keep_special = frozenset(keep_special) if skip_special_tokens else frozenset()
         self.stop = [s for s in stop if s]
         self.include_stop = include_stop
         self._ids = list(prompt_ids[-_PROMPT_CONTEXT:])
@@ -44,7 +49,18 @@ class StreamDetokenizer:
         self._emitted = 0  # characters of `text` already handed out
 
     def _decode(self, ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=self.skip_special)
+        if not self.keep_special.intersection(ids):
+            return self.tokenizer.decode(ids, skip_special_tokens=self.skip_special)
+        # The runs between kept tokens decode skipping the rest; the kept ones as themselves.
+        text, run = "", list[int]()
+        for i in ids:
+            if i in self.keep_special:
+                text += self.tokenizer.decode(run, skip_special_tokens=True)
+                text += self.tokenizer.decode([i])
+                run = []
+            else:
+                run.append(i)
+        return text + self.tokenizer.decode(run, skip_special_tokens=True)
 
     def _append_token(self, token_id: int) -> None:
         self._ids.append(token_id)

@@ -236,6 +236,7 @@ class Scheduler:
                 stop=p.stop,
                 include_stop=p.include_stop_str_in_output,
                 skip_special_tokens=p.skip_special_tokens,
+                keep_special=p.keep_special_token_ids,
             )
         constraint = p.constraint_factory() if p.constraint_factory is not None else None
         return Sample(

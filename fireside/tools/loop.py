@@ -6,7 +6,12 @@
 Each step renders the conversation with the chat template (tools listed), generates, and
 reads the model's calls in its own format (`fireside.model.tool_calls`). When there are calls,
 the assistant's message with its `tool_calls` and one `tool` message per result are appended,
-and the model goes on; a reply without calls ends the loop. `max_steps` bounds the number of
+and the model goes on; a reply without calls ends the loop.
+
+Every generation with tools on runs under a grammar: free text, then calls, each one
+`{"name": <an offered tool>, "arguments": <its schema>}` between the format's markers, so a
+babbling model still writes calls that parse. A call cut off anyway (max_tokens inside it) is a
+failed step, an `error: …` result the model and the user both see, never markup in the text. `max_steps` bounds the number of
 generations, so a model that calls tools forever stops (finish reason "max_steps").
 """
 
@@ -14,13 +19,19 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from fireside.engine.types import EngineClient, PromptTooLongError, SamplingParams
+from fireside.engine.grammar import GrammarConstraint, grammar_tokenizer, lark_grammar
+from fireside.engine.types import (
+    EngineClient,
+    PromptTooLongError,
+    SamplingParams,
+    TokenConstraint,
+)
 from fireside.model.tokenizer import Tokenizer
-from fireside.model.tool_calls import ToolCall, ToolCallStreamParser, tool_format
+from fireside.model.tool_calls import ToolCall, ToolCallStreamParser, tool_call_lark, tool_format
 from fireside.tools.base import Tool, call_tool, tool_specs
 
 FinishReason = Literal["stop", "length", "max_steps", "abort", "error"]
@@ -82,6 +93,8 @@ def _assistant_message(content: str, calls: list[ToolCall]) -> dict[str, Any]:
 
 
 async def run_tool_call(call: ToolCall, tools: Mapping[str, Tool]) -> tuple[str, bool]:
+    if call.error is not None:
+        return f"error: {call.error}", True
     tool = tools.get(call.name)
     if tool is None:
         return f"error: there is no tool named {call.name!r}", True
@@ -120,15 +133,39 @@ async def _generate(
                 yield text
 
 
-def _loop_params(params: SamplingParams, tokenizer: Tokenizer, with_tools: bool) -> SamplingParams:
+def _loop_params(
+    params: SamplingParams, tokenizer: Tokenizer, tools: Sequence[Tool]
+) -> SamplingParams:
     params = replace(params, n=1)
-    if not with_tools:
+    if not tools:
         return params
-    # The call markers are special tokens: keep them in the text to parse them. End the turn
-    # where the model starts another role's (a tool's result, the user's next message).
+    # The call markers are special tokens: keep them in the text to parse them, and no other
+    # one. End the turn where the model starts another role's (a tool's result, the user's
+    # next message).
     others = [tokenizer.token_id(t) for t in TURN_STARTS]
     stops = [*params.stop_token_ids, *(i for i in others if i is not None)]
-    return replace(params, skip_special_tokens=False, stop_token_ids=stops)
+    markers = tool_format(tokenizer).marker_ids(tokenizer)
+    params = replace(
+        params, skip_special_tokens=True, keep_special_token_ids=markers, stop_token_ids=stops
+    )
+    if params.constraint_factory is not None:
+        return params  # the caller's own constraint
+    return replace(params, constraint_factory=call_constraint(tokenizer, tools, stops))
+
+
+def call_constraint(
+    tokenizer: Tokenizer, tools: Sequence[Tool], stops: Sequence[int]
+) -> Callable[[], TokenConstraint]:
+    """Text, then calls of the offered tools only. The turn may end (the tokenizer's end token
+    or a stop token) wherever the grammar is satisfied: not inside a call."""
+    # A tool refuses arguments its schema does not list (Tool.check_arguments): so does this.
+    pairs = [(t.name, {"additionalProperties": False, **t.parameters}) for t in tools]
+    specials = tokenizer.special_token_texts()  # not in the text, even spelled out
+    fmt = tool_format(tokenizer)
+    grammar = lark_grammar(tool_call_lark(pairs, fmt, text=True, many=True, forbidden=specials))
+    ends = [*stops, *([tokenizer.eos_id] if tokenizer.eos_id is not None else [])]
+    vocabulary = grammar_tokenizer(tokenizer, ends)
+    return lambda: GrammarConstraint(vocabulary, grammar)
 
 
 async def run_with_tools(
@@ -150,7 +187,7 @@ async def run_with_tools(
     specs = tool_specs(tools) if tools else None
     fmt = tool_format(tokenizer)
     base_id = request_id or f"tools-{uuid.uuid4().hex}"
-    params = _loop_params(params, tokenizer, bool(tools))
+    params = _loop_params(params, tokenizer, tools)
     for step in range(max_steps):
         prompt = tokenizer.render_chat(conversation, add_generation_prompt=True, tools=specs).ids
         room = engine.context_length - len(prompt)
@@ -164,11 +201,12 @@ async def run_with_tools(
             return
         turn = _Turn()
         step_params = replace(params, max_tokens=min(params.max_tokens, room))
-        parser = ToolCallStreamParser(fmt) if tools else None
+        parser = ToolCallStreamParser(fmt, broken_as_text=False) if tools else None
         async for text in _generate(engine, prompt, step_params, f"{base_id}-{step}", parser, turn):
             yield TextDelta(text, step)
         conversation.append(_assistant_message(turn.content, turn.calls))
-        if not turn.calls or turn.reason != "stop":
+        # A call cut by max_tokens is still a step: it fails, and the model reads why.
+        if not turn.calls or turn.reason not in ("stop", "length"):
             yield Done(conversation, turn.reason, step + 1)
             return
         if step + 1 == max_steps:
