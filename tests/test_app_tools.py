@@ -213,7 +213,10 @@ def test_tool_calls_are_events_and_messages_and_resume(
     follow_up = client.send(conversation["id"], "Thanks!")
     assert follow_up[-1].event == "done"
     assert follow_up[0].data["parent_id"] == answer["id"]
-    [prompt] = engine.prompts
+    # The random model may answer "Thanks!" with a call of its own (the call grammar makes any
+    # call it opens a valid one), so its turn can take more than one generation: the first
+    # is the one that reads the history.
+    prompt = engine.prompts[0]
     assert prompt.index("6*7") < prompt.index("42") < prompt.index("The answer is 42.")
     assert prompt.index("The answer is 42.") < prompt.index("Thanks!")
     client.close()
