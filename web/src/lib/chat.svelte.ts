@@ -15,8 +15,17 @@ export interface ChatError {
   retry?: () => void;
 }
 
+/** What a new chat starts with, chosen before its first message. */
+export interface NewChatOptions {
+  /** In no history, search or export; deleted when the page leaves it. */
+  temporary: boolean;
+  /** A preset's system prompt ('' for none). */
+  systemPrompt: string;
+}
+
 export class Chat {
   conversation = $state<Conversation | null>(null);
+  options = $state<NewChatOptions>({ temporary: false, systemPrompt: '' });
   tree = $state<Tree>(emptyTree);
   leafId = $state<string | null>(null);
   streamingId = $state<string | null>(null);
@@ -51,6 +60,7 @@ export class Chat {
   }
 
   close(): void {
+    this.leave();
     this.abort?.abort();
     this.abort = null;
     this.conversation = null;
@@ -59,6 +69,17 @@ export class Chat {
     this.streamingId = null;
     this.busy = false;
     this.error = null;
+  }
+
+  /**
+   * A temporary chat ends when the page leaves it (another chat, a new one, the tab closing):
+   * the server deletes it, stopping its answer. `keepalive` lets the request outlive the page.
+   */
+  leave(): void {
+    const conv = this.conversation;
+    if (!conv?.temporary) return;
+    this.conversation = null;
+    void fetch(`/api/conversations/${enc(conv.id)}`, { method: 'DELETE', credentials: 'same-origin', keepalive: true }).catch(() => undefined);
   }
 
   private onEvent = (event: StreamEvent): void => {
@@ -126,8 +147,10 @@ export class Chat {
     if (!text || this.busy) return null;
     if (!this.conversation) {
       try {
-        this.conversation = await api.post<Conversation>('/api/conversations', model ? { model } : {});
-        conversations.upsert(this.conversation);
+        const { temporary, systemPrompt } = this.options;
+        const fields = { ...(model ? { model } : {}), ...(systemPrompt ? { system_prompt: systemPrompt } : {}), temporary };
+        this.conversation = await api.post<Conversation>('/api/conversations', fields);
+        if (!temporary) conversations.upsert(this.conversation);
       } catch (e) {
         this.error = { message: (e as Error).message, retry: () => void this.send(text, model) };
         return null;
