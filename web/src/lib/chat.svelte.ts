@@ -3,6 +3,7 @@
  * streamed into it. Send, regenerate and edit all start a server-side generation and follow
  * its events with the same function, which also resumes after a cut connection or a reload.
  */
+import { untrack } from 'svelte';
 import { api, ApiError, enc, postStream } from './api/client';
 import type { Conversation, Feedback, Message } from './api/types';
 import { conversations } from './conversations.svelte';
@@ -76,7 +77,9 @@ export class Chat {
    * the server deletes it, stopping its answer. `keepalive` lets the request outlive the page.
    */
   leave(): void {
-    const conv = this.conversation;
+    // Read untracked: close() runs inside the chat page's effect, which must not come to
+    // depend on the conversation (it would close the chat the first message just made).
+    const conv = untrack(() => this.conversation);
     if (!conv?.temporary) return;
     this.conversation = null;
     void fetch(`/api/conversations/${enc(conv.id)}`, { method: 'DELETE', credentials: 'same-origin', keepalive: true }).catch(() => undefined);
