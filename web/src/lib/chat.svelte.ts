@@ -20,13 +20,14 @@ export interface ChatError {
 export interface NewChatOptions {
   /** In no history, search or export; deleted when the page leaves it. */
   temporary: boolean;
-  /** A preset's system prompt ('' for none). */
+  /** The preset picked ('' for none) and its system prompt. */
+  presetId: string;
   systemPrompt: string;
 }
 
 export class Chat {
   conversation = $state<Conversation | null>(null);
-  options = $state<NewChatOptions>({ temporary: false, systemPrompt: '' });
+  options = $state<NewChatOptions>({ temporary: false, presetId: '', systemPrompt: '' });
   tree = $state<Tree>(emptyTree);
   leafId = $state<string | null>(null);
   streamingId = $state<string | null>(null);
