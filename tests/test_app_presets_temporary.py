@@ -193,3 +193,57 @@ def test_presets_need_a_login(chat_server: str) -> None:
     assert anonymous.get("/presets").status_code == 401
     assert anonymous.post("/presets", json={"name": "a", "system_prompt": "b"}).status_code == 401
     anonymous.close()
+
+
+async def _round_trip(url: str) -> tuple[set[str], set[str]]:
+    """Migrates to head, back below 0010 and up again: the conversation columns and the tables
+    at the end (after checking that going down removed what 0010 adds)."""
+    from alembic import command
+    from sqlalchemy import Connection, inspect
+
+    from fireside.store.db import alembic_config
+
+    def step(connection: Connection, target: str, down: bool) -> None:
+        config = alembic_config()
+        config.attributes["connection"] = connection
+        (command.downgrade if down else command.upgrade)(config, target)
+
+    def shape(connection: Connection) -> tuple[set[str], set[str]]:
+        found = inspect(connection)
+        columns = {c["name"] for c in found.get_columns("conversations")}
+        return columns, set(found.get_table_names())
+
+    db = Database(url)
+    await db.migrate()
+    async with db.engine.connect() as conn:
+        parent = _parent_of("0010")  # 0010's parent: "0007" now, "0009" after the merge
+        await conn.run_sync(step, parent, True)
+        columns_down, tables_down = await conn.run_sync(shape)
+        await conn.run_sync(step, "head", False)
+        columns_up, tables_up = await conn.run_sync(shape)
+        await conn.commit()
+    await db.close()
+    assert "temporary" not in columns_down and "presets" not in tables_down
+    return columns_up, tables_up
+
+
+def _parent_of(revision: str) -> str:
+    from alembic.script import ScriptDirectory
+
+    from fireside.store.db import alembic_config
+
+    found = ScriptDirectory.from_config(alembic_config()).get_revision(revision)
+    assert found is not None and isinstance(found.down_revision, str)
+    return found.down_revision
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_migration_0010_goes_down_and_up(backend: str, tmp_path: Any) -> None:
+    from tests.app_utils import postgres_database
+
+    if backend == "sqlite":
+        columns, tables = asyncio.run(_round_trip(f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"))
+    else:
+        with postgres_database() as url:
+            columns, tables = asyncio.run(_round_trip(url))
+    assert "temporary" in columns and "presets" in tables
