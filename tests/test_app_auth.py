@@ -260,6 +260,8 @@ def test_the_authorization_matrix_over_cookie_and_bearer_key(
     key_id = client.http.post("/keys", json={"name": "mine"}).json()["id"]
     me = client.http.get("/auth/me").json()["id"]
     preview = client.http.post("/previews", json={"html": "<p>mine</p>"}).json()["id"]
+    preset = client.http.post("/presets", json={"name": "p", "system_prompt": "s"}).json()["id"]
+    temporary = client.new_conversation(temporary=True)["id"]
 
     intruder = Client(chat_server)
     intruder.signup("Jo")
@@ -289,6 +291,9 @@ def test_the_authorization_matrix_over_cookie_and_bearer_key(
         ("POST", f"/conversations/{mine}/messages", {"content": "x", "parent_id": question}, {}),
         ("PATCH", f"/conversations/{mine}", {"current_leaf_id": answer}, {}),
         ("GET", f"/previews/{preview}", None, {}),
+        ("DELETE", f"/presets/{preset}", None, {}),
+        ("GET", f"/conversations/{temporary}", None, {}),
+        ("DELETE", f"/conversations/{temporary}", None, {}),
     ]
     admin: list[Route] = [
         ("GET", "/admin/users", None, {}),
@@ -321,8 +326,11 @@ def test_the_authorization_matrix_over_cookie_and_bearer_key(
             assert r.status_code == 403, (method, path, r.text)
     for who in (intruder.http, bearer):  # lists of one's own: never another user's
         assert who.get("/shares").json()["data"] == []
+        assert preset not in [p["id"] for p in who.get("/presets").json()["data"]]
     own_only: list[Route] = [  # no id: anyone logged in, nobody anonymous
         ("GET", "/shares", None, {}),
+        ("GET", "/presets", None, {}),
+        ("POST", "/presets", {"name": "p", "system_prompt": "s"}, {}),
         ("POST", "/run", {"language": "python", "code": "print(1)"}, {}),
         ("POST", "/previews", {"html": "<p>x</p>"}, {}),
     ]

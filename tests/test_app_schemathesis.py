@@ -82,6 +82,11 @@ class Fuzzed:
         assert r.status_code == 201, r.text
         return str(r.json()["id"])
 
+    def fresh_preset(self) -> str:
+        r = self.http.post("/presets", json={"name": "fuzz", "system_prompt": "fuzz"})
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"])
+
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def fuzzed(
@@ -117,6 +122,8 @@ def _point_at_real_ids(case: schemathesis.Case, fuzzed: Fuzzed) -> None:
         params["message_id"] = fuzzed.fresh_message()
     if "preview_id" in params:
         params["preview_id"] = fuzzed.fresh_preview()
+    if "preset_id" in params:
+        params["preset_id"] = fuzzed.fresh_preset()
 
 
 def test_every_api_operation_survives_fuzzed_input(fuzzed: Fuzzed) -> None:
@@ -132,6 +139,7 @@ def test_every_api_operation_survives_fuzzed_input(fuzzed: Fuzzed) -> None:
         "/api/keys/{key_id}",
         "/api/run",
         "/api/previews/{preview_id}",
+        "/api/presets/{preset_id}",
     }
     headers = {"Authorization": f"Bearer {fuzzed.key}"}
     for op in operations:

@@ -3,6 +3,7 @@ tasks and their event streams. `ChatApp` plugs it into the API's FastAPI app."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import uuid
@@ -39,11 +40,12 @@ class ChatApp:
         from fireside.app.routes_data import router as data
         from fireside.app.routes_feedback import router as feedback
         from fireside.app.routes_oidc import router as oidc
+        from fireside.app.routes_presets import router as presets
         from fireside.app.routes_run import router as run
         from fireside.app.routes_ws import router as ws
 
         api = APIRouter(prefix=PREFIX)
-        for router in (auth, oidc, conversations, ws, keys, feedback, admin, data, run):
+        for router in (auth, oidc, conversations, ws, keys, feedback, admin, data, run, presets):
             api.include_router(router)
         app.include_router(api)
         install_database_errors(app)
@@ -56,6 +58,7 @@ class ChatApp:
         from fireside.app.limits import AuthLimits, redis_prefix
         from fireside.app.runs import MemoryPreviews, Previews, RedisPreviews, Runs
         from fireside.app.state import ChatState
+        from fireside.app.temporary import sweep_forever
 
         access_log.install()  # after uvicorn configured its loggers
         settings = self.settings
@@ -92,7 +95,11 @@ class ChatApp:
             api_state.key_checks.append(key_check(db))
             api_state.require_key = settings.v1_requires_key()
             app.state.chat = chat
+            sweeper = asyncio.create_task(sweep_forever(chat))
             yield
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
             await chat.generations.shutdown()
         finally:
             await broker.close()

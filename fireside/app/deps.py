@@ -17,8 +17,8 @@ from starlette.requests import HTTPConnection
 from fireside.api.hosts import origin_allowed
 from fireside.app.errors import forbidden, not_found, unauthorized
 from fireside.app.state import ChatState
-from fireside.store import accounts, conversations
-from fireside.store.models import Conversation, Message, User
+from fireside.store import accounts, conversations, presets
+from fireside.store.models import Conversation, Message, Preset, User
 
 SESSION_COOKIE = "fireside_session"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -118,3 +118,17 @@ async def owned_message(
 
 
 OwnedMessage = Annotated[tuple[Message, Conversation], Depends(owned_message)]
+
+
+async def deletable_preset(preset_id: uuid.UUID, user: CurrentUser, db: DB) -> Preset:
+    """The caller's own preset, or (for an administrator) a shared one. Another user's private
+    preset is not found; a shared one the caller may see but not delete is 403."""
+    found = await presets.visible_preset(db, user.id, preset_id)
+    if found is None:
+        raise not_found("preset")
+    if found.user_id != user.id and user.role != "admin":
+        raise forbidden("only its owner or an administrator may delete a shared preset")
+    return found
+
+
+DeletablePreset = Annotated[Preset, Depends(deletable_preset)]

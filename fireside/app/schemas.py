@@ -73,6 +73,9 @@ class ConversationCreate(Strict):
     system_prompt: str | None = Field(default=None, max_length=MAX_CONTENT)
     temperature: float | None = Field(default=None, ge=0, le=2)
     max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
+    # In no list, search or export, never training data; deleted when the page leaves it
+    # (DELETE) or a day after it began.
+    temporary: bool = False
 
 
 class ConversationUpdate(Strict):
@@ -115,6 +118,7 @@ class ConversationPublic(BaseModel):
     max_tokens: int | None
     pinned: bool
     archived: bool
+    temporary: bool
     current_leaf_id: uuid.UUID | None
     created_at: datetime
     updated_at: datetime
@@ -146,6 +150,32 @@ class MessageCreate(Strict):
 
 class MessageEdit(Strict):
     content: str = Field(min_length=1, max_length=MAX_CONTENT)
+
+
+# --- presets (saved system prompts) ---
+
+MAX_PRESET_PROMPT = 20_000  # characters; a system prompt is read before every answer
+
+
+class PresetCreate(Strict):
+    name: str = Field(min_length=1, max_length=200)
+    system_prompt: str = Field(min_length=1, max_length=MAX_PRESET_PROMPT)
+    shared: bool = False  # every user sees it; only an administrator may publish one
+
+
+class PresetPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: uuid.UUID
+    name: str
+    system_prompt: str
+    shared: bool
+    mine: bool  # whether the caller made it (and may delete it)
+    created_at: datetime
+
+    @field_validator("created_at")
+    @classmethod
+    def _tz(cls, v: datetime) -> datetime:
+        return _utc(v)
 
 
 # --- the event contract ---

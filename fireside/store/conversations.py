@@ -50,7 +50,9 @@ async def list_conversations(
     """Newest activity first; `before` is the (updated_at, id) of the last row of the
     previous page (keyset pagination: stable while rows are added, no OFFSET scans)."""
     query = select(Conversation).where(
-        Conversation.user_id == user_id, Conversation.archived == archived
+        Conversation.user_id == user_id,
+        Conversation.archived == archived,
+        Conversation.temporary.is_(False),
     )
     if before is not None:
         at, id_ = before
@@ -68,6 +70,22 @@ async def delete_conversation(db: AsyncSession, conversation: Conversation) -> N
     # Messages go with it (ON DELETE CASCADE); one statement, one transaction.
     await db.execute(delete(Message).where(Message.conversation_id == conversation.id))
     await db.delete(conversation)
+
+
+async def delete_temporary_before(db: AsyncSession, cutoff: datetime) -> list[uuid.UUID]:
+    """Deletes the temporary conversations begun before `cutoff` with their messages, in the
+    caller's transaction; their ids, so that answers still running can be stopped first."""
+    ids = list(
+        await db.scalars(
+            select(Conversation.id).where(
+                Conversation.temporary.is_(True), Conversation.created_at < cutoff
+            )
+        )
+    )
+    if ids:
+        await db.execute(delete(Message).where(Message.conversation_id.in_(ids)))
+        await db.execute(delete(Conversation).where(Conversation.id.in_(ids)))
+    return ids
 
 
 async def touch(

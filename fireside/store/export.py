@@ -17,14 +17,14 @@ async def user_data(
     conversations = list(
         await db.scalars(
             select(Conversation)
-            .where(Conversation.user_id == user_id)
+            .where(Conversation.user_id == user_id, Conversation.temporary.is_(False))
             .order_by(Conversation.created_at)
         )
     )
     messages = await db.scalars(
         select(Message)
         .join(Conversation, Conversation.id == Message.conversation_id)
-        .where(Conversation.user_id == user_id)
+        .where(Conversation.user_id == user_id, Conversation.temporary.is_(False))
         .order_by(Message.created_at)
     )
     by_conversation: dict[uuid.UUID, list[Message]] = defaultdict(list)

@@ -40,6 +40,7 @@ async def rated_answers(db: AsyncSession) -> Sequence[tuple[Message, Feedback, C
         .join(User, User.id == Conversation.user_id)
         .where(
             User.training_consent.is_(True),
+            Conversation.temporary.is_(False),  # a temporary chat is never training data
             Message.status == "complete",
             Message.imported.is_(False),
         )
@@ -59,6 +60,7 @@ async def regenerated_questions(db: AsyncSession) -> Sequence[tuple[Message, Con
         .join(answer, answer.parent_id == Message.id)
         .where(
             User.training_consent.is_(True),
+            Conversation.temporary.is_(False),
             Message.role == "user",
             answer.role == "assistant",
             answer.status == "complete",

@@ -112,12 +112,34 @@ class Conversation(Base):
     max_tokens: Mapped[int | None] = mapped_column(Integer)
     pinned: Mapped[bool] = mapped_column(Boolean, default=False)
     archived: Mapped[bool] = mapped_column(Boolean, default=False)
+    # A temporary chat (0010): in no list, search, export or training data; deleted when its
+    # page closes it, or by the sweep a day after it began.
+    temporary: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     # The leaf of the branch on show; no foreign key, so that deleting a conversation's
     # messages needs no ordering dance.
     current_leaf_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=now)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=now)
-    __table_args__ = (Index("ix_conversations_user_updated", "user_id", "updated_at", "id"),)
+    __table_args__ = (
+        Index("ix_conversations_user_updated", "user_id", "updated_at", "id"),
+        Index("ix_conversations_temporary_created", "temporary", "created_at"),
+    )
+
+
+class Preset(Base):
+    """A saved system prompt with a name: its owner's, or every user's once an admin shares it."""
+
+    __tablename__ = "presets"
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(SafeString(200))
+    system_prompt: Mapped[str] = mapped_column(SafeText)
+    shared: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=now)
+    __table_args__ = (
+        Index("ix_presets_user_id", "user_id"),
+        Index("ix_presets_shared", "shared"),
+    )
 
 
 class Message(Base):

@@ -37,7 +37,7 @@ SQLITE = text(
     FROM messages_fts
     JOIN messages m ON m.rowid = messages_fts.rowid
     JOIN conversations c ON c.id = m.conversation_id
-    WHERE messages_fts MATCH :q AND c.user_id = :user_id
+    WHERE messages_fts MATCH :q AND c.user_id = :user_id AND NOT c.temporary
     ORDER BY bm25(messages_fts), m.id
     LIMIT :limit OFFSET :offset
     """
@@ -51,7 +51,7 @@ POSTGRES = text(
     FROM messages m
     JOIN conversations c ON c.id = m.conversation_id,
          websearch_to_tsquery('simple', :q) AS query
-    WHERE c.user_id = :user_id AND to_tsvector('simple', m.content) @@ query
+    WHERE c.user_id = :user_id AND NOT c.temporary AND to_tsvector('simple', m.content) @@ query
     ORDER BY ts_rank(to_tsvector('simple', m.content), query) DESC, m.id
     LIMIT :limit OFFSET :offset
     """

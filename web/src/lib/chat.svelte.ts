@@ -3,6 +3,7 @@
  * streamed into it. Send, regenerate and edit all start a server-side generation and follow
  * its events with the same function, which also resumes after a cut connection or a reload.
  */
+import { untrack } from 'svelte';
 import { api, ApiError, enc, postStream } from './api/client';
 import type { Conversation, Feedback, Message } from './api/types';
 import { conversations } from './conversations.svelte';
@@ -15,8 +16,18 @@ export interface ChatError {
   retry?: () => void;
 }
 
+/** What a new chat starts with, chosen before its first message. */
+export interface NewChatOptions {
+  /** In no history, search or export; deleted when the page leaves it. */
+  temporary: boolean;
+  /** The preset picked ('' for none) and its system prompt. */
+  presetId: string;
+  systemPrompt: string;
+}
+
 export class Chat {
   conversation = $state<Conversation | null>(null);
+  options = $state<NewChatOptions>({ temporary: false, presetId: '', systemPrompt: '' });
   tree = $state<Tree>(emptyTree);
   leafId = $state<string | null>(null);
   streamingId = $state<string | null>(null);
@@ -51,6 +62,7 @@ export class Chat {
   }
 
   close(): void {
+    this.leave();
     this.abort?.abort();
     this.abort = null;
     this.conversation = null;
@@ -59,6 +71,19 @@ export class Chat {
     this.streamingId = null;
     this.busy = false;
     this.error = null;
+  }
+
+  /**
+   * A temporary chat ends when the page leaves it (another chat, a new one, the tab closing):
+   * the server deletes it, stopping its answer. `keepalive` lets the request outlive the page.
+   */
+  leave(): void {
+    // Read untracked: close() runs inside the chat page's effect, which must not come to
+    // depend on the conversation (it would close the chat the first message just made).
+    const conv = untrack(() => this.conversation);
+    if (!conv?.temporary) return;
+    this.conversation = null;
+    void fetch(`/api/conversations/${enc(conv.id)}`, { method: 'DELETE', credentials: 'same-origin', keepalive: true }).catch(() => undefined);
   }
 
   private onEvent = (event: StreamEvent): void => {
@@ -126,8 +151,10 @@ export class Chat {
     if (!text || this.busy) return null;
     if (!this.conversation) {
       try {
-        this.conversation = await api.post<Conversation>('/api/conversations', model ? { model } : {});
-        conversations.upsert(this.conversation);
+        const { temporary, systemPrompt } = this.options;
+        const fields = { ...(model ? { model } : {}), ...(systemPrompt ? { system_prompt: systemPrompt } : {}), temporary };
+        this.conversation = await api.post<Conversation>('/api/conversations', fields);
+        if (!temporary) conversations.upsert(this.conversation);
       } catch (e) {
         this.error = { message: (e as Error).message, retry: () => void this.send(text, model) };
         return null;

@@ -61,7 +61,8 @@ class ConversationList {
   async update(id: string, change: Partial<Conversation>): Promise<Conversation> {
     const updated = await api.patch<Conversation>(`/api/conversations/${enc(id)}`, change);
     const plain = { ...updated, messages: undefined };
-    this.items = this.items.some((c) => c.id === id) ? this.items.map((c) => (c.id === id ? plain : c)) : [plain, ...this.items];
+    // A temporary chat is never listed, even after its settings change.
+    if (!updated.temporary) this.items = this.items.some((c) => c.id === id) ? this.items.map((c) => (c.id === id ? plain : c)) : [plain, ...this.items];
     if (this.archived) {
       const rest = this.archived.filter((c) => c.id !== id);
       this.archived = updated.archived ? [plain, ...rest] : rest;

@@ -55,6 +55,8 @@ export type ConnectionPublic = Schemas['ConnectionPublic'];
 /** A connection being edited: the key is write-only (empty = keep the stored one). */
 export type ConnectionDraft = Schemas['ConnectionIn'] & { has_key?: boolean };
 export type ImportResult = Schemas['ImportResult'];
+export type Preset = Schemas['PresetPublic'];
+export type PresetCreate = Schemas['PresetCreate'];
 
 export interface Page<T> {
   data: T[];
