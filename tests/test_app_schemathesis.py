@@ -77,6 +77,11 @@ class Fuzzed:
         got = self.http.get(f"/conversations/{conversation}").json()
         return str(got["messages"][0]["id"])
 
+    def fresh_fact(self) -> str:
+        r = self.http.post("/memory", json={"content": "fuzz"})
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"])
+
     def fresh_preview(self) -> str:
         r = self.http.post("/previews", json={"html": "<p>fuzz</p>"})
         assert r.status_code == 201, r.text
@@ -117,6 +122,8 @@ def _point_at_real_ids(case: schemathesis.Case, fuzzed: Fuzzed) -> None:
         params["message_id"] = fuzzed.fresh_message()
     if "preview_id" in params:
         params["preview_id"] = fuzzed.fresh_preview()
+    if "fact_id" in params:
+        params["fact_id"] = fuzzed.fresh_fact()
 
 
 def test_every_api_operation_survives_fuzzed_input(fuzzed: Fuzzed) -> None:
@@ -132,6 +139,7 @@ def test_every_api_operation_survives_fuzzed_input(fuzzed: Fuzzed) -> None:
         "/api/keys/{key_id}",
         "/api/run",
         "/api/previews/{preview_id}",
+        "/api/memory/{fact_id}",
     }
     headers = {"Authorization": f"Bearer {fuzzed.key}"}
     for op in operations:
