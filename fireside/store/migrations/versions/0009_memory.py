@@ -18,18 +18,18 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("users") as batch:
-        batch.add_column(sa.Column("about_me", sa.Text(), nullable=True))
-        batch.add_column(sa.Column("response_style", sa.Text(), nullable=True))
-        batch.add_column(
-            sa.Column(
-                "memory_enabled", sa.Boolean(), nullable=False, server_default=sa.text("true")
-            )
-        )
-    with op.batch_alter_table("messages") as batch:
-        batch.add_column(
-            sa.Column("memory_used", sa.Boolean(), nullable=False, server_default=sa.text("false"))
-        )
+    # Plain ADD COLUMNs, never batch mode: copying `messages` would drop its FTS5 triggers
+    # (0002), and there is no need to copy `users` either.
+    op.add_column("users", sa.Column("about_me", sa.Text(), nullable=True))
+    op.add_column("users", sa.Column("response_style", sa.Text(), nullable=True))
+    op.add_column(
+        "users",
+        sa.Column("memory_enabled", sa.Boolean(), nullable=False, server_default=sa.true()),
+    )
+    op.add_column(
+        "messages",
+        sa.Column("memory_used", sa.Boolean(), nullable=False, server_default=sa.false()),
+    )
     op.create_table(
         "memory_facts",
         sa.Column("id", sa.Uuid(), nullable=False),
@@ -51,9 +51,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_memory_facts_user_id", table_name="memory_facts")
     op.drop_table("memory_facts")
-    with op.batch_alter_table("messages") as batch:
-        batch.drop_column("memory_used")
-    with op.batch_alter_table("users") as batch:
-        batch.drop_column("memory_enabled")
-        batch.drop_column("response_style")
-        batch.drop_column("about_me")
+    # SQLite 3.35+ drops a column in place.
+    op.drop_column("messages", "memory_used")
+    op.drop_column("users", "memory_enabled")
+    op.drop_column("users", "response_style")
+    op.drop_column("users", "about_me")
