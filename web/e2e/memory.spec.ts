@@ -3,6 +3,7 @@
  * in the settings reach a new chat's stored system prompt; a remembered fact is used by the
  * next answer, which says so, and once deleted no new answer uses it.
  */
+import AxeBuilder from '@axe-core/playwright';
 import { expect, test, type Page } from '@playwright/test';
 import { ChatPage, signUp } from './chat-page';
 
@@ -57,6 +58,8 @@ test('memory: add a fact, an answer uses it, delete it, the next chat does not',
   await expect(chat.lastAnswer().getByRole('note')).toHaveText('Memory used');
   await page.reload(); // stored with the answer, not only shown while it streamed
   await expect(chat.lastAnswer().getByRole('note')).toHaveText('Memory used');
+  const axe = await new AxeBuilder({ page }).withTags(['wcag2a', 'wcag2aa']).analyze();
+  expect(axe.violations.map((v) => v.id)).toEqual([]);
 
   await openSettings(page);
   await page.getByRole('button', { name: 'Delete fact My cat is called Miso.' }).click();
