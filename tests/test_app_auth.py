@@ -116,8 +116,11 @@ def test_another_users_ids_are_not_found_and_no_login_is_401(
     question, answer = events[0].data["id"], events[-1].data["message"]["id"]
     c, m = conv["id"], answer
     preview = client.http.post("/previews", json={"html": "<p>mine</p>"}).json()["id"]
+    fact = client.http.post("/memory", json={"content": "Fay keeps bees."}).json()["id"]
     routes: list[tuple[str, str, dict[str, object] | None]] = [
         ("GET", f"/previews/{preview}", None),
+        ("PATCH", f"/memory/{fact}", {"content": "mine now"}),
+        ("DELETE", f"/memory/{fact}", None),
         ("GET", f"/conversations/{c}", None),
         ("PATCH", f"/conversations/{c}", {"title": "mine now"}),
         ("DELETE", f"/conversations/{c}", None),
@@ -262,6 +265,7 @@ def test_the_authorization_matrix_over_cookie_and_bearer_key(
     preview = client.http.post("/previews", json={"html": "<p>mine</p>"}).json()["id"]
     preset = client.http.post("/presets", json={"name": "p", "system_prompt": "s"}).json()["id"]
     temporary = client.new_conversation(temporary=True)["id"]
+    fact = client.http.post("/memory", json={"content": "Ida keeps bees."}).json()["id"]
 
     intruder = Client(chat_server)
     intruder.signup("Jo")
@@ -294,6 +298,8 @@ def test_the_authorization_matrix_over_cookie_and_bearer_key(
         ("DELETE", f"/presets/{preset}", None, {}),
         ("GET", f"/conversations/{temporary}", None, {}),
         ("DELETE", f"/conversations/{temporary}", None, {}),
+        ("PATCH", f"/memory/{fact}", {"content": "mine now"}, {}),
+        ("DELETE", f"/memory/{fact}", None, {}),
     ]
     admin: list[Route] = [
         ("GET", "/admin/users", None, {}),
@@ -327,12 +333,18 @@ def test_the_authorization_matrix_over_cookie_and_bearer_key(
     for who in (intruder.http, bearer):  # lists of one's own: never another user's
         assert who.get("/shares").json()["data"] == []
         assert preset not in [p["id"] for p in who.get("/presets").json()["data"]]
+        assert who.get("/memory").json()["data"] == []
+    assert [f["content"] for f in client.http.get("/memory").json()["data"]] == ["Ida keeps bees."]
     own_only: list[Route] = [  # no id: anyone logged in, nobody anonymous
         ("GET", "/shares", None, {}),
         ("GET", "/presets", None, {}),
         ("POST", "/presets", {"name": "p", "system_prompt": "s"}, {}),
         ("POST", "/run", {"language": "python", "code": "print(1)"}, {}),
         ("POST", "/previews", {"html": "<p>x</p>"}, {}),
+        ("GET", "/memory", None, {}),
+        ("POST", "/memory", {"content": "x"}, {}),
+        ("GET", "/settings", None, {}),
+        ("PATCH", "/settings", {"about_me": "x"}, {}),
     ]
     for method, path, body, headers in [*owned, *admin, *keys, *own_only]:
         r = anonymous.request(method, path, json=body, headers=headers)

@@ -62,9 +62,9 @@ def test_personal_keys_are_shown_once_and_authorize_v1(client: Client, chat_serv
 def test_feedback_becomes_dpo_and_sft_data(
     client: Client, chat_server: str, chat_backend: Backend, tokenizer: Tokenizer, tmp_path: Path
 ) -> None:
-    assert client.http.get("/settings").json() == {"training_consent": False}
+    assert client.http.get("/settings").json()["training_consent"] is False
     r = client.http.patch("/settings", json={"training_consent": True})
-    assert r.json() == {"training_consent": True}
+    assert r.json()["training_consent"] is True
     conv = client.new_conversation(system_prompt="Answer in one word.", temperature=1.0)
     marker = f"Which colour? {conv['id']}"
     events = client.send(conv["id"], marker)

@@ -155,8 +155,8 @@ def test_feedback_trains_the_model_that_is_served_next(
         ann.signup("Ann")
         bob.signup("Bob")
         r = ann.http.patch("/settings", json={"training_consent": True})
-        assert r.json() == {"training_consent": True}
-        assert bob.http.get("/settings").json() == {"training_consent": False}
+        assert r.json()["training_consent"] is True
+        assert bob.http.get("/settings").json()["training_consent"] is False
         _, rejected, chosen = chat_rate_and_regenerate(ann, "Ann asks: which colour is the sky?")
         # Bob does exactly the same; his pair must not leave the server.
         chat_rate_and_regenerate(bob, "Bob asks: which colour is grass?")

@@ -77,6 +77,11 @@ class Fuzzed:
         got = self.http.get(f"/conversations/{conversation}").json()
         return str(got["messages"][0]["id"])
 
+    def fresh_fact(self) -> str:
+        r = self.http.post("/memory", json={"content": "fuzz"})
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"])
+
     def fresh_preview(self) -> str:
         r = self.http.post("/previews", json={"html": "<p>fuzz</p>"})
         assert r.status_code == 201, r.text
@@ -124,6 +129,8 @@ def _point_at_real_ids(case: schemathesis.Case, fuzzed: Fuzzed) -> None:
         params["preview_id"] = fuzzed.fresh_preview()
     if "preset_id" in params:
         params["preset_id"] = fuzzed.fresh_preset()
+    if "fact_id" in params:
+        params["fact_id"] = fuzzed.fresh_fact()
 
 
 def test_every_api_operation_survives_fuzzed_input(fuzzed: Fuzzed) -> None:
@@ -140,6 +147,7 @@ def test_every_api_operation_survives_fuzzed_input(fuzzed: Fuzzed) -> None:
         "/api/run",
         "/api/previews/{preview_id}",
         "/api/presets/{preset_id}",
+        "/api/memory/{fact_id}",
     }
     headers = {"Authorization": f"Bearer {fuzzed.key}"}
     for op in operations:

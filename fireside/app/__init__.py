@@ -39,13 +39,26 @@ class ChatApp:
         from fireside.app.routes_conversations import router as conversations
         from fireside.app.routes_data import router as data
         from fireside.app.routes_feedback import router as feedback
+        from fireside.app.routes_memory import router as memory
         from fireside.app.routes_oidc import router as oidc
         from fireside.app.routes_presets import router as presets
         from fireside.app.routes_run import router as run
         from fireside.app.routes_ws import router as ws
 
         api = APIRouter(prefix=PREFIX)
-        for router in (auth, oidc, conversations, ws, keys, feedback, admin, data, run, presets):
+        for router in (
+            auth,
+            oidc,
+            conversations,
+            ws,
+            keys,
+            feedback,
+            memory,
+            admin,
+            data,
+            run,
+            presets,
+        ):
             api.include_router(router)
         app.include_router(api)
         install_database_errors(app)

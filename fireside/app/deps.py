@@ -1,7 +1,7 @@
 """The chat app's dependencies: the database session, the caller, and what the caller owns.
 
-Ownership is decided here, once: `OwnedConversation` and `OwnedMessage` are the caller's or
-a 404, whatever the id.
+Ownership is decided here, once: `OwnedConversation`, `OwnedMessage` and `OwnedMemoryFact` are
+the caller's or a 404, whatever the id.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from starlette.requests import HTTPConnection
 from fireside.api.hosts import origin_allowed
 from fireside.app.errors import forbidden, not_found, unauthorized
 from fireside.app.state import ChatState
-from fireside.store import accounts, conversations, presets
-from fireside.store.models import Conversation, Message, Preset, User
+from fireside.store import accounts, conversations, memory, presets
+from fireside.store.models import Conversation, MemoryFact, Message, Preset, User
 
 SESSION_COOKIE = "fireside_session"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -132,3 +132,13 @@ async def deletable_preset(preset_id: uuid.UUID, user: CurrentUser, db: DB) -> P
 
 
 DeletablePreset = Annotated[Preset, Depends(deletable_preset)]
+
+
+async def owned_memory_fact(fact_id: uuid.UUID, user: CurrentUser, db: DB) -> MemoryFact:
+    found = await memory.owned_fact(db, user.id, fact_id)
+    if found is None:
+        raise not_found("memory fact")
+    return found
+
+
+OwnedMemoryFact = Annotated[MemoryFact, Depends(owned_memory_fact)]

@@ -32,6 +32,7 @@ from fireside.api.state import AppState
 from fireside.app.connected import connection_named
 from fireside.app.errors import conflict, too_many
 from fireside.app.keys import user_cache_identity
+from fireside.app.memory import memory_for
 from fireside.app.schemas import MessagePublic
 from fireside.app.sources import AnswerSource, RemoteSource, local_source
 from fireside.app.state import ChatState
@@ -147,14 +148,24 @@ class Generations:
             prompt.append(ChatMessageIn(role="user", content=user_content))
         if not prompt or prompt[-1].role != "user":
             raise bad_request("there is no user message to answer", "parent_id")
-        if conversation.system_prompt:
-            prompt.insert(0, ChatMessageIn(role="system", content=conversation.system_prompt))
+        # The conversation's own prompt (custom instructions were copied in at its creation),
+        # then the user's memory as it is now: a deleted fact leaves every later answer.
+        remembered = await memory_for(db, conversation.user_id)
+        system = [p for p in (conversation.system_prompt, remembered) if p]
+        if system:
+            prompt.insert(0, ChatMessageIn(role="system", content="\n\n".join(system)))
         source = await self._source(db, served, conversation, prompt)
 
         stream_after = await self.chat.events.last_id(stream_key(conversation.id))
         try:
             user_message, answer = await self._store_turn(
-                db, conversation, parent, user_content, source.model, stream_after
+                db,
+                conversation,
+                parent,
+                user_content,
+                source.model,
+                stream_after,
+                memory_used=remembered is not None,
             )
         except IntegrityError:  # another send won the race (the one-streaming index)
             raise conflict(BUSY) from None
@@ -179,6 +190,8 @@ class Generations:
         user_content: str | None,
         model: str,
         stream_after: str | None,
+        *,
+        memory_used: bool,
     ) -> tuple[Message | None, Message]:
         """The question (if new) and the empty answer under it, in one transaction; on an
         IntegrityError it is rolled back before the next writer's turn."""
@@ -202,6 +215,7 @@ class Generations:
                     model=model,
                     stream_after=stream_after,
                     worker=self.chat.worker,
+                    memory_used=memory_used,
                 )
                 await store.touch(db, conversation.id, current_leaf_id=answer.id)
                 await db.commit()

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from fireside.api.errors import ErrorResponse
 from fireside.app import accounts
@@ -14,8 +14,10 @@ from fireside.app.accounts import SIGNUP_PENDING
 from fireside.app.deps import DB, SESSION_COOKIE, ChatStateDep, CurrentUser, check_origin
 from fireside.app.deps import session_token as cookie_token
 from fireside.app.limits import client_address
+from fireside.app.memory import MAX_INSTRUCTIONS
 from fireside.app.schemas import LoginRequest, PasswordChange, SignupRequest, UserPublic
 from fireside.store import accounts as store
+from fireside.store.models import User
 
 router = APIRouter(tags=["auth"])
 
@@ -116,21 +118,39 @@ async def change_password(
 
 class SettingsPublic(BaseModel):
     training_consent: bool
+    about_me: str  # "What should Fireside know about you?"
+    response_style: str  # "How should it answer?"
+    memory_enabled: bool
 
 
 class SettingsUpdate(BaseModel):
     training_consent: bool | None = None
+    # Copied into each new conversation's system prompt; "" clears.
+    about_me: str | None = Field(default=None, max_length=MAX_INSTRUCTIONS)
+    response_style: str | None = Field(default=None, max_length=MAX_INSTRUCTIONS)
+    memory_enabled: bool | None = None
+
+
+def _settings(user: User) -> SettingsPublic:
+    return SettingsPublic(
+        training_consent=user.training_consent,
+        about_me=user.about_me or "",
+        response_style=user.response_style or "",
+        memory_enabled=user.memory_enabled,
+    )
 
 
 @router.get("/settings", response_model=SettingsPublic, tags=["settings"])
 async def get_settings(user: CurrentUser) -> SettingsPublic:
-    return SettingsPublic(training_consent=user.training_consent)
+    return _settings(user)
 
 
 @router.patch("/settings", response_model=SettingsPublic, tags=["settings"])
 async def update_settings(body: SettingsUpdate, user: CurrentUser, db: DB) -> SettingsPublic:
-    if body.training_consent is not None:
-        user.training_consent = body.training_consent
+    changes = body.model_dump(exclude_none=True)
+    if changes:
+        for name, value in changes.items():
+            setattr(user, name, value)
         db.add(user)
         await db.commit()
-    return SettingsPublic(training_consent=user.training_consent)
+    return _settings(user)

@@ -16,6 +16,7 @@ from fireside.api.errors import bad_request
 from fireside.app.deps import DB, ChatStateDep, CurrentUser, OwnedConversation, OwnedMessage
 from fireside.app.errors import not_found
 from fireside.app.generation import Generation
+from fireside.app.memory import instructions_prompt
 from fireside.app.schemas import (
     BranchMessage,
     ConversationCreate,
@@ -88,6 +89,7 @@ async def create_conversation(
     body: ConversationCreate, user: CurrentUser, db: DB
 ) -> ConversationPublic:
     fields = body.model_dump(exclude_none=True)
+    fields["system_prompt"] = instructions_prompt(user, body.system_prompt)
     conversation = await store.add_conversation(db, user.id, **fields)
     await db.commit()
     return ConversationPublic.model_validate(conversation)

@@ -100,6 +100,7 @@ class MessagePublic(BaseModel):
     model: str | None = None
     error: str | None = None
     tool_calls: list[dict[str, Any]] | None = None
+    memory_used: bool = False  # the answer's prompt held the user's memory facts
     created_at: datetime
 
     @field_validator("created_at")

@@ -71,6 +71,10 @@ class User(Base):
     role: Mapped[str] = mapped_column(SafeString(16), default="user")  # user | admin
     status: Mapped[str] = mapped_column(SafeString(16), default="active")  # active|pending|disabled
     training_consent: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Custom instructions, copied into each new conversation's system prompt (0009).
+    about_me: Mapped[str | None] = mapped_column(SafeText)
+    response_style: Mapped[str | None] = mapped_column(SafeText)
+    memory_enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=now)
 
 
@@ -165,6 +169,8 @@ class Message(Base):
     worker: Mapped[str | None] = mapped_column(SafeString(64))
     # Brought in by an import (ChatGPT's or ours): never training data, whatever its rating.
     imported: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    # An answer whose prompt held the user's memory facts (0009).
+    memory_used: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=now)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=now)
     __table_args__ = (
@@ -179,6 +185,19 @@ class Message(Base):
             postgresql_where=text("status = 'streaming'"),
         ),
     )
+
+
+class MemoryFact(Base):
+    """A short fact the user asked Fireside to remember; added to new answers' prompts while
+    the user's memory is on."""
+
+    __tablename__ = "memory_facts"
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    content: Mapped[str] = mapped_column(SafeText)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=now)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=now)
+    __table_args__ = (Index("ix_memory_facts_user_id", "user_id", "created_at"),)
 
 
 class Feedback(Base):

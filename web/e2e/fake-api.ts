@@ -183,7 +183,8 @@ export class FakeApi {
       return route.fulfill({ status: 204 });
     }
     if (path === '/api/models') return json({ data: [{ id: 'fireside-tiny', ready: true, source: 'local' }], next_cursor: null });
-    if (path === '/api/settings') return json({ training_consent: false });
+    if (path === '/api/settings') return json({ training_consent: false, about_me: '', response_style: '', memory_enabled: true });
+    if (path === '/api/memory') return json({ data: [], next_cursor: null });
     if (path === '/api/keys') return json({ data: [], next_cursor: null });
     if (path === '/api/shares') return json({ data: [], next_cursor: null });
     if (path === '/api/presets') return json({ data: [], next_cursor: null });

@@ -21,7 +21,9 @@ export interface ToolCall {
   error?: boolean;
 }
 
-export type Message = Omit<Schemas['MessagePublic'], 'tool_calls'> & {
+export type Message = Omit<Schemas['MessagePublic'], 'tool_calls' | 'memory_used'> & {
+  /** The answer's prompt held the user's memory facts (absent on a message made here). */
+  memory_used?: boolean;
   /** As stored (free-form objects); tree.toolCalls reads them as ToolCall. */
   tool_calls?: ToolCall[] | Record<string, unknown>[] | null;
   /** Kept by the page after the user rates an answer. */
@@ -51,6 +53,7 @@ export type SharePublic = Schemas['SharePublic'];
 export type SharedConversation = Schemas['SharedConversation'];
 export type UsageRow = Schemas['UsageRow'];
 export type UserSettings = Schemas['SettingsPublic'];
+export type MemoryFact = Schemas['MemoryFactPublic'];
 export type ConnectionPublic = Schemas['ConnectionPublic'];
 /** A connection being edited: the key is write-only (empty = keep the stored one). */
 export type ConnectionDraft = Schemas['ConnectionIn'] & { has_key?: boolean };
