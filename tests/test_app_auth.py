@@ -260,6 +260,7 @@ def test_the_authorization_matrix_over_cookie_and_bearer_key(
     key_id = client.http.post("/keys", json={"name": "mine"}).json()["id"]
     me = client.http.get("/auth/me").json()["id"]
     preview = client.http.post("/previews", json={"html": "<p>mine</p>"}).json()["id"]
+    project = client.http.post("/projects", json={"name": "mine"}).json()["id"]
 
     intruder = Client(chat_server)
     intruder.signup("Jo")
@@ -289,6 +290,13 @@ def test_the_authorization_matrix_over_cookie_and_bearer_key(
         ("POST", f"/conversations/{mine}/messages", {"content": "x", "parent_id": question}, {}),
         ("PATCH", f"/conversations/{mine}", {"current_leaf_id": answer}, {}),
         ("GET", f"/previews/{preview}", None, {}),
+        ("GET", f"/projects/{project}", None, {}),
+        ("PATCH", f"/projects/{project}", {"name": "mine now"}, {}),
+        ("DELETE", f"/projects/{project}", None, {}),
+        ("DELETE", f"/projects/{project}?delete_conversations=true", None, {}),
+        ("GET", f"/conversations?project_id={project}", None, {}),
+        ("POST", "/conversations", {"project_id": project}, {}),
+        ("PATCH", f"/conversations/{mine}", {"project_id": project}, {}),
     ]
     admin: list[Route] = [
         ("GET", "/admin/users", None, {}),
@@ -321,8 +329,11 @@ def test_the_authorization_matrix_over_cookie_and_bearer_key(
             assert r.status_code == 403, (method, path, r.text)
     for who in (intruder.http, bearer):  # lists of one's own: never another user's
         assert who.get("/shares").json()["data"] == []
+        assert who.get("/projects").json()["data"] == []
     own_only: list[Route] = [  # no id: anyone logged in, nobody anonymous
         ("GET", "/shares", None, {}),
+        ("GET", "/projects", None, {}),
+        ("POST", "/projects", {"name": "x"}, {}),
         ("POST", "/run", {"language": "python", "code": "print(1)"}, {}),
         ("POST", "/previews", {"html": "<p>x</p>"}, {}),
     ]

@@ -3,7 +3,7 @@ malformed bodies, wrong types, huge strings and odd characters get a 4xx, never 
 
 The fuzzing user is an administrator (so the admin routes read their bodies too) with a
 personal API key sent as a Bearer header, and the ids in paths are, where the route takes
-one, a real conversation or message of that user's, so the fuzzed bodies get past the
+one, a real conversation, message or project of that user's, so the fuzzed bodies get past the
 ownership check to the code that reads them. Each backend gets a server and a database of
 its own: fuzzed admin settings (the sign-up policy, connections) must not reach other tests.
 """
@@ -77,6 +77,11 @@ class Fuzzed:
         got = self.http.get(f"/conversations/{conversation}").json()
         return str(got["messages"][0]["id"])
 
+    def fresh_project(self) -> str:
+        r = self.http.post("/projects", json={"name": "fuzz", "instructions": "be kind"})
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"])
+
     def fresh_preview(self) -> str:
         r = self.http.post("/previews", json={"html": "<p>fuzz</p>"})
         assert r.status_code == 201, r.text
@@ -117,6 +122,8 @@ def _point_at_real_ids(case: schemathesis.Case, fuzzed: Fuzzed) -> None:
         params["message_id"] = fuzzed.fresh_message()
     if "preview_id" in params:
         params["preview_id"] = fuzzed.fresh_preview()
+    if "project_id" in params:
+        params["project_id"] = fuzzed.fresh_project()
 
 
 def test_every_api_operation_survives_fuzzed_input(fuzzed: Fuzzed) -> None:
@@ -132,6 +139,7 @@ def test_every_api_operation_survives_fuzzed_input(fuzzed: Fuzzed) -> None:
         "/api/keys/{key_id}",
         "/api/run",
         "/api/previews/{preview_id}",
+        "/api/projects/{project_id}",
     }
     headers = {"Authorization": f"Bearer {fuzzed.key}"}
     for op in operations:

@@ -39,11 +39,12 @@ class ChatApp:
         from fireside.app.routes_data import router as data
         from fireside.app.routes_feedback import router as feedback
         from fireside.app.routes_oidc import router as oidc
+        from fireside.app.routes_projects import router as projects
         from fireside.app.routes_run import router as run
         from fireside.app.routes_ws import router as ws
 
         api = APIRouter(prefix=PREFIX)
-        for router in (auth, oidc, conversations, ws, keys, feedback, admin, data, run):
+        for router in (auth, oidc, conversations, projects, ws, keys, feedback, admin, data, run):
             api.include_router(router)
         app.include_router(api)
         install_database_errors(app)

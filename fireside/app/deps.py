@@ -1,7 +1,7 @@
 """The chat app's dependencies: the database session, the caller, and what the caller owns.
 
-Ownership is decided here, once: `OwnedConversation` and `OwnedMessage` are the caller's or
-a 404, whatever the id.
+Ownership is decided here, once: `OwnedConversation`, `OwnedMessage` and `OwnedProject` are
+the caller's or a 404, whatever the id.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from starlette.requests import HTTPConnection
 from fireside.api.hosts import origin_allowed
 from fireside.app.errors import forbidden, not_found, unauthorized
 from fireside.app.state import ChatState
-from fireside.store import accounts, conversations
-from fireside.store.models import Conversation, Message, User
+from fireside.store import accounts, conversations, projects
+from fireside.store.models import Conversation, Message, Project, User
 
 SESSION_COOKIE = "fireside_session"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -118,3 +118,13 @@ async def owned_message(
 
 
 OwnedMessage = Annotated[tuple[Message, Conversation], Depends(owned_message)]
+
+
+async def owned_project(project_id: uuid.UUID, user: CurrentUser, db: DB) -> Project:
+    found = await projects.owned_project(db, user.id, project_id)
+    if found is None:
+        raise not_found("project")
+    return found
+
+
+OwnedProject = Annotated[Project, Depends(owned_project)]

@@ -32,6 +32,7 @@ from fireside.api.state import AppState
 from fireside.app.connected import connection_named
 from fireside.app.errors import conflict, too_many
 from fireside.app.keys import user_cache_identity
+from fireside.app.projects import system_prompt
 from fireside.app.schemas import MessagePublic
 from fireside.app.sources import AnswerSource, RemoteSource, local_source
 from fireside.app.state import ChatState
@@ -147,8 +148,9 @@ class Generations:
             prompt.append(ChatMessageIn(role="user", content=user_content))
         if not prompt or prompt[-1].role != "user":
             raise bad_request("there is no user message to answer", "parent_id")
-        if conversation.system_prompt:
-            prompt.insert(0, ChatMessageIn(role="system", content=conversation.system_prompt))
+        system = await system_prompt(db, conversation)
+        if system:
+            prompt.insert(0, ChatMessageIn(role="system", content=system))
         source = await self._source(db, served, conversation, prompt)
 
         stream_after = await self.chat.events.last_id(stream_key(conversation.id))

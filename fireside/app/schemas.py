@@ -64,6 +64,33 @@ class UserPublic(BaseModel):
         return _utc(v)
 
 
+# --- projects ---
+
+
+class ProjectCreate(Strict):
+    name: str = Field(min_length=1, max_length=200)
+    instructions: str = Field(default="", max_length=MAX_CONTENT)
+
+
+class ProjectUpdate(Strict):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    instructions: str | None = Field(default=None, max_length=MAX_CONTENT)
+
+
+class ProjectPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: uuid.UUID
+    name: str
+    instructions: str
+    created_at: datetime
+    updated_at: datetime
+
+    @field_validator("created_at", "updated_at")
+    @classmethod
+    def _tz(cls, v: datetime) -> datetime:
+        return _utc(v)
+
+
 # --- conversations and messages ---
 
 
@@ -73,6 +100,7 @@ class ConversationCreate(Strict):
     system_prompt: str | None = Field(default=None, max_length=MAX_CONTENT)
     temperature: float | None = Field(default=None, ge=0, le=2)
     max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
+    project_id: uuid.UUID | None = None  # a project of the caller's
 
 
 class ConversationUpdate(Strict):
@@ -85,6 +113,7 @@ class ConversationUpdate(Strict):
     archived: bool | None = None
     # Switch the branch on show to the one ending at this message (of this conversation).
     current_leaf_id: uuid.UUID | None = None
+    project_id: uuid.UUID | None = None  # a project of the caller's; null moves it out
 
 
 class MessagePublic(BaseModel):
@@ -116,6 +145,7 @@ class ConversationPublic(BaseModel):
     pinned: bool
     archived: bool
     current_leaf_id: uuid.UUID | None
+    project_id: uuid.UUID | None = None
     created_at: datetime
     updated_at: datetime
 
