@@ -6,6 +6,7 @@
 import { api, ApiError, enc, postStream } from './api/client';
 import type { Conversation, Feedback, Message } from './api/types';
 import { conversations } from './conversations.svelte';
+import { projects } from './projects.svelte';
 import { EventCursor, type StreamEvent } from './stream/events';
 import { follow, StreamHttpError } from './stream/follow';
 import { addMessage, answerStart, applyEvent, branchPath, emptyTree, fromMessages, isRunning, siblingIds, switchBranch, type Tree } from './tree';
@@ -31,6 +32,7 @@ export class Chat {
   async open(id: string): Promise<void> {
     if (this.conversation?.id === id) return;
     this.close();
+    projects.startIn = null; // a new chat after this one starts in no project
     this.loading = true;
     try {
       const conv = await api.get<Conversation>(`/api/conversations/${enc(id)}`);
@@ -126,7 +128,12 @@ export class Chat {
     if (!text || this.busy) return null;
     if (!this.conversation) {
       try {
-        this.conversation = await api.post<Conversation>('/api/conversations', model ? { model } : {});
+        const project = projects.startIn;
+        this.conversation = await api.post<Conversation>('/api/conversations', {
+          ...(model ? { model } : {}),
+          ...(project ? { project_id: project } : {}),
+        });
+        projects.startIn = null;
         conversations.upsert(this.conversation);
       } catch (e) {
         this.error = { message: (e as Error).message, retry: () => void this.send(text, model) };
