@@ -186,6 +186,7 @@ export class FakeApi {
     if (path === '/api/settings') return json({ training_consent: false });
     if (path === '/api/keys') return json({ data: [], next_cursor: null });
     if (path === '/api/shares') return json({ data: [], next_cursor: null });
+    if (path === '/api/projects' && method === 'GET') return json({ data: [], next_cursor: null });
     if (path === '/api/search') {
       const q = (url.searchParams.get('q') ?? '').toLowerCase();
       const data = [...this.convs.values()].flatMap((c) =>
