@@ -125,6 +125,15 @@ def test_create_rename_list_and_move_chats_in_and_out(client: Client) -> None:
     client.http.patch(f"/conversations/{inside['id']}", json={"title": "Ch. 1"})
     assert client.http.get(f"/conversations/{inside['id']}").json()["project_id"] == project["id"]
 
+    # One's export holds the projects, and each chat names its own.
+    exported = client.http.get("/export").json()
+    assert {(p["name"], p["instructions"]) for p in exported["projects"]} == {
+        ("Dissertation", "Cite sources."),
+        ("Garden", ""),
+    }
+    in_export = {c["id"]: c["project_id"] for c in exported["conversations"]}
+    assert in_export == {inside["id"]: project["id"], loose["id"]: None}
+
 
 def test_a_chat_in_a_project_answers_with_its_instructions(
     client: Client, recording_server: tuple[str, RecordingEngine]

@@ -42,17 +42,19 @@ async def project_instructions(db: AsyncSession, project_id: uuid.UUID) -> str |
 async def list_projects(
     db: AsyncSession,
     user_id: uuid.UUID,
-    limit: int,
+    limit: int | None,
     before: tuple[datetime, uuid.UUID] | None,
 ) -> list[Project]:
-    """Newest first, keyset-paginated on (updated_at, id) as conversations are."""
+    """Newest first, keyset-paginated on (updated_at, id) as conversations are (None: all)."""
     query = select(Project).where(Project.user_id == user_id)
     if before is not None:
         at, id_ = before
         query = query.where(
             or_(Project.updated_at < at, and_(Project.updated_at == at, Project.id < id_))
         )
-    query = query.order_by(Project.updated_at.desc(), Project.id.desc()).limit(limit)
+    query = query.order_by(Project.updated_at.desc(), Project.id.desc())
+    if limit is not None:
+        query = query.limit(limit)
     return list(await db.scalars(query))
 
 

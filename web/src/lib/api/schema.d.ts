@@ -408,7 +408,8 @@ export interface paths {
         };
         /**
          * Export My Data
-         * @description Everything of the caller's: the account and every conversation with its whole tree.
+         * @description Everything of the caller's: the account, its projects and every conversation with its
+         *     whole tree.
          */
         get: operations["export_my_data_api_export_get"];
         put?: never;
@@ -2356,6 +2357,8 @@ export interface components {
         UserExport: {
             /** Conversations */
             conversations: components["schemas"]["ExportedConversation-Output"][];
+            /** Projects */
+            projects: components["schemas"]["ProjectPublic"][];
             user: components["schemas"]["UserPublic"];
         };
         /** UserPublic */
