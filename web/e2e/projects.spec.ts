@@ -42,6 +42,13 @@ test('project create, move and inherit', async ({ page }) => {
   await chat.moveChat('plain question', 'Pirate talk');
   await expect(chat.projectChats('Pirate talk')).toHaveCount(2);
   await expect(chat.recentChats()).toHaveCount(0);
+  // The page with a project and its chats passes axe's WCAG 2 AA checks, light and dark.
+  const { default: AxeBuilder } = await import('@axe-core/playwright');
+  for (const scheme of ['light', 'dark'] as const) {
+    await page.emulateMedia({ colorScheme: scheme });
+    const result = await new AxeBuilder({ page }).withTags(['wcag2a', 'wcag2aa']).analyze();
+    expect(result.violations.map((v) => `${scheme}: ${v.id} ${v.nodes.map((n) => n.target.join(' ')).slice(0, 3).join(', ')}`)).toEqual([]);
+  }
   await expect(chat.projectNote()).toContainText('Pirate talk'); // the open chat is in it now
   await chat.moveChat('plain question', 'No project');
   await expect(chat.recentChats()).toHaveText(['plain question']);
