@@ -13,8 +13,10 @@ class ConversationList {
   archived = $state<Conversation[] | null>(null);
 
   pinned = $derived(this.items.filter((c) => c.pinned && !c.archived));
-  /** Chats in no project; a project's are listed under it (`inProject`). */
-  recent = $derived(this.items.filter((c) => !c.pinned && !c.archived && !c.project_id));
+  /** Chats in no project that `isProject` knows of; a project's are listed under it (`inProject`). */
+  recent(isProject: (id: string) => boolean): Conversation[] {
+    return this.items.filter((c) => !c.pinned && !c.archived && !(c.project_id && isProject(c.project_id)));
+  }
 
   inProject(projectId: string): Conversation[] {
     return this.items.filter((c) => c.project_id === projectId && !c.pinned && !c.archived);
