@@ -266,6 +266,7 @@ def test_the_authorization_matrix_over_cookie_and_bearer_key(
     preset = client.http.post("/presets", json={"name": "p", "system_prompt": "s"}).json()["id"]
     temporary = client.new_conversation(temporary=True)["id"]
     fact = client.http.post("/memory", json={"content": "Ida keeps bees."}).json()["id"]
+    project = client.http.post("/projects", json={"name": "mine"}).json()["id"]
 
     intruder = Client(chat_server)
     intruder.signup("Jo")
@@ -300,6 +301,13 @@ def test_the_authorization_matrix_over_cookie_and_bearer_key(
         ("DELETE", f"/conversations/{temporary}", None, {}),
         ("PATCH", f"/memory/{fact}", {"content": "mine now"}, {}),
         ("DELETE", f"/memory/{fact}", None, {}),
+        ("GET", f"/projects/{project}", None, {}),
+        ("PATCH", f"/projects/{project}", {"name": "mine now"}, {}),
+        ("DELETE", f"/projects/{project}", None, {}),
+        ("DELETE", f"/projects/{project}?delete_conversations=true", None, {}),
+        ("GET", f"/conversations?project_id={project}", None, {}),
+        ("POST", "/conversations", {"project_id": project}, {}),
+        ("PATCH", f"/conversations/{mine}", {"project_id": project}, {}),
     ]
     admin: list[Route] = [
         ("GET", "/admin/users", None, {}),
@@ -334,11 +342,14 @@ def test_the_authorization_matrix_over_cookie_and_bearer_key(
         assert who.get("/shares").json()["data"] == []
         assert preset not in [p["id"] for p in who.get("/presets").json()["data"]]
         assert who.get("/memory").json()["data"] == []
+        assert who.get("/projects").json()["data"] == []
     assert [f["content"] for f in client.http.get("/memory").json()["data"]] == ["Ida keeps bees."]
     own_only: list[Route] = [  # no id: anyone logged in, nobody anonymous
         ("GET", "/shares", None, {}),
         ("GET", "/presets", None, {}),
         ("POST", "/presets", {"name": "p", "system_prompt": "s"}, {}),
+        ("GET", "/projects", None, {}),
+        ("POST", "/projects", {"name": "x"}, {}),
         ("POST", "/run", {"language": "python", "code": "print(1)"}, {}),
         ("POST", "/previews", {"html": "<p>x</p>"}, {}),
         ("GET", "/memory", None, {}),

@@ -3,7 +3,7 @@ malformed bodies, wrong types, huge strings and odd characters get a 4xx, never 
 
 The fuzzing user is an administrator (so the admin routes read their bodies too) with a
 personal API key sent as a Bearer header, and the ids in paths are, where the route takes
-one, a real conversation or message of that user's, so the fuzzed bodies get past the
+one, a real conversation, message or project of that user's, so the fuzzed bodies get past the
 ownership check to the code that reads them. Each backend gets a server and a database of
 its own: fuzzed admin settings (the sign-up policy, connections) must not reach other tests.
 """
@@ -82,6 +82,11 @@ class Fuzzed:
         assert r.status_code == 201, r.text
         return str(r.json()["id"])
 
+    def fresh_project(self) -> str:
+        r = self.http.post("/projects", json={"name": "fuzz", "instructions": "be kind"})
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"])
+
     def fresh_preview(self) -> str:
         r = self.http.post("/previews", json={"html": "<p>fuzz</p>"})
         assert r.status_code == 201, r.text
@@ -131,6 +136,8 @@ def _point_at_real_ids(case: schemathesis.Case, fuzzed: Fuzzed) -> None:
         params["preset_id"] = fuzzed.fresh_preset()
     if "fact_id" in params:
         params["fact_id"] = fuzzed.fresh_fact()
+    if "project_id" in params:
+        params["project_id"] = fuzzed.fresh_project()
 
 
 def test_every_api_operation_survives_fuzzed_input(fuzzed: Fuzzed) -> None:
@@ -148,6 +155,7 @@ def test_every_api_operation_survives_fuzzed_input(fuzzed: Fuzzed) -> None:
         "/api/previews/{preview_id}",
         "/api/presets/{preset_id}",
         "/api/memory/{fact_id}",
+        "/api/projects/{project_id}",
     }
     headers = {"Authorization": f"Bearer {fuzzed.key}"}
     for op in operations:

@@ -42,6 +42,7 @@ class ChatApp:
         from fireside.app.routes_memory import router as memory
         from fireside.app.routes_oidc import router as oidc
         from fireside.app.routes_presets import router as presets
+        from fireside.app.routes_projects import router as projects
         from fireside.app.routes_run import router as run
         from fireside.app.routes_ws import router as ws
 
@@ -50,6 +51,7 @@ class ChatApp:
             auth,
             oidc,
             conversations,
+            projects,
             ws,
             keys,
             feedback,

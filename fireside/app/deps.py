@@ -1,7 +1,7 @@
 """The chat app's dependencies: the database session, the caller, and what the caller owns.
 
-Ownership is decided here, once: `OwnedConversation`, `OwnedMessage` and `OwnedMemoryFact` are
-the caller's or a 404, whatever the id.
+Ownership is decided here, once: `OwnedConversation`, `OwnedMessage`, `OwnedProject` and
+`OwnedMemoryFact` are the caller's or a 404, whatever the id.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from starlette.requests import HTTPConnection
 from fireside.api.hosts import origin_allowed
 from fireside.app.errors import forbidden, not_found, unauthorized
 from fireside.app.state import ChatState
-from fireside.store import accounts, conversations, memory, presets
-from fireside.store.models import Conversation, MemoryFact, Message, Preset, User
+from fireside.store import accounts, conversations, memory, presets, projects
+from fireside.store.models import Conversation, MemoryFact, Message, Preset, Project, User
 
 SESSION_COOKIE = "fireside_session"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -142,3 +142,13 @@ async def owned_memory_fact(fact_id: uuid.UUID, user: CurrentUser, db: DB) -> Me
 
 
 OwnedMemoryFact = Annotated[MemoryFact, Depends(owned_memory_fact)]
+
+
+async def owned_project(project_id: uuid.UUID, user: CurrentUser, db: DB) -> Project:
+    found = await projects.owned_project(db, user.id, project_id)
+    if found is None:
+        raise not_found("project")
+    return found
+
+
+OwnedProject = Annotated[Project, Depends(owned_project)]

@@ -33,6 +33,7 @@ from fireside.app.connected import connection_named
 from fireside.app.errors import conflict, too_many
 from fireside.app.keys import user_cache_identity
 from fireside.app.memory import memory_for
+from fireside.app.projects import system_prompt
 from fireside.app.schemas import MessagePublic
 from fireside.app.sources import AnswerSource, RemoteSource, local_source
 from fireside.app.state import ChatState
@@ -148,10 +149,11 @@ class Generations:
             prompt.append(ChatMessageIn(role="user", content=user_content))
         if not prompt or prompt[-1].role != "user":
             raise bad_request("there is no user message to answer", "parent_id")
-        # The conversation's own prompt (custom instructions were copied in at its creation),
-        # then the user's memory as it is now: a deleted fact leaves every later answer.
+        # The project's instructions and the conversation's own prompt (custom instructions were
+        # copied into it at its creation), then the user's memory as it is now: a deleted fact
+        # leaves every later answer.
         remembered = await memory_for(db, conversation.user_id)
-        system = [p for p in (conversation.system_prompt, remembered) if p]
+        system = [p for p in (await system_prompt(db, conversation), remembered) if p]
         if system:
             prompt.insert(0, ChatMessageIn(role="system", content="\n\n".join(system)))
         source = await self._source(db, served, conversation, prompt)

@@ -17,6 +17,7 @@ from fireside.app.deps import DB, ChatStateDep, CurrentUser, OwnedConversation, 
 from fireside.app.errors import not_found
 from fireside.app.generation import Generation
 from fireside.app.memory import instructions_prompt
+from fireside.app.projects import check_project
 from fireside.app.schemas import (
     BranchMessage,
     ConversationCreate,
@@ -38,7 +39,7 @@ from fireside.app.streams import (
     sse,
 )
 from fireside.store import conversations as store
-from fireside.store.models import Conversation, Message
+from fireside.store.models import Conversation, Message, Project
 
 router = APIRouter(tags=["conversations"])
 
@@ -52,12 +53,12 @@ EVENT_STREAM_DOC: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _encode_cursor(c: Conversation) -> str:
-    raw = f"{c.updated_at.isoformat()}|{c.id}"
+def encode_cursor(row: Conversation | Project) -> str:
+    raw = f"{row.updated_at.isoformat()}|{row.id}"
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         at, _, id_ = base64.urlsafe_b64decode(padded.encode("ascii")).decode().partition("|")
@@ -73,14 +74,18 @@ async def list_conversations(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 30,
     archived: bool = False,
+    project_id: uuid.UUID | None = None,
 ) -> Page[ConversationPublic]:
-    before = _decode_cursor(cursor) if cursor else None
-    rows = await store.list_conversations(db, user.id, limit + 1, before, archived)
+    """Newest first; with `project_id`, only that project's conversations."""
+    before = decode_cursor(cursor) if cursor else None
+    if project_id is not None:
+        await check_project(db, user.id, project_id)
+    rows = await store.list_conversations(db, user.id, limit + 1, before, archived, project_id)
     more = len(rows) > limit
     rows = rows[:limit]
     return Page(
         data=[ConversationPublic.model_validate(c) for c in rows],
-        next_cursor=_encode_cursor(rows[-1]) if more else None,
+        next_cursor=encode_cursor(rows[-1]) if more else None,
     )
 
 
@@ -89,6 +94,8 @@ async def create_conversation(
     body: ConversationCreate, user: CurrentUser, db: DB
 ) -> ConversationPublic:
     fields = body.model_dump(exclude_none=True)
+    if body.project_id is not None:
+        await check_project(db, user.id, body.project_id)
     fields["system_prompt"] = instructions_prompt(user, body.system_prompt)
     conversation = await store.add_conversation(db, user.id, **fields)
     await db.commit()
@@ -136,6 +143,8 @@ async def update_conversation(
     leaf = changes.get("current_leaf_id")
     if leaf is not None and await store.message_in(db, conversation.id, leaf) is None:
         raise not_found("message")
+    if changes.get("project_id") is not None:
+        await check_project(db, conversation.user_id, changes["project_id"])
     for name, value in changes.items():
         setattr(conversation, name, value)
     await db.commit()

@@ -18,10 +18,11 @@ from fireside.app.connected import enabled_connections
 from fireside.app.deps import DB, ChatStateDep, CurrentUser
 from fireside.app.imports import run_import
 from fireside.app.native_import import FiresideExport
-from fireside.app.schemas import ConversationPublic, MessagePublic, Page, UserPublic
+from fireside.app.schemas import ConversationPublic, MessagePublic, Page, ProjectPublic, UserPublic
 from fireside.app.sources import remote_models
 from fireside.store import search
 from fireside.store.export import user_data
+from fireside.store.projects import list_projects
 
 router = APIRouter(tags=["data"])
 
@@ -108,15 +109,19 @@ class ExportedConversation(ConversationPublic):
 
 class UserExport(BaseModel):
     user: UserPublic
+    projects: list[ProjectPublic]  # each conversation names its own by project_id
     conversations: list[ExportedConversation]
 
 
 @router.get("/export", response_model=UserExport)
 async def export_my_data(user: CurrentUser, db: DB) -> dict[str, Any]:
-    """Everything of the caller's: the account and every conversation with its whole tree."""
+    """Everything of the caller's: the account, its projects and every conversation with its
+    whole tree."""
     pairs = await user_data(db, user.id)
+    projects = await list_projects(db, user.id, limit=None, before=None)
     return {
         "user": UserPublic.model_validate(user),
+        "projects": [ProjectPublic.model_validate(p) for p in projects],
         "conversations": [
             ExportedConversation(
                 **ConversationPublic.model_validate(c).model_dump(),

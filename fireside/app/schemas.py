@@ -64,6 +64,33 @@ class UserPublic(BaseModel):
         return _utc(v)
 
 
+# --- projects ---
+
+
+class ProjectCreate(Strict):
+    name: str = Field(min_length=1, max_length=200)
+    instructions: str = Field(default="", max_length=MAX_CONTENT)
+
+
+class ProjectUpdate(Strict):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    instructions: str | None = Field(default=None, max_length=MAX_CONTENT)
+
+
+class ProjectPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: uuid.UUID
+    name: str
+    instructions: str
+    created_at: datetime
+    updated_at: datetime
+
+    @field_validator("created_at", "updated_at")
+    @classmethod
+    def _tz(cls, v: datetime) -> datetime:
+        return _utc(v)
+
+
 # --- conversations and messages ---
 
 
@@ -76,6 +103,7 @@ class ConversationCreate(Strict):
     # In no list, search or export, never training data; deleted when the page leaves it
     # (DELETE) or a day after it began.
     temporary: bool = False
+    project_id: uuid.UUID | None = None  # a project of the caller's
 
 
 class ConversationUpdate(Strict):
@@ -88,6 +116,7 @@ class ConversationUpdate(Strict):
     archived: bool | None = None
     # Switch the branch on show to the one ending at this message (of this conversation).
     current_leaf_id: uuid.UUID | None = None
+    project_id: uuid.UUID | None = None  # a project of the caller's; null moves it out
 
 
 class MessagePublic(BaseModel):
@@ -121,6 +150,7 @@ class ConversationPublic(BaseModel):
     archived: bool
     temporary: bool
     current_leaf_id: uuid.UUID | None
+    project_id: uuid.UUID | None = None
     created_at: datetime
     updated_at: datetime
 

@@ -46,14 +46,18 @@ async def list_conversations(
     limit: int,
     before: tuple[datetime, uuid.UUID] | None,
     archived: bool,
+    project_id: uuid.UUID | None = None,
 ) -> list[Conversation]:
     """Newest activity first; `before` is the (updated_at, id) of the last row of the
-    previous page (keyset pagination: stable while rows are added, no OFFSET scans)."""
+    previous page (keyset pagination: stable while rows are added, no OFFSET scans).
+    With `project_id`, only that project's."""
     query = select(Conversation).where(
         Conversation.user_id == user_id,
         Conversation.archived == archived,
         Conversation.temporary.is_(False),
     )
+    if project_id is not None:
+        query = query.where(Conversation.project_id == project_id)
     if before is not None:
         at, id_ = before
         query = query.where(

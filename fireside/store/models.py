@@ -105,6 +105,19 @@ class ApiKey(Base):
     __table_args__ = (Index("ix_api_keys_user_id", "user_id"),)
 
 
+class Project(Base):
+    """A named group of conversations whose instructions go into each one's prompt."""
+
+    __tablename__ = "projects"
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(SafeString(200))
+    instructions: Mapped[str] = mapped_column(SafeText, default="")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=now)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=now)
+    __table_args__ = (Index("ix_projects_user_updated", "user_id", "updated_at", "id"),)
+
+
 class Conversation(Base):
     __tablename__ = "conversations"
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
@@ -122,11 +135,15 @@ class Conversation(Base):
     # The leaf of the branch on show; no foreign key, so that deleting a conversation's
     # messages needs no ordering dance.
     current_leaf_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    # The project it is in (None: none). No foreign key either: SQLite cannot add one to a
+    # table without copying it, and deleting a project moves or deletes its chats itself (0008).
+    project_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=now)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=now)
     __table_args__ = (
         Index("ix_conversations_user_updated", "user_id", "updated_at", "id"),
         Index("ix_conversations_temporary_created", "temporary", "created_at"),
+        Index("ix_conversations_project_id", "project_id"),
     )
 
 

@@ -12,6 +12,34 @@ export class ChatPage {
   toolSteps = (answer = this.lastAnswer()) => answer.getByRole('list', { name: 'Tool calls' }).getByRole('listitem');
   jumpToLatest = () => this.page.getByRole('button', { name: 'Jump to latest' });
   sidebar = () => this.page.getByRole('navigation', { name: 'Conversations' });
+  project = (name: string) => this.sidebar().getByRole('region', { name: `Project ${name}` });
+  projectChats = (name: string) => this.sidebar().getByRole('list', { name: `Chats in ${name}` }).getByRole('link');
+  recentChats = () => this.sidebar().getByRole('list', { name: 'Recent conversations' }).getByRole('link');
+  projectNote = () => this.page.getByRole('note', { name: 'Project' });
+
+  /** A sidebar item (a chat) by its link's name. */
+  chatItem(name: string | RegExp) {
+    return this.sidebar().getByRole('listitem').filter({ has: this.page.getByRole('link', { name }) });
+  }
+
+  async createProject(name: string, instructions: string): Promise<void> {
+    await this.sidebar().getByRole('button', { name: 'New project' }).click();
+    await this.sidebar().getByLabel('Project name').fill(name);
+    await this.sidebar().getByLabel('Project instructions').fill(instructions);
+    await this.sidebar().getByRole('button', { name: 'Create project' }).click();
+    await expect(this.project(name)).toBeVisible();
+  }
+
+  async projectAction(name: string, action: string): Promise<void> {
+    await this.project(name).getByLabel(`Actions for project ${name}`).click();
+    await this.project(name).getByRole('button', { name: action, exact: true }).click();
+  }
+
+  /** Moves a chat into a project by the project's name ('No project': out of any). */
+  async moveChat(chat: string | RegExp, project: string): Promise<void> {
+    await this.chatItem(chat).getByLabel(/^Actions for/).click();
+    await this.chatItem(chat).getByLabel('Move to project').selectOption({ label: project });
+  }
 
   async send(text: string): Promise<void> {
     await this.composer().fill(text);

@@ -188,6 +188,7 @@ export class FakeApi {
     if (path === '/api/keys') return json({ data: [], next_cursor: null });
     if (path === '/api/shares') return json({ data: [], next_cursor: null });
     if (path === '/api/presets') return json({ data: [], next_cursor: null });
+    if (path === '/api/projects' && method === 'GET') return json({ data: [], next_cursor: null });
     if (path === '/api/search') {
       const q = (url.searchParams.get('q') ?? '').toLowerCase();
       const data = [...this.convs.values()].flatMap((c) =>

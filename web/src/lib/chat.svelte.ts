@@ -7,6 +7,7 @@ import { untrack } from 'svelte';
 import { api, ApiError, enc, postStream } from './api/client';
 import type { Conversation, Feedback, Message } from './api/types';
 import { conversations } from './conversations.svelte';
+import { projects } from './projects.svelte';
 import { EventCursor, type StreamEvent } from './stream/events';
 import { follow, StreamHttpError } from './stream/follow';
 import { addMessage, answerStart, applyEvent, branchPath, emptyTree, fromMessages, isRunning, siblingIds, switchBranch, type Tree } from './tree';
@@ -42,6 +43,7 @@ export class Chat {
   async open(id: string): Promise<void> {
     if (this.conversation?.id === id) return;
     this.close();
+    projects.startIn = null; // a new chat after this one starts in no project
     this.loading = true;
     try {
       const conv = await api.get<Conversation>(`/api/conversations/${enc(id)}`);
@@ -152,8 +154,15 @@ export class Chat {
     if (!this.conversation) {
       try {
         const { temporary, systemPrompt } = this.options;
-        const fields = { ...(model ? { model } : {}), ...(systemPrompt ? { system_prompt: systemPrompt } : {}), temporary };
+        const project = projects.startIn;
+        const fields = {
+          ...(model ? { model } : {}),
+          ...(systemPrompt ? { system_prompt: systemPrompt } : {}),
+          ...(project ? { project_id: project } : {}),
+          temporary,
+        };
         this.conversation = await api.post<Conversation>('/api/conversations', fields);
+        projects.startIn = null;
         if (!temporary) conversations.upsert(this.conversation);
       } catch (e) {
         this.error = { message: (e as Error).message, retry: () => void this.send(text, model) };

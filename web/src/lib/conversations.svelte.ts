@@ -13,7 +13,24 @@ class ConversationList {
   archived = $state<Conversation[] | null>(null);
 
   pinned = $derived(this.items.filter((c) => c.pinned && !c.archived));
-  recent = $derived(this.items.filter((c) => !c.pinned && !c.archived));
+  /** Chats in no project that `isProject` knows of; a project's are listed under it (`inProject`). */
+  recent(isProject: (id: string) => boolean): Conversation[] {
+    return this.items.filter((c) => !c.pinned && !c.archived && !(c.project_id && isProject(c.project_id)));
+  }
+
+  inProject(projectId: string): Conversation[] {
+    return this.items.filter((c) => c.project_id === projectId && !c.pinned && !c.archived);
+  }
+
+  /** After a project is deleted: its chats are gone, or in no project. Returns the gone ids. */
+  leaveProject(projectId: string, deleted: boolean): string[] {
+    const gone = deleted ? this.items.filter((c) => c.project_id === projectId).map((c) => c.id) : [];
+    const out = (list: Conversation[]) =>
+      deleted ? list.filter((c) => c.project_id !== projectId) : list.map((c) => (c.project_id === projectId ? { ...c, project_id: null } : c));
+    this.items = out(this.items);
+    if (this.archived) this.archived = out(this.archived);
+    return gone;
+  }
 
   async more(): Promise<void> {
     if (this.loading || this.done) return;

@@ -38,6 +38,9 @@ export type Conversation = Schemas['ConversationPublic'] & {
   messages?: Message[];
 };
 
+export type Project = Schemas['ProjectPublic'];
+export type ProjectCreate = Schemas['ProjectCreate'];
+export type ProjectUpdate = Schemas['ProjectUpdate'];
 export type User = Schemas['UserPublic'];
 export type AuthProviders = Schemas['Providers'];
 export type Feedback = Schemas['FeedbackCreate'];
