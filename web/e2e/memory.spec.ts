@@ -21,7 +21,7 @@ async function newChat(page: Page): Promise<ChatPage> {
 }
 
 test('custom instructions reach a new chat (its stored system prompt)', async ({ page }) => {
-  await signUp(page, 'grace@example.com');
+  await signUp(page, 'grace-memory@example.com');
   await openSettings(page);
   await page.getByLabel('What should Fireside know about you?').fill('I keep bees in Lyon.');
   await page.getByLabel('How should it answer?').fill('Answer in French.');

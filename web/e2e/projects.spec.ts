@@ -21,7 +21,7 @@ test('project create, move and inherit', async ({ page }) => {
   await expect(chat.projectNote()).toContainText('Always answer like a pirate.');
   const created = page.waitForRequest((r) => r.method() === 'POST' && r.url().endsWith('/api/conversations'));
   await chat.send('ahoy there');
-  expect((await created).postDataJSON()).toEqual({ project_id: projectId });
+  expect((await created).postDataJSON()).toMatchObject({ project_id: projectId });
   await expect(chat.lastAnswer()).toHaveAttribute('data-status', 'streaming');
   await chat.composer().press('Escape');
   await chat.waitIdle();
