@@ -30,7 +30,33 @@ HOLD = "[hold]"  # a prompt holding this gets one piece of answer, then waits to
 NUL_MARK = "[nul]"  # a prompt holding this gets a NUL (U+0000) in front of every piece of answer
 
 
-class HoldingEngine:
+class EngineWrapper:
+    """The real engine behind a test's own `generate` (scripted, recording or holding answers):
+    everything else passes through."""
+
+    def __init__(self, engine: EngineClient) -> None:
+        self.engine = engine
+
+    @property
+    def context_length(self) -> int:
+        return self.engine.context_length
+
+    def generate(
+        self, prompt_ids: list[int], params: SamplingParams, request_id: str
+    ) -> AsyncIterator[RequestOutput]:
+        return self.engine.generate(prompt_ids, params, request_id)
+
+    async def abort(self, request_id: str) -> None:
+        await self.engine.abort(request_id)
+
+    def stats(self) -> EngineStats:
+        return self.engine.stats()
+
+    def is_healthy(self) -> bool:
+        return self.engine.is_healthy()
+
+
+class HoldingEngine(EngineWrapper):
     """The real engine, except that a prompt containing HOLD streams its first text and then
     waits until it is aborted: a stop test that does not race a fast machine; and one
     containing NUL_MARK gets NULs in its answer, as a model may generate them."""
@@ -38,10 +64,6 @@ class HoldingEngine:
     def __init__(self, engine: EngineClient, decode: Any) -> None:
         self.engine = engine
         self.decode = decode
-
-    @property
-    def context_length(self) -> int:
-        return self.engine.context_length
 
     async def generate(
         self, prompt_ids: list[int], params: SamplingParams, request_id: str
@@ -61,15 +83,6 @@ class HoldingEngine:
                     await asyncio.Event().wait()  # until cancelled (stopped)
         finally:
             await self.engine.abort(request_id)
-
-    async def abort(self, request_id: str) -> None:
-        await self.engine.abort(request_id)
-
-    def stats(self) -> EngineStats:
-        return self.engine.stats()
-
-    def is_healthy(self) -> bool:
-        return self.engine.is_healthy()
 
 
 def chat_settings(backend: Backend, **overrides: Any) -> Settings:

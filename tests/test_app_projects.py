@@ -16,15 +16,15 @@ from fireside.api.served import ServedModel
 from fireside.api.server import load_served
 from fireside.app import ChatApp
 from fireside.engine import EngineConfig
-from fireside.engine.types import EngineClient, EngineStats, RequestOutput, SamplingParams
+from fireside.engine.types import EngineClient, RequestOutput, SamplingParams
 from fireside.model.tokenizer import Tokenizer
 from tests.api_utils import run_app
-from tests.app_utils import Backend, Client, chat_settings
+from tests.app_utils import Backend, Client, EngineWrapper, chat_settings
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-class RecordingEngine:
+class RecordingEngine(EngineWrapper):
     """The real engine; every prompt it is given is kept, decoded, to see what the model
     was shown."""
 
@@ -32,24 +32,11 @@ class RecordingEngine:
         self.engine, self.tokenizer = engine, tokenizer
         self.prompts: list[str] = []
 
-    @property
-    def context_length(self) -> int:
-        return self.engine.context_length
-
     def generate(
         self, prompt_ids: list[int], params: SamplingParams, request_id: str
     ) -> AsyncIterator[RequestOutput]:
         self.prompts.append(self.tokenizer.decode(prompt_ids))
         return self.engine.generate(prompt_ids, params, request_id)
-
-    async def abort(self, request_id: str) -> None:
-        await self.engine.abort(request_id)
-
-    def stats(self) -> EngineStats:
-        return self.engine.stats()
-
-    def is_healthy(self) -> bool:
-        return self.engine.is_healthy()
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,6 @@ from fireside.app import ChatApp
 from fireside.engine import EngineConfig
 from fireside.engine.types import (
     EngineClient,
-    EngineStats,
     RequestOutput,
     SampleDelta,
     SamplingParams,
@@ -32,7 +31,15 @@ from fireside.model.tokenizer import Tokenizer
 from fireside.model.tool_calls import tool_format
 from fireside.train.chat_data import LengthReport, load_sft_file
 from tests.api_utils import run_app
-from tests.app_utils import Backend, Client, SSEEvent, chat_settings, make_admin, parse_sse
+from tests.app_utils import (
+    Backend,
+    Client,
+    EngineWrapper,
+    SSEEvent,
+    chat_settings,
+    make_admin,
+    parse_sse,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -41,7 +48,7 @@ HOLD = "[hold]"  # ...and with this too, the answer after the result waits to be
 USER, TOOL = "<|user|>", "<|tool|>"
 
 
-class ScriptedToolEngine:
+class ScriptedToolEngine(EngineWrapper):
     """The real engine, except for a question marked CALC: the first generation writes a
     little text and a calculator call in the model's own call format; the one after the
     tool's result answers with it. Every prompt is kept, to check what the model was shown."""
@@ -52,10 +59,6 @@ class ScriptedToolEngine:
         call = json.dumps({"name": "calculator", "arguments": {"expression": "6*7"}})
         self.call_pieces = ["Let me ", "compute. ", fmt.start + call, fmt.end]
         self.prompts: list[str] = []
-
-    @property
-    def context_length(self) -> int:
-        return self.engine.context_length
 
     async def generate(
         self, prompt_ids: list[int], params: SamplingParams, request_id: str
@@ -76,15 +79,6 @@ class ScriptedToolEngine:
             yield RequestOutput(request_id, [sample], prompt_ids, finished=last)
             if hold:
                 await asyncio.Event().wait()  # until the answer is stopped (cancelled)
-
-    async def abort(self, request_id: str) -> None:
-        await self.engine.abort(request_id)
-
-    def stats(self) -> EngineStats:
-        return self.engine.stats()
-
-    def is_healthy(self) -> bool:
-        return self.engine.is_healthy()
 
 
 @pytest.fixture(scope="module")

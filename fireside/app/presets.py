@@ -3,14 +3,9 @@ administrators publish shared ones that every user sees."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-import uuid
-from datetime import datetime
-
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from fireside.api.errors import bad_request
+from fireside.app.cursors import decode_cursor, encode_cursor
 from fireside.app.errors import forbidden
 from fireside.app.schemas import Page, PresetCreate, PresetPublic
 from fireside.store import presets as store
@@ -28,20 +23,6 @@ def public(preset: Preset, user: User) -> PresetPublic:
     )
 
 
-def _encode_cursor(p: Preset) -> str:
-    raw = f"{p.created_at.isoformat()}|{p.id}"
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        at, _, id_ = base64.urlsafe_b64decode(padded.encode("ascii")).decode().partition("|")
-        return datetime.fromisoformat(at), uuid.UUID(id_)
-    except (ValueError, UnicodeError, binascii.Error):
-        raise bad_request("the cursor is not one this server gave", "cursor") from None
-
-
 async def create_preset(db: AsyncSession, user: User, body: PresetCreate) -> PresetPublic:
     if body.shared and user.role != "admin":
         raise forbidden("only an administrator may share a preset")
@@ -53,11 +34,11 @@ async def create_preset(db: AsyncSession, user: User, body: PresetCreate) -> Pre
 async def list_presets(
     db: AsyncSession, user: User, cursor: str | None, limit: int
 ) -> Page[PresetPublic]:
-    after = _decode_cursor(cursor) if cursor else None
+    after = decode_cursor(cursor) if cursor else None
     rows = await store.list_presets(db, user.id, limit + 1, after)
     more = len(rows) > limit
     rows = rows[:limit]
     return Page(
         data=[public(p, user) for p in rows],
-        next_cursor=_encode_cursor(rows[-1]) if more else None,
+        next_cursor=encode_cursor(rows[-1].created_at, rows[-1].id) if more else None,
     )

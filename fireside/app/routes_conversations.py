@@ -3,16 +3,14 @@ current branch, sending, stopping, regenerating and editing. Answers stream as S
 
 from __future__ import annotations
 
-import base64
-import binascii
 import uuid
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import StreamingResponse
 
 from fireside.api.errors import bad_request
+from fireside.app.cursors import decode_cursor, encode_cursor
 from fireside.app.deps import DB, ChatStateDep, CurrentUser, OwnedConversation, OwnedMessage
 from fireside.app.errors import not_found
 from fireside.app.generation import Generation
@@ -39,7 +37,7 @@ from fireside.app.streams import (
     sse,
 )
 from fireside.store import conversations as store
-from fireside.store.models import Conversation, Message, Project
+from fireside.store.models import Message
 
 router = APIRouter(tags=["conversations"])
 
@@ -51,20 +49,6 @@ EVENT_STREAM_DOC: dict[int | str, dict[str, Any]] = {
         "content": {"text/event-stream": {"schema": {"type": "string"}}},
     }
 }
-
-
-def encode_cursor(row: Conversation | Project) -> str:
-    raw = f"{row.updated_at.isoformat()}|{row.id}"
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        at, _, id_ = base64.urlsafe_b64decode(padded.encode("ascii")).decode().partition("|")
-        return datetime.fromisoformat(at), uuid.UUID(id_)
-    except (ValueError, UnicodeError, binascii.Error):
-        raise bad_request("the cursor is not one this server gave", "cursor") from None
 
 
 @router.get("/conversations", response_model=Page[ConversationPublic])
@@ -85,7 +69,7 @@ async def list_conversations(
     rows = rows[:limit]
     return Page(
         data=[ConversationPublic.model_validate(c) for c in rows],
-        next_cursor=encode_cursor(rows[-1]) if more else None,
+        next_cursor=encode_cursor(rows[-1].updated_at, rows[-1].id) if more else None,
     )
 
 

@@ -7,8 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from fireside.app import projects
+from fireside.app.cursors import decode_cursor, encode_cursor
 from fireside.app.deps import DB, ChatStateDep, CurrentUser, OwnedProject
-from fireside.app.routes_conversations import decode_cursor, encode_cursor
 from fireside.app.schemas import Page, ProjectCreate, ProjectPublic, ProjectUpdate
 from fireside.store import projects as store
 
@@ -28,7 +28,7 @@ async def list_projects(
     rows = rows[:limit]
     return Page(
         data=[ProjectPublic.model_validate(p) for p in rows],
-        next_cursor=encode_cursor(rows[-1]) if more else None,
+        next_cursor=encode_cursor(rows[-1].updated_at, rows[-1].id) if more else None,
     )
 
 

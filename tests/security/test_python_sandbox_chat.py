@@ -22,7 +22,6 @@ from fireside.app import ChatApp
 from fireside.engine import EngineConfig
 from fireside.engine.types import (
     EngineClient,
-    EngineStats,
     RequestOutput,
     SampleDelta,
     SamplingParams,
@@ -31,7 +30,7 @@ from fireside.model.tokenizer import Tokenizer
 from fireside.model.tool_calls import tool_format
 from fireside.tools.python import TOOL_LIMITS
 from tests.api_utils import run_app
-from tests.app_utils import Backend, Client, chat_settings, make_admin
+from tests.app_utils import Backend, Client, EngineWrapper, chat_settings, make_admin
 from tests.security.escape_corpus import CORPUS, render
 from tests.security.sandbox_host import Host, host, survivors
 
@@ -40,17 +39,13 @@ ASK = re.compile(r"\[py:(\d+)\]")
 USER, TOOL = "<|user|>", "<|tool|>"
 
 
-class ScriptedPythonEngine:
+class ScriptedPythonEngine(EngineWrapper):
     """A question holding [py:N] is answered with a `python` call running corpus program N,
     in the model's own call format; after the tool's result, with a short sentence."""
 
     def __init__(self, engine: EngineClient, tokenizer: Tokenizer, facts: dict[str, str]) -> None:
         self.engine, self.tokenizer, self.facts = engine, tokenizer, facts
         self.fmt = tool_format(tokenizer)
-
-    @property
-    def context_length(self) -> int:
-        return self.engine.context_length
 
     async def generate(
         self, prompt_ids: list[int], params: SamplingParams, request_id: str
@@ -68,15 +63,6 @@ class ScriptedPythonEngine:
             last = i == len(pieces) - 1
             sample = SampleDelta(0, piece, [1], finish_reason="stop" if last else None)
             yield RequestOutput(request_id, [sample], prompt_ids, finished=last)
-
-    async def abort(self, request_id: str) -> None:
-        await self.engine.abort(request_id)
-
-    def stats(self) -> EngineStats:
-        return self.engine.stats()
-
-    def is_healthy(self) -> bool:
-        return self.engine.is_healthy()
 
 
 @pytest.fixture(scope="module")
