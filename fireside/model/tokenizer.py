@@ -64,6 +64,7 @@ class Tokenizer:
         self.chat_template = chat_template
         self.special: dict[str, str | None] = dict(special or {})
         self._plain: HFTokenizer | None = None  # the backend that reads special tokens as text
+        self._special_texts: tuple[str, ...] | None = None  # asked on every render and request
 
     # -- loading and saving --------------------------------------------------------------
 
@@ -186,8 +187,10 @@ class Tokenizer:
 
     def special_token_texts(self) -> tuple[str, ...]:
         """The texts of the added tokens marked special (turn markers, tool-call brackets)."""
-        added = self.backend.get_added_tokens_decoder().values()
-        return tuple(t.content for t in added if t.special and t.content)
+        if self._special_texts is None:
+            added = self.backend.get_added_tokens_decoder().values()
+            self._special_texts = tuple(t.content for t in added if t.special and t.content)
+        return self._special_texts
 
     def _plain_backend(self) -> HFTokenizer:
         if self._plain is None:
