@@ -5,12 +5,14 @@ new answer's prompt while memory is on, and the answer says it used them (`memor
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from fireside.app import memory
-from tests.app_utils import Backend, Client
+from fireside.app import memory, memory_tool
+from tests.app_utils import Backend, Client, SSEEvent
 from tests.test_app_tools import ScriptedToolEngine, tools_model_dir, tools_server
 
 __all__ = ["tools_model_dir", "tools_server"]  # fixtures, used by name
@@ -99,7 +101,7 @@ def test_instructions_and_memory_reach_the_prompt(
     )
     engine.prompts.clear()
     events = client.send(old["id"], "Hello")
-    [prompt] = engine.prompts
+    prompt = engine.prompts[0]  # the first generation (the random model may call a tool)
     for shown in ("Be kind.", "I keep bees.", "Rhyme.", memory.MEMORY_HEADING, "- My cat is Miso."):
         assert shown in prompt, shown
     assert prompt.index("Rhyme.") < prompt.index(memory.MEMORY_HEADING) < prompt.index("Hello")
@@ -122,7 +124,7 @@ def test_instructions_and_memory_reach_the_prompt(
     engine.prompts.clear()
     fresh = client.new_conversation()
     events = client.send(fresh["id"], "Hi again")
-    [prompt] = engine.prompts
+    prompt = engine.prompts[0]  # the first generation (the random model may call a tool)
     assert memory.MEMORY_HEADING not in prompt and "Miso" not in prompt
     assert events[-1].data["message"]["memory_used"] is False
 
@@ -131,7 +133,84 @@ def test_instructions_and_memory_reach_the_prompt(
     assert client.http.delete(f"/memory/{fact['id']}").status_code == 204
     engine.prompts.clear()
     events = client.send(fresh["id"], "And again")
-    [prompt] = engine.prompts
+    prompt = engine.prompts[0]  # the first generation (the random model may call a tool)
     assert "Miso" not in prompt
     assert events[-1].data["message"]["memory_used"] is False
+    client.close()
+
+
+@pytest.mark.parametrize(
+    ("question", "fact"),
+    [
+        ("Remember that my cat is called Miso.", "my cat is called Miso."),
+        ("remember: the wifi password is on the fridge", "the wifi password is on the fridge"),
+        ("Please remember I take my tea without sugar", "I take my tea without sugar"),
+        ("Do you remember my cat?", None),
+        ("Remember that?", None),
+        ("Remember that", None),
+        ("Remembering things is hard", None),
+        ("I said remember that", None),
+    ],
+)
+def test_which_questions_ask_to_remember(question: str, fact: str | None) -> None:
+    assert memory_tool.wanted_fact(question) == fact
+
+
+def memory_results(events: list[SSEEvent]) -> list[dict[str, Any]]:
+    # Only the memory step's: the random model may call a tool of its own after it.
+    return [e.data for e in events if e.event == "tool_result" and e.data["name"] == "memory"]
+
+
+def test_remember_that_saves_a_fact_as_a_step_of_the_answer(
+    tools_server: tuple[str, ScriptedToolEngine, Backend], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ "Remember that …" saves the fact before the answer (which already has it in its prompt),
+    shows the save as a `memory` step of the answer, and keeps the step out of later prompts."""
+    url, engine, _ = tools_server
+    client = Client(url)
+    client.signup("Rem")
+    chat = client.new_conversation()
+    engine.prompts.clear()
+    events = client.send(chat["id"], "Remember that my cat is called Miso.")
+
+    [fact] = client.http.get("/memory").json()["data"]
+    assert fact["content"] == "my cat is called Miso."
+    [call] = [e.data for e in events if e.event == "tool_call" and e.data["name"] == "memory"]
+    assert json.loads(call["arguments"]) == {"fact": "my cat is called Miso."}
+    [result] = memory_results(events)
+    assert result["content"] == "Saved to memory: my cat is called Miso."
+    assert result["error"] is False and result["tool_call_id"] == call["id"]
+    prompt = engine.prompts[0]  # the first generation: the save is the app's doing
+    assert "- my cat is called Miso." in prompt
+    answer = events[-1].data["message"]
+    assert answer["memory_used"] is True
+    branch = client.http.get(f"/conversations/{chat['id']}").json()["messages"]
+    assert [m["role"] for m in branch[:3]] == ["user", "assistant", "tool"]
+    assert branch[1]["tool_calls"][0]["function"]["name"] == "memory"
+
+    # The next turn's prompt holds the fact (memory) but not the step the model never made.
+    engine.prompts.clear()
+    client.send(chat["id"], "What is my cat called?")
+    prompt = engine.prompts[0]  # the first generation (the random model may call a tool)
+    assert "Saved to memory" not in prompt and '"fact"' not in prompt
+    assert prompt.count("my cat is called Miso.") == 2  # the memory block, and the question
+
+    # Asked again: nothing new is stored. Undo (deleting the fact) takes it out of memory.
+    events = client.send(chat["id"], "Remember that my cat is called Miso.")
+    [result] = memory_results(events)
+    assert result["content"].startswith("Already in memory")
+    assert len(client.http.get("/memory").json()["data"]) == 1
+    assert client.http.delete(f"/memory/{fact['id']}").status_code == 204
+
+    # Memory off, or the fact too long: a failed step saying why, and nothing stored.
+    client.http.patch("/settings", json={"memory_enabled": False})
+    events = client.send(chat["id"], "Remember that I like figs.")
+    [result] = memory_results(events)
+    assert result["error"] is True and "memory is off" in result["content"]
+    client.http.patch("/settings", json={"memory_enabled": True})
+    monkeypatch.setattr(memory, "MAX_FACT", 10)  # the server runs in this process
+    events = client.send(chat["id"], "Remember that I like figs and dates.")
+    [result] = memory_results(events)
+    assert result["error"] is True and "at most 10 characters" in result["content"]
+    assert client.http.get("/memory").json()["data"] == []
     client.close()

@@ -133,7 +133,7 @@ def test_a_chat_in_a_project_answers_with_its_instructions(
     conv = client.new_conversation(project_id=project["id"], system_prompt="Be brief.")
     engine.prompts.clear()
     assert client.send(conv["id"], "hello there")[-1].event == "done"
-    [prompt] = engine.prompts
+    prompt = engine.prompts[0]  # the first generation (the random model may call a tool)
     # The project's instructions, then the chat's own system prompt, before the question.
     assert prompt.index("Talk like a pirate.") < prompt.index("Be brief.")
     assert prompt.index("Be brief.") < prompt.index("hello there")

@@ -33,6 +33,7 @@ from fireside.app.connected import connection_named
 from fireside.app.errors import conflict, too_many
 from fireside.app.keys import user_cache_identity
 from fireside.app.memory import memory_for
+from fireside.app.memory_tool import is_memory_step, remember
 from fireside.app.projects import system_prompt
 from fireside.app.schemas import MessagePublic
 from fireside.app.sources import AnswerSource, RemoteSource, local_source
@@ -144,11 +145,22 @@ class Generations:
         if await store.streaming_message(db, conversation.id) is not None:
             raise conflict(BUSY)
         history = await store.branch(db, parent.id) if parent is not None else []
-        prompt = [history_input(m) for m in history if m.role in ("user", "assistant", "tool")]
+        prompt = [
+            history_input(m)
+            for m in history
+            if m.role in ("user", "assistant", "tool") and not is_memory_step(m)
+        ]
         if user_content is not None:
             prompt.append(ChatMessageIn(role="user", content=user_content))
         if not prompt or prompt[-1].role != "user":
             raise bad_request("there is no user message to answer", "parent_id")
+        # "Remember that …": saved first, so the memory block below already holds it.
+        question = prompt[-1].content
+        step = (
+            await remember(db, conversation.user_id, question)
+            if isinstance(question, str)
+            else None
+        )
         # The project's instructions and the conversation's own prompt (custom instructions were
         # copied into it at its creation), then the user's memory as it is now: a deleted fact
         # leaves every later answer.
@@ -157,6 +169,8 @@ class Generations:
         if system:
             prompt.insert(0, ChatMessageIn(role="system", content="\n\n".join(system)))
         source = await self._source(db, served, conversation, prompt)
+        if step is not None:
+            source = step.around(source)
 
         stream_after = await self.chat.events.last_id(stream_key(conversation.id))
         try:

@@ -245,6 +245,7 @@ class ToolTurn:
                 model=old.model,
                 stream_after=old.stream_after,
                 worker=self.chat.worker,
+                memory_used=old.memory_used,  # the same prompt's system part: the same memory
             )
             await store.touch(db, self.gen.conversation_id, current_leaf_id=new.id)
             await db.commit()

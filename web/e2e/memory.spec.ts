@@ -71,3 +71,24 @@ test('memory: add a fact, an answer uses it, delete it, the next chat does not',
   await expect(chat.lastAnswer()).toBeVisible();
   await expect(chat.lastAnswer().getByRole('note')).toHaveCount(0);
 });
+
+test('"Remember that …" saves a fact as a step of the answer, which Undo takes back', async ({ page }) => {
+  await signUp(page, 'lin-memory@example.com');
+  const chat = new ChatPage(page);
+  await chat.send('Remember that my bike is green.');
+  await chat.waitIdle();
+  const step = chat.toolSteps().filter({ hasText: 'memory' });
+  await expect(step).toContainText('my bike is green.');
+  await expect(step).toContainText('Saved to memory');
+  await expect(chat.lastAnswer().getByRole('note')).toHaveText('Memory used');
+
+  await openSettings(page);
+  const facts = page.getByRole('list', { name: 'Memory facts' });
+  await expect(facts.getByRole('listitem')).toHaveText([/my bike is green\./]);
+  await page.getByRole('link', { name: /Back to chat/ }).click();
+  await chat.recentChats().filter({ hasText: 'Remember that my bike' }).click();
+  await page.getByRole('button', { name: 'Undo' }).click();
+  await expect(page.getByRole('status').filter({ hasText: 'Removed from memory' })).toBeVisible();
+  const left = (await (await page.request.get('/api/memory')).json()) as { data: unknown[] };
+  expect(left.data).toEqual([]);
+});
