@@ -134,6 +134,41 @@ def test_our_own_export_imports_into_another_account(client: Client, chat_server
     other.close()
 
 
+def test_projects_memory_and_presets_travel_with_the_export(
+    client: Client, chat_server: str
+) -> None:
+    project = client.http.post("/projects", json={"name": "Bees", "instructions": "Hum."}).json()
+    chat = client.new_conversation(title="Hive", project_id=project["id"])
+    client.new_conversation(title="Loose")
+    client.http.post("/memory", json={"content": "I keep bees."})
+    client.http.post("/presets", json={"name": "Terse", "system_prompt": "Be terse."})
+    exported = client.http.get("/export").json()
+    assert [p["name"] for p in exported["projects"]] == ["Bees"]
+    assert [f["content"] for f in exported["memory"]] == ["I keep bees."]
+    assert exported["presets"] == [{"name": "Terse", "system_prompt": "Be terse."}]
+
+    other = Client(chat_server)
+    other.signup("Importer")
+    other.http.post("/memory", json={"content": "I keep bees."})  # already known: not doubled
+    r = other.http.post("/import", json=exported)
+    assert r.status_code == 201, r.text
+    [copy] = other.http.get("/projects").json()["data"]
+    assert (copy["name"], copy["instructions"]) == ("Bees", "Hum.") and copy["id"] != project["id"]
+    chats = {c["title"]: c for c in other.http.get("/export").json()["conversations"]}
+    assert chats["Hive"]["project_id"] == copy["id"] and chats["Loose"]["project_id"] is None
+    assert chats["Hive"]["id"] != chat["id"]
+    assert [f["content"] for f in other.http.get("/memory").json()["data"]] == ["I keep bees."]
+    [preset] = [p for p in other.http.get("/presets").json()["data"] if p["mine"]]
+    assert (preset["name"], preset["shared"]) == ("Terse", False)
+
+    # A chat naming a project the export does not have is refused, and nothing is written.
+    exported["conversations"][0]["project_id"] = str(uuid.uuid4())
+    r = other.http.post("/import", json=exported)
+    assert r.status_code == 400 and "project_id" in r.json()["error"]["message"], r.text
+    assert len(other.http.get("/projects").json()["data"]) == 1
+    other.close()
+
+
 def test_malformed_imports_are_refused_with_a_reason(client: Client) -> None:
     def message(id_: str, parent: str | None, **fields: Any) -> dict[str, Any]:
         return {"id": id_, "parent_id": parent, "role": "user", "content": "hi",

@@ -18,7 +18,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from fireside.api.errors import APIError
 from fireside.app.chatgpt_import import GptConversation, import_conversations
-from fireside.app.native_import import FiresideExport, Plan, plan_export, write_plans
+from fireside.app.native_import import (
+    FiresideExport,
+    Plan,
+    plan_export,
+    write_extras,
+    write_plans,
+)
 from fireside.store.db import Database
 
 MAX_IMPORT_MESSAGES = 20_000  # in one import; more is a 413 (split the file)
@@ -87,8 +93,13 @@ async def run_import(
         def plan_size(plan: Plan) -> int:
             return len(plan[1])
 
+        # Projects, memory and presets first, in one transaction: the chats name the projects.
+        async with database.writing():
+            project_ids = await write_extras(db, user_id, body)
+            await db.commit()
+
         async def write_native(run: list[Plan]) -> list[uuid.UUID]:
-            return await write_plans(db, user_id, run)
+            return await write_plans(db, user_id, run, project_ids)
 
         return await _write(database, db, chunks(plans, plan_size), write_native)
 

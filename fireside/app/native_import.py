@@ -18,11 +18,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from fireside.api.errors import bad_request
 from fireside.api.schemas import ToolCall
+from fireside.app import memory as memory_limits
 from fireside.app.chatgpt_import import MAX_CONVERSATIONS
-from fireside.app.schemas import MAX_CONTENT
+from fireside.app.memory import MAX_FACT, MAX_FACTS
+from fireside.app.schemas import MAX_CONTENT, MAX_PRESET_PROMPT
 from fireside.store import conversations as store
+from fireside.store import memory as memory_store
+from fireside.store import presets as preset_store
+from fireside.store import projects as project_store
 
 MAX_MESSAGES = 100_000  # in one conversation
+MAX_PROJECTS = 10_000  # in one import
+MAX_PRESETS = 10_000
 
 
 class _Loose(BaseModel):
@@ -44,7 +51,24 @@ class ExportedMessage(_Loose):
     created_at: datetime
 
 
+class ExportedProject(_Loose):
+    id: uuid.UUID
+    name: str = Field(min_length=1, max_length=200)
+    instructions: str = Field(default="", max_length=MAX_CONTENT)
+    created_at: datetime | None = None
+
+
+class ExportedFact(_Loose):
+    content: str = Field(min_length=1, max_length=MAX_FACT)
+
+
+class ExportedPreset(_Loose):
+    name: str = Field(min_length=1, max_length=200)
+    system_prompt: str = Field(max_length=MAX_PRESET_PROMPT)
+
+
 class ExportedConversation(_Loose):
+    project_id: uuid.UUID | None = None  # one of the export's projects
     title: str = Field(default="", max_length=200)
     model: str | None = Field(default=None, max_length=200)
     system_prompt: str | None = Field(default=None, max_length=MAX_CONTENT)
@@ -59,8 +83,12 @@ class ExportedConversation(_Loose):
 
 
 class FiresideExport(_Loose):
-    """What `GET /api/export` returns; the `user` part is not imported (the caller is the user)."""
+    """What `GET /api/export` returns; the `user` part is not imported (the caller is the user).
+    Projects, memory and presets are optional (exports before they existed have none)."""
 
+    projects: list[ExportedProject] = Field(default=[], max_length=MAX_PROJECTS)
+    memory: list[ExportedFact] = Field(default=[], max_length=MAX_FACTS)
+    presets: list[ExportedPreset] = Field(default=[], max_length=MAX_PRESETS)
     conversations: list[ExportedConversation] = Field(max_length=MAX_CONVERSATIONS)
 
 
@@ -96,21 +124,60 @@ Plan = tuple[ExportedConversation, list[ExportedMessage]]
 def plan_export(export: FiresideExport) -> list[Plan]:
     """Every conversation checked, its messages parents first, before anything is written."""
     plans = [(c, parents_first(i, c.messages)) for i, c in enumerate(export.conversations)]
+    projects = {p.id for p in export.projects}
+    if len(projects) != len(export.projects):
+        raise bad_request("projects: two projects have the same id", "projects")
     for i, (c, _) in enumerate(plans):
         if c.current_leaf_id is not None and c.current_leaf_id not in {m.id for m in c.messages}:
             where = f"conversations[{i}].current_leaf_id"
             raise bad_request(f"{where} is not a message of this conversation", where)
+        if c.project_id is not None and c.project_id not in projects:
+            where = f"conversations[{i}].project_id"
+            raise bad_request(f"{where} is not one of the export's projects", where)
     return plans
 
 
-async def write_plans(db: AsyncSession, user_id: uuid.UUID, plans: list[Plan]) -> list[uuid.UUID]:
-    """Adds these conversations with their trees (the caller commits). Messages are marked
-    imported, and written together at the next flush."""
+async def write_extras(
+    db: AsyncSession, user_id: uuid.UUID, export: FiresideExport
+) -> dict[uuid.UUID, uuid.UUID]:
+    """The export's projects (new ids: the returned map from old to new), memory facts (those
+    not already remembered, within the user's limit: a 400 beyond it) and presets (as the
+    user's own, never shared: sharing is an admin's act on this server). The caller commits."""
+    new_ids = {}
+    for p in export.projects:
+        project = await project_store.add_project(
+            db, user_id, name=p.name, instructions=p.instructions
+        )
+        new_ids[p.id] = project.id
+    known = {f.content for f in await memory_store.list_facts(db, user_id)}
+    facts = list(dict.fromkeys(f.content for f in export.memory if f.content not in known))
+    if len(known) + len(facts) > memory_limits.MAX_FACTS:
+        raise bad_request(
+            f"the import would make your memory hold {len(known) + len(facts)} facts, more "
+            f"than {memory_limits.MAX_FACTS}: delete some first",
+            "memory",
+        )
+    for content in facts:
+        await memory_store.add_fact(db, user_id, content)
+    for preset in export.presets:
+        await preset_store.add_preset(db, user_id, preset.name, preset.system_prompt, False)
+    return new_ids
+
+
+async def write_plans(
+    db: AsyncSession,
+    user_id: uuid.UUID,
+    plans: list[Plan],
+    project_ids: dict[uuid.UUID, uuid.UUID],
+) -> list[uuid.UUID]:
+    """Adds these conversations with their trees, each in its project's new id (the caller
+    commits). Messages are marked imported, and written together at the next flush."""
     made = []
     for c, messages in plans:
         conversation = await store.add_conversation(
             db,
             user_id,
+            project_id=project_ids[c.project_id] if c.project_id is not None else None,
             title=c.title,
             model=c.model,
             system_prompt=c.system_prompt,

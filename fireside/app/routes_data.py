@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query
-from pydantic import BaseModel, Discriminator, Field, Tag
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from fireside.api.errors import bad_request
 from fireside.api.state import AppStateDep
@@ -18,10 +18,13 @@ from fireside.app.connected import enabled_connections
 from fireside.app.deps import DB, ChatStateDep, CurrentUser
 from fireside.app.imports import run_import
 from fireside.app.native_import import FiresideExport
+from fireside.app.routes_memory import MemoryFactPublic
 from fireside.app.schemas import ConversationPublic, MessagePublic, Page, ProjectPublic, UserPublic
 from fireside.app.sources import remote_models
 from fireside.store import search
 from fireside.store.export import user_data
+from fireside.store.memory import list_facts
+from fireside.store.presets import own_presets
 from fireside.store.projects import list_projects
 
 router = APIRouter(tags=["data"])
@@ -107,21 +110,31 @@ class ExportedConversation(ConversationPublic):
     messages: list[MessagePublic]  # the whole tree, oldest first
 
 
+class ExportedPreset(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    name: str
+    system_prompt: str
+
+
 class UserExport(BaseModel):
     user: UserPublic
     projects: list[ProjectPublic]  # each conversation names its own by project_id
+    memory: list[MemoryFactPublic]
+    presets: list[ExportedPreset]  # the caller's own (shared ones of others are not theirs)
     conversations: list[ExportedConversation]
 
 
 @router.get("/export", response_model=UserExport)
 async def export_my_data(user: CurrentUser, db: DB) -> dict[str, Any]:
-    """Everything of the caller's: the account, its projects and every conversation with its
-    whole tree."""
+    """Everything of the caller's: the account, its projects, memory, presets and every
+    conversation with its whole tree."""
     pairs = await user_data(db, user.id)
     projects = await list_projects(db, user.id, limit=None, before=None)
     return {
         "user": UserPublic.model_validate(user),
         "projects": [ProjectPublic.model_validate(p) for p in projects],
+        "memory": [MemoryFactPublic.model_validate(f) for f in await list_facts(db, user.id)],
+        "presets": [ExportedPreset.model_validate(p) for p in await own_presets(db, user.id)],
         "conversations": [
             ExportedConversation(
                 **ConversationPublic.model_validate(c).model_dump(),

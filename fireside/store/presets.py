@@ -52,5 +52,13 @@ async def list_presets(
     return list(await db.scalars(query))
 
 
+async def own_presets(db: AsyncSession, user_id: uuid.UUID) -> list[Preset]:
+    """The user's own presets, oldest first (their export)."""
+    rows = await db.scalars(
+        select(Preset).where(Preset.user_id == user_id).order_by(Preset.created_at, Preset.id)
+    )
+    return list(rows)
+
+
 async def delete_preset(db: AsyncSession, preset: Preset) -> None:
     await db.delete(preset)

@@ -408,8 +408,8 @@ export interface paths {
         };
         /**
          * Export My Data
-         * @description Everything of the caller's: the account, its projects and every conversation with its
-         *     whole tree.
+         * @description Everything of the caller's: the account, its projects, memory, presets and every
+         *     conversation with its whole tree.
          */
         get: operations["export_my_data_api_export_get"];
         put?: never;
@@ -1578,6 +1578,8 @@ export interface components {
              * @default false
              */
             pinned: boolean;
+            /** Project Id */
+            project_id?: string | null;
             /** System Prompt */
             system_prompt?: string | null;
             /** Temperature */
@@ -1633,6 +1635,11 @@ export interface components {
              */
             updated_at: string;
         };
+        /** ExportedFact */
+        ExportedFact: {
+            /** Content */
+            content: string;
+        };
         /** ExportedMessage */
         ExportedMessage: {
             /** Content */
@@ -1667,6 +1674,37 @@ export interface components {
             /** Tool Calls */
             tool_calls?: components["schemas"]["ToolCall"][] | null;
         };
+        /** ExportedPreset */
+        "ExportedPreset-Input": {
+            /** Name */
+            name: string;
+            /** System Prompt */
+            system_prompt: string;
+        };
+        /** ExportedPreset */
+        "ExportedPreset-Output": {
+            /** Name */
+            name: string;
+            /** System Prompt */
+            system_prompt: string;
+        };
+        /** ExportedProject */
+        ExportedProject: {
+            /** Created At */
+            created_at?: string | null;
+            /**
+             * Id
+             * Format: uuid
+             */
+            id: string;
+            /**
+             * Instructions
+             * @default
+             */
+            instructions: string;
+            /** Name */
+            name: string;
+        };
         /** FeedbackCreate */
         FeedbackCreate: {
             /** Comment */
@@ -1696,10 +1734,26 @@ export interface components {
         /**
          * FiresideExport
          * @description What `GET /api/export` returns; the `user` part is not imported (the caller is the user).
+         *     Projects, memory and presets are optional (exports before they existed have none).
          */
         FiresideExport: {
             /** Conversations */
             conversations: components["schemas"]["ExportedConversation-Input"][];
+            /**
+             * Memory
+             * @default []
+             */
+            memory: components["schemas"]["ExportedFact"][];
+            /**
+             * Presets
+             * @default []
+             */
+            presets: components["schemas"]["ExportedPreset-Input"][];
+            /**
+             * Projects
+             * @default []
+             */
+            projects: components["schemas"]["ExportedProject"][];
         };
         /** FunctionCall */
         FunctionCall: {
@@ -2544,6 +2598,10 @@ export interface components {
         UserExport: {
             /** Conversations */
             conversations: components["schemas"]["ExportedConversation-Output"][];
+            /** Memory */
+            memory: components["schemas"]["MemoryFactPublic"][];
+            /** Presets */
+            presets: components["schemas"]["ExportedPreset-Output"][];
             /** Projects */
             projects: components["schemas"]["ProjectPublic"][];
             user: components["schemas"]["UserPublic"];
