@@ -34,6 +34,7 @@ from fireside.engine.types import (
     SamplingParams,
 )
 from fireside.model import serving
+from fireside.model.adapters import Adapter, AdapterRegistry
 from fireside.model.pretrained import Pretrained, load_pretrained
 from fireside.model.tokenizer import Tokenizer
 from fireside.model.transformer import Transformer
@@ -113,6 +114,8 @@ class Engine:
         self.scheduler = Scheduler(
             model, self.pool, self.config, tokenizer, eos_token_ids, self._context_length
         )
+        # LoRA adapters served beside the base (requests name one in SamplingParams.lora).
+        self.adapters = AdapterRegistry(cfg, model.device, model.dtype)
         self._inbox: queue.SimpleQueue[_Command] = queue.SimpleQueue()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -194,6 +197,7 @@ class Engine:
         self, prompt_token_ids: list[int], params: SamplingParams, request_id: str
     ) -> AsyncIterator[RequestOutput]:
         self.validate(prompt_token_ids, params)
+        adapter = self._adapter(params)
         self._ensure_started()
         outputs: asyncio.Queue[_Item] = asyncio.Queue()
         with self._lock:
@@ -206,7 +210,9 @@ class Engine:
                     f"{len(self._outboxes)} requests are in flight; retry later"
                 )
             self._outboxes[request_id] = _Outbox(asyncio.get_running_loop(), outputs)
-        request = Request(request_id=request_id, prompt_ids=list(prompt_token_ids), params=params)
+        request = Request(
+            request_id=request_id, prompt_ids=list(prompt_token_ids), params=params, adapter=adapter
+        )
         finished = False
         try:
             self._send(("add", request))
@@ -224,6 +230,16 @@ class Engine:
 
     async def abort(self, request_id: str) -> None:
         self._send(("abort", request_id))
+
+    def _adapter(self, params: SamplingParams) -> Adapter | None:
+        """The request's adapter, taken now: unloading it later does not touch this request."""
+        if params.lora is None:
+            return None
+        adapter = self.adapters.get(params.lora)
+        if adapter is None:
+            loaded = ", ".join(a.name for a in self.adapters.list()) or "none"
+            raise InvalidRequestError(f"no LoRA adapter named {params.lora!r} (loaded: {loaded})")
+        return adapter
 
     def validate(self, prompt: Sequence[int], p: SamplingParams) -> None:
         """Refuse a request the engine cannot serve, with the reason."""

@@ -37,6 +37,7 @@ from fireside.engine.types import (
     TokenLogprob,
 )
 from fireside.model import serving
+from fireside.model.adapters import Adapter, lora_batch
 from fireside.model.tokenizer import Tokenizer
 from fireside.model.transformer import Transformer
 
@@ -52,6 +53,8 @@ class Sample:
     detok: StreamDetokenizer | None
     generator: torch.Generator | None
     constraint: TokenConstraint | None = None
+    adapter: Adapter | None = None  # the request's LoRA adapter (None: the base model)
+    salt: str | None = None  # the prefix cache's: the caller's salt and the adapter
     blocks: list[int] = field(default_factory=list)
     hashes: list[int] = field(default_factory=list)  # of the full blocks registered so far
     num_computed: int = 0  # tokens whose keys and values are in the cache
@@ -84,6 +87,15 @@ class Request:
     prompt_logprobs: list[TokenLogprob | None] | None = None
     sent_first: bool = False
     scheduled_at: float | None = None  # time.monotonic() when admitted (queue-time metric)
+    adapter: Adapter | None = None  # resolved from params.lora when the request was sent
+
+    @property
+    def salt(self) -> str | None:
+        """The prefix cache's salt: blocks computed under an adapter hold other keys and
+        values than the base's, so each adapter (each load of it) has its own cache."""
+        if self.adapter is None:
+            return self.params.cache_salt
+        return f"{self.params.cache_salt or ''}\x00lora:{self.adapter.key}"
 
     @property
     def finished(self) -> bool:
@@ -195,7 +207,7 @@ class Scheduler:
             if samples + req.params.n > self.config.max_num_seqs:
                 return
             use_cache = self.config.prefix_caching and req.params.prompt_logprobs is None
-            salt = req.params.cache_salt
+            salt = req.salt
             matched = self.pool.cached_prefix(req.prompt_ids, salt) if use_cache else []
             # A matched block sitting in the free list stops counting as free once shared.
             revived = sum(1 for b in matched if self.pool.refcount[b] == 0)
@@ -247,6 +259,8 @@ class Scheduler:
             detok=detok,
             generator=generator,
             constraint=constraint,
+            adapter=req.adapter,
+            salt=req.salt,
         )
 
     # -- blocks --------------------------------------------------------------------------
@@ -265,7 +279,7 @@ class Scheduler:
         while (len(s.hashes) + 1) * bs <= s.num_computed:
             i = len(s.hashes)
             parent = s.hashes[-1] if s.hashes else None
-            h = block_hash(parent, s.token_ids[i * bs : (i + 1) * bs], s.params.cache_salt)
+            h = block_hash(parent, s.token_ids[i * bs : (i + 1) * bs], s.salt)
             self.pool.register(s.blocks[i], h)
             s.hashes.append(h)
 
@@ -296,7 +310,8 @@ class Scheduler:
         )
         T = positions.shape[1]
         ids = torch.tensor([t + [0] * (T - len(t)) for _, t in rows], dtype=torch.long)
-        hidden = self.model.hidden_states(ids.to(self.device), positions, cache)
+        with lora_batch([s.adapter for s, _ in rows], self.device):
+            hidden = self.model.hidden_states(ids.to(self.device), positions, cache)
         for s, toks in rows:
             s.num_computed += len(toks)
             self._register_full_blocks(s)

@@ -77,6 +77,8 @@ class SamplingParams:
     # cached blocks made under the same salt, so one caller cannot time or count another's
     # prompt in the prefix cache. None: the unsalted cache (one trusted caller).
     cache_salt: str | None = None
+    # The LoRA adapter to run with, by the name it was loaded under (None: the base model).
+    lora: str | None = None
 
 
 @dataclass

@@ -5,7 +5,9 @@ so a safetensors checkpoint maps straight into place with no renaming table.
 
 The model knows nothing of serving. Attention takes an optional `KVCache`: the engine passes
 one that writes keys and values into its paged blocks and hands back what to attend over;
-training and parity tests pass none and get plain causal attention.
+training and parity tests pass none and get plain causal attention. In the serving layout each
+fused projection adds the LoRA updates of the rows whose request names an adapter
+(`fireside.model.adapters`; nothing when none does).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fireside.model import serving
+from fireside.model.adapters import add_lora
 from fireside.model.config import ModelConfig
 
 
@@ -148,6 +151,7 @@ class Attention(nn.Module):
             qkv = serving.linear(x, self.qkv_weight)
             if self.qkv_bias is not None:
                 qkv = qkv + self.qkv_bias
+            qkv = add_lora(qkv, x, self.layer, "qkv")
             qkv = qkv.view(B, T, H + 2 * Hkv, D)
             q, k, v = qkv[:, :, :H], qkv[:, :, H : H + Hkv], qkv[:, :, H + Hkv :]
         else:
@@ -182,15 +186,16 @@ class Attention(nn.Module):
         )
         y = y.transpose(1, 2).reshape(B, T, H * D)
         if self.o_weight is not None:
-            return serving.linear(y, self.o_weight)
+            return add_lora(serving.linear(y, self.o_weight), y, self.layer, "o")
         return self.o_proj(y)
 
 
 class MLP(nn.Module):
     """SwiGLU: down(silu(gate(x)) * up(x))."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, layer: int = 0) -> None:
         super().__init__()
+        self.layer = layer
         self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
         self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
@@ -206,8 +211,10 @@ class MLP(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.gate_up_weight is None or self.down_weight is None:
             return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
-        gate, up = serving.linear(x, self.gate_up_weight).chunk(2, dim=-1)
-        return serving.linear(F.silu(gate) * up, self.down_weight)
+        gate_up = add_lora(serving.linear(x, self.gate_up_weight), x, self.layer, "gate_up")
+        gate, up = gate_up.chunk(2, dim=-1)
+        h = F.silu(gate) * up
+        return add_lora(serving.linear(h, self.down_weight), h, self.layer, "down")
 
 
 class Block(nn.Module):
@@ -216,7 +223,7 @@ class Block(nn.Module):
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.self_attn = Attention(cfg, layer)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
-        self.mlp = MLP(cfg)
+        self.mlp = MLP(cfg, layer)
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache | None) -> Tensor:
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache)
