@@ -74,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="CPU: no oneDNN-packed copy of the weights for batches (less memory, slower batching)",
     )
+    serve.add_argument(
+        "--lora",
+        action="append",
+        metavar="NAME=DIR",
+        help="a LoRA adapter (PEFT format) served beside the base as model NAME; repeatable",
+    )
     serve.set_defaults(func=_serve)
     _add_chat_parser(sub)
 

@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     max_model_len: int | None = Field(default=None, ge=1)
     kv_cache_gib: float = Field(default=1.0, gt=0)
     pack_weights: bool = True
+    # LoRA adapters served beside the base from the start, as NAME=DIR (vLLM's --lora-modules);
+    # an admin loads and unloads more at run time.
+    lora: list[str] = Field(default_factory=list)
 
     # The chat application (`fireside.app`, under /api).
     data_dir: Path | None = None  # None = default_data_dir()

@@ -21,6 +21,7 @@ from fireside.api.errors import ErrorResponse, install_error_handlers
 from fireside.api.headers import SecurityHeadersMiddleware
 from fireside.api.hosts import LOOPBACK_HOSTS
 from fireside.api.middleware import GuardMiddleware
+from fireside.api.routes_lora import router as lora_router
 from fireside.api.routes_openai import router as openai_router
 from fireside.api.routes_tokenizer import router as tokenizer_router
 from fireside.api.served import ServedModel
@@ -91,6 +92,7 @@ def create_app(
     app.add_middleware(SecurityHeadersMiddleware)  # outermost: every answer has them
     app.include_router(openai_router)
     app.include_router(tokenizer_router)
+    app.include_router(lora_router)
     for extension in extensions:
         extension.install(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

@@ -56,7 +56,7 @@ class ChatJob:
     def __init__(
         self, req: ChatCompletionRequest, served: ServedModel, metrics: Metrics, names: TokenText
     ) -> None:
-        check_model(served, req.model)
+        self.model_name, lora = check_model(served, req.model)
         self.req, self.served, self.metrics, self.names = req, served, metrics, names
         self.id = f"chatcmpl-{uuid.uuid4().hex}"
         choice = req.tool_choice if req.tool_choice is not None else "auto"
@@ -80,6 +80,7 @@ class ChatJob:
             skip_special_tokens=True if self.tools else None,
             keep_special_token_ids=self.fmt.marker_ids(served.tokenizer) if self.tools else None,
             constraint_factory=self._constraint(choice),
+            lora=lora,
         )
 
     def _render(self) -> list[int]:
@@ -169,7 +170,7 @@ class ChatJob:
             )
         generated = sum(len(s.token_ids) for s in result.samples)
         usage = usage_of(len(result.prompt_ids), generated, result.cached_tokens)
-        return ChatCompletion(id=self.id, model=self.served.name, choices=choices, usage=usage)
+        return ChatCompletion(id=self.id, model=self.model_name, choices=choices, usage=usage)
 
     async def stream(self) -> AsyncIterator[ChatCompletionChunk]:
         """Primes the engine first, so an up-front error is the HTTP status of the reply."""
@@ -179,7 +180,7 @@ class ChatJob:
     def _chunk(
         self, choices: list[ChatChunkChoice], usage: Usage | None = None
     ) -> ChatCompletionChunk:
-        return ChatCompletionChunk(id=self.id, model=self.served.name, choices=choices, usage=usage)
+        return ChatCompletionChunk(id=self.id, model=self.model_name, choices=choices, usage=usage)
 
     async def _chunks(
         self, outputs: AsyncIterator[RequestOutput]

@@ -40,7 +40,7 @@ class CompletionJob:
     def __init__(
         self, req: CompletionRequest, served: ServedModel, metrics: Metrics, names: TokenText
     ) -> None:
-        check_model(served, req.model)
+        self.model_name, lora = check_model(served, req.model)
         if req.suffix:
             raise bad_request("suffix is not supported by this model", "suffix")
         if req.best_of is not None and req.best_of != req.n:
@@ -58,6 +58,7 @@ class CompletionJob:
             logprobs=k,
             prompt_logprobs=k if req.echo and k is not None else None,
             constraint_factory=self._constraint(),
+            lora=lora,
         )
 
     def _constraint(self) -> Callable[[], TokenConstraint] | None:
@@ -144,7 +145,7 @@ class CompletionJob:
                     )
                 )
         usage = usage_of(prompt_tokens, completion_tokens, cached)
-        return Completion(id=self.id, model=self.served.name, choices=choices, usage=usage)
+        return Completion(id=self.id, model=self.model_name, choices=choices, usage=usage)
 
     async def _chunks(
         self, streams: list[AsyncIterator[RequestOutput]]
@@ -185,11 +186,11 @@ class CompletionJob:
                         )
                     )
             for choice in choices:  # one per chunk, as OpenAI streams n > 1
-                yield Completion(id=self.id, model=self.served.name, choices=[choice])
+                yield Completion(id=self.id, model=self.model_name, choices=[choice])
         options = self.req.stream_options
         if options is not None and options.include_usage:
             usage = usage_of(prompt_tokens, completion_tokens, cached)
-            yield Completion(id=self.id, model=self.served.name, choices=[], usage=usage)
+            yield Completion(id=self.id, model=self.model_name, choices=[], usage=usage)
 
 
 def _finish(reason: str | None) -> Literal["stop", "length"] | None:

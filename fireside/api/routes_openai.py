@@ -13,6 +13,7 @@ from fireside.api.completions import CompletionJob
 from fireside.api.errors import APIError
 from fireside.api.generation import cancel_on_disconnect
 from fireside.api.metrics import CONTENT_TYPE
+from fireside.api.routes_lora import adapter_card
 from fireside.api.sampling import cache_salt
 from fireside.api.schemas import (
     ChatCompletion,
@@ -92,11 +93,16 @@ def _card(served: ServedModel) -> ModelCard:
 
 @router.get("/v1/models", response_model=ModelList, tags=["openai"])
 async def list_models(served: Served) -> ModelList:
-    return ModelList(data=[_card(served)])
+    """The base model, then each LoRA adapter served beside it (vLLM lists them so too)."""
+    adapters = served.adapters.list() if served.adapters is not None else []
+    return ModelList(data=[_card(served), *(adapter_card(served, a) for a in adapters)])
 
 
 @router.get("/v1/models/{model_id:path}", response_model=ModelCard, tags=["openai"])
 async def get_model(model_id: str, served: Served) -> ModelCard:
+    adapter = served.adapters.get(model_id) if served.adapters is not None else None
+    if adapter is not None:
+        return adapter_card(served, adapter)
     if model_id != served.name:
         raise APIError(
             f"the model {model_id!r} does not exist; this server serves {served.name!r}",

@@ -10,16 +10,21 @@ from fireside.api.served import ServedModel
 from fireside.engine.types import SamplingParams, TokenConstraint
 
 
-def check_model(served: ServedModel, model: str | None) -> None:
-    # vLLM accepts a missing model; a named one must be ours.
-    if model is not None and model != served.name:
+def check_model(served: ServedModel, model: str | None) -> tuple[str, str | None]:
+    """The model name a response reports and the LoRA adapter to run (None: the base). vLLM
+    accepts a missing model; a named one must be ours: the base or a loaded adapter."""
+    name, lora = served.model_for(model)
+    if model is not None and model != name:
+        adapters = served.adapters.list() if served.adapters is not None else []
+        names = ", ".join(repr(n) for n in [served.name, *(a.name for a in adapters)])
         raise APIError(
-            f"the model {model!r} does not exist; this server serves {served.name!r}",
+            f"the model {model!r} does not exist; this server serves {names}",
             404,
             type="not_found_error",
             param="model",
             code="model_not_found",
         )
+    return name, lora
 
 
 def check_prompt_ids(served: ServedModel, ids: list[int], param: str = "prompt") -> None:
@@ -62,6 +67,7 @@ def sampling_params(
     skip_special_tokens: bool | None = None,
     keep_special_token_ids: list[int] | None = None,
     constraint_factory: Callable[[], TokenConstraint] | None = None,
+    lora: str | None = None,
 ) -> SamplingParams:
     stop = [fields.stop] if isinstance(fields.stop, str) else list(fields.stop or [])
     if any(not s for s in stop):
@@ -106,6 +112,7 @@ def sampling_params(
         logprobs=logprobs,
         prompt_logprobs=prompt_logprobs,
         constraint_factory=constraint_factory,
+        lora=lora,
     )
 
 

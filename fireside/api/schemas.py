@@ -292,7 +292,21 @@ class ModelCard(BaseModel):
     created: int
     owned_by: str = "fireside"
     root: str | None = None
+    parent: str | None = None  # an adapter's base model (vLLM's field)
     max_model_len: int
+
+
+class LoadLoraAdapter(BaseModel):
+    """vLLM's POST /v1/load_lora_adapter body."""
+
+    model_config = ConfigDict(extra="forbid")
+    lora_name: str = Field(min_length=1, max_length=64)
+    lora_path: str = Field(min_length=1, max_length=4096)
+
+
+class UnloadLoraAdapter(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    lora_name: str = Field(min_length=1, max_length=64)
 
 
 class ModelList(BaseModel):

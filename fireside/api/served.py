@@ -15,6 +15,8 @@ from fireside.model.tokenizer import Tokenizer
 if TYPE_CHECKING:
     from llguidance import LLTokenizer
 
+    from fireside.model.adapters import AdapterRegistry
+
 
 @dataclass
 class ServedModel:
@@ -27,6 +29,7 @@ class ServedModel:
     tools: bool = False  # trained with Fireside's built-in tools ("fireside_tools": true)
     created: int = field(default_factory=lambda: int(time.time()))
     close: Callable[[], Awaitable[None]] | None = None
+    adapters: AdapterRegistry | None = None  # LoRA adapters served beside it, by name
     _grammar_tokenizer: LLTokenizer | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -36,6 +39,15 @@ class ServedModel:
     @property
     def context_length(self) -> int:
         return self.engine.context_length
+
+    def model_for(self, asked: str | None) -> tuple[str, str | None]:
+        """The name a response reports and the adapter to run with, for a request's `model`:
+        the base's name (or none) runs the base; an adapter's name runs that adapter."""
+        if asked is None or asked == self.name:
+            return self.name, None
+        if self.adapters is not None and self.adapters.get(asked) is not None:
+            return asked, asked
+        return self.name, None
 
     def grammar_tokenizer(self) -> LLTokenizer:
         """llguidance's view of the vocabulary; built on first use (about 1 s for 150k tokens)."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -53,14 +54,18 @@ async def load_served(
     name: str,
     device: str = "auto",
     engine_config: EngineConfig | None = None,
+    loras: Sequence[tuple[str, Path]] = (),
 ) -> ServedModel:
-    """Weights, tokenizer and a started engine for one model directory."""
+    """Weights, tokenizer and a started engine for one model directory, with the LoRA
+    adapters `loras` (name, directory) served beside it."""
     from fireside.engine import Engine
     from fireside.model import load_pretrained
     from fireside.model.pretrained import uses_tools
 
     pre = await asyncio.to_thread(load_pretrained, model_dir, _device(device))
     engine = Engine.from_pretrained(pre, engine_config)
+    for lora_name, path in loras:
+        await asyncio.to_thread(engine.adapters.load, lora_name, path, (name,))
     await engine.start()
     return ServedModel(
         engine=engine,
@@ -71,7 +76,19 @@ async def load_served(
         root=str(model_dir),
         tools=uses_tools(pre.generation_config),
         close=engine.shutdown,
+        adapters=engine.adapters,
     )
+
+
+def parse_loras(specs: Sequence[str]) -> list[tuple[str, Path]]:
+    """`--lora NAME=DIR` values; a malformed one stops the server before it starts."""
+    loras = []
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise FiresideError(f"--lora {spec!r}: give NAME=DIR (a PEFT adapter directory)")
+        loras.append((name, Path(path).expanduser()))
+    return loras
 
 
 def engine_config_for(settings: Settings) -> EngineConfig:
@@ -91,6 +108,7 @@ def build_app(settings: Settings, engine_config: EngineConfig | None = None) -> 
     model_dir = resolve_model_dir(settings)
     name = settings.served_model_name or model_dir.name
     engine_config = engine_config or engine_config_for(settings)
+    loras = parse_loras(settings.lora)
     if settings.v1_requires_key() and settings.api_key is None and not settings.app:
         # Personal keys come with the chat app: without it nothing could ever call /v1.
         raise FiresideError(
@@ -107,7 +125,7 @@ def build_app(settings: Settings, engine_config: EngineConfig | None = None) -> 
         extensions.append(ChatApp(settings))
     return create_app(
         name,
-        lambda: load_served(model_dir, name, settings.device, engine_config),
+        lambda: load_served(model_dir, name, settings.device, engine_config, loras),
         api_key=settings.api_key,
         extensions=extensions,
         allowed_hosts=settings.resolved_allowed_hosts(),
