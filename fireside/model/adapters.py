@@ -234,7 +234,7 @@ class AdapterRegistry:
 @dataclass(frozen=True)
 class _Group:
     adapter: Adapter
-    rows: Tensor  # indices into the batch dimension
+    rows: Tensor | None  # indices into the batch dimension; None: every row
 
 
 _state = threading.local()
@@ -250,8 +250,12 @@ def lora_batch(row_adapters: Sequence[Adapter | None], device: torch.device) -> 
     if not by_key:
         yield
         return
+    everyone = len(row_adapters)
     _state.groups = [
-        _Group(adapter, torch.tensor(rows, dtype=torch.long, device=device))
+        _Group(
+            adapter,
+            None if len(rows) == everyone else torch.tensor(rows, dtype=torch.long, device=device),
+        )
         for adapter, rows in by_key.values()
     ]
     try:
@@ -269,6 +273,9 @@ def add_lora(out: Tensor, x: Tensor, layer: int, group: str) -> Tensor:
     for g in groups:
         w = g.adapter.layers[layer].get(group)
         if w is None:
+            continue
+        if g.rows is None:  # the whole batch runs this adapter: no gather, no scatter
+            out += (x @ w.a.T) @ w.b.T
             continue
         xs = x.index_select(0, g.rows)
         out.index_add_(0, g.rows, (xs @ w.a.T) @ w.b.T)
