@@ -22,10 +22,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.lora_utils
 
-from engine import add_model_args, bench_model, bench_prompts  # noqa: E402
+from engine import add_model_args, bench_model, bench_prompts
 
-from fireside.engine import Engine, EngineConfig, SamplingParams  # noqa: E402
-from tests.lora_utils import write_adapter  # noqa: E402
+from fireside.engine import Engine, EngineConfig, SamplingParams
+from tests.lora_utils import write_adapter
 
 
 async def run_batch(

@@ -94,9 +94,7 @@ def test_the_prefix_cache_is_keyed_by_adapter(tmp_path: Path) -> None:
             again = await collect(engine, prompt, greedy(4, lora="a"), "a-again")
             engine.adapters.load("a", a_dir)  # a reload is another adapter to the cache
             reloaded = await collect(engine, prompt, greedy(4, lora="a"), "a-reloaded")
-        return [
-            c.outputs[-1].num_cached_prompt_tokens for c in (base, with_a, again, reloaded)
-        ]
+        return [c.outputs[-1].num_cached_prompt_tokens for c in (base, with_a, again, reloaded)]
 
     assert asyncio.run(main()) == [0, 0, 12, 0]
 
