@@ -234,6 +234,20 @@ describe('SocketHub: falling back to SSE', () => {
     expect(FakeWebSocket.made).toHaveLength(1);
   });
 
+  it('gives up on a first socket that never opens, and follows the POST reply over SSE', async () => {
+    const hub = makeHub({ openTimeoutMs: 5000 });
+    const got = recorder();
+    const post = sseResponse(sse(1, 'message', asst) + sse(2, 'done', { message: { ...asst, status: 'complete' } }));
+    const following = followLive(post, { conversationId: 'A', cursor: new EventCursor(), onEvent: got.onEvent }, hub);
+    await vi.advanceTimersByTimeAsync(4999);
+    expect(got.ids).toEqual([]);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(await following).toBe('done');
+    expect(got.ids).toEqual(['1', '2']);
+    expect(last().closedWith).toBeDefined();
+    expect(hub.usable).toBe(false);
+  });
+
   it('gives up where the WebSocket constructor throws', async () => {
     FakeWebSocket.refuse = true;
     const hub = makeHub();

@@ -5,7 +5,7 @@
  * and the cursor applies none twice. An answer is stopped over the same socket.
  *
  * The socket gives way to SSE: when it cannot be opened at all (a proxy without WebSocket: the
- * first one fails before it opens), is closed with an error, or fails `maxFailures` times in a
+ * first one fails, or hangs, before it opens), is closed with an error, or fails `maxFailures` times in a
  * row without delivering anything, the hub gives up for the page's life and every follower
  * rejects with SocketUnavailable, so its caller goes on over SSE from the same cursor. A close
  * with 4401 means the session ended: followers reject with a 401, as the SSE routes answer.
@@ -30,6 +30,8 @@ export interface HubOptions {
   maxRetries?: number;
   /** How long an unused socket stays open: switching back to a chat reuses it. */
   idleMs?: number;
+  /** How long a socket may take to open before it counts as failed (a proxy that hangs it). */
+  openTimeoutMs?: number;
   /** The socket was closed with 4401 (the session ended), whether or not anything followed. */
   onLoggedOut?: () => void;
 }
@@ -131,7 +133,13 @@ export class SocketHub {
       return;
     }
     this.socket = socket;
+    const hung = setTimeout(() => {
+      if (socket !== this.socket || this.isOpen) return;
+      socket.close();
+      this.onClose(1006);
+    }, this.options.openTimeoutMs ?? 5000);
     socket.addEventListener('open', () => {
+      clearTimeout(hung);
       if (socket !== this.socket) return;
       this.isOpen = this.everOpened = true;
       this.delivered = false;
@@ -143,6 +151,7 @@ export class SocketHub {
       if (socket === this.socket && typeof e.data === 'string') this.onFrame(e.data);
     });
     socket.addEventListener('close', (e: CloseEvent) => {
+      clearTimeout(hung);
       if (socket === this.socket) this.onClose(e.code);
     });
   }
