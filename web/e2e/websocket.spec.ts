@@ -1,7 +1,8 @@
 /**
  * How answers reach the page, against the real server: over one WebSocket (WS /api/ws) that
- * every chat shares, resumed after a reload; over SSE, exactly as before, where the socket is
- * switched off (localStorage 'fireside.transport' = 'sse') or refused.
+ * every chat shares, resumed after a reload, closed with 4401 on a logout elsewhere (the login
+ * page shows); over SSE, exactly as before, where the socket is switched off
+ * (localStorage 'fireside.transport' = 'sse') or refused.
  */
 import { expect, test, type Page } from '@playwright/test';
 import { ChatPage, signUp } from './chat-page';
@@ -48,7 +49,7 @@ async function growing(chat: ChatPage): Promise<void> {
 
 test.describe.configure({ mode: 'serial' });
 
-test('answers stream over one WebSocket: two chats, away and back, a reload mid-answer, a stop', async ({ page }) => {
+test('answers stream over one WebSocket: two chats, away and back, a reload mid-answer, a stop, a logout elsewhere', async ({ page }) => {
   const sockets = watchSockets(page);
   const streams = watchStreams(page);
   const chat = new ChatPage(page);
@@ -100,6 +101,11 @@ test('answers stream over one WebSocket: two chats, away and back, a reload mid-
 
   // Each answer was started by its POST, and nothing else went over HTTP: no resume, no stop.
   expect(streams).toEqual([`POST /api/conversations/${a}/messages`, `POST /api/conversations/${b}/messages`, `POST /api/conversations/${a}/messages`]);
+
+  // Logged out elsewhere (another tab): the server closes the socket with 4401 within its
+  // 5 s re-check, and the page shows the login page.
+  expect((await page.request.post('/api/auth/logout')).status()).toBe(200);
+  await expect(page).toHaveURL(/\/login$/, { timeout: 15_000 });
 });
 
 async function streamsOverSse(page: Page, streams: string[]): Promise<void> {
