@@ -1,8 +1,14 @@
 """WS /api/ws: the same events as the SSE routes, as JSON frames {"id", "event", "data"}.
 
-The client sends {"type": "subscribe", "conversation_id", "last_event_id"?} and
-{"type": "stop", "conversation_id"}; a subscription ends after the answer's `done`.
-Frames about the socket itself (a bad frame, a conversation not found) have `id` null.
+One socket carries any number of subscriptions, one per conversation (the page follows every
+conversation it has open over one socket). The client sends
+{"type": "subscribe", "conversation_id", "last_event_id"?}, {"type": "unsubscribe",
+"conversation_id"} and {"type": "stop", "conversation_id"}. Every frame names its
+conversation ("conversation_id"): event ids are numbered per conversation, so they alone would
+not tell two subscriptions apart. A subscription ends after the answer's `done` (or at once
+when nothing runs) with an `end` frame, as an SSE body ends; a new subscribe to the same
+conversation replaces the old one. Frames about the socket itself (a bad frame, a conversation
+not found: `error`, with the HTTP status the same request would get) and `end` have `id` null.
 
 The caller's credentials (session cookie or personal key) are checked again before every
 command and every RECHECK_S seconds: a socket outlives neither a logout, nor a disabled
@@ -65,6 +71,12 @@ async def websocket(ws: WebSocket) -> None:
             await ws.close(code=4401, reason=REVOKED)
 
 
+def _frame(
+    event_id: str | None, event: str, data: dict[str, Any], conversation_id: str | None
+) -> dict[str, Any]:
+    return {"id": event_id, "event": event, "data": data, "conversation_id": conversation_id}
+
+
 class _Session:
     def __init__(self, ws: WebSocket, chat: ChatState, user: User) -> None:
         self.ws, self.chat, self.user = ws, chat, user
@@ -76,11 +88,14 @@ class _Session:
         async with self.send_lock:
             await self.ws.send_json(frame)
 
-    async def problem(self, message: str, conversation_id: uuid.UUID | None = None) -> None:
-        data: dict[str, Any] = {"error": message}
-        if conversation_id is not None:
-            data["conversation_id"] = str(conversation_id)
-        await self.send({"id": None, "event": "error", "data": data})
+    async def problem(
+        self, message: str, conversation_id: uuid.UUID | None = None, status: int = 400
+    ) -> None:
+        data: dict[str, Any] = {"error": message, "status": status}
+        cid = None if conversation_id is None else str(conversation_id)
+        if cid is not None:
+            data["conversation_id"] = cid
+        await self.send(_frame(None, "error", data, cid))
 
     async def still_allowed(self) -> bool:
         """The socket's credentials, checked as a new request's would be (same user)."""
@@ -115,16 +130,21 @@ class _Session:
                 continue
             if not await self.still_allowed():
                 self.revoked = True
-                await self.problem(REVOKED, command.conversation_id)
+                await self.problem(REVOKED, command.conversation_id, 401)
                 return
             await self.handle(command)
 
     async def handle(self, command: WsCommand) -> None:
         cid = command.conversation_id
+        if command.type == "unsubscribe":
+            # Only this socket's own subscriptions (owned when made): no look-up, so leaving
+            # a chat that was just deleted (a temporary one) still ends its subscription.
+            self.unsubscribe(cid)
+            return
         async with self.chat.db.session() as db:
             owned = await store.owned_conversation(db, self.user.id, cid)
             if owned is None:
-                await self.problem("no such conversation", cid)
+                await self.problem("no such conversation", cid, 404)
                 return
             if command.type == "stop":
                 await self.chat.generations.stop(db, cid)
@@ -135,18 +155,27 @@ class _Session:
         try:
             after = check_event_id(self.chat, command.last_event_id)
         except APIError as e:
-            await self.problem(e.message, cid)
+            await self.problem(e.message, cid, e.status)
             return
-        old = self.subscriptions.pop(cid, None)
-        if old is not None:
-            old.cancel()
+        self.unsubscribe(cid)
         self.subscriptions[cid] = asyncio.create_task(self.follow(cid, after))
 
+    def unsubscribe(self, cid: uuid.UUID) -> None:
+        task = self.subscriptions.pop(cid, None)
+        if task is not None:
+            task.cancel()
+
     async def follow(self, cid: uuid.UUID, after: str | None) -> None:
+        conversation = str(cid)
         with contextlib.suppress(WebSocketDisconnect, RuntimeError):
-            async for event in replay_then_follow(self.chat, cid, after, after is not None):
-                if event is not None:
-                    await self.send({"id": event.id, "event": event.event, "data": event.data})
+            async for e in replay_then_follow(self.chat, cid, after, after is not None):
+                if e is not None:
+                    await self.send(_frame(e.id, e.event, e.data, conversation))
+            # Ended, not replaced: forget the task before saying so, so that a subscribe the
+            # client sends on reading `end` is never cancelled as this one's leftover.
+            if self.subscriptions.get(cid) is asyncio.current_task():
+                del self.subscriptions[cid]
+            await self.send(_frame(None, "end", {}, conversation))
 
     async def close(self) -> None:
         for task in self.subscriptions.values():

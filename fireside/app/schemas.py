@@ -227,11 +227,13 @@ class ErrorData(BaseModel):
 
 
 class EventFrame(BaseModel):
-    """One event as the WebSocket carries it (SSE carries the same as id/event/data lines)."""
+    """One event as the WebSocket carries it (SSE carries the same as id/event/data lines),
+    named by its conversation: one socket carries many conversations' events."""
 
     id: str
     event: Literal["message", "delta", "tool_call", "tool_result", "done", "error"]
     data: dict[str, Any]
+    conversation_id: uuid.UUID
 
 
 class Stopped(BaseModel):

@@ -41,6 +41,18 @@ export class ChatPage {
     await this.chatItem(chat).getByLabel('Move to project').selectOption({ label: project });
   }
 
+  /** Opens a chat from the sidebar by its id. */
+  async openChat(id: string): Promise<void> {
+    await this.sidebar().locator(`a[href="/c/${id}"]`).click();
+    await expect(this.page).toHaveURL(`/c/${id}`);
+  }
+
+  /** The open chat's id, once the page has one. */
+  async chatId(): Promise<string> {
+    await expect(this.page).toHaveURL(/\/c\/[0-9a-f-]{36}$/);
+    return this.page.url().split('/c/')[1] ?? '';
+  }
+
   async send(text: string): Promise<void> {
     await this.composer().fill(text);
     await this.composer().press('Enter');

@@ -153,6 +153,8 @@ export class FakeApi {
   }
 
   async install(page: Page): Promise<void> {
+    // The fake speaks SSE only: the page is told to follow answers that way (stream/live.ts).
+    await page.addInitScript(() => localStorage.setItem('fireside.transport', 'sse'));
     await page.route('**/api/**', (route) => this.handle(route));
   }
 

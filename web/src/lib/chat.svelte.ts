@@ -1,15 +1,18 @@
 /**
  * One open conversation: its message tree, the branch on screen, and the generation being
  * streamed into it. Send, regenerate and edit all start a server-side generation and follow
- * its events with the same function, which also resumes after a cut connection or a reload.
+ * its events with the same function, which also resumes after a cut connection or a reload:
+ * over the page's one WebSocket, shared by every chat it opens, or SSE (stream/live.ts).
  */
 import { untrack } from 'svelte';
 import { api, ApiError, enc, postStream } from './api/client';
 import type { Conversation, Feedback, Message } from './api/types';
 import { conversations } from './conversations.svelte';
 import { projects } from './projects.svelte';
+import { sessionEnded } from './session.svelte';
 import { EventCursor, type StreamEvent } from './stream/events';
-import { follow, StreamHttpError } from './stream/follow';
+import { StreamHttpError } from './stream/follow';
+import { followLive, pageHub } from './stream/live';
 import { addMessage, answerStart, applyEvent, branchPath, emptyTree, fromMessages, isRunning, siblingIds, switchBranch, type Tree } from './tree';
 
 export interface ChatError {
@@ -124,13 +127,16 @@ export class Chat {
     this.abort = abort;
     this.busy = true;
     this.error = null;
+    const hub = pageHub(sessionEnded);
+    void hub?.connect(); // the socket's handshake overlaps the POST
     try {
       const first = await start(abort.signal);
-      const end = await follow(first, { conversationId: conv.id, cursor, onEvent: this.onEvent, signal: abort.signal });
+      const end = await followLive(first, { conversationId: conv.id, cursor, onEvent: this.onEvent, signal: abort.signal }, hub);
       if (end === 'lost') this.error = { message: 'The connection to the server was lost while the answer was being written.', retry: () => void this.resume() };
     } catch (e) {
       if (abort.signal.aborted) return;
       const status = e instanceof ApiError || e instanceof StreamHttpError ? e.status : 0;
+      if (status === 401) sessionEnded(); // logged out elsewhere: to the login page
       const message = status === 429 ? `Too many requests: ${(e as Error).message}` : (e as Error).message;
       this.error = { message, retry };
     } finally {
@@ -196,6 +202,7 @@ export class Chat {
   async stop(): Promise<void> {
     const conv = this.conversation;
     if (!conv || !this.busy) return;
+    if (pageHub(sessionEnded)?.stop(conv.id)) return; // followed over the socket: stopped on it
     try {
       // The server stops the task; its `done` event (status "stopped") ends our stream.
       await api.post(`/api/conversations/${enc(conv.id)}/stop`);

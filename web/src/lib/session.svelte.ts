@@ -20,3 +20,9 @@ export async function logout(): Promise<void> {
     session.user = null;
   }
 }
+
+/** The server no longer knows this session (a 401, a socket closed with 4401): the app shows
+ * the login page (App.svelte). */
+export function sessionEnded(): void {
+  session.user = null;
+}

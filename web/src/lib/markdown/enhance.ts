@@ -51,8 +51,9 @@ async function renderMath(el: HTMLElement): Promise<void> {
   const tex = el.dataset['tex'];
   if (tex === undefined || el.dataset['rendered']) return;
   const katex = (await import('./katex')).default;
-  // trust: false refuses \href, \url with javascript: and friends; errors show as red text.
-  katex.render(tex, el, { displayMode: el.dataset['display'] === '1', throwOnError: false, trust: false, strict: 'ignore' });
+  // trust: false refuses \href, \url with javascript: and friends; errors show in the theme's
+  // red (KaTeX's own #cc0000 fails WCAG AA contrast on the dark background).
+  katex.render(tex, el, { displayMode: el.dataset['display'] === '1', throwOnError: false, errorColor: 'var(--danger)', trust: false, strict: 'ignore' });
   el.dataset['rendered'] = '1';
 }
 

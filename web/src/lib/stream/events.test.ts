@@ -2,7 +2,6 @@ import { describe, expect, it } from 'vitest';
 import { compareIds, EventCursor, fromFrame, fromSse } from './events';
 import { follow } from './follow';
 import { readSse } from './sse';
-import { subscribe } from './ws';
 
 const enc = new TextEncoder();
 
@@ -105,33 +104,23 @@ describe('follow: resume with Last-Event-ID', () => {
   });
 });
 
-class FakeSocket extends EventTarget {
-  readyState = 1;
-  sent: unknown[] = [];
-  send(text: string) {
-    this.sent.push(JSON.parse(text));
-  }
-  deliver(frame: unknown) {
-    this.dispatchEvent(new MessageEvent('message', { data: JSON.stringify(frame) }));
-  }
-}
-
 describe('WebSocket frames', () => {
-  it('parses frames and ignores malformed ones', () => {
-    expect(fromFrame('{"id": 3, "event": "delta", "data": {"message_id": "a", "text": "x"}}')?.id).toBe('3');
+  it('parses event frames, subscription news and nothing malformed', () => {
+    expect(fromFrame('{"id": 3, "event": "delta", "data": {"message_id": "a", "text": "x"}, "conversation_id": "c1"}')).toEqual({
+      conversationId: 'c1',
+      kind: 'event',
+      event: { id: '3', event: 'delta', data: { message_id: 'a', text: 'x' } },
+    });
+    expect(fromFrame('{"id": null, "event": "end", "data": {}, "conversation_id": "c1"}')).toEqual({ conversationId: 'c1', kind: 'end' });
+    expect(fromFrame('{"id": null, "event": "error", "data": {"error": "no such conversation", "status": 404}, "conversation_id": "c2"}')).toEqual({
+      conversationId: 'c2',
+      kind: 'refused',
+      status: 404,
+      message: 'no such conversation',
+    });
     expect(fromFrame('not json')).toBeNull();
-    expect(fromFrame('{"event": "delta", "data": {}}')).toBeNull();
-  });
-
-  it('subscribes from the last event id and applies resent frames once', () => {
-    const socket = new FakeSocket();
-    const got: string[] = [];
-    const sub = subscribe(socket as unknown as WebSocket, 'c1', new EventCursor('2'), (e) => got.push(e.id));
-    expect(socket.sent).toEqual([{ type: 'subscribe', conversation_id: 'c1', last_event_id: '2' }]);
-    for (const id of [2, 3, 3, 4]) socket.deliver({ id, event: 'delta', data: { message_id: 'a1', text: 'x' } });
-    socket.deliver({ id: 5, event: 'delta', data: { conversation_id: 'other', message_id: 'b', text: 'y' } });
-    expect(got).toEqual(['3', '4']);
-    sub.stop();
-    expect(socket.sent[1]).toEqual({ type: 'stop', conversation_id: 'c1' });
+    expect(fromFrame('{"event": "delta", "data": {}, "conversation_id": "c1"}')).toBeNull();
+    // A problem with the socket itself (a bad frame) names no conversation: no follower's.
+    expect(fromFrame('{"id": null, "event": "error", "data": {"error": "bad frame"}, "conversation_id": null}')).toBeNull();
   });
 });

@@ -70,8 +70,17 @@ export function fromSse(id: string | undefined, name: string | undefined, data: 
   return toEvent(id, name, parsed);
 }
 
-/** One WebSocket frame: `{"id", "event", "data"}`. */
-export function fromFrame(text: string): StreamEvent | null {
+/**
+ * One WebSocket frame of WS /api/ws, `{"id", "event", "data", "conversation_id"}`: an event of
+ * the named conversation, or (id null) news of that conversation's subscription: `end` (it
+ * ended, as an SSE body ends) or `error` (refused, with the HTTP status a request would get).
+ */
+export type Frame =
+  | { conversationId: string; kind: 'event'; event: StreamEvent }
+  | { conversationId: string; kind: 'end' }
+  | { conversationId: string; kind: 'refused'; status: number; message: string };
+
+export function fromFrame(text: string): Frame | null {
   let frame: unknown;
   try {
     frame = JSON.parse(text);
@@ -79,9 +88,18 @@ export function fromFrame(text: string): StreamEvent | null {
     return null;
   }
   if (!frame || typeof frame !== 'object') return null;
-  const f = frame as { id?: unknown; event?: unknown; data?: unknown };
+  const f = frame as { id?: unknown; event?: unknown; data?: unknown; conversation_id?: unknown };
+  if (typeof f.conversation_id !== 'string') return null;
+  const conversationId = f.conversation_id;
+  if (f.id === null) {
+    if (f.event === 'end') return { conversationId, kind: 'end' };
+    if (f.event !== 'error') return null;
+    const data = (f.data ?? {}) as { status?: unknown };
+    return { conversationId, kind: 'refused', status: typeof data.status === 'number' ? data.status : 400, message: errorData(f.data).message };
+  }
   const id = typeof f.id === 'number' ? String(f.id) : typeof f.id === 'string' ? f.id : undefined;
-  return toEvent(id, typeof f.event === 'string' ? f.event : undefined, f.data);
+  const event = toEvent(id, typeof f.event === 'string' ? f.event : undefined, f.data);
+  return event && { conversationId, kind: 'event', event };
 }
 
 /**
