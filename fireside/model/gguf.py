@@ -214,11 +214,11 @@ def llama3_scaling(
         original_context = round(-slope / intercept) if intercept < 0 else 8192
     width = original_context / slope  # high_freq_factor - low_freq_factor
     low = -intercept * width
-    scaling = {
+    scaling = {  # rounded off the fit's float noise: 0.99999993 is Llama's 1.0
         "rope_type": "llama3",
         "factor": factor,
-        "low_freq_factor": low,
-        "high_freq_factor": low + width,
+        "low_freq_factor": float(f"{low:.6g}"),
+        "high_freq_factor": float(f"{low + width:.6g}"),
         "original_max_position_embeddings": original_context,
     }
     cfg.rope_scaling = scaling
