@@ -216,16 +216,24 @@ def test_the_gguf_tokenizer_and_chat_template_are_the_originals(
     assert got.ids.count(b.token_id("<|assistant|>")) == 2  # type: ignore[arg-type]
 
 
-def test_an_f16_gguf_holds_the_weights_rounded_to_f16(
-    model_dirs: dict[str, Path], gguf_file: Callable[[str, str], Path], one_thread: None
+@pytest.mark.parametrize(("outtype", "dtype"), [("f16", torch.float16), ("bf16", torch.bfloat16)])
+def test_a_16_bit_gguf_holds_the_weights_rounded_to_16_bits(
+    outtype: str,
+    dtype: torch.dtype,
+    model_dirs: dict[str, Path],
+    gguf_file: Callable[[str, str], Path],
+    one_thread: None,
 ) -> None:
+    path = gguf_file("LlamaForCausalLM", outtype)
+    kinds = {t.tensor_type.name for t in gguf.GGUFReader(path).tensors}
+    assert kinds == {"F32", outtype.upper()}  # the converter keeps 1-D tensors (norms) in F32
     original = load_pretrained(model_dirs["LlamaForCausalLM"])
-    loaded = load_pretrained(gguf_file("LlamaForCausalLM", "f16"))
+    loaded = load_pretrained(path)
     assert loaded.model.dtype == torch.float32  # CPU serves fp32 whatever the file holds
-    with torch.no_grad():  # the converter keeps 1-D tensors (norms) in F32, matrices in F16
+    with torch.no_grad():
         for p in original.model.parameters():
             if p.ndim == 2:
-                p.copy_(p.half().float())
+                p.copy_(p.to(dtype).float())
     prompt = original.tokenizer.render_chat(MESSAGES, add_generation_prompt=True).ids
     torch.testing.assert_close(logits(loaded, prompt), logits(original, prompt))
     expected = greedy_reference(original.model, prompt, 16)
