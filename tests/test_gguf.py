@@ -338,10 +338,14 @@ def test_sentencepiece_vocabularies_encode_as_sentencepiece_does(
     assert tokenizer.encode("<s>hi</s>") == [1, *sp.encode("hi"), 2]
 
 
-def write_gguf(path: Path, arch: str, tensors: dict[str, np.ndarray[Any, Any]]) -> Path:
+def write_gguf(
+    path: Path, arch: str, tensors: dict[str, np.ndarray[Any, Any]], split_count: int = 1
+) -> Path:
     w = gguf.GGUFWriter(str(path), arch)
     w.add_block_count(1)
     w.add_embedding_length(4)
+    if split_count > 1:
+        w.add_uint16(gguf.Keys.Split.LLM_KV_SPLIT_COUNT, split_count)
     for name, array in tensors.items():
         w.add_tensor(name, array)
     w.write_header_to_file()
@@ -356,6 +360,13 @@ def test_an_unsupported_architecture_is_named(tmp_path: Path) -> None:
         tmp_path / "fantasy.gguf", "fantasy", {"token_embd.weight": np.zeros((8, 4), np.float32)}
     )
     with pytest.raises(CheckpointError, match=r"architecture 'fantasy'.*supported: llama"):
+        load_pretrained(path)
+
+
+def test_one_part_of_a_split_gguf_says_to_merge_the_parts(tmp_path: Path) -> None:
+    embed = {"token_embd.weight": np.zeros((8, 4), np.float32)}
+    path = write_gguf(tmp_path / "m-00001-of-00002.gguf", "llama", embed, split_count=2)
+    with pytest.raises(CheckpointError, match=r"one part of a split GGUF model.*--merge"):
         load_pretrained(path)
 
 

@@ -39,7 +39,8 @@ def resolve_model_dir(settings: Settings) -> Path:
     path = Path(settings.model) if settings.model else default_model_dir()
     if not (path / "config.json").is_file() and find_gguf(path) is None:
         raise CheckpointError(
-            f"{str(path)!r} is not a model: neither a directory with config.json nor a GGUF file"
+            f"{str(path)!r} is not a model: it has no config.json (an HF model directory) "
+            "and is not a GGUF file"
         )
     return path
 

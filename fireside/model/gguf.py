@@ -29,15 +29,14 @@ from fireside.model.transformer import Transformer, rope_inv_freq
 if TYPE_CHECKING:
     from gguf import GGUFReader, ReaderTensor
 
-# general.architecture -> HF architecture. Mistral's GGUFs say "llama".
+# general.architecture -> HF architecture. Mistral's (v0.1-v0.3, Nemo) GGUFs say "llama".
 ARCHITECTURES = {
     "llama": "LlamaForCausalLM",
-    "mistral": "MistralForCausalLM",
     "qwen2": "Qwen2ForCausalLM",
     "qwen3": "Qwen3ForCausalLM",
 }
 # The architectures whose q/k rows llama.cpp's converter permutes (LlamaModel.permute).
-PERMUTED = {"llama", "mistral"}
+PERMUTED = {"llama"}
 FLOAT_TYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
 
 _GLOBAL_NAMES = {
@@ -92,16 +91,21 @@ def load_gguf(
             f"{str(path)!r} is a GGUF model of architecture {arch!r}, which Fireside does not "
             f"run; supported: {', '.join(sorted(ARCHITECTURES))}"
         )
+    if int(meta.get("split.count", 1)) > 1:
+        raise CheckpointError(
+            f"{str(path)!r} is one part of a split GGUF model; merge the parts into one file "
+            "first (llama.cpp's `llama-gguf-split --merge FIRST_PART OUT.gguf`)"
+        )
     tensors = {t.name: t for t in reader.tensors}
     _check_float(tensors, path)
     cfg = gguf_config(meta, tensors, path)
-    device = torch.device(device)
-    model = _load_weights(cfg, arch, tensors, device, dtype or default_dtype(device), path)
-
+    # The tokenizer first: a vocabulary Fireside cannot rebuild fails before the weights load.
     vocab = GGUFVocab.from_metadata(meta)
     template = meta.get("tokenizer.chat_template")
     tokenizer = Tokenizer(build_backend(vocab), str(template) if template else None, vocab.special)
     check_tokenizer_matches(tokenizer, cfg.vocab_size, str(path))
+    device = torch.device(device)
+    model = _load_weights(cfg, arch, tensors, device, dtype or default_dtype(device), path)
     return Pretrained(
         model=model, tokenizer=tokenizer, generation_config=_generation_config(vocab), path=path
     )
