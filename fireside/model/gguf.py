@@ -152,6 +152,12 @@ def gguf_config(meta: dict[str, Any], tensors: dict[str, ReaderTensor], path: Pa
     heads = int(get("attention.head_count"))
     kv_heads = int(get("attention.head_count_kv", heads))
     head_dim = int(get("attention.key_length", hidden // heads))
+    rotated = int(get("rope.dimension_count", head_dim))
+    if rotated != head_dim or int(get("attention.value_length", head_dim)) != head_dim:
+        raise CheckpointError(
+            f"{str(path)!r} rotates {rotated} of {head_dim} dimensions per head or has values "
+            "of another width than keys; Fireside runs RoPE over whole heads of one width"
+        )
     cfg = ModelConfig(
         vocab_size=int(embed.data.shape[0]),
         hidden_size=hidden,
