@@ -68,14 +68,15 @@ class PreTokenizer:
 
 _PRE_TOKENIZERS: dict[str, PreTokenizer] = {
     **dict.fromkeys(
-        ("llama3", "llama-v3", "llama-bpe", "falcon3", "pixtral", "dbrx", "smaug-bpe"),
+        ("llama3", "llama-v3", "llama-bpe", "falcon3", "pixtral"),
         PreTokenizer((_LLAMA3,), ignore_merges=True),
     ),
+    **dict.fromkeys(("dbrx", "smaug-bpe"), PreTokenizer((_LLAMA3,))),
     **dict.fromkeys(("qwen2", "deepseek-r1-qwen", "stablelm2", "megrez"), PreTokenizer((_QWEN2,))),
     "qwen35": PreTokenizer((_QWEN35,)),
     **dict.fromkeys(("gpt-4o", "llama4"), PreTokenizer((_GPT4O,))),
     "tekken": PreTokenizer((_TEKKEN,), ignore_merges=True),
-    **dict.fromkeys(("gpt-2", "gpt2", "phi-2", "olmo", "mpt"), PreTokenizer((_GPT2,))),
+    **dict.fromkeys(("gpt-2", "phi-2", "olmo", "mpt"), PreTokenizer((_GPT2,))),
     **dict.fromkeys(("smollm", "starcoder", "refact", "codeshell"), PreTokenizer(_STARCODER)),
     "default": PreTokenizer(_DEFAULT),
 }
