@@ -37,6 +37,10 @@ def _chat(args: argparse.Namespace) -> int:
     return chat_cli.run(args)
 
 
+MODEL_HELP = (
+    "model directory (HF format) or GGUF file (F32/F16/BF16 tensors; a directory holding one "
+    ".gguf too); default: the bundled model"
+)
 CHAT_HELP = """\
 Talk to a model in the terminal, or answer one PROMPT and exit.
 
@@ -52,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fireside", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the OpenAI-compatible API and the chat app")
-    serve.add_argument("--model", help="model directory (HF format); default: the bundled model")
+    serve.add_argument("--model", help=MODEL_HELP)
     serve.add_argument("--served-model-name", dest="served_model_name")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
@@ -105,7 +109,7 @@ def _add_chat_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     chat.add_argument("prompt", nargs="?", metavar="PROMPT", help="answer this once and exit")
-    chat.add_argument("--model", help="model directory (HF format); default: the bundled model")
+    chat.add_argument("--model", help=MODEL_HELP)
     chat.add_argument("--json", action="store_true", help="with PROMPT: the whole exchange as JSON")
     tools = chat.add_mutually_exclusive_group()
     tools.add_argument(

@@ -35,9 +35,14 @@ log = logging.getLogger(__name__)
 
 
 def resolve_model_dir(settings: Settings) -> Path:
+    from fireside.model.gguf import find_gguf
+
     path = Path(settings.model) if settings.model else default_model_dir()
-    if not (path / "config.json").is_file():
-        raise CheckpointError(f"{str(path)!r} is not a model directory: it has no config.json")
+    if not (path / "config.json").is_file() and find_gguf(path) is None:
+        raise CheckpointError(
+            f"{str(path)!r} is not a model: it has no config.json (an HF model directory) "
+            "and is not a GGUF file"
+        )
     return path
 
 
@@ -106,7 +111,7 @@ def build_app(settings: Settings, engine_config: EngineConfig | None = None) -> 
     """The app for these settings (engine sized by them unless `engine_config` is given); the
     model loads once the server is listening."""
     model_dir = resolve_model_dir(settings)
-    name = settings.served_model_name or model_dir.name
+    name = settings.served_model_name or (model_dir.stem if model_dir.is_file() else model_dir.name)
     engine_config = engine_config or engine_config_for(settings)
     loras = parse_loras(settings.lora)
     if settings.v1_requires_key() and settings.api_key is None and not settings.app:

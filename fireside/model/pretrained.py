@@ -43,7 +43,8 @@ def default_model_dir() -> Path:
     if not (path / "config.json").is_file():
         raise CheckpointError(
             f"no bundled model at {str(path)!r} (this install has none yet); "
-            "pass --model DIR with a model directory (config.json, safetensors, tokenizer.json)"
+            "pass --model DIR with a model directory (config.json, safetensors, tokenizer.json) "
+            "or --model FILE.gguf"
         )
     return path
 
@@ -67,6 +68,12 @@ def check_tokenizer_matches(tokenizer: Tokenizer, vocab_size: int, where: str) -
 def load_pretrained(
     path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
 ) -> Pretrained:
+    """An HF-format model directory, or a GGUF file (a directory holding one .gguf too)."""
+    from fireside.model.gguf import find_gguf, load_gguf
+
+    gguf_file = find_gguf(path)
+    if gguf_file is not None:
+        return load_gguf(gguf_file, device=device, dtype=dtype)
     path = Path(path)
     model = load_model(path, device=device, dtype=dtype)
     tokenizer = Tokenizer.from_dir(path)
