@@ -525,6 +525,23 @@ def test_delete_removes_passages_and_bytes_once_unused(
     assert client.http.get(f"/files/{in_project['id']}").status_code == 404
     assert not blob_path(backend, sha_of(project_data)).exists()
 
+    # A file another chat attached too stays when its own chat goes (in no chat then, still
+    # searched where it is attached); a project's file attached in one of its chats stays the
+    # project's when that chat goes.
+    first, second = client.new_conversation()["id"], client.new_conversation()["id"]
+    shared = uploaded(client, "s.txt", b"Numbats eat termites.", conversation_id=first)
+    client.send(second, "Hi", file_ids=[shared["id"]])
+    project = client.http.post("/projects", json={"name": "Q"}).json()["id"]
+    kept = uploaded(client, "k.txt", b"Bilbies dig.", project_id=project)
+    in_project_chat = client.new_conversation(project_id=project)["id"]
+    client.send(in_project_chat, "Hi", file_ids=[kept["id"]])
+    for gone in (first, in_project_chat):
+        assert client.http.delete(f"/conversations/{gone}").status_code == 204
+    assert client.http.get(f"/files/{shared['id']}").json()["conversation_id"] is None
+    assert client.http.get(f"/files/{kept['id']}").json()["project_id"] == project
+    [result] = tool_results(client.send(second, "What do numbats eat?"))
+    assert result["sources"][0]["file_id"] == shared["id"]
+
 
 # --- export ---
 

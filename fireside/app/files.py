@@ -143,9 +143,12 @@ async def delete_with(
     project_id: uuid.UUID | None = None,
 ) -> set[str]:
     """In the caller's transaction: the files uploaded into these chats (or the project),
-    which go with them; the contents to `forget` once it commits."""
+    which go with them, unless another chat attached them too (they stay, in no chat); the
+    contents to `forget` once it commits."""
     doomed = await store.files_where(db, conversation_ids, project_id)
-    return await store.delete_files(db, doomed)
+    digests = await store.delete_files(db, doomed)
+    await store.leave_conversations(db, conversation_ids)
+    return digests
 
 
 async def files_to_attach(

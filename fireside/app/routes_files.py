@@ -10,6 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Query, Response, UploadFile
 from fastapi import File as FormFile
 
+from fireside.api.errors import ErrorResponse
 from fireside.app import files
 from fireside.app.cursors import decode_cursor, encode_cursor
 from fireside.app.deps import DB, ChatStateDep, CurrentUser, OwnedFile
@@ -27,7 +28,12 @@ MULTIPART_SLACK = 64 << 10
 INLINE_TYPES = frozenset({"text/plain", "application/pdf"})
 
 
-@router.post("/files", response_model=FilePublic, status_code=201)
+@router.post(
+    "/files",
+    response_model=FilePublic,
+    status_code=201,
+    responses={415: {"model": ErrorResponse, "description": "A kind of file that is not read"}},
+)
 async def upload_file(
     file: Annotated[UploadFile, FormFile()],
     user: CurrentUser,

@@ -125,9 +125,10 @@ async def user_bytes(db: AsyncSession, user_id: uuid.UUID) -> int:
 async def attach(
     db: AsyncSession, message_id: uuid.UUID, conversation_id: uuid.UUID, files: Sequence[File]
 ) -> None:
-    """Links the files to the message; a file uploaded into no chat becomes this one's."""
+    """Links the files to the message; a file uploaded into no chat and no project becomes
+    this chat's (and goes when it is deleted). A project's file stays the project's."""
     db.add_all(MessageFile(message_id=message_id, file_id=f.id) for f in files)
-    loose = [f.id for f in files if f.conversation_id is None]
+    loose = [f.id for f in files if f.conversation_id is None and f.project_id is None]
     if loose:
         await db.execute(
             update(File)
@@ -136,7 +137,7 @@ async def attach(
             .execution_options(synchronize_session=False)
         )
         for f in files:
-            if f.conversation_id is None:
+            if f.id in loose:
                 f.conversation_id = conversation_id
 
 
@@ -189,15 +190,32 @@ async def files_where(
     conversation_ids: Sequence[uuid.UUID] = (),
     project_id: uuid.UUID | None = None,
 ) -> list[File]:
-    """Files uploaded into these conversations, or into the project (with no conversation)."""
+    """Files uploaded into these conversations and attached in no other one, or uploaded
+    into the project (and into no conversation)."""
     wanted: list[ColumnElement[bool]] = []
     if conversation_ids:
-        wanted.append(File.conversation_id.in_(conversation_ids))
+        elsewhere = (
+            select(MessageFile.file_id)
+            .join(Message, Message.id == MessageFile.message_id)
+            .where(Message.conversation_id.not_in(conversation_ids))
+        )
+        wanted.append(and_(File.conversation_id.in_(conversation_ids), File.id.not_in(elsewhere)))
     if project_id is not None:
         wanted.append(and_(File.project_id == project_id, File.conversation_id.is_(None)))
     if not wanted:
         return []
     return list(await db.scalars(select(File).where(or_(*wanted))))
+
+
+async def leave_conversations(db: AsyncSession, conversation_ids: Sequence[uuid.UUID]) -> None:
+    """The files of deleted chats that stay (attached in other chats) belong to no chat."""
+    if conversation_ids:
+        await db.execute(
+            update(File)
+            .where(File.conversation_id.in_(conversation_ids))
+            .values(conversation_id=None)
+            .execution_options(synchronize_session=False)
+        )
 
 
 async def leave_project(db: AsyncSession, project_id: uuid.UUID) -> None:
