@@ -473,6 +473,10 @@ def test_small_files_go_into_the_prompt_whole_big_ones_only_by_search(
     engine.prompts.clear()
     client.send(conversation, "And the story?")
     assert block in engine.prompts[0]
+    # An edited question keeps its files.
+    edited = client.events("PATCH", f"/messages/{question['id']}", json={"content": "Who?"})
+    assert edited[0].data["attachments"] == question["attachments"]
+    assert edited[0].data["id"] != question["id"]
 
     # Someone else's file id, or an unknown one, in a message: 404, and nothing is stored.
     other = Client(files_server[0])
