@@ -168,12 +168,7 @@ class Generations:
             raise bad_request("there is no user message to answer", "parent_id")
         if any(attachments):
             prompt = await self._with_files(db, served, conversation, prompt, attachments)
-        searchable = await file_store.conversation_file_ids(db, conversation)
-        searchable += [f.id for f in attached if f.id not in searchable]
-        file_search = None
-        if searchable:
-            loop = asyncio.get_running_loop()
-            file_search = FileSearch(self.chat, conversation.user_id, searchable, loop)
+        file_search = await self._file_search(db, conversation, attached)
         # The project's instructions and the conversation's own prompt (custom instructions were
         # copied into it at its creation), then the user's memory as it is now: a deleted fact
         # leaves every later answer.
@@ -306,6 +301,18 @@ class Generations:
         if file_search is None:
             return tools
         return [file_search.tool() if t.name == "search" else t for t in tools]
+
+    async def _file_search(
+        self, db: AsyncSession, conversation: Conversation, attached: list[File]
+    ) -> FileSearch | None:
+        """The answer's search over the chat's files, its project's, and those the question
+        attaches (not linked yet); None when there are none."""
+        searchable = await file_store.conversation_file_ids(db, conversation)
+        searchable += [f.id for f in attached if f.id not in searchable]
+        if not searchable:
+            return None
+        loop = asyncio.get_running_loop()
+        return FileSearch(self.chat, conversation.user_id, searchable, loop)
 
     async def _with_files(
         self,
