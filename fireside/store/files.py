@@ -141,20 +141,6 @@ async def attach(
                 f.conversation_id = conversation_id
 
 
-async def attached_files(
-    db: AsyncSession, message_ids: Sequence[uuid.UUID]
-) -> list[tuple[uuid.UUID, uuid.UUID]]:
-    """(message id, file id) pairs of these messages."""
-    if not message_ids:
-        return []
-    rows = await db.execute(
-        select(MessageFile.message_id, MessageFile.file_id).where(
-            MessageFile.message_id.in_(message_ids)
-        )
-    )
-    return [(m, f) for m, f in rows]
-
-
 async def file_texts(db: AsyncSession, file_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
     """Each file's whole text, its passages joined (a paragraph break between them)."""
     if not file_ids:
