@@ -83,6 +83,11 @@ class Settings(BaseSettings):
     app: bool = True  # serve the chat application under /api
     # Answers one user may have in writing at once (per process); more is a 429.
     max_answers_per_user: int = Field(default=4, ge=1)
+    # Files in chats (POST /api/files): bytes per file, files per conversation, and bytes of
+    # all of one user's files together (each file's bytes counted, however often shared).
+    max_file_bytes: int = Field(default=20 << 20, ge=1)
+    max_files_per_chat: int = Field(default=20, ge=1)
+    max_file_bytes_per_user: int = Field(default=1 << 30, ge=1)
     # Login with OpenID Connect (any provider with a discovery document: Keycloak, Google,
     # Entra ID, Authentik...). All three set = the "Sign in with <oidc_name>" button shows.
     oidc_discovery_url: str | None = None  # .../.well-known/openid-configuration

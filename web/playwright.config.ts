@@ -12,6 +12,10 @@ function freePort(): string {
 }
 process.env['E2E_PORT'] ??= freePort();
 const PORT = Number(process.env['E2E_PORT']);
+// The second server (serve_scripted.py): the real app with a scripted model that searches the
+// chat's files and cites what it found. Specs reach it at E2E_SCRIPTED_PORT.
+process.env['E2E_SCRIPTED_PORT'] ??= freePort();
+const SCRIPTED_PORT = Number(process.env['E2E_SCRIPTED_PORT']);
 
 // Debian's chromium (installed by `make chromium`), never Playwright's download. Playwright
 // launches it with a fresh temporary profile (user-data-dir) for every run.
@@ -33,12 +37,22 @@ export default defineConfig({
     },
     trace: 'off',
   },
-  webServer: {
-    command: `../.venv/bin/python e2e/serve_tiny.py ${PORT}`,
-    url: `http://127.0.0.1:${PORT}/health`,
-    timeout: 240_000,
-    reuseExistingServer: false,
-    stdout: 'ignore',
-    stderr: 'pipe',
-  },
+  webServer: [
+    {
+      command: `../.venv/bin/python e2e/serve_tiny.py ${PORT}`,
+      url: `http://127.0.0.1:${PORT}/health`,
+      timeout: 240_000,
+      reuseExistingServer: false,
+      stdout: 'ignore',
+      stderr: 'pipe',
+    },
+    {
+      command: `../.venv/bin/python e2e/serve_scripted.py ${SCRIPTED_PORT}`,
+      url: `http://127.0.0.1:${SCRIPTED_PORT}/health`,
+      timeout: 240_000,
+      reuseExistingServer: false,
+      stdout: 'ignore',
+      stderr: 'pipe',
+    },
+  ],
 });

@@ -104,14 +104,17 @@ class GuardMiddleware:
         return None
 
     async def _read_body(self, scope: Scope, receive: Receive) -> tuple[bytes, APIError | None]:
+        limit = self.max_body_bytes
+        if self.state is not None:
+            limit = self.state.body_limits.get(scope["path"], limit)
         too_big = APIError(
-            f"the request body is larger than the limit of {self.max_body_bytes} bytes",
+            f"the request body is larger than the limit of {limit} bytes",
             413,
             code="request_too_large",
         )
         headers = dict(scope["headers"])
         declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+        if declared is not None and declared.isdigit() and int(declared) > limit:
             return b"", too_big
         chunks, size = [], 0
         while True:
@@ -120,7 +123,7 @@ class GuardMiddleware:
                 break
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_body_bytes:
+            if size > limit:
                 return b"", too_big
             chunks.append(chunk)
             if not message.get("more_body", False):

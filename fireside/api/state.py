@@ -48,6 +48,9 @@ class AppState:
     # keys), and whether a key is needed even without --api-key.
     key_checks: list[Callable[[str], Awaitable[Caller | None]]] = field(default_factory=list)
     require_key: bool = False
+    # Bigger request bodies than the server's limit, allowed on these paths only (POST
+    # /api/files takes a whole file): path -> bytes.
+    body_limits: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.metrics = Metrics(self.model_name, self._stats)

@@ -39,6 +39,8 @@ class ChatApp:
         from fireside.app.routes_conversations import router as conversations
         from fireside.app.routes_data import router as data
         from fireside.app.routes_feedback import router as feedback
+        from fireside.app.routes_files import MULTIPART_SLACK
+        from fireside.app.routes_files import router as files
         from fireside.app.routes_memory import router as memory
         from fireside.app.routes_oidc import router as oidc
         from fireside.app.routes_presets import router as presets
@@ -60,13 +62,18 @@ class ChatApp:
             data,
             run,
             presets,
+            files,
         ):
             api.include_router(router)
         app.include_router(api)
         install_database_errors(app)
+        # A whole file in one request: more than the server's body limit, on this path only.
+        limits = app.state.fireside.body_limits
+        limits[f"{PREFIX}/files"] = self.settings.max_file_bytes + MULTIPART_SLACK
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
+        from fireside.app.blobs import Blobs
         from fireside.app.crypto import SecretBox
         from fireside.app.generation import Generations, interrupt_orphans
         from fireside.app.keys import key_check
@@ -96,7 +103,8 @@ class ChatApp:
         try:
             await db.migrate()
             secrets = SecretBox(settings.resolved_secret_key())
-            chat = ChatState(settings, db, events, broker, worker, secrets)
+            blobs = Blobs(settings.resolved_data_dir() / "files")
+            chat = ChatState(settings, db, events, broker, worker, secrets, blobs)
             api_state: AppState = app.state.fireside
             chat.generations = Generations(chat, api_state)
             chat.limits = AuthLimits(limiter, settings)

@@ -1,7 +1,7 @@
 """The chat app's dependencies: the database session, the caller, and what the caller owns.
 
-Ownership is decided here, once: `OwnedConversation`, `OwnedMessage`, `OwnedProject` and
-`OwnedMemoryFact` are the caller's or a 404, whatever the id.
+Ownership is decided here, once: `OwnedConversation`, `OwnedMessage`, `OwnedProject`,
+`OwnedMemoryFact` and `OwnedFile` are the caller's or a 404, whatever the id.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from starlette.requests import HTTPConnection
 from fireside.api.hosts import origin_allowed
 from fireside.app.errors import forbidden, not_found, unauthorized
 from fireside.app.state import ChatState
-from fireside.store import accounts, conversations, memory, presets, projects
-from fireside.store.models import Conversation, MemoryFact, Message, Preset, Project, User
+from fireside.store import accounts, conversations, files, memory, presets, projects
+from fireside.store.models import Conversation, File, MemoryFact, Message, Preset, Project, User
 
 SESSION_COOKIE = "fireside_session"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -152,3 +152,13 @@ async def owned_project(project_id: uuid.UUID, user: CurrentUser, db: DB) -> Pro
 
 
 OwnedProject = Annotated[Project, Depends(owned_project)]
+
+
+async def owned_file(file_id: uuid.UUID, user: CurrentUser, db: DB) -> File:
+    found = await files.owned_file(db, user.id, file_id)
+    if found is None:
+        raise not_found("file")
+    return found
+
+
+OwnedFile = Annotated[File, Depends(owned_file)]

@@ -29,8 +29,11 @@ from fireside.api.schemas import (
 )
 from fireside.api.served import ServedModel
 from fireside.api.state import AppState
+from fireside.app import files
 from fireside.app.connected import connection_named
 from fireside.app.errors import conflict, too_many
+from fireside.app.file_prompt import REMOTE_BUDGET_CHARS, render_attachments
+from fireside.app.file_search import FileSearch
 from fireside.app.keys import user_cache_identity
 from fireside.app.memory import memory_for
 from fireside.app.projects import system_prompt
@@ -39,7 +42,8 @@ from fireside.app.sources import AnswerSource, RemoteSource, local_source
 from fireside.app.state import ChatState
 from fireside.app.tool_turns import ToolTurn, history_input
 from fireside.store import conversations as store
-from fireside.store.models import Conversation, Message, Usage, now
+from fireside.store import files as file_store
+from fireside.store.models import Conversation, File, Message, Usage, now
 from fireside.store.text import storable
 from fireside.tools import Tool, builtin_tools
 
@@ -93,6 +97,9 @@ class Generation:
     # event-log write half done (a cancelled Redis or asyncpg call can spoil its connection).
     end: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     task: asyncio.Task[None] | None = field(default=None, repr=False)
+    # The answer's search over the chat's files (None: the chat has none): the sources of
+    # each result it gave, for the tool message.
+    file_search: FileSearch | None = field(default=None, repr=False)
 
 
 class Generations:
@@ -116,8 +123,9 @@ class Generations:
         conversation: Conversation,
         parent: Message | None,
         user_content: str | None,
+        file_ids: list[uuid.UUID] | None = None,
     ) -> Generation:
-        """Stores the new user message (if any) and an empty assistant message under it, then
+        """Stores the new user message (if any, with the caller's files `file_ids`) and an empty assistant message under it, then
         starts the task. The caller follows `stream_key` from `stream_after`. A user with
         max_answers_per_user answers in writing already is answered 429: one user's burst
         of sends must not take every database connection and engine slot."""
@@ -127,7 +135,7 @@ class Generations:
             raise too_many(f"{cap} answers are being written for you already; retry when one ends")
         self.starting[user_id] += 1
         try:
-            return await self._start(db, conversation, parent, user_content)
+            return await self._start(db, conversation, parent, user_content, file_ids or [])
         finally:
             self.starting[user_id] -= 1
             if not self.starting[user_id]:
@@ -139,16 +147,33 @@ class Generations:
         conversation: Conversation,
         parent: Message | None,
         user_content: str | None,
+        file_ids: list[uuid.UUID],
     ) -> Generation:
         served = self.api.ready()
         if await store.streaming_message(db, conversation.id) is not None:
             raise conflict(BUSY)
+        attached: list[File] = []
+        if file_ids and user_content is not None:
+            attached = await files.files_to_attach(
+                db, self.chat, conversation.id, conversation.user_id, file_ids
+            )
         history = await store.branch(db, parent.id) if parent is not None else []
-        prompt = [history_input(m) for m in history if m.role in ("user", "assistant", "tool")]
+        shown = [m for m in history if m.role in ("user", "assistant", "tool")]
+        prompt = [history_input(m) for m in shown]
+        attachments = [m.attachments for m in shown]
         if user_content is not None:
             prompt.append(ChatMessageIn(role="user", content=user_content))
+            attachments.append([files.attachment(f) for f in attached])
         if not prompt or prompt[-1].role != "user":
             raise bad_request("there is no user message to answer", "parent_id")
+        if any(attachments):
+            prompt = await self._with_files(db, served, conversation, prompt, attachments)
+        searchable = await file_store.conversation_file_ids(db, conversation)
+        searchable += [f.id for f in attached if f.id not in searchable]
+        file_search = None
+        if searchable:
+            loop = asyncio.get_running_loop()
+            file_search = FileSearch(self.chat, conversation.user_id, searchable, loop)
         # The project's instructions and the conversation's own prompt (custom instructions were
         # copied into it at its creation), then the user's memory as it is now: a deleted fact
         # leaves every later answer.
@@ -156,7 +181,7 @@ class Generations:
         system = [p for p in (await system_prompt(db, conversation), remembered) if p]
         if system:
             prompt.insert(0, ChatMessageIn(role="system", content="\n\n".join(system)))
-        source = await self._source(db, served, conversation, prompt)
+        source = await self._source(db, served, conversation, prompt, file_search)
 
         stream_after = await self.chat.events.last_id(stream_key(conversation.id))
         try:
@@ -168,6 +193,7 @@ class Generations:
                 source.model,
                 stream_after,
                 memory_used=remembered is not None,
+                attached=attached,
             )
         except IntegrityError:  # another send won the race (the one-streaming index)
             raise conflict(BUSY) from None
@@ -177,6 +203,7 @@ class Generations:
             await self.chat.events.append(key, "message", message_public(user_message))
         await self.chat.events.append(key, "message", message_public(answer))
         gen = Generation(conversation.id, conversation.user_id, answer, source, stream_after)
+        gen.file_search = file_search
         if not conversation.title:
             asked = [m.content for m in history if m.role == "user"] + [user_content or ""]
             gen.title = title_from(asked[0])
@@ -194,6 +221,7 @@ class Generations:
         stream_after: str | None,
         *,
         memory_used: bool,
+        attached: list[File],
     ) -> tuple[Message | None, Message]:
         """The question (if new) and the empty answer under it, in one transaction; on an
         IntegrityError it is rolled back before the next writer's turn."""
@@ -204,9 +232,16 @@ class Generations:
                 if user_content is not None:
                     # Written with the answer below, in one round trip.
                     user_message = await store.add_message(
-                        db, conversation.id, parent_id, "user", user_content, flush=False
+                        db,
+                        conversation.id,
+                        parent_id,
+                        "user",
+                        user_content,
+                        flush=False,
+                        attachments=[files.attachment(f) for f in attached] or None,
                     )
                     parent_id = user_message.id
+                    await file_store.attach(db, user_message.id, conversation.id, attached)
                 answer = await store.add_message(
                     db,
                     conversation.id,
@@ -232,13 +267,14 @@ class Generations:
         served: ServedModel,
         conversation: Conversation,
         prompt: list[ChatMessageIn],
+        file_search: FileSearch | None = None,
     ) -> AnswerSource:
         """The served model, or a connected endpoint's when the conversation names one
         (`CONNECTION/MODEL`)."""
         cap = conversation.max_tokens or self.chat.settings.app_max_tokens
         model = conversation.model
         if model is None or model == served.name:
-            tools = self._tools() if served.tools else None
+            tools = self._tools(file_search) if served.tools else None
             salt = cache_salt(user_cache_identity(conversation.user_id), None)
             return await local_source(
                 served, self.api.metrics, prompt, conversation.temperature, cap, tools, salt
@@ -262,10 +298,32 @@ class Generations:
             body["temperature"] = conversation.temperature
         return RemoteSource(connection.name, connection.base_url, key, remote_model, body)
 
-    def _tools(self) -> list[Tool]:
+    def _tools(self, file_search: FileSearch | None) -> list[Tool]:
         """The built-in tools, for a model trained with them, as `fireside chat` has them:
-        search reads the data directory's knowledge index (built on its first use)."""
-        return builtin_tools()
+        search reads the data directory's knowledge index (built on its first use), after
+        the chat's files when it has some (the same name and place in the list)."""
+        tools = builtin_tools()
+        if file_search is None:
+            return tools
+        return [file_search.tool() if t.name == "search" else t for t in tools]
+
+    async def _with_files(
+        self,
+        db: AsyncSession,
+        served: ServedModel,
+        conversation: Conversation,
+        prompt: list[ChatMessageIn],
+        attachments: list[list[dict[str, Any]] | None],
+    ) -> list[ChatMessageIn]:
+        """Small attached files whole in the prompt: a quarter of the served model's context
+        in its own tokens (a connected model's: by characters)."""
+        if conversation.model is None or conversation.model == served.name:
+            tokenizer = served.tokenizer
+            budget = served.engine.context_length // 4
+            return await render_attachments(
+                db, prompt, attachments, budget, lambda text: len(tokenizer.encode(text))
+            )
+        return await render_attachments(db, prompt, attachments, REMOTE_BUDGET_CHARS, len)
 
     # --- stopping ---
 

@@ -10,8 +10,10 @@ import uuid
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from fireside.app import files
 from fireside.app.errors import not_found
 from fireside.app.state import ChatState
+from fireside.store import files as file_store
 from fireside.store import projects as store
 from fireside.store.models import Conversation, Project, now
 
@@ -39,8 +41,13 @@ async def delete_project(
         doomed = await store.conversation_ids(db, project)
         for conversation_id in doomed:
             await chat.generations.stop(db, conversation_id)
+    # The project's own files go with it, and the deleted chats' files with them; a chat
+    # moved out keeps the files uploaded into it.
+    digests = await files.delete_with(db, doomed or [], project.id)
+    await file_store.leave_project(db, project.id)
     await store.delete_project(db, project, doomed)
     await db.commit()
+    await files.forget(chat, digests)
 
 
 async def system_prompt(db: AsyncSession, conversation: Conversation) -> str | None:

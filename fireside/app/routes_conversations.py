@@ -10,6 +10,7 @@ from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import StreamingResponse
 
 from fireside.api.errors import bad_request
+from fireside.app import files
 from fireside.app.cursors import decode_cursor, encode_cursor
 from fireside.app.deps import DB, ChatStateDep, CurrentUser, OwnedConversation, OwnedMessage
 from fireside.app.errors import not_found
@@ -37,6 +38,7 @@ from fireside.app.streams import (
     sse,
 )
 from fireside.store import conversations as store
+from fireside.store import files as file_store
 from fireside.store.models import Message
 
 router = APIRouter(tags=["conversations"])
@@ -141,8 +143,10 @@ async def delete_conversation(
 ) -> Response:
     # An answer still being written is stopped first, so no task writes into a deleted tree.
     await chat.generations.stop(db, conversation.id)
+    digests = await files.delete_with(db, [conversation.id])  # the files uploaded for it
     await store.delete_conversation(db, conversation)
     await db.commit()
+    await files.forget(chat, digests)
     return Response(status_code=204)
 
 
@@ -161,7 +165,7 @@ async def send_message(
         parent = await store.message_in(db, conversation.id, parent_id)
         if parent is None:
             raise not_found("message")
-    gen = await chat.generations.start(db, conversation, parent, body.content)
+    gen = await chat.generations.start(db, conversation, parent, body.content, body.file_ids)
     return _stream_reply(chat, gen)
 
 
@@ -211,5 +215,8 @@ async def edit_message(
     parent = None
     if message.parent_id is not None:
         parent = await store.message_in(db, conversation.id, message.parent_id)
-    gen = await chat.generations.start(db, conversation, parent, body.content)
+    # The edited question keeps its files (those not deleted since).
+    kept = [uuid.UUID(str(a["id"])) for a in message.attachments or []]
+    kept = [f.id for f in await file_store.owned_files(db, conversation.user_id, kept)]
+    gen = await chat.generations.start(db, conversation, parent, body.content, kept)
     return _stream_reply(chat, gen)

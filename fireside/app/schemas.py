@@ -119,6 +119,26 @@ class ConversationUpdate(Strict):
     project_id: uuid.UUID | None = None  # a project of the caller's; null moves it out
 
 
+class Attachment(BaseModel):
+    """A file a user message attached, as it was when sent."""
+
+    id: uuid.UUID
+    name: str
+    size: int
+    content_type: str
+
+
+class Source(BaseModel):
+    """One numbered source of a search result: the model cites it as `[n]`."""
+
+    n: int  # numbered on across the search steps of one answer: 1, 2, ...
+    file_id: uuid.UUID
+    file_name: str
+    passage: int  # the passage's number in its file (0 first)
+    page: int | None  # the PDF page it is on (1 first); None for other kinds
+    text: str  # the passage as the model read it
+
+
 class MessagePublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
     id: uuid.UUID
@@ -130,12 +150,19 @@ class MessagePublic(BaseModel):
     error: str | None = None
     tool_calls: list[dict[str, Any]] | None = None
     memory_used: bool = False  # the answer's prompt held the user's memory facts
+    attachments: list[Attachment] = []  # a user message's files
+    sources: list[Source] | None = None  # a search tool result's numbered file passages
     created_at: datetime
 
     @field_validator("created_at")
     @classmethod
     def _tz(cls, v: datetime) -> datetime:
         return _utc(v)
+
+    @field_validator("attachments", mode="before")
+    @classmethod
+    def _none_is_empty(cls, v: Any) -> Any:
+        return [] if v is None else v
 
 
 class ConversationPublic(BaseModel):
@@ -177,6 +204,29 @@ class MessageCreate(Strict):
     content: str = Field(min_length=1, max_length=MAX_CONTENT)
     # The message to answer under; default: the leaf of the branch on show.
     parent_id: uuid.UUID | None = None
+    # The caller's files (POST /api/files) to attach: they become the conversation's files.
+    file_ids: list[uuid.UUID] = Field(default_factory=list, max_length=100)
+
+
+# --- files ---
+
+
+class FilePublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: uuid.UUID
+    name: str
+    size: int  # bytes
+    content_type: str  # the server's, by the file's extension
+    status: Literal["ready", "error"]
+    conversation_id: uuid.UUID | None = None  # the chat it was uploaded into (or attached in)
+    project_id: uuid.UUID | None = None
+    text_chars: int = 0  # characters of text read out of it
+    created_at: datetime
+
+    @field_validator("created_at")
+    @classmethod
+    def _tz(cls, v: datetime) -> datetime:
+        return _utc(v)
 
 
 class MessageEdit(Strict):

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from fireside.app.blobs import Blobs
 from fireside.app.crypto import SecretBox
 from fireside.settings import Settings
 from fireside.store.broker import Broker
@@ -27,6 +28,7 @@ class ChatState:
     broker: Broker
     worker: str  # this process's id, stamped on the generations it runs
     secrets: SecretBox
+    blobs: Blobs  # uploaded files' bytes (DATA/files)
     generations: Generations = field(init=False)
     limits: AuthLimits = field(init=False)
     runs: Runs = field(init=False)

@@ -8,6 +8,7 @@ import asyncio
 import logging
 from datetime import timedelta
 
+from fireside.app import files
 from fireside.app.state import ChatState
 from fireside.store import conversations as store
 from fireside.store.models import now
@@ -22,7 +23,9 @@ async def sweep_temporary(chat: ChatState) -> int:
     """Deletes every temporary conversation older than TEMPORARY_FOR; how many it deleted."""
     async with chat.db.session() as db:
         ids = await store.delete_temporary_before(db, now() - TEMPORARY_FOR)
+        digests = await files.delete_with(db, ids)  # the files uploaded for them
         await db.commit()
+    await files.forget(chat, digests)
     for conversation_id in ids:
         # An answer still running in one stops, rather than write into a deleted tree.
         await chat.broker.publish_stop(str(conversation_id))

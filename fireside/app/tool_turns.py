@@ -7,8 +7,9 @@ messages of the tree, one path under the question:
 Events, on the same log and with the same ids and resume as `delta`:
 - `delta` {"message_id", "text"}: text of the assistant message being written;
 - `tool_call` {"message_id", "id", "name", "arguments"}: a call that message makes;
-- `tool_result` {"message_id", "parent_id", "tool_call_id", "name", "content", "error"}: the
-  stored tool message with the call's result;
+- `tool_result` {"message_id", "parent_id", "tool_call_id", "name", "content", "error",
+  "sources"}: the stored tool message with the call's result (`sources`: the numbered file
+  passages a search showed, else null);
 - `message`: the next assistant message, once the results are in;
 - `done`: the last one, the answer.
 
@@ -203,6 +204,8 @@ class ToolTurn:
 
     async def result(self, event: ToolResultEvent) -> None:
         call = next((c for c in self.calls if c["id"] == event.id), None)
+        searched = self.gen.file_search
+        sources = searched.sources_for(event.content) if searched is not None else None
         async with self.chat.db.session() as db, self.chat.db.writing():
             tool = await store.add_message(
                 db,
@@ -211,6 +214,7 @@ class ToolTurn:
                 "tool",
                 event.content,
                 tool_calls=[call] if call is not None else None,
+                sources=sources,
             )
             await db.commit()
         await self.chat.events.append(
@@ -223,6 +227,7 @@ class ToolTurn:
                 "name": event.name,
                 "content": event.content,
                 "error": event.error,
+                "sources": sources,  # a search of the chat's files: its numbered passages
             },
         )
         self.parent_id = tool.id

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -188,6 +189,11 @@ class Message(Base):
     imported: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     # An answer whose prompt held the user's memory facts (0009).
     memory_used: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    # A user message's attached files as they were when sent ({"id", "name", "size",
+    # "content_type"}; the chips stay after a file is deleted), and a search result's numbered
+    # sources ({"n", "file_id", "file_name", "passage", "page", "text"}) (0011).
+    attachments: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    sources: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=now)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=now)
     __table_args__ = (
@@ -202,6 +208,60 @@ class Message(Base):
             postgresql_where=text("status = 'streaming'"),
         ),
     )
+
+
+class File(Base):
+    """A file a user uploaded into a chat or a project (0011). Its bytes are kept once per
+    content on disk (DATA/files/ab/<sha256>), shared by every row with the same sha256; its
+    text is cut into `file_passages`, the search tool's index."""
+
+    __tablename__ = "files"
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    sha256: Mapped[str] = mapped_column(SafeString(64))
+    name: Mapped[str] = mapped_column(SafeString(255))
+    size: Mapped[int] = mapped_column(BigInteger)
+    content_type: Mapped[str] = mapped_column(SafeString(200))
+    status: Mapped[str] = mapped_column(SafeString(16), default="ready")  # ready | error
+    # Where it was uploaded (no foreign keys, as conversations.project_id): deleting the chat
+    # or the project deletes it.
+    project_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    conversation_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    text_chars: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(SafeText)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=now)
+    __table_args__ = (
+        Index("ix_files_user_created", "user_id", "created_at", "id"),
+        Index("ix_files_conversation_id", "conversation_id"),
+        Index("ix_files_project_id", "project_id"),
+        Index("ix_files_sha256", "sha256"),
+    )
+
+
+class FilePassage(Base):
+    """About 1,000 characters of a file's text, cut at paragraph or line ends; `page` is the
+    PDF page it starts on. Full-text indexed (migration 0011: FTS5 or a GIN index)."""
+
+    __tablename__ = "file_passages"
+    file_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("files.id", ondelete="CASCADE"), primary_key=True
+    )
+    n: Mapped[int] = mapped_column(Integer, primary_key=True)  # 0, 1, ... in the file's order
+    page: Mapped[int | None] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(SafeText)
+
+
+class MessageFile(Base):
+    """Which user message attached which file."""
+
+    __tablename__ = "message_files"
+    message_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True
+    )
+    file_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("files.id", ondelete="CASCADE"), primary_key=True
+    )
+    __table_args__ = (Index("ix_message_files_file_id", "file_id"),)
 
 
 class MemoryFact(Base):
