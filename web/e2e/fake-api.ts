@@ -311,7 +311,7 @@ export class FakeApi {
   private async handleFiles(route: Route, path: string, url: URL): Promise<void> {
     const req = route.request();
     const json = (data: unknown, status = 200) => route.fulfill({ status, contentType: 'application/json', body: JSON.stringify(data) });
-    const publicFile = ({ body: _b, conversation_id: _c, project_id: _p, ...rest }: FakeFile) => rest;
+    const publicFile = ({ body: _b, ...rest }: FakeFile) => ({ ...rest, text_chars: rest.size, created_at: now() });
     if (path === '/api/files' && req.method() === 'POST') {
       const raw = req.postDataBuffer() ?? Buffer.alloc(0);
       const text = raw.toString('latin1');

@@ -16,7 +16,7 @@ function manual() {
 }
 
 const file = (name: string, size = 10) => new File(['x'.repeat(size)], name, { type: 'text/plain' });
-const info = (id: string, name: string): FileInfo => ({ id, name, size: 10, content_type: 'text/plain', status: 'ready' });
+const info = (id: string, name: string): FileInfo => ({ id, name, size: 10, content_type: 'text/plain', status: 'ready', text_chars: 10, created_at: '2026-01-01T00:00:00Z' });
 const tick = () => new Promise((r) => setTimeout(r, 0));
 
 describe('Uploads', () => {

@@ -21,41 +21,16 @@ export interface ToolCall {
   error?: boolean;
 }
 
-/**
- * Files in a chat (issue 20). Written by hand from the contract until the server's routes
- * land in schema.d.ts; `npm run gen:api` then replaces them with the generated shapes.
- */
-export interface FileInfo {
-  id: string;
-  name: string;
-  size: number;
-  content_type: string;
-  status: string;
-}
+/** A stored file (POST /api/files' answer, the list's rows). */
+export type FileInfo = Schemas['FilePublic'];
 /** A file a user message attached. */
-export interface Attachment {
-  id: string;
-  name: string;
-  size: number;
-  content_type: string;
-}
+export type Attachment = Schemas['Attachment'];
 /** One passage a `search` step returned; the answer cites it as `[n]`. */
-export interface Source {
-  /** Runs on across the search steps of one answer. */
-  n: number;
-  file_id: string;
-  file_name: string;
-  /** The passage's index in its file. */
-  passage: number;
-  page: number | null;
-  text: string;
-}
+export type Source = Schemas['Source'];
 
-export type Message = Omit<Schemas['MessagePublic'], 'tool_calls' | 'memory_used'> & {
-  /** Files the user message attached. */
-  attachments?: Attachment[] | null;
-  /** On a `search` tool message: the passages it returned, numbered for citations. */
-  sources?: Source[] | null;
+export type Message = Omit<Schemas['MessagePublic'], 'tool_calls' | 'memory_used' | 'attachments'> & {
+  /** Files a user message attached (absent on a message made here). */
+  attachments?: Attachment[];
   /** The answer's prompt held the user's memory facts (absent on a message made here). */
   memory_used?: boolean;
   /** As stored (free-form objects); tree.toolCalls reads them as ToolCall. */
