@@ -7,10 +7,10 @@ import type { FileInfo, Page } from './types';
 
 /** What the file picker offers; the server decides (415 names what it takes). */
 export const ACCEPTED_FILES = [
-  '.txt', '.md', '.rst', '.csv', '.json', '.html', '.htm', '.pdf', '.docx',
+  '.txt', '.md', '.markdown', '.rst', '.csv', '.tsv', '.json', '.jsonl', '.html', '.htm', '.pdf', '.docx',
   '.py', '.js', '.mjs', '.ts', '.tsx', '.jsx', '.svelte', '.java', '.kt', '.c', '.h', '.cc', '.cpp',
   '.hpp', '.cs', '.go', '.rs', '.rb', '.php', '.swift', '.scala', '.sh', '.sql', '.yaml', '.yml',
-  '.toml', '.ini', '.xml', '.css', '.tex', '.log',
+  '.toml', '.ini', '.cfg', '.xml', '.css', '.scss', '.vue', '.lua', '.r', '.pl', '.hs', '.dart', '.tex', '.log',
 ].join(',');
 
 export interface UploadFields {
