@@ -236,6 +236,7 @@ test('files attach from the paperclip, a paste and a drop: chips with progress o
   await expect(page.getByRole('button', { name: 'Send message' })).toBeEnabled();
   await expect(chips.nth(1).getByRole('alert')).toHaveText(/Unsupported file type \.exe/);
   await expectAxeClean(page, 'chips');
+  await page.locator('.composer').screenshot({ path: `${SHOTS}attach-chips.png` });
   // A refused file is removed with its ×; a stored one goes with the message.
   await chips.nth(1).getByRole('button', { name: 'Remove tool.exe' }).click();
   await expect(chips).toHaveCount(1);
@@ -279,6 +280,10 @@ test('files attach from the paperclip, a paste and a drop: chips with progress o
   await chat.attach([{ name: 'draft.txt', mimeType: 'text/plain', buffer: Buffer.from('draft') }]);
   await expect(chips.first().getByRole('button', { name: 'Remove draft.txt' })).toBeVisible();
   await expect.poll(() => [...api.files.values()].map((f) => f.name)).toContain('draft.txt');
+  // In an open chat a file uploads into it.
+  const open = [...api.convs.values()][0];
+  expect([...api.files.values()].find((f) => f.name === 'draft.txt')?.conversation_id).toBe(open?.id);
+  expect([...api.files.values()].find((f) => f.name === 'notes.md')?.conversation_id).toBe(open?.id);
   await chips.first().getByRole('button', { name: 'Remove draft.txt' }).click();
   await expect.poll(() => [...api.files.values()].map((f) => f.name)).not.toContain('draft.txt');
 });
