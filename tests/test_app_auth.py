@@ -267,6 +267,8 @@ def test_the_authorization_matrix_over_cookie_and_bearer_key(
     temporary = client.new_conversation(temporary=True)["id"]
     fact = client.http.post("/memory", json={"content": "Ida keeps bees."}).json()["id"]
     project = client.http.post("/projects", json={"name": "mine"}).json()["id"]
+    upload = {"file": ("secret.txt", b"Ida's secret", "text/plain")}
+    file = client.http.post("/files", files=upload, data={"conversation_id": c}).json()["id"]
 
     intruder = Client(chat_server)
     intruder.signup("Jo")
@@ -308,6 +310,12 @@ def test_the_authorization_matrix_over_cookie_and_bearer_key(
         ("GET", f"/conversations?project_id={project}", None, {}),
         ("POST", "/conversations", {"project_id": project}, {}),
         ("PATCH", f"/conversations/{mine}", {"project_id": project}, {}),
+        ("GET", f"/files/{file}", None, {}),
+        ("GET", f"/files/{file}/content", None, {}),
+        ("DELETE", f"/files/{file}", None, {}),
+        ("GET", f"/files?conversation_id={c}", None, {}),
+        ("GET", f"/files?project_id={project}", None, {}),
+        ("POST", f"/conversations/{mine}/messages", {"content": "x", "file_ids": [file]}, {}),
     ]
     admin: list[Route] = [
         ("GET", "/admin/users", None, {}),
@@ -335,6 +343,10 @@ def test_the_authorization_matrix_over_cookie_and_bearer_key(
             r = who.request(method, path, json=body, headers=headers)
             assert r.status_code == 404, (method, path, r.text)
             assert r.json()["error"]["type"] == "not_found_error"
+        # An upload into another user's chat or project (a multipart form).
+        for place in ({"conversation_id": c}, {"project_id": project}):
+            r = who.post("/files", files=upload, data=place)
+            assert r.status_code == 404, (place, r.text)
         for method, path, body, headers in admin:
             r = who.request(method, path, json=body, headers=headers)
             assert r.status_code == 403, (method, path, r.text)
@@ -343,6 +355,7 @@ def test_the_authorization_matrix_over_cookie_and_bearer_key(
         assert preset not in [p["id"] for p in who.get("/presets").json()["data"]]
         assert who.get("/memory").json()["data"] == []
         assert who.get("/projects").json()["data"] == []
+        assert who.get("/files").json()["data"] == []
     assert [f["content"] for f in client.http.get("/memory").json()["data"]] == ["Ida keeps bees."]
     own_only: list[Route] = [  # no id: anyone logged in, nobody anonymous
         ("GET", "/shares", None, {}),
@@ -356,6 +369,7 @@ def test_the_authorization_matrix_over_cookie_and_bearer_key(
         ("POST", "/memory", {"content": "x"}, {}),
         ("GET", "/settings", None, {}),
         ("PATCH", "/settings", {"about_me": "x"}, {}),
+        ("GET", "/files", None, {}),
     ]
     for method, path, body, headers in [*owned, *admin, *keys, *own_only]:
         r = anonymous.request(method, path, json=body, headers=headers)
@@ -363,6 +377,10 @@ def test_the_authorization_matrix_over_cookie_and_bearer_key(
         wrong = dict(headers, Authorization="Bearer fs-not-a-key")
         r = anonymous.request(method, path, json=body, headers=wrong)
         assert r.status_code == 401, (method, path, r.text)
+    for headers in ({}, {"Authorization": "Bearer fs-not-a-key"}):
+        assert anonymous.post("/files", files=upload, headers=headers).status_code == 401
+    # Ida's file is untouched by all of it.
+    assert client.http.get(f"/files/{file}/content").content == b"Ida's secret"
 
     # The WebSocket, by session cookie and by Bearer key: subscribing to or stopping another
     # user's conversation is "no such conversation"; no credentials or a wrong key, no socket.

@@ -92,6 +92,11 @@ class Fuzzed:
         assert r.status_code == 201, r.text
         return str(r.json()["id"])
 
+    def fresh_file(self) -> str:
+        r = self.http.post("/files", files={"file": ("fuzz.txt", b"fuzz text", "text/plain")})
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"])
+
     def fresh_preset(self) -> str:
         r = self.http.post("/presets", json={"name": "fuzz", "system_prompt": "fuzz"})
         assert r.status_code == 201, r.text
@@ -138,6 +143,8 @@ def _point_at_real_ids(case: schemathesis.Case, fuzzed: Fuzzed) -> None:
         params["fact_id"] = fuzzed.fresh_fact()
     if "project_id" in params:
         params["project_id"] = fuzzed.fresh_project()
+    if "file_id" in params:
+        params["file_id"] = fuzzed.fresh_file()
 
 
 def test_every_api_operation_survives_fuzzed_input(fuzzed: Fuzzed) -> None:
@@ -156,6 +163,9 @@ def test_every_api_operation_survives_fuzzed_input(fuzzed: Fuzzed) -> None:
         "/api/presets/{preset_id}",
         "/api/memory/{fact_id}",
         "/api/projects/{project_id}",
+        "/api/files",
+        "/api/files/{file_id}",
+        "/api/files/{file_id}/content",
     }
     headers = {"Authorization": f"Bearer {fuzzed.key}"}
     for op in operations:

@@ -35,7 +35,7 @@ def refused(e: FileRefused) -> APIError:
 def clean_name(raw: str | None) -> str:
     """The file's own name, without any directories a client put in front of it."""
     name = PurePath((raw or "").replace("\\", "/")).name
-    name = "".join(c for c in storable(name) if c.isprintable()).strip()
+    name = "".join(c for c in name if c.isprintable()).strip()  # no NUL, no line breaks
     if not name or name in (".", ".."):
         raise bad_request("the file has no name", "file")
     return name[-MAX_NAME:]

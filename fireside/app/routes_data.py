@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import html
 import uuid
 from datetime import datetime
@@ -13,15 +14,23 @@ from pydantic import BaseModel, Discriminator, Field, Tag
 
 from fireside.api.errors import bad_request
 from fireside.api.state import AppStateDep
+from fireside.app.blobs import Blobs
 from fireside.app.chatgpt_import import MAX_CONVERSATIONS, GptConversation
 from fireside.app.connected import enabled_connections
 from fireside.app.deps import DB, ChatStateDep, CurrentUser
 from fireside.app.imports import run_import
 from fireside.app.native_import import FiresideExport
-from fireside.app.schemas import ConversationPublic, MessagePublic, Page, ProjectPublic, UserPublic
+from fireside.app.schemas import (
+    ConversationPublic,
+    FilePublic,
+    MessagePublic,
+    Page,
+    ProjectPublic,
+    UserPublic,
+)
 from fireside.app.sources import remote_models
 from fireside.store import search
-from fireside.store.export import user_data
+from fireside.store.export import user_data, user_files
 from fireside.store.projects import list_projects
 
 router = APIRouter(tags=["data"])
@@ -107,19 +116,36 @@ class ExportedConversation(ConversationPublic):
     messages: list[MessagePublic]  # the whole tree, oldest first
 
 
+class ExportedFile(FilePublic):
+    sha256: str
+    message_ids: list[uuid.UUID]  # the user messages that attached it
+    content_base64: str | None  # the bytes as uploaded (None: missing on the server's disk)
+
+
 class UserExport(BaseModel):
     user: UserPublic
     projects: list[ProjectPublic]  # each conversation names its own by project_id
     conversations: list[ExportedConversation]
+    files: list[ExportedFile]
 
 
 @router.get("/export", response_model=UserExport)
-async def export_my_data(user: CurrentUser, db: DB) -> dict[str, Any]:
-    """Everything of the caller's: the account, its projects and every conversation with its
-    whole tree."""
+async def export_my_data(user: CurrentUser, db: DB, chat: ChatStateDep) -> dict[str, Any]:
+    """Everything of the caller's: the account, its projects, every conversation with its
+    whole tree, and every file with its bytes."""
     pairs = await user_data(db, user.id)
     projects = await list_projects(db, user.id, limit=None, before=None)
+    files = [
+        ExportedFile(
+            **FilePublic.model_validate(f).model_dump(),
+            sha256=f.sha256,
+            message_ids=message_ids,
+            content_base64=await asyncio.to_thread(_base64, chat.blobs, f.sha256),
+        )
+        for f, message_ids in await user_files(db, user.id)
+    ]
     return {
+        "files": files,
         "user": UserPublic.model_validate(user),
         "projects": [ProjectPublic.model_validate(p) for p in projects],
         "conversations": [
@@ -130,6 +156,11 @@ async def export_my_data(user: CurrentUser, db: DB) -> dict[str, Any]:
             for c, messages in pairs
         ],
     }
+
+
+def _base64(blobs: Blobs, digest: str) -> str | None:
+    data = blobs.read(digest)
+    return base64.b64encode(data).decode("ascii") if data is not None else None
 
 
 class ImportResult(BaseModel):

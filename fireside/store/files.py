@@ -7,6 +7,7 @@ FTS5 + bm25 on SQLite, to_tsvector('simple') + ts_rank on PostgreSQL (migration 
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -213,28 +214,9 @@ async def sha_in_use(db: AsyncSession, digest: str) -> bool:
     return await db.scalar(select(File.id).where(File.sha256 == digest).limit(1)) is not None
 
 
-async def file_attachments(
-    db: AsyncSession, user_id: uuid.UUID
-) -> dict[uuid.UUID, list[uuid.UUID]]:
-    """For the export: each of the user's files, the messages that attached it."""
-    rows = await db.execute(
-        select(MessageFile.file_id, MessageFile.message_id)
-        .join(File, File.id == MessageFile.file_id)
-        .where(File.user_id == user_id)
-    )
-    out: dict[uuid.UUID, list[uuid.UUID]] = {}
-    for file_id, message_id in rows:
-        out.setdefault(file_id, []).append(message_id)
-    return out
-
-
-async def user_files(db: AsyncSession, user_id: uuid.UUID) -> list[File]:
-    return list(
-        await db.scalars(select(File).where(File.user_id == user_id).order_by(File.created_at))
-    )
-
-
 # --- search ---
+
+_WORD = re.compile(r"\w+")
 
 SQLITE_SEARCH = text(
     """
@@ -252,7 +234,7 @@ POSTGRES_SEARCH = text(
     SELECT p.file_id, f.name, p.n, p.page, p.text
     FROM file_passages p
     JOIN files f ON f.id = p.file_id,
-         websearch_to_tsquery('simple', :q) AS query
+         to_tsquery('simple', :q) AS query
     WHERE f.user_id = :user_id AND p.file_id IN :ids
           AND to_tsvector('simple', p.text) @@ query
     ORDER BY ts_rank(to_tsvector('simple', p.text), query) DESC, p.file_id, p.n
@@ -268,15 +250,17 @@ async def search_passages(
     terms: Sequence[str],
     limit: int,
 ) -> list[PassageHit]:
-    """The best passages of these files (the owner's only) for any of `terms` (plain words),
-    best first: a passage with more of the words, and rarer ones, ranks higher."""
+    """The best passages of these files (the owner's only) for any of `terms`, best first:
+    a passage with more of the words, and rarer ones, ranks higher. A term matches the words
+    it begins (`zebra` finds "zebras"), the same on both backends; terms are words (\\w+), so
+    no query syntax comes from input."""
+    terms = [t for t in terms if _WORD.fullmatch(t)]
     if not file_ids or not terms:
         return []
     sqlite = db.get_bind().dialect.name == "sqlite"
-    if sqlite:  # each word an FTS5 phrase: no operator or syntax error from input
-        q = " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
-    else:  # websearch syntax: plain words joined by "or"
-        q = " or ".join(t.replace('"', " ").replace("-", " ") for t in terms)
+    # Each word a prefix: an FTS5 phrase with `*`, a tsquery lexeme with `:*`.
+    fts5, tsquery = " OR ".join(f'"{t}"*' for t in terms), " | ".join(f"'{t}':*" for t in terms)
+    q = fts5 if sqlite else tsquery
     params = {
         "q": q,
         "user_id": user_id.hex if sqlite else user_id,

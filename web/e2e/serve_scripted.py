@@ -41,7 +41,8 @@ _SENTENCE = re.compile(r"(.+?[.!?])(?:\s|$)", re.DOTALL)
 
 def question_of(turn: str) -> str:
     """The user's own words in a rendered user turn: attached files' blocks left out."""
-    return _FILE_BLOCK.sub(" ", turn.split(END, 1)[0]).strip()
+    # Blocks first: a file's text may hold "<|end|>" as plain text.
+    return _FILE_BLOCK.sub(" ", turn).split(END, 1)[0].strip()
 
 
 def answer_from(result: str) -> str:

@@ -408,8 +408,8 @@ export interface paths {
         };
         /**
          * Export My Data
-         * @description Everything of the caller's: the account, its projects and every conversation with its
-         *     whole tree.
+         * @description Everything of the caller's: the account, its projects, every conversation with its
+         *     whole tree, and every file with its bytes.
          */
         get: operations["export_my_data_api_export_get"];
         put?: never;
@@ -1735,6 +1735,45 @@ export interface components {
              */
             updated_at: string;
         };
+        /** ExportedFile */
+        ExportedFile: {
+            /** Content Base64 */
+            content_base64: string | null;
+            /** Content Type */
+            content_type: string;
+            /** Conversation Id */
+            conversation_id?: string | null;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /**
+             * Id
+             * Format: uuid
+             */
+            id: string;
+            /** Message Ids */
+            message_ids: string[];
+            /** Name */
+            name: string;
+            /** Project Id */
+            project_id?: string | null;
+            /** Sha256 */
+            sha256: string;
+            /** Size */
+            size: number;
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "ready" | "error";
+            /**
+             * Text Chars
+             * @default 0
+             */
+            text_chars: number;
+        };
         /** ExportedMessage */
         ExportedMessage: {
             /** Content */
@@ -2716,6 +2755,8 @@ export interface components {
         UserExport: {
             /** Conversations */
             conversations: components["schemas"]["ExportedConversation-Output"][];
+            /** Files */
+            files: components["schemas"]["ExportedFile"][];
             /** Projects */
             projects: components["schemas"]["ProjectPublic"][];
             user: components["schemas"]["UserPublic"];

@@ -29,10 +29,10 @@ export type Attachment = Schemas['Attachment'];
 export type Source = Schemas['Source'];
 
 export type Message = Omit<Schemas['MessagePublic'], 'tool_calls' | 'memory_used' | 'attachments'> & {
-  /** Files a user message attached (absent on a message made here). */
-  attachments?: Attachment[];
   /** The answer's prompt held the user's memory facts (absent on a message made here). */
   memory_used?: boolean;
+  /** A user message's files, as they were when sent (absent on a message made here). */
+  attachments?: Attachment[];
   /** As stored (free-form objects); tree.toolCalls reads them as ToolCall. */
   tool_calls?: ToolCall[] | Record<string, unknown>[] | null;
   /** Kept by the page after the user rates an answer. */
