@@ -16,6 +16,15 @@ export class ChatPage {
   projectChats = (name: string) => this.sidebar().getByRole('list', { name: `Chats in ${name}` }).getByRole('link');
   recentChats = () => this.sidebar().getByRole('list', { name: 'Recent conversations' }).getByRole('link');
   projectNote = () => this.page.getByRole('note', { name: 'Project' });
+  /** The composer's chips: files uploading, stored, or refused. */
+  attachedFiles = () => this.page.getByRole('list', { name: 'Attached files' }).getByRole('listitem');
+
+  /** Picks files with the composer's paperclip. */
+  async attach(files: { name: string; mimeType: string; buffer: Buffer }[] | string[]): Promise<void> {
+    const chooser = this.page.waitForEvent('filechooser');
+    await this.page.getByRole('button', { name: 'Attach files' }).click();
+    await (await chooser).setFiles(files);
+  }
 
   /** A sidebar item (a chat) by its link's name. */
   chatItem(name: string | RegExp) {

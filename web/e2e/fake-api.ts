@@ -17,6 +17,28 @@ export interface Msg {
   created_at: string;
   feedback?: unknown;
   tool_calls?: unknown[];
+  attachments?: { id: string; name: string; size: number; content_type: string }[];
+  sources?: FakeSource[] | null;
+}
+
+export interface FakeSource {
+  n: number;
+  file_id: string;
+  file_name: string;
+  passage: number;
+  page: number | null;
+  text: string;
+}
+
+export interface FakeFile {
+  id: string;
+  name: string;
+  size: number;
+  content_type: string;
+  status: string;
+  conversation_id: string | null;
+  project_id: string | null;
+  body: Buffer;
 }
 
 interface Conv {
@@ -41,7 +63,9 @@ export interface FakeOptions {
    * message with its calls, one tool message per result, then the answer's text in a new
    * assistant message (events tool_call, tool_result, message). A result starting with
    * "error:" is a failure, as tools/base.py writes one. */
-  tools?: { name: string; arguments: Record<string, unknown>; result: string }[];
+  tools?: { name: string; arguments: Record<string, unknown>; result: string; sources?: FakeSource[] }[];
+  /** POST /api/files' refusal for a file name (status and message), as the server's limits give. */
+  refuseUpload?: (name: string) => { status: number; message: string } | null;
   /** GET /api/auth/providers' `oidc`: null (the default) when single sign-on is off. */
   oidc?: { name: string; login_url: string } | null;
 }
@@ -55,6 +79,9 @@ export class FakeApi {
   shares = new Map<string, Msg[]>();
   feedback: unknown[] = [];
   streamRequests: (string | null)[] = [];
+  files = new Map<string, FakeFile>();
+  /** The bodies POST /api/conversations/{id}/messages was called with. */
+  sent: { content: string; file_ids?: string[] }[] = [];
   /** The ids POST /api/messages/{id}/regenerate was called with. */
   regenerated: string[] = [];
   loggedIn: boolean;
@@ -116,10 +143,11 @@ export class FakeApi {
       let parent = asst.id;
       for (const [i, call] of calls.entries()) {
         const result = tools[i]?.result ?? '';
-        const tool: Msg = { id: newId('t'), parent_id: parent, role: 'tool', content: result, status: 'complete', created_at: now(), tool_calls: [call] };
+        const sources = tools[i]?.sources ?? null;
+        const tool: Msg = { id: newId('t'), parent_id: parent, role: 'tool', content: result, status: 'complete', created_at: now(), tool_calls: [call], sources };
         conv.messages.push(tool);
         conv.leaf = tool.id;
-        this.push(conv, 'tool_result', { message_id: tool.id, parent_id: parent, tool_call_id: call.id, name: call.function.name, content: result, error: result.startsWith('error:') });
+        this.push(conv, 'tool_result', { message_id: tool.id, parent_id: parent, tool_call_id: call.id, name: call.function.name, content: result, error: result.startsWith('error:'), sources });
         parent = tool.id;
       }
       asst = startAnswer(parent);
@@ -204,6 +232,7 @@ export class FakeApi {
       );
       return json({ data, next_cursor: null });
     }
+    if (path.startsWith('/api/files')) return this.handleFiles(route, path, url);
     if (path === '/api/conversations' && method === 'GET') {
       // Newest first, in pages; the cursor is the index to start from.
       const all = [...this.convs.values()].filter((c) => !c.archived).reverse();
@@ -232,8 +261,14 @@ export class FakeApi {
         return route.fulfill({ status: 204 });
       }
       if (rest === '/messages' && method === 'POST') {
-        const { content, parent_id } = body() as { content: string; parent_id: string | null };
-        const user: Msg = { id: newId('m'), parent_id, role: 'user', content, status: 'complete', created_at: now() };
+        const sent = body() as { content: string; parent_id: string | null; file_ids?: string[] };
+        this.sent.push({ content: sent.content, ...(sent.file_ids ? { file_ids: sent.file_ids } : {}) });
+        const { content, parent_id } = sent;
+        const attached = (sent.file_ids ?? []).map((id) => this.files.get(id));
+        if (attached.some((f) => !f)) return notFound();
+        const attachments = attached.map((f) => ({ id: f!.id, name: f!.name, size: f!.size, content_type: f!.content_type }));
+        for (const f of attached) f!.conversation_id = conv.id;
+        const user: Msg = { id: newId('m'), parent_id, role: 'user', content, status: 'complete', created_at: now(), ...(attachments.length ? { attachments } : {}) };
         return sse(this.generate(conv, user, user.id, content));
       }
       if (rest === '/stream') {
@@ -272,5 +307,45 @@ export class FakeApi {
       }
     }
     return notFound();
+  }
+
+  /** /api/files: multipart uploads (the part's file name and bytes), listing, content, delete. */
+  private async handleFiles(route: Route, path: string, url: URL): Promise<void> {
+    const req = route.request();
+    const json = (data: unknown, status = 200) => route.fulfill({ status, contentType: 'application/json', body: JSON.stringify(data) });
+    const publicFile = ({ body: _b, ...rest }: FakeFile) => ({ ...rest, text_chars: rest.size, created_at: now() });
+    if (path === '/api/files' && req.method() === 'POST') {
+      const raw = req.postDataBuffer() ?? Buffer.alloc(0);
+      const text = raw.toString('latin1');
+      const field = (name: string) => new RegExp(`name="${name}"\r\n\r\n([^\r]*)`).exec(text)?.[1] ?? null;
+      const part = /name="file"; filename="([^"]*)"\r\nContent-Type: ([^\r]*)\r\n\r\n/.exec(text);
+      if (!part) return json({ error: { message: 'no file in the request', type: 'invalid_request_error' } }, 400);
+      const start = (part.index ?? 0) + part[0].length;
+      const end = text.indexOf('\r\n--', start);
+      const name = part[1] ?? 'file';
+      const refusal = this.opts.refuseUpload?.(name);
+      if (refusal) return json({ error: { message: refusal.message, type: 'invalid_request_error' } }, refusal.status);
+      const file: FakeFile = {
+        id: newId('file'), name, size: end - start, content_type: part[2] ?? 'application/octet-stream', status: 'ready',
+        conversation_id: field('conversation_id'), project_id: field('project_id'), body: raw.subarray(start, end),
+      };
+      this.files.set(file.id, file);
+      return json(publicFile(file), 201);
+    }
+    if (path === '/api/files' && req.method() === 'GET') {
+      const project = url.searchParams.get('project_id');
+      const conversation = url.searchParams.get('conversation_id');
+      const data = [...this.files.values()].filter((f) => (!project || f.project_id === project) && (!conversation || f.conversation_id === conversation));
+      return json({ data: data.map(publicFile), next_cursor: null });
+    }
+    const m = path.match(/^\/api\/files\/([^/]+)(\/content)?$/);
+    const file = m ? this.files.get(decodeURIComponent(m[1] ?? '')) : undefined;
+    if (!m || !file) return json({ error: { message: `not found: ${path}`, type: 'not_found_error' } }, 404);
+    if (m[2]) return route.fulfill({ status: 200, contentType: file.content_type, body: file.body, headers: { 'Content-Disposition': `attachment; filename="${file.name}"` } });
+    if (req.method() === 'DELETE') {
+      this.files.delete(file.id);
+      return route.fulfill({ status: 204 });
+    }
+    return json(publicFile(file));
   }
 }

@@ -3,7 +3,7 @@
  * by FakeApi (issue 12's contract) so the model's output can be chosen: the XSS corpus, a
  * code answer for the screenshots, streams cut at a known event.
  */
-import { expect, test } from '@playwright/test';
+import { expect, test, type Page } from '@playwright/test';
 import { mkdirSync } from 'node:fs';
 import { ChatPage } from './chat-page';
 import { FakeApi } from './fake-api';
@@ -194,6 +194,151 @@ test('a stream cut between tool results resumes into the same one answer', async
   expect(api.streamRequests).toEqual(['5']);
   await expect(chat.answers()).toHaveCount(1);
   await expect(chat.toolSteps().locator('summary')).toHaveText([/calculator.*→ 69104/, /python.*failed/]);
+});
+
+/** axe's WCAG 2 AA checks on the page as it is, in light and dark. */
+async function expectAxeClean(page: Page, where: string): Promise<void> {
+  const { default: AxeBuilder } = await import('@axe-core/playwright');
+  for (const scheme of ['light', 'dark'] as const) {
+    await page.emulateMedia({ colorScheme: scheme });
+    const result = await new AxeBuilder({ page }).withTags(['wcag2a', 'wcag2aa']).analyze();
+    expect(result.violations.map((v) => `${where} (${scheme}): ${v.id} ${v.nodes.map((n) => n.target.join(' ')).slice(0, 3).join(', ')}`)).toEqual([]);
+  }
+  await page.emulateMedia({ colorScheme: 'light' });
+}
+
+test('files attach from the paperclip, a paste and a drop: chips with progress or the server’s refusal, sent as file_ids', async ({ page }) => {
+  const api = new FakeApi({
+    answer: () => 'Read them.',
+    refuseUpload: (name) => (name.endsWith('.exe') ? { status: 415, message: 'Unsupported file type .exe: text, source code, CSV, JSON, HTML, PDF and DOCX files are accepted' } : null),
+  });
+  await api.install(page);
+  const chat = new ChatPage(page);
+  await page.goto('/');
+  // Uploads are held until the test lets them through, so their progress shows.
+  let release: () => void = () => undefined;
+  const held = new Promise<void>((r) => (release = r));
+  await page.route('**/api/files', async (route) => (await held, route.fallback()));
+  const notes = Buffer.from('# Notes\nThe launch is on Tuesday.');
+  await chat.attach([
+    { name: 'notes.md', mimeType: 'text/markdown', buffer: notes },
+    { name: 'tool.exe', mimeType: 'application/octet-stream', buffer: Buffer.from('MZ') },
+  ]);
+  const chips = chat.attachedFiles();
+  await expect(chips).toHaveCount(2);
+  await expect(chips.first()).toHaveText(new RegExp(`notes\\.md\\s+${notes.length} B`));
+  await expect(chips.first().getByRole('progressbar', { name: 'Uploading notes.md' })).toBeVisible();
+  // Nothing is sent before its files are stored.
+  await chat.composer().fill('too early');
+  await expect(page.getByRole('button', { name: 'Send message' })).toBeDisabled();
+  release();
+  await expect(chips.first().getByRole('progressbar')).toHaveCount(0);
+  await expect(page.getByRole('button', { name: 'Send message' })).toBeEnabled();
+  await expect(chips.nth(1).getByRole('alert')).toHaveText(/Unsupported file type \.exe/);
+  await expectAxeClean(page, 'chips');
+  await page.locator('.composer').screenshot({ path: `${SHOTS}attach-chips.png` });
+  // A refused file is removed with its ×; a stored one goes with the message.
+  await chips.nth(1).getByRole('button', { name: 'Remove tool.exe' }).click();
+  await expect(chips).toHaveCount(1);
+
+  // Pasted and dropped files upload the same way.
+  await chat.composer().evaluate((el) => {
+    const data = new DataTransfer();
+    data.items.add(new File(['a,b\n1,2\n'], 'pasted.csv', { type: 'text/csv' }));
+    el.dispatchEvent(new ClipboardEvent('paste', { clipboardData: data, bubbles: true, cancelable: true }));
+  });
+  const drop = await page.evaluateHandle(() => {
+    const data = new DataTransfer();
+    data.items.add(new File(['{"a": 1}'], 'dropped.json', { type: 'application/json' }));
+    return data;
+  });
+  const region = page.getByRole('region', { name: 'Chat' });
+  await region.dispatchEvent('dragenter', { dataTransfer: drop });
+  await expect(page.getByText('Drop files to attach them')).toBeVisible();
+  await region.dispatchEvent('drop', { dataTransfer: drop });
+  await expect(page.getByText('Drop files to attach them')).toBeHidden();
+  await expect(chips).toHaveCount(3);
+  await expect(chips).toHaveText([/notes\.md/, /pasted\.csv/, /dropped\.json/]);
+
+  await chat.send('What do these say?');
+  await expect(chat.lastAnswer()).toContainText('Read them.');
+  await expect(chips).toHaveCount(0);
+  const ids = [...api.files.values()].map((f) => f.id);
+  expect(api.sent).toEqual([{ content: 'What do these say?', file_ids: ids }]);
+  // The question shows its files, each a link to its bytes; after a reload too.
+  for (const when of ['live', 'reloaded']) {
+    if (when === 'reloaded') await page.reload();
+    const attached = chat.userMessages().last().getByRole('list', { name: 'Attachments' }).getByRole('link');
+    await expect(attached, when).toHaveText(['notes.md', 'pasted.csv', 'dropped.json']);
+    await expect(attached.first()).toHaveAttribute('href', `/api/files/${ids[0]}/content`);
+  }
+  const download = page.waitForEvent('download');
+  await chat.userMessages().last().getByRole('link', { name: 'notes.md' }).click();
+  expect((await download).suggestedFilename()).toBe('notes.md');
+
+  // Removing a stored file before sending deletes it on the server.
+  await chat.attach([{ name: 'draft.txt', mimeType: 'text/plain', buffer: Buffer.from('draft') }]);
+  await expect(chips.first().getByRole('button', { name: 'Remove draft.txt' })).toBeVisible();
+  await expect.poll(() => [...api.files.values()].map((f) => f.name)).toContain('draft.txt');
+  // In an open chat a file uploads into it.
+  const open = [...api.convs.values()][0];
+  expect([...api.files.values()].find((f) => f.name === 'draft.txt')?.conversation_id).toBe(open?.id);
+  expect([...api.files.values()].find((f) => f.name === 'notes.md')?.conversation_id).toBe(open?.id);
+  await chips.first().getByRole('button', { name: 'Remove draft.txt' }).click();
+  await expect.poll(() => [...api.files.values()].map((f) => f.name)).not.toContain('draft.txt');
+});
+
+const SOURCES = [
+  { n: 1, file_id: 'file-r', file_name: 'report.pdf', passage: 3, page: 2, text: 'Revenue grew 12% in 2025. <script>alert(1)</script> **not bold**' },
+  { n: 2, file_id: 'file-n', file_name: 'notes.md', passage: 0, page: null, text: 'The launch is on Tuesday.' },
+];
+
+test('an answer’s [n] markers are citations: a popover with the passage as text, and the sources listed under it', async ({ page }) => {
+  const api = new FakeApi({
+    answer: () => 'Revenue grew 12% [1]. The launch is on Tuesday [2]. An old marker [7] and `xs[1]` stay text.',
+    tools: [
+      { name: 'search', arguments: { query: 'revenue' }, result: '[1] report.pdf (page 2): Revenue grew 12% in 2025.', sources: SOURCES.slice(0, 1) },
+      { name: 'search', arguments: { query: 'launch' }, result: '[2] notes.md: The launch is on Tuesday.', sources: SOURCES.slice(1) },
+    ],
+  });
+  await api.install(page);
+  const chat = new ChatPage(page);
+  await page.goto('/');
+  await chat.send('When is the launch and how did revenue do?');
+  await chat.waitIdle();
+  const answer = chat.lastAnswer();
+  for (const when of ['live', 'reloaded']) {
+    if (when === 'reloaded') await page.reload();
+    await expect(answer.getByRole('button', { name: /^Source \d/ })).toHaveText(['1', '2', '1 report.pdf', '2 notes.md']);
+  }
+  await expect(answer).toContainText('An old marker [7] and');
+  await expect(answer.locator('code')).toHaveText('xs[1]');
+  await expect(answer.locator('.sources')).toHaveText(/Sources:\s*1 report\.pdf\s*2 notes\.md/);
+  await answer.screenshot({ path: `${SHOTS}citations.png` });
+
+  // Keyboard: focus the marker, Enter opens the passage; Escape closes it and focus returns.
+  const marker = answer.locator('.markdown').getByRole('button', { name: 'Source 1: report.pdf' });
+  await marker.focus();
+  await page.keyboard.press('Enter');
+  const dialog = page.getByRole('dialog', { name: 'Source 1: report.pdf' });
+  await expect(dialog).toBeVisible();
+  await expect(dialog).toContainText('Page 2');
+  // The passage is the file's text, shown as text: no markup from it runs or renders.
+  await expect(dialog.locator('blockquote')).toHaveText('Revenue grew 12% in 2025. <script>alert(1)</script> **not bold**');
+  await expect(dialog.locator('script, strong')).toHaveCount(0);
+  await expect(dialog.getByRole('link', { name: 'Open file' })).toHaveAttribute('href', '/api/files/file-r/content');
+  await expectAxeClean(page, 'citation');
+  await page.screenshot({ path: `${SHOTS}citation.png` });
+  await page.keyboard.press('Escape');
+  await expect(dialog).toBeHidden();
+  await expect(marker).toBeFocused();
+
+  // The list under the answer opens the same passages.
+  await answer.getByRole('button', { name: 'Source 2: notes.md' }).last().click();
+  await expect(page.getByRole('dialog', { name: 'Source 2: notes.md' }).locator('blockquote')).toHaveText('The launch is on Tuesday.');
+  await expect(page.getByRole('dialog')).not.toContainText('Page');
+  await page.getByRole('dialog').getByRole('button', { name: 'Close' }).click();
+  await expect(page.getByRole('dialog')).toBeHidden();
 });
 
 test('a short conversation stays in place; a long one follows the stream only from the bottom', async ({ page }) => {

@@ -65,3 +65,40 @@ test('the XSS corpus in user input and model output never executes', async ({ pa
   // The text of the corpus is still shown, as text.
   await expect(chat.userMessages().last()).toContainText('<script>__xss("script")</script>');
 });
+
+test('file names and cited passages carrying the corpus never execute: shown as text in chips, links and the citation popover', async ({ page }) => {
+  const fired = await watchForExecution(page);
+  const payloads = CORPUS.split('\n').filter((p) => p.trim()).slice(0, 8);
+  const sources = payloads.map((p, i) => ({ n: i + 1, file_id: `f${i}`, file_name: `${p}.pdf`, passage: 0, page: 1, text: `${p} passage ${p}` }));
+  const api = new FakeApi({
+    answer: () => payloads.map((_, i) => `Claim ${i + 1} [${i + 1}].`).join(' '),
+    tools: [{ name: 'search', arguments: { query: 'x' }, result: 'found', sources }],
+  });
+  await api.install(page);
+  const chat = new ChatPage(page);
+  await page.goto('/');
+  // The chip of each file named with a payload, as uploaded.
+  await chat.attach(payloads.slice(0, 3).map((p, i) => ({ name: `${i}${p.replace(/[/\\]/g, '_')}.txt`, mimeType: 'text/plain', buffer: Buffer.from(p) })));
+  await expect(chat.attachedFiles()).toHaveCount(3);
+  await chat.send('cite');
+  await chat.waitIdle();
+  const markers = chat.lastAnswer().locator('.markdown button[data-cite]');
+  await expect(markers).toHaveCount(payloads.length);
+  for (const [i, marker] of (await markers.all()).entries()) {
+    await marker.click();
+    const dialog = page.getByRole('dialog');
+    await expect(dialog.locator('blockquote')).toHaveText(`${payloads[i]} passage ${payloads[i]}`);
+    await dialog.getByRole('button', { name: 'Close' }).click();
+  }
+  await page.waitForLoadState('networkidle');
+  expect(fired).toEqual([]);
+  const bad = await page.evaluate(() =>
+    // The page's own icons are the only SVG allowed.
+    [...document.querySelectorAll('.messages *, .composer *, dialog *')].filter((el) => !el.closest('.icon-svg')).flatMap((el) => [
+      ...(['SCRIPT', 'IFRAME', 'IMG', 'FORM', 'STYLE', 'OBJECT', 'EMBED', 'SVG', 'MATH'].includes(el.tagName.toUpperCase()) ? [el.tagName] : []),
+      ...el.getAttributeNames().filter((a) => a.startsWith('on')),
+    ]),
+  );
+  expect(bad).toEqual([]);
+  await expect(chat.userMessages().last().getByRole('link')).toHaveCount(3);
+});

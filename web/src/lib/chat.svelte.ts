@@ -154,7 +154,8 @@ export class Chat {
     return this.run(() => Promise.resolve(null));
   }
 
-  async send(content: string, model?: string): Promise<string | null> {
+  /** `fileIds`: files already uploaded (the composer's chips), attached to this message. */
+  async send(content: string, fileIds: readonly string[] = [], model?: string): Promise<string | null> {
     const text = content.trim();
     if (!text || this.busy) return null;
     if (!this.conversation) {
@@ -171,14 +172,14 @@ export class Chat {
         projects.startIn = null;
         if (!temporary) conversations.upsert(this.conversation);
       } catch (e) {
-        this.error = { message: (e as Error).message, retry: () => void this.send(text, model) };
+        this.error = { message: (e as Error).message, retry: () => void this.send(text, fileIds, model) };
         return null;
       }
     }
     const id = this.conversation.id;
     const parent = this.leafId;
     const post = (signal: AbortSignal) =>
-      postStream(`/api/conversations/${enc(id)}/messages`, { content: text, parent_id: parent }, 'POST', signal);
+      postStream(`/api/conversations/${enc(id)}/messages`, { content: text, parent_id: parent, ...(fileIds.length ? { file_ids: fileIds } : {}) }, 'POST', signal);
     // A send refused before it started (429, network) is retried as the same send.
     void this.run(post, new EventCursor(), () => void this.run(post));
     return id;

@@ -182,6 +182,7 @@ export function applyEvent(tree: Tree, event: StreamEvent): Tree {
         content: result,
         status: 'complete',
         error: error ? result : null,
+        sources: data.sources ?? null,
         tool_calls: [{ id: callId(data), name: data.name ?? 'tool', arguments: {} }],
         created_at: new Date().toISOString(),
       });

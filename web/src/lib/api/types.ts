@@ -21,11 +21,18 @@ export interface ToolCall {
   error?: boolean;
 }
 
+/** A stored file (POST /api/files' answer, the list's rows). */
+export type FileInfo = Schemas['FilePublic'];
+/** A file a user message attached. */
+export type Attachment = Schemas['Attachment'];
+/** One passage a `search` step returned; the answer cites it as `[n]`. */
+export type Source = Schemas['Source'];
+
 export type Message = Omit<Schemas['MessagePublic'], 'tool_calls' | 'memory_used' | 'attachments'> & {
   /** The answer's prompt held the user's memory facts (absent on a message made here). */
   memory_used?: boolean;
   /** A user message's files, as they were when sent (absent on a message made here). */
-  attachments?: Schemas['Attachment'][];
+  attachments?: Attachment[];
   /** As stored (free-form objects); tree.toolCalls reads them as ToolCall. */
   tool_calls?: ToolCall[] | Record<string, unknown>[] | null;
   /** Kept by the page after the user rates an answer. */

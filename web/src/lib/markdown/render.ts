@@ -6,6 +6,7 @@
  * characters. DOMPurify still runs over the result as the second line of defence.
  */
 import { Marked, type Tokens, type TokenizerAndRendererExtension } from 'marked';
+import { citation, citedInTokens, withCitations, type CitationLabels } from './citations';
 import { escapeHtml, sanitize } from './sanitize';
 
 const blockMath: TokenizerAndRendererExtension = {
@@ -39,7 +40,7 @@ const inlineMath: TokenizerAndRendererExtension = {
 function createMarked(): Marked {
   const marked = new Marked({ gfm: true, breaks: false, async: false });
   marked.use({
-    extensions: [blockMath, inlineMath],
+    extensions: [blockMath, inlineMath, citation],
     renderer: {
       html: (token: Tokens.HTML | Tokens.Tag) => escapeHtml(token.text),
       image: (token: Tokens.Image) =>
@@ -63,9 +64,17 @@ function createMarked(): Marked {
 
 const marked = createMarked();
 
-/** One markdown string (a block or a whole message) to sanitized HTML. */
-export function renderMarkdown(source: string): string {
-  return sanitize(marked.parse(source) as string);
+/**
+ * One markdown string (a block or a whole message) to sanitized HTML. `citations` are the
+ * answer's sources: their `[n]` markers become citation buttons, any other `[n]` stays text.
+ */
+export function renderMarkdown(source: string, citations?: CitationLabels | null): string {
+  return sanitize(withCitations(citations, () => marked.parse(source) as string));
+}
+
+/** The source numbers a text cites with `[n]` (not inside code), in order of first use. */
+export function citedNumbers(source: string): number[] {
+  return citedInTokens(marked.lexer(source));
 }
 
 export { marked };

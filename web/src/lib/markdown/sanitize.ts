@@ -2,7 +2,9 @@
  * The one gate between model/user text and the DOM: DOMPurify with an allowlist.
  *
  * Links keep only http, https and mailto targets (an allowlist, never a blocklist of bad
- * schemes); images, forms, styles, SVG and MathML never survive. KaTeX output is produced
+ * schemes); images, forms, styles, SVG and MathML never survive. Buttons only come from the
+ * citation renderer (raw HTML in the text is escaped before this step), and only as plain
+ * buttons carrying a source number. KaTeX output is produced
  * after this step by KaTeX itself (trust: false), never from sanitized strings.
  */
 import DOMPurify from 'dompurify';
@@ -10,13 +12,14 @@ import DOMPurify from 'dompurify';
 const SAFE_URL = /^(?:https?:|mailto:)/i;
 
 const ALLOWED_TAGS = [
-  'a', 'b', 'blockquote', 'br', 'code', 'del', 'div', 'em', 'h1', 'h2', 'h3', 'h4', 'h5', 'h6',
+  'a', 'b', 'blockquote', 'br', 'button', 'code', 'del', 'div', 'em', 'h1', 'h2', 'h3', 'h4', 'h5', 'h6',
   'hr', 'i', 'li', 'mark', 'ol', 'p', 'pre', 's', 'span', 'strong', 'sub', 'sup',
   'table', 'tbody', 'td', 'th', 'thead', 'tr', 'ul',
 ];
-// data-tex carries math source to the lazy KaTeX step; data-lang names a code block's language.
+// data-tex carries math source to the lazy KaTeX step; data-lang names a code block's language;
+// data-cite is a citation button's source number.
 const ALLOWED_ATTR = ['href', 'title', 'class', 'align', 'role', 'aria-label'];
-const DATA_ATTR = new Set(['data-tex', 'data-display', 'data-lang']);
+const DATA_ATTR = new Set(['data-tex', 'data-display', 'data-lang', 'data-cite']);
 
 let hooked = false;
 
@@ -33,6 +36,8 @@ function installHooks(): void {
       node.setAttribute('rel', 'noopener noreferrer nofollow');
       node.setAttribute('target', '_blank');
     }
+    // Never a submit button, whatever form it might end up in.
+    if (node.tagName === 'BUTTON') node.setAttribute('type', 'button');
   });
 }
 

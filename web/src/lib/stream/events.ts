@@ -3,7 +3,7 @@
  * parsers that turn raw SSE events and WS frames into it. Unknown event names are dropped, so
  * a newer server does not break an older page.
  */
-import type { Message } from '../api/types';
+import type { Message, Source } from '../api/types';
 
 export interface ToolCallData {
   message_id?: string;
@@ -21,6 +21,8 @@ export interface ToolResultData {
   content?: string;
   result?: unknown;
   error?: boolean;
+  /** A `search` step's passages, numbered for the answer's citations. */
+  sources?: Source[] | null;
 }
 export interface ErrorData {
   message: string;
