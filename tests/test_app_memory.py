@@ -214,3 +214,20 @@ def test_remember_that_saves_a_fact_as_a_step_of_the_answer(
     assert result["error"] is True and "at most 10 characters" in result["content"]
     assert client.http.get("/memory").json()["data"] == []
     client.close()
+
+
+def test_a_temporary_chat_neither_reads_nor_writes_memory(
+    tools_server: tuple[str, ScriptedToolEngine, Backend],
+) -> None:
+    url, engine, _ = tools_server
+    client = Client(url)
+    client.signup("Tmp")
+    client.http.post("/memory", json={"content": "My cat is Miso."})
+    chat = client.new_conversation(temporary=True)
+    engine.prompts.clear()
+    events = client.send(chat["id"], "Remember that my dog is Rex.")
+    assert memory_results(events) == []
+    assert "Miso" not in engine.prompts[0]  # memory is not read either
+    assert events[-1].data["message"]["memory_used"] is False
+    assert [f["content"] for f in client.http.get("/memory").json()["data"]] == ["My cat is Miso."]
+    client.close()

@@ -170,11 +170,12 @@ class Generations:
         if not prompt or prompt[-1].role != "user":
             raise bad_request("there is no user message to answer", "parent_id")
         # "Remember that …" (the question's own words, before any file is added to it): saved
-        # first, so the memory block below already holds it.
+        # first, so the memory block below already holds it. A temporary chat neither reads
+        # nor writes memory (as ChatGPT's): it leaves no trace, in memory either.
         question = prompt[-1].content
         step = (
             await remember(db, conversation.user_id, question)
-            if isinstance(question, str)
+            if isinstance(question, str) and not conversation.temporary
             else None
         )
         if any(attachments):
@@ -183,7 +184,7 @@ class Generations:
         # The project's instructions and the conversation's own prompt (custom instructions were
         # copied into it at its creation), then the user's memory as it is now: a deleted fact
         # leaves every later answer.
-        remembered = await memory_for(db, conversation.user_id)
+        remembered = None if conversation.temporary else await memory_for(db, conversation.user_id)
         system = [p for p in (await system_prompt(db, conversation), remembered) if p]
         if system:
             prompt.insert(0, ChatMessageIn(role="system", content="\n\n".join(system)))
