@@ -46,6 +46,7 @@ interface Conv {
   title: string;
   pinned: boolean;
   archived: boolean;
+  project_id?: string | null;
   created_at: string;
   updated_at: string;
   leaf: string | null;
@@ -68,6 +69,10 @@ export interface FakeOptions {
   refuseUpload?: (name: string) => { status: number; message: string } | null;
   /** GET /api/auth/providers' `oidc`: null (the default) when single sign-on is off. */
   oidc?: { name: string; login_url: string } | null;
+  /** GET /api/projects' list (conversations name theirs with `project_id`). */
+  projects?: { id: string; name: string; instructions: string }[];
+  /** POST /api/run's answer, as the sandbox gives it. */
+  run?: { stdout: string; stderr: string; exit_status: number; files: { name: string; content_type: string; size: number; data_base64: string }[] };
 }
 
 let seq = 0;
@@ -218,7 +223,11 @@ export class FakeApi {
     if (path === '/api/keys') return json({ data: [], next_cursor: null });
     if (path === '/api/shares') return json({ data: [], next_cursor: null });
     if (path === '/api/presets') return json({ data: [], next_cursor: null });
-    if (path === '/api/projects' && method === 'GET') return json({ data: [], next_cursor: null });
+    if (path === '/api/projects' && method === 'GET') {
+      const data = (this.opts.projects ?? []).map((p) => ({ ...p, created_at: now(), updated_at: now() }));
+      return json({ data, next_cursor: null });
+    }
+    if (path === '/api/run' && method === 'POST' && this.opts.run) return json(this.opts.run);
     if (path === '/api/search') {
       const q = (url.searchParams.get('q') ?? '').toLowerCase();
       const data = [...this.convs.values()].flatMap((c) =>

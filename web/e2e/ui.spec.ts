@@ -4,7 +4,7 @@
  * code answer for the screenshots, streams cut at a known event.
  */
 import { expect, test, type Page } from '@playwright/test';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { ChatPage } from './chat-page';
 import { FakeApi } from './fake-api';
 
@@ -533,4 +533,47 @@ test('screenshots: light, dark, a code answer, a phone', async ({ page }) => {
   await expect(chat.sidebar().getByRole('link', { name: 'Plan a trip to Lisbon' })).toBeInViewport({ ratio: 1 });
   await expect(page.getByRole('button', { name: 'Close sidebar' })).toHaveCSS('background-color', 'rgba(0, 0, 0, 0.4)');
   await page.screenshot({ path: `${SHOTS}phone-sidebar.png` });
+});
+
+test('screenshots for the README: a cited answer in a project, a code block run in the sandbox', async ({ page }) => {
+  const report = { n: 1, file_id: 'file-r', file_name: 'report.pdf', passage: 3, page: 2, text: 'Revenue grew 12% in 2025, led by the new subscription plans.' };
+  const notes = { n: 2, file_id: 'file-n', file_name: 'notes.md', passage: 0, page: null, text: 'The launch moved to Tuesday 14 April.' };
+  const api = new FakeApi({
+    projects: [{ id: 'p-1', name: 'Quarterly report', instructions: 'Answer from the attached files.' }],
+    answer: () => 'Revenue grew **12%** in 2025, led by the new subscription plans [1]. The launch moved to Tuesday 14 April [2].',
+    tools: [{ name: 'search', arguments: { query: 'revenue launch' }, result: '[1] report.pdf (page 2): Revenue grew 12%…\n[2] notes.md: The launch moved…', sources: [report, notes] }],
+  });
+  api.addConversation('Plan a trip to Lisbon', []);
+  api.addConversation('Launch checklist', [], { project_id: 'p-1' });
+  await api.install(page);
+  await page.setViewportSize({ width: 1280, height: 720 });
+  await page.emulateMedia({ colorScheme: 'light', reducedMotion: 'reduce' });
+  const chat = new ChatPage(page);
+  await page.goto('/');
+  await chat.attach([{ name: 'report.pdf', mimeType: 'application/pdf', buffer: Buffer.from('%PDF-1.4 stand-in') }]);
+  await chat.send('How did revenue do, and when is the launch?');
+  await chat.waitIdle();
+  await expect(chat.lastAnswer().locator('.sources')).toHaveText(/Sources:\s*1 report\.pdf\s*2 notes\.md/);
+  await expect(chat.sidebar().getByRole('region', { name: 'Project Quarterly report' })).toContainText('Launch checklist');
+  await page.screenshot({ path: `${SHOTS}cited-answer.png` });
+
+  const png = readFileSync(new URL('./fixtures/chart.png', import.meta.url)).toString('base64');
+  const runApi = new FakeApi({
+    answer: () => ['Here is the chart:', '', '```python', 'import matplotlib.pyplot as plt', '', 'quarters = ["Q1", "Q2", "Q3", "Q4"]', 'revenue = [3.1, 3.6, 4.0, 4.5]', 'plt.bar(quarters, revenue)', 'plt.title("Revenue by quarter (M€)")', 'plt.savefig("chart.png")', 'print(f"mean {sum(revenue) / 4:.2f}")', '```'].join('\n'),
+    run: { stdout: 'mean 3.80\n', stderr: '', exit_status: 0, files: [{ name: 'chart.png', content_type: 'image/png', size: 5907, data_base64: png }] },
+  });
+  const runPage = await page.context().newPage();
+  await runApi.install(runPage);
+  await runPage.setViewportSize({ width: 1280, height: 900 });
+  await runPage.emulateMedia({ colorScheme: 'light', reducedMotion: 'reduce' });
+  const runChat = new ChatPage(runPage);
+  await runPage.goto('/');
+  await runChat.send('Plot revenue by quarter.');
+  await runChat.waitIdle();
+  const block = runChat.lastAnswer().locator('.code-block');
+  await block.getByRole('button', { name: 'Run', exact: true }).click();
+  const output = block.getByRole('region', { name: 'Run output' });
+  await expect(output.getByRole('img', { name: 'chart.png' })).toBeVisible();
+  await expect(output).toContainText('mean 3.80');
+  await runChat.lastAnswer().screenshot({ path: `${SHOTS}run-block.png` });
 });
