@@ -13,7 +13,7 @@ from fireside.train.chat_data import (
     LengthReport,
     TokenizedChat,
     load_sft_file,
-    require_generation_blocks,
+    require_chat_template,
 )
 from fireside.train.distributed import Dist, all_reduce_mean
 from fireside.train.finetune import (
@@ -38,7 +38,7 @@ def train_sft(opts: FinetuneOptions) -> None:
 def _train(opts: FinetuneOptions, dist: Dist) -> None:
     bundle, files = start(opts, dist)
     tok, device = bundle.tokenizer, dist.device
-    require_generation_blocks(tok)
+    require_chat_template(tok)
     limit = max_len(opts, bundle)
     lengths = LengthReport()
     datasets: list[list[TokenizedChat]] = [
