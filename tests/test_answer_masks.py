@@ -319,3 +319,20 @@ def test_sft_and_dpo_train_with_a_chatml_template_without_generation_blocks(
     rows_dpo = read_metrics(tmp_path / "dpo")
     assert rows_dpo[-1]["loss"] < rows_dpo[0]["loss"]
     assert rows_dpo[-1]["reward_margin"] > rows_dpo[0]["reward_margin"]
+
+
+@pytest.mark.parametrize("family", sorted(set(FAMILIES) - {"fireside"}))
+def test_family_templates_render_as_transformers_renders_them(
+    families: dict[str, Tokenizer], tmp_path: Path, family: str
+) -> None:
+    transformers = pytest.importorskip("transformers", reason="transformers (dev extra) missing")
+    families[family].save(tmp_path)
+    hf = transformers.AutoTokenizer.from_pretrained(tmp_path)
+    cases = [(SIMPLE, None)] + ([(WITH_TOOLS, TOOLS)] if family != "mistral" else [])
+    for messages, tools in cases:
+        for prompt in (False, True):
+            ours = families[family].render_chat(messages, tools=tools, add_generation_prompt=prompt)
+            want = hf.apply_chat_template(
+                messages, tools=tools, add_generation_prompt=prompt, tokenize=False
+            )
+            assert ours.text == want
