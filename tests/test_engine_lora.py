@@ -131,3 +131,36 @@ def test_unknown_adapters_and_bad_directories_are_refused(tmp_path: Path) -> Non
     with pytest.raises(AdapterError, match="adapter name"):
         engine.adapters.load("../etc", wrong_base)
     assert engine.adapters.list() == []
+
+
+def test_an_adapter_trained_here_serves_as_its_merged_model(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """The training side's adapter (PEFT, fireside.model.lora) served beside its base gives
+    the greedy tokens of `fireside merge`'s model: the two sides agree on the format."""
+    from fireside.model import load_pretrained
+    from fireside.model.lora import add_adapter, lora_settings, merge_adapter, save_adapter
+
+    trained = load_pretrained(tiny_model_dir, "cpu").model
+    peft_model = add_adapter(trained, lora_settings(4, 8, "q,v,up,down"), tiny_model_dir)
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:  # a fresh adapter's B is zero: make it change the outputs
+                p.copy_(torch.randn(p.shape, generator=generator) * 0.5)
+    save_adapter(peft_model, tmp_path / "adapter")
+    merge_adapter(tiny_model_dir, tmp_path / "adapter", tmp_path / "merged")
+
+    base = load_pretrained(tiny_model_dir, "cpu").model
+    merged = load_pretrained(tmp_path / "merged", "cpu").model
+    prompt = [5, 17, 3, 44, 9, 2]
+    want = greedy_reference(merged, prompt, 10)
+    assert want != greedy_reference(base, prompt, 10)
+    engine = Engine(base, config=EngineConfig(max_num_seqs=2, num_kv_blocks=32, block_size=4))
+    engine.adapters.load("trained", tmp_path / "adapter")
+
+    async def main() -> list[int]:
+        async with engine:
+            return (await collect(engine, prompt, greedy(10, lora="trained"), "t")).tokens[0]
+
+    assert asyncio.run(main()) == want
