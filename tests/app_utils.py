@@ -243,6 +243,9 @@ def make_admin(backend: Backend) -> dict[str, str]:
 
     async def create() -> None:
         db = Database(chat_settings(backend).resolved_database_url())
+        # As the CLI does: the tables may not exist yet when no server has started on this
+        # database (a worker whose first test makes an admin before any server runs).
+        await db.migrate()
         async with db.session() as s:
             await create_user(s, email, "admin-password", "Admin", "open", admin=True)
         await db.close()
