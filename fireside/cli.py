@@ -1,4 +1,4 @@
-"""`fireside serve | chat | train | eval | data | knowledge | admin`: the command line."""
+"""`fireside serve | chat | train | merge | eval | data | knowledge | admin`: the command line."""
 
 from __future__ import annotations
 
@@ -35,6 +35,14 @@ def _chat(args: argparse.Namespace) -> int:
     from fireside import chat_cli
 
     return chat_cli.run(args)
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from fireside.model.lora import merge_adapter
+
+    merge_adapter(args.model, args.adapter, args.output)
+    print(f"merged model written to {args.output}", file=sys.stderr)
+    return 0
 
 
 CHAT_HELP = """\
@@ -92,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_parser(sub)
     add_knowledge_parser(sub)
     add_train_parser(sub)
+    _add_merge_parser(sub)
     add_eval_parser(sub)
     add_admin_parser(sub)
     return parser
@@ -128,6 +137,21 @@ def _add_chat_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     chat.add_argument("--repetition-penalty", type=float, default=1.0)
     chat.add_argument("--seed", type=int, help="fix the sampling for reproducible replies")
     chat.set_defaults(func=_chat)
+
+
+def _add_merge_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    merge = sub.add_parser(
+        "merge",
+        help="fold a LoRA adapter into its base model: a normal model directory",
+        description="Write BASE + ADAPTER (W + alpha/r x BA) as a model directory that "
+        "fireside serve and transformers load like any other.",
+    )
+    merge.add_argument("--model", required=True, help="the base model directory (HF format)")
+    merge.add_argument(
+        "--adapter", required=True, help="the adapter (adapter_config.json, its safetensors)"
+    )
+    merge.add_argument("--output", required=True, help="the merged model's new directory")
+    merge.set_defaults(func=_merge)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

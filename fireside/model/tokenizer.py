@@ -18,7 +18,7 @@ from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
 from tokenizers import Tokenizer as HFTokenizer
 
 from fireside.errors import TokenizerError
-from fireside.model import chat
+from fireside.model import answers, chat
 from fireside.model.checkpoint import write_json
 
 BOS = "<|endoftext|>"
@@ -160,17 +160,50 @@ class Tokenizer:
         Only the template's own text becomes control tokens: a special token's text inside a
         message or a tool (a user's, a search snippet's, a tool's output) is encoded as the
         ordinary text it is, so nobody can forge a turn or a tool call by typing one."""
-        if not self.chat_template:
-            raise TokenizerError("this tokenizer has no chat_template")
+        template = self._template()
         guard = _ContentGuard(self.special_token_texts())
         text, spans = chat.render(
-            self.chat_template,
+            template,
             guard.protect(messages),
             add_generation_prompt=add_generation_prompt,
             tools=guard.protect(tools) if tools else tools,
             special_tokens=self.special,
             **kwargs,
         )
+        return self._encode(guard, text, spans)
+
+    def render_answers(
+        self,
+        messages: Sequence[chat.Message],
+        *,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        last_only: bool = False,
+    ) -> list[Rendered]:
+        """The conversation as training sequences, each mask marking the assistant's answers
+        as rendering turn by turn finds them (`fireside.model.answers`): any template, with
+        `{% generation %}` blocks or without. Usually one sequence; `last_only`: the final
+        answer alone."""
+        template = self._template()
+        guard = _ContentGuard(self.special_token_texts())
+        found = answers.find_answers(
+            template,
+            guard.protect(messages),
+            tools=guard.protect(tools) if tools else tools,
+            special_tokens=self.special,
+            end_tokens=self.special_token_texts(),
+            last_only=last_only,
+        )
+        return [self._encode(guard, f.text, f.spans) for f in found]
+
+    def _template(self) -> str:
+        if not self.chat_template:
+            raise TokenizerError("this tokenizer has no chat_template")
+        return self.chat_template
+
+    def _encode(
+        self, guard: _ContentGuard, text: str, spans: Sequence[tuple[int, int]]
+    ) -> Rendered:
+        """Token ids of a rendered text; the mask marks tokens wholly inside `spans`."""
         ids: list[int] = []
         mask: list[int] = []
         for start, piece, forged in guard.pieces(text):

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fireside.errors import CheckpointError
 from fireside.model import serving
 from fireside.model.adapters import add_lora
 from fireside.model.config import ModelConfig
@@ -287,6 +288,13 @@ class Transformer(nn.Module):
         """
         if self.fused:
             return
+        if any(hasattr(m, "base_layer") for m in self.modules()):
+            # PEFT's LoRA layers wrap the projection (`base_layer`): the fused matrices would
+            # hold the base weights alone and silently drop the adapter.
+            raise CheckpointError(
+                "this model carries an unmerged LoRA adapter; merge it into the weights first "
+                "(`fireside merge`, or merge_and_unload) before laying them out for serving"
+            )
         for block in self.model.layers:
             assert isinstance(block, Block)
             block.self_attn.fuse(pack_batch)

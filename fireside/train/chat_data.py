@@ -1,8 +1,10 @@
 """Conversation data for SFT and DPO: JSONL readers, tokenization with the loss mask, mixing.
 
 Every reader reports a bad record as `FILE:LINE: what is wrong`, so a 100k-line file with one
-broken line is fixed in a minute. Tokenization goes through the model's own chat template
-(`Tokenizer.render_chat`), whose `{% generation %}` blocks mark the tokens the assistant wrote.
+broken line is fixed in a minute. Tokenization goes through the model's own chat template:
+its `{% generation %}` blocks mark the tokens the assistant wrote where it has them
+(`Tokenizer.render_chat`), and rendering turn by turn finds them where it has none
+(`Tokenizer.render_answers`: Llama 3, Qwen, Mistral and other published templates).
 """
 
 from __future__ import annotations
@@ -10,17 +12,16 @@ from __future__ import annotations
 import json
 import math
 import random
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fireside.errors import ChatTemplateError, DataError
+from fireside.model.answers import has_generation_blocks
 from fireside.model.tokenizer import Tokenizer
 
 ROLES = ("system", "user", "assistant", "tool")
-_GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")
 
 
 class ChatDataError(DataError):
@@ -98,18 +99,10 @@ def parse_weighted_path(spec: str) -> tuple[Path, float]:
 # -- tokenization ------------------------------------------------------------------------
 
 
-def require_generation_blocks(tokenizer: Tokenizer) -> None:
-    """Without `{% generation %}` the loss mask is unknown; refuse rather than train on all."""
-    template = tokenizer.chat_template
-    if not template:
+def require_chat_template(tokenizer: Tokenizer) -> None:
+    if not tokenizer.chat_template:
         raise ChatDataError(
             "the model's tokenizer has no chat template, so conversations cannot be rendered"
-        )
-    if not _GENERATION_TAG.search(template):
-        raise ChatDataError(
-            "the model's chat template has no {% generation %} blocks, so the tokens the "
-            "assistant wrote cannot be told apart; add them around assistant turns "
-            "(as transformers' return_assistant_tokens_mask needs) before fine-tuning"
         )
 
 
@@ -146,13 +139,27 @@ class LengthReport:
 
 
 def render(
-    tokenizer: Tokenizer, messages: Sequence[Mapping[str, Any]], where: str, **kwargs: Any
-) -> tuple[list[int], list[int]]:
+    tokenizer: Tokenizer,
+    messages: Sequence[Mapping[str, Any]],
+    where: str,
+    *,
+    tools: Sequence[Mapping[str, Any]] | None = None,
+    last_only: bool = False,
+) -> list[tuple[list[int], list[int]]]:
+    """Training sequences (ids, mask on the assistant's answers) of one conversation.
+
+    A template's own `{% generation %}` blocks mark the answers where it has them (as
+    transformers reads them); otherwise rendering turn by turn finds them, which may split a
+    conversation whose history renders differently (`fireside.model.answers`)."""
     try:
-        r = tokenizer.render_chat(messages, **kwargs)
+        if has_generation_blocks(tokenizer.chat_template or ""):
+            r = tokenizer.render_chat(messages, tools=tools)
+            mask = last_run(r.assistant_mask) if last_only else r.assistant_mask
+            return [(r.ids, mask)]
+        found = tokenizer.render_answers(messages, tools=tools, last_only=last_only)
     except ChatTemplateError as e:
         raise ChatDataError(f"{where}: {e}") from None
-    return r.ids, r.assistant_mask
+    return [(r.ids, r.assistant_mask) for r in found]
 
 
 def load_sft_file(
@@ -167,20 +174,26 @@ def load_sft_file(
         tools = obj.get("tools")
         if tools is not None and not isinstance(tools, list):
             raise ChatDataError(f"{where}: 'tools' must be a list")
-        ids, mask = render(tokenizer, messages, where, tools=tools)
-        if not any(mask):
+        sequences = render(tokenizer, messages, where, tools=tools)
+        if not any(any(mask) for _, mask in sequences):
             raise ChatDataError(f"{where}: the chat template marked no assistant tokens")
         report.total += 1
-        if len(ids) > max_len:
-            ids, mask = ids[:max_len], mask[:max_len]
-            # The first token is never a target, so a mask with 1s only there trains nothing.
-            if not any(mask[1:]):
-                report.dropped += 1
-                report.note(where)
-                continue
-            report.truncated += 1
+        kept, cut = 0, False
+        for ids, mask in sequences:
+            if len(ids) > max_len:
+                ids, mask = ids[:max_len], mask[:max_len]
+                cut = True
+                # The first token is never a target, so a mask with 1s only there trains nothing.
+                if not any(mask[1:]):
+                    continue
+            out.append(TokenizedChat(ids, mask, where))
+            kept += 1
+        if cut:
             report.note(where)
-        out.append(TokenizedChat(ids, mask, where))
+            if kept:
+                report.truncated += 1
+            else:
+                report.dropped += 1
     if not out and report.total == 0:
         raise ChatDataError(f"{str(path)!r} holds no conversations")
     return out
@@ -234,8 +247,7 @@ def load_dpo_file(path: Path, tokenizer: Tokenizer, max_len: int) -> list[Tokeni
         rejected = _answer(obj["rejected"], where, "rejected")
         pair = []
         for answer in (chosen, rejected):
-            ids, mask = render(tokenizer, [*prompt, answer], where)
-            mask = last_run(mask)
+            [(ids, mask)] = render(tokenizer, [*prompt, answer], where, last_only=True)
             if not any(mask[1:]):
                 raise ChatDataError(f"{where}: the chat template marked no answer tokens")
             if len(ids) > max_len:

@@ -2,7 +2,8 @@
 
 A checkpoint is a directory `RUN_DIR/checkpoints/step-NNNNNN/`:
 
-    model.safetensors     the weights (fp32 master copy)
+    model.safetensors     the weights (fp32 master copy); for a LoRA run only the adapter's
+                          (the frozen base is the starting model, read again on resume)
     optimizers.pt         each optimizer's state_dict, in order
     rng-rank{R}.pt        python, numpy, torch (and CUDA) RNG states of rank R
     state.json            the caller's state: step, data-loader position, ...
@@ -97,13 +98,18 @@ def _fsync_tree(path: Path) -> None:
     _fsync_dir(path)
 
 
-def _model_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+def _trainable_names(model: nn.Module) -> set[str]:
+    return {name for name, p in unwrap(model).named_parameters() if p.requires_grad}
+
+
+def _model_tensors(model: nn.Module, trainable_only: bool = False) -> dict[str, torch.Tensor]:
     inner = unwrap(model)
     tensors: dict[str, torch.Tensor] = {}
     seen: set[int] = set()
+    keep = _trainable_names(inner) if trainable_only else None
     # safetensors refuses shared storage, so a tied head is written once (as the embedding).
     for name, t in inner.state_dict().items():
-        if t.data_ptr() in seen:
+        if t.data_ptr() in seen or (keep is not None and name not in keep):
             continue
         seen.add(t.data_ptr())
         tensors[name] = t.detach().to("cpu").contiguous()
@@ -119,12 +125,15 @@ def _full_state_options(*, cpu_offload: bool = False, broadcast: bool = False) -
 
 
 def _gather(
-    model: nn.Module, optimizers: list[torch.optim.Optimizer]
+    model: nn.Module, optimizers: list[torch.optim.Optimizer], trainable_only: bool = False
 ) -> tuple[dict[str, torch.Tensor], Any]:
     """Full weights and optimizer state. Sharded: a collective every rank joins, and only rank 0
     gets the tensors (on CPU). Otherwise the model's own tensors and each optimizer's state."""
     if not is_sharded(model):
-        return _model_tensors(model), [opt.state_dict() for opt in optimizers]
+        own = _model_tensors(model, trainable_only)
+        return own, [opt.state_dict() for opt in optimizers]
+    if trainable_only:
+        raise TrainingError("a checkpoint of the trainable weights alone is not made with --fsdp")
     from torch.distributed.checkpoint.state_dict import (
         get_model_state_dict,
         get_optimizer_state_dict,
@@ -170,11 +179,13 @@ def save_checkpoint(
     keep_last: int,
     fingerprint: dict[str, Any] | None = None,
     dist: Dist | None = None,
+    trainable_only: bool = False,
 ) -> Path:
     """Write `run_dir/checkpoints/step-{step:06d}/` atomically and prune beyond `keep_last`.
 
     `state` must be JSON-serialisable; `step` is stored in it. A resume must match the model's
     config and `fingerprint` (the run's other settings). Under DDP every rank calls this.
+    `trainable_only`: the weights that train and no others (a LoRA adapter, not its base).
     """
     if keep_last < 1:
         raise ValueError(f"keep_last must be at least 1, got {keep_last}")
@@ -188,7 +199,7 @@ def save_checkpoint(
         tmp.mkdir()
     barrier(dist)
     torch.save(_rng_state(), tmp / f"rng-rank{dist.rank}.pt")
-    tensors, optimizer_state = _gather(model, optimizers)
+    tensors, optimizer_state = _gather(model, optimizers, trainable_only)
     barrier(dist)
     if dist.is_main:
         save_file(tensors, str(tmp / "model.safetensors"))
@@ -198,6 +209,7 @@ def save_checkpoint(
             "step": step,
             "world_size": dist.world_size,
             "sharded": is_sharded(model),
+            "trainable_only": trainable_only,
             "fingerprint": full_fingerprint(model, fingerprint),
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
@@ -275,19 +287,24 @@ def load_latest_checkpoint(
     if is_sharded(model):
         _load_sharded(ckpt, model, optimizers, dist)
     else:
-        _load_local(ckpt, model, optimizers)
+        _load_local(ckpt, model, optimizers, meta.get("trainable_only", False))
     rng = torch.load(ckpt / f"rng-rank{dist.rank}.pt", weights_only=False)
     _set_rng_state(rng)
     return state
 
 
-def _load_local(ckpt: Path, model: nn.Module, optimizers: list[torch.optim.Optimizer]) -> None:
+def _load_local(
+    ckpt: Path, model: nn.Module, optimizers: list[torch.optim.Optimizer], trainable_only: bool
+) -> None:
     inner = unwrap(model)
     device = next(inner.parameters()).device
     tensors = load_file(str(ckpt / "model.safetensors"), device=str(device))
     missing, unexpected = inner.load_state_dict(tensors, strict=False)
     tied = getattr(getattr(inner, "config", None), "tie_word_embeddings", False)
     missing = [k for k in missing if not (tied and k == "lm_head.weight")]
+    if trainable_only:  # the frozen weights are the starting model's, loaded already
+        trainable = _trainable_names(inner)
+        missing = [k for k in missing if k in trainable]
     if missing or unexpected:
         raise TrainingError(
             f"checkpoint {str(ckpt)!r} does not fit the model: "

@@ -3,7 +3,8 @@
 Pairs are `{"prompt": [messages], "chosen": message, "rejected": message}` (JSONL), the format
 the chat app's feedback export writes. The reference model is the starting model, and since it
 never changes its log-probabilities are computed once, before training: the loop then runs only
-the policy, and needs no second copy of the weights in memory.
+the policy, and needs no second copy of the weights in memory. With LoRA the reference is the
+same weights with the adapter switched off.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from fireside.errors import TrainingError
-from fireside.model.transformer import Transformer
+from fireside.model.lora import adapter_disabled
 from fireside.train.chat_data import TokenizedPair, load_dpo_file
 from fireside.train.distributed import Dist, all_reduce_mean
 from fireside.train.finetune import (
@@ -48,7 +49,7 @@ def pair_logprobs(
 
 
 def reference_logprobs(
-    model: Transformer,
+    model: nn.Module,
     datasets: list[list[TokenizedPair]],
     pad_id: int,
     batch_size: int,
@@ -56,12 +57,13 @@ def reference_logprobs(
 ) -> list[tuple[Tensor, Tensor]]:
     """(chosen, rejected) reference log-probs for every pair of every file."""
     out = []
+    device = next(model.parameters()).device
     bar = tqdm(total=sum(map(len, datasets)), desc="dpo reference", disable=not progress)
     with evaluating(model):
         for pairs in datasets:
             chosen, rejected = [], []
             for i in range(0, len(pairs), batch_size):
-                c, r = pair_logprobs(model, pairs[i : i + batch_size], pad_id, model.device)
+                c, r = pair_logprobs(model, pairs[i : i + batch_size], pad_id, device)
                 chosen.append(c.cpu())
                 rejected.append(r.cpu())
                 bar.update(len(c))
@@ -78,19 +80,21 @@ def train_dpo(opts: FinetuneOptions, beta: float = 0.1) -> None:
 
 
 def _train(opts: FinetuneOptions, beta: float, dist: Dist) -> None:
-    bundle, files = start(opts, dist)
-    model, tok, device = bundle.model, bundle.tokenizer, dist.device
+    bundle, model, files = start(opts, dist)
+    tok, device = bundle.tokenizer, dist.device
     limit = max_len(opts, bundle)
     datasets = [load_dpo_file(path, tok, limit) for path, _ in files]
     say(dist, f"dpo: {sum(len(d) for d in datasets)} preference pairs")
     sampler = mixture_sampler(opts, files, [len(d) for d in datasets])
     pad = pad_id(bundle)
-    # Before any checkpoint is loaded, the model is the starting model: the reference.
-    reference = reference_logprobs(
-        model, datasets, pad, opts.batch_size, progress=opts.progress and dist.is_main
-    )
+    # Before any checkpoint is loaded, the model is the starting model: the reference. (With
+    # LoRA it is the base model whatever the adapter holds.)
+    with adapter_disabled(model):
+        reference = reference_logprobs(
+            model, datasets, pad, opts.batch_size, progress=opts.progress and dist.is_main
+        )
 
-    run = begin_training("dpo", opts, dist, bundle, files, sampler, limit)
+    run = begin_training("dpo", opts, dist, bundle, model, files, sampler, limit)
     optimizers, total, train_model = run.optimizers, run.total, run.train_model
     for step in range(run.first, total):
         lr = lr_schedule(step, total, opts.warmup)

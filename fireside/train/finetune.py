@@ -1,6 +1,7 @@
 """What SFT and DPO share: options, loading the starting model, data files, steps, export.
 
-Both start from an HF-format model directory and end with one in RUN_DIR; both resume from
+Both start from an HF-format model directory and end with one in RUN_DIR (or, with LoRA, an
+adapter in PEFT's format: `fireside merge` folds it into the base); both resume from
 RUN_DIR/checkpoints exactly as pretraining does (the shared checkpoint helpers), refusing a
 RUN_DIR that was started with other settings. Under torchrun each process takes every
 world_size-th sequence of the global batch, and losses are normalised by the global batch so
@@ -17,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from fireside.errors import TrainingError
+from fireside.model.lora import LoraSettings, add_adapter, has_adapter, save_adapter
 from fireside.model.pretrained import Pretrained, load_pretrained
 from fireside.train.chat_data import MixtureSampler, parse_weighted_path
 from fireside.train.checkpoint import export_hf, load_latest_checkpoint, save_checkpoint
@@ -47,6 +50,7 @@ class FinetuneOptions:
     keep_last: int = 2
     device: str = "auto"
     progress: bool = True
+    lora: LoraSettings | None = None  # train a LoRA adapter instead of every weight
     extra: dict[str, Any] = field(default_factory=dict)  # task settings for the fingerprint
 
 
@@ -81,21 +85,34 @@ def run(opts: FinetuneOptions, train: Callable[[Dist], None]) -> None:
         teardown(dist)
 
 
-def start(opts: FinetuneOptions, dist: Dist) -> tuple[Pretrained, list[tuple[Path, float]]]:
-    """Seed everything and load the starting model (fp32 master weights) on this rank's device."""
+def start(
+    opts: FinetuneOptions, dist: Dist
+) -> tuple[Pretrained, nn.Module, list[tuple[Path, float]]]:
+    """Seed everything and load the starting model (fp32 master weights) on this rank's device.
+
+    Returns the bundle, the model that trains (the starting model, or it with a new LoRA
+    adapter whose weights alone train) and the data files."""
     files = check_options(opts)
+    if opts.lora is not None and opts.optimizer == "muon":
+        # Muon orthogonalises whole-matrix updates; a rank-r factor is not what it is built for.
+        raise TrainingError("LoRA trains with AdamW: leave --optimizer at auto or adamw")
     if opts.optimizer == "auto":
         opts.optimizer = "muon" if use_muon(opts, dist.device) else "adamw"
     use_muon(opts, dist.device)  # rejects an unknown name
     seed_everything(opts.seed)
     bundle = load_pretrained(opts.model, device=dist.device, dtype=torch.float32)
-    return bundle, files
+    model: nn.Module = bundle.model
+    if opts.lora is not None:
+        model = add_adapter(bundle.model, opts.lora, opts.model.resolve())
+    return bundle, model, files
 
 
 def use_muon(opts: FinetuneOptions, device: torch.device) -> bool:
     """As in pretraining: Muon's bf16 Newton-Schulz is slow on CPUs, so auto means CUDA only."""
     if opts.optimizer not in ("auto", "muon", "adamw"):
         raise TrainingError(f"--optimizer must be auto, muon or adamw, got {opts.optimizer!r}")
+    if opts.lora is not None:
+        return False
     return opts.optimizer == "muon" or (opts.optimizer == "auto" and device.type == "cuda")
 
 
@@ -129,6 +146,7 @@ def fingerprint(
         "max_len": opts.max_len,
         "seed": opts.seed,
         "total_steps": total,
+        **(opts.lora.describe() if opts.lora else {}),
         **opts.extra,
     }
 
@@ -160,6 +178,7 @@ class TrainingRun:
     opts: FinetuneOptions
     dist: Dist
     bundle: Pretrained
+    model: nn.Module  # bundle.model, or it with a LoRA adapter
     sampler: MixtureSampler
     total: int  # steps in the whole run
     first: int  # the step to start from (0 for a new run)
@@ -175,25 +194,31 @@ class TrainingRun:
             return
         save_checkpoint(
             self.opts.output,
-            model=self.bundle.model,
+            model=self.model,
             optimizers=self.optimizers,
             step=step,
             state={"epoch": (step - 1) // self.sampler.steps_per_epoch()},
             keep_last=self.opts.keep_last,
             fingerprint=self.run_fingerprint,
             dist=self.dist,
+            trainable_only=has_adapter(self.model),
         )
         self.progress.reset_clock()  # saving is not training: keep it out of tokens/s
 
     def finish(self) -> None:
-        """Write the trained model into RUN_DIR in HF format (rank 0), then wait for every
-        rank."""
+        """Write the trained model into RUN_DIR in HF format, or the adapter in PEFT's (rank
+        0), then wait for every rank."""
         self.progress.close()
         self.logger.close()
         if self.dist.is_main:
-            model = self.bundle.model.eval()
-            export_hf(self.opts.output, model, self.bundle.tokenizer, self.bundle.generation_config)
-            say(self.dist, f"{self.stage}: model written to {self.opts.output}")
+            self.model.eval()
+            if has_adapter(self.model):
+                save_adapter(self.model, self.opts.output)  # type: ignore[arg-type]
+                say(self.dist, f"{self.stage}: LoRA adapter written to {self.opts.output}")
+            else:
+                model, tok = self.bundle.model, self.bundle.tokenizer
+                export_hf(self.opts.output, model, tok, self.bundle.generation_config)
+                say(self.dist, f"{self.stage}: model written to {self.opts.output}")
         barrier(self.dist)
 
 
@@ -202,12 +227,13 @@ def begin_training(
     opts: FinetuneOptions,
     dist: Dist,
     bundle: Pretrained,
+    model: nn.Module,
     files: list[tuple[Path, float]],
     sampler: MixtureSampler,
     limit: int,
 ) -> TrainingRun:
-    """Optimizers, the resume from the latest checkpoint, DDP, metrics and the progress bar."""
-    model = bundle.model
+    """Optimizers, the resume from the latest checkpoint, DDP, metrics and the progress bar.
+    `model`: what trains, as `start` returned it."""
     model.train()
     total = total_steps(opts, sampler)
     optimizers = build_optimizers(
@@ -223,7 +249,7 @@ def begin_training(
     progress = Progress(
         total,
         first,
-        flops_per_token=flops_per_token(model.config, limit),
+        flops_per_token=flops_per_token(bundle.model.config, limit),
         device=dist.device,
         enabled=opts.progress and dist.is_main,
         desc=stage,
@@ -233,6 +259,7 @@ def begin_training(
         opts=opts,
         dist=dist,
         bundle=bundle,
+        model=model,
         sampler=sampler,
         total=total,
         first=first,

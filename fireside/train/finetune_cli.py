@@ -10,6 +10,15 @@ def _finetune(args: argparse.Namespace) -> int:
 
     from fireside.train.finetune import FinetuneOptions
 
+    lora = None
+    if args.lora_rank is not None:
+        from fireside.model.lora import lora_settings
+
+        lora = lora_settings(args.lora_rank, args.lora_alpha, args.lora_targets)
+    elif args.lora_alpha is not None or args.lora_targets is not None:
+        from fireside.errors import TrainingError
+
+        raise TrainingError("--lora-alpha and --lora-targets need --lora-rank (LoRA's rank r)")
     opts = FinetuneOptions(
         model=Path(args.model),
         data=args.data,
@@ -27,6 +36,7 @@ def _finetune(args: argparse.Namespace) -> int:
         save_every=args.save_every,
         keep_last=args.keep_last,
         device=args.device,
+        lora=lora,
     )
     if args.stage == "sft":
         from fireside.train.sft import train_sft
@@ -72,6 +82,18 @@ def add_finetune_parsers(stages: argparse._SubParsersAction[argparse.ArgumentPar
         p.add_argument("--keep-last", type=int, default=2, help="checkpoints kept")
         p.add_argument("--device", default="auto", help="auto, cpu, cuda")
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
+        lora = p.add_argument_group(
+            "LoRA", "train a low-rank adapter (PEFT's format) instead of every weight"
+        )
+        lora.add_argument("--lora-rank", type=int, metavar="R", help="adapter rank; turns LoRA on")
+        lora.add_argument(
+            "--lora-alpha", type=int, metavar="A", help="scale alpha/R (default 2 x R)"
+        )
+        lora.add_argument(
+            "--lora-targets",
+            metavar="q,k,v,o,gate,up,down",
+            help="projections to adapt, comma-separated (default: all seven)",
+        )
         if stage == "dpo":
             p.add_argument("--beta", type=float, default=0.1, help="DPO temperature")
         p.set_defaults(func=_finetune)

@@ -13,7 +13,7 @@ from fireside.train.chat_data import (
     LengthReport,
     TokenizedChat,
     load_sft_file,
-    require_generation_blocks,
+    require_chat_template,
 )
 from fireside.train.distributed import Dist, all_reduce_mean
 from fireside.train.finetune import (
@@ -36,9 +36,9 @@ def train_sft(opts: FinetuneOptions) -> None:
 
 
 def _train(opts: FinetuneOptions, dist: Dist) -> None:
-    bundle, files = start(opts, dist)
+    bundle, model, files = start(opts, dist)
     tok, device = bundle.tokenizer, dist.device
-    require_generation_blocks(tok)
+    require_chat_template(tok)
     limit = max_len(opts, bundle)
     lengths = LengthReport()
     datasets: list[list[TokenizedChat]] = [
@@ -48,7 +48,7 @@ def _train(opts: FinetuneOptions, dist: Dist) -> None:
     sampler = mixture_sampler(opts, files, [len(d) for d in datasets])
     pad = pad_id(bundle)
 
-    run = begin_training("sft", opts, dist, bundle, files, sampler, limit)
+    run = begin_training("sft", opts, dist, bundle, model, files, sampler, limit)
     optimizers, total, train_model = run.optimizers, run.total, run.train_model
     for step in range(run.first, total):
         lr = lr_schedule(step, total, opts.warmup)
