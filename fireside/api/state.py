@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends
@@ -48,6 +49,9 @@ class AppState:
     # keys), and whether a key is needed even without --api-key.
     key_checks: list[Callable[[str], Awaitable[Caller | None]]] = field(default_factory=list)
     require_key: bool = False
+    # Loads another model directory under the same name and engine settings: how the chat app
+    # serves a new full model version without a restart (None: this server cannot).
+    load_dir: Callable[[Path], Awaitable[ServedModel]] | None = None
 
     def __post_init__(self) -> None:
         self.metrics = Metrics(self.model_name, self._stats)
