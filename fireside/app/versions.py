@@ -2,7 +2,7 @@
 
 - A LoRA version is loaded into the running engine beside its base and becomes the engine's
   default adapter: requests naming the served model (or none), the chat app's answers among
-  them, run it. Its name (`tiny@v2`) also addresses it over /v1.
+  them, run it, and answers name it `tiny@v2`. Its version name (`v2`) addresses it over /v1.
 - A full version (or a LoRA version over other weights) gets an engine of its own, which then
   replaces AppState.served; the old engine is shut down once the requests it was running end.
 - Rolling back is serving the older version: versions are never deleted by serving another.
@@ -45,8 +45,10 @@ def weights_dir(version: ModelVersion) -> Path:
     return Path(version.path)
 
 
-def adapter_name(served: ServedModel, version: ModelVersion) -> str:
-    return f"{served.name}@{version.name}"
+def adapter_name(version: ModelVersion) -> str:
+    """A LoRA version's adapter is loaded under the version's name (`v2`): /v1 requests can
+    name it too. (`tiny@v2`, the label answers carry, is not an adapter name: no `@` there.)"""
+    return version.name
 
 
 async def ensure_base(db: AsyncSession, model_dir: Path) -> ModelVersion:
@@ -109,7 +111,7 @@ class Versions:
             if version.kind == "lora":
                 if served.adapters is None:
                     raise VersionError("this server's engine does not serve LoRA adapters")
-                name = adapter_name(served, version)
+                name = adapter_name(version)
                 if served.adapters.get(name) is None:
                     await asyncio.to_thread(
                         served.adapters.load, name, Path(version.path), (served.name,)
