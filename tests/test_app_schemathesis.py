@@ -55,6 +55,7 @@ STREAMING = {
     ("GET", "/api/conversations/{conversation_id}/stream"),
     ("POST", "/api/messages/{message_id}/regenerate"),
     ("PATCH", "/api/messages/{message_id}"),
+    ("GET", "/api/admin/jobs/{job_id}/events"),
 }
 
 
@@ -156,6 +157,9 @@ def test_every_api_operation_survives_fuzzed_input(fuzzed: Fuzzed) -> None:
         "/api/presets/{preset_id}",
         "/api/memory/{fact_id}",
         "/api/projects/{project_id}",
+        "/api/admin/jobs",
+        "/api/admin/jobs/{job_id}/events",
+        "/api/admin/versions/{version_id}/serve",
     }
     headers = {"Authorization": f"Bearer {fuzzed.key}"}
     for op in operations:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -83,7 +84,7 @@ def test_win_rate_of_a_model_on_pairs_and_on_the_same_pairs_swapped(
 
 
 def test_progress_reads_step_loss_margin_and_time_left() -> None:
-    records = [
+    records: list[dict[str, Any]] = [
         {"step": 1, "loss": 0.69, "reward_margin": 0.0, "step_s": 2.0},
         {"step": 2, "loss": 0.6, "reward_margin": 0.3, "step_s": 4.0},
         {"step": 2, "sample": "text"},  # free text lines are not steps
