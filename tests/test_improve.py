@@ -10,6 +10,7 @@ interrupted by a server stop resumes at the next start.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 import torch
 
+from fireside.cli import main
 from fireside.model import Tokenizer, Transformer, save_pretrained
 from tests.app_utils import (
     REDIS_URL,
@@ -251,3 +253,38 @@ def test_a_job_interrupted_by_a_stop_resumes_at_the_next_start(
         admin.close()
     log = (tmp_path / "improve" / job_id / "train.log").read_text()
     assert "resuming" in log  # from its checkpoint, not from the start
+
+
+def test_the_command_line_improves_lists_and_chooses_versions(
+    tmp_path: Path,
+    chatml_model: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    backend = Backend("sqlite", tmp_path)
+    with run_chat_server(chatml_model, chat_settings(backend)) as url:
+        user = Client(url)
+        user.signup("Tam")
+        rate_regenerated_answers(user, TOPICS[:4])
+        user.close()
+    monkeypatch.setenv("FIRESIDE_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("FIRESIDE_MODEL", str(chatml_model))
+    assert main(["admin", "improve", "--method", "dpo", "--lora-rank", "4", "--steps", "3"]) == 0
+    out, err = capsys.readouterr()
+    comparison = json.loads(out)
+    assert {"served", "candidate", "held_out", "skipped"} <= comparison.keys()
+    assert "step 3/3" in err and "evaluating" in err
+    assert main(["admin", "models"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[0] for line in listed] == ["* base", "  v1"]
+    assert main(["admin", "serve-version", "v1"]) == 0
+    assert main(["admin", "serve-version", "v9"]) == 2
+    # The next start serves the chosen version.
+    with run_chat_server(chatml_model, chat_settings(backend)) as url:
+        user = Client(url)
+        user.signup("Uma")
+        deadline = time.monotonic() + 60
+        while (model := answer_model(user)) != "tiny@v1":
+            assert time.monotonic() < deadline, model  # the version loads after the model
+            time.sleep(0.2)
+        user.close()

@@ -179,7 +179,7 @@ class Improver:
             active = await store.active_jobs(db)
             living = await self.alive([j.worker for j in active if j.worker])
             for job in active:
-                if job.id in self.tasks or (job.worker in living):
+                if job.id in self.tasks or job.worker in living or _cli_alive(job.worker):
                     continue
                 if await store.claim_job(db, job.id, job.worker, self.worker):
                     await db.commit()
@@ -425,3 +425,16 @@ async def current_version(db: Any) -> ModelVersion | None:
     chosen = await store.served_version_id(db)
     found = await store.version(db, chosen) if chosen is not None else None
     return found or await store.version_named(db, "base")
+
+
+def _cli_alive(worker: str | None) -> bool:
+    """Whether `fireside admin improve` (worker "cli-<pid>", on this machine) still runs."""
+    if worker is None or not worker.startswith("cli-"):
+        return False
+    try:
+        os.kill(int(worker[4:]), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
