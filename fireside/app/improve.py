@@ -28,6 +28,7 @@ import sys
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +70,8 @@ class JobPublic(BaseModel):
     error: str | None
     version_id: uuid.UUID | None
     created_by: uuid.UUID | None
-    created_at: Any
-    updated_at: Any
+    created_at: datetime
+    updated_at: datetime
 
 
 def job_public(job: ImproveJob) -> dict[str, Any]:
