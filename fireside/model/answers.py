@@ -8,7 +8,9 @@ included (it is how the model learns to stop). Whitespace the template writes af
 token (ChatML's newline) is left out: generation stops at the token, so it is never produced.
 
 Comparisons are on text, never on token ids, so a BPE merge across the boundary cannot make
-a stable prefix look unstable; the caller tokenizes each sequence once, whole.
+a stable prefix look unstable; the caller tokenizes each sequence once, whole, and trains the
+tokens wholly inside an answer. A token merged across an answer's start is not trained: at
+inference the prompt is tokenized on its own and ends before it, so the model never writes it.
 
 Two ways a template can disagree with itself, and what happens:
 
