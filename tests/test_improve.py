@@ -23,12 +23,14 @@ import torch
 from fireside.cli import main
 from fireside.model import Tokenizer, Transformer, save_pretrained
 from tests.app_utils import (
+    HOLD,
     REDIS_URL,
     Backend,
     Client,
     SSEEvent,
     chat_settings,
     make_admin,
+    parse_sse,
     postgres_database,
     redis_available,
     run_chat_server,
@@ -202,10 +204,27 @@ def test_a_full_version_swaps_the_engine_and_a_job_can_be_cancelled(served: Serv
     assert r.status_code == 201, r.text
     events = follow(admin, r.json()["id"])
     assert events[-1].data["status"] == "done", events[-1].data
-    full = version_named(admin, "v2")
-    assert full["kind"] == "full" and full["id"] == events[-1].data["version_id"]
+    listed = admin.http.get("/admin/versions").json()["data"]
+    full = next(v for v in listed if v["id"] == events[-1].data["version_id"])
+    assert full["kind"] == "full" and full["path"].endswith("/train")
+    # An answer being written when the engine is swapped finishes on the old one.
+    held = user.new_conversation(max_tokens=200)
+    path = f"/conversations/{held['id']}/messages"
+    with user.http.stream("POST", path, json={"content": f"{HOLD} keep going"}) as r:
+        before = []
+        for e in parse_sse(r.iter_lines()):
+            before.append(e)
+            if e.event == "delta":
+                break  # the old engine holds it until it is stopped
     assert admin.http.post(f"/admin/versions/{full['id']}/serve").status_code == 200
-    assert answer_model(user) == "tiny@v2"
+    assert answer_model(user) == f"tiny@{full['name']}"
+    assert user.http.post(f"/conversations/{held['id']}/stop").status_code == 200
+    rest = user.events(
+        "GET", f"/conversations/{held['id']}/stream", headers={"Last-Event-ID": before[-1].id}
+    )
+    finished = rest[-1].data["message"]
+    assert (finished["status"], finished["model"]) == ("stopped", "tiny")
+    assert finished["content"]
     base = version_named(admin, "base")
     assert admin.http.post(f"/admin/versions/{base['id']}/serve").status_code == 200
     assert answer_model(user) == "tiny"
