@@ -245,6 +245,20 @@ def test_a_full_version_swaps_the_engine_and_a_job_can_be_cancelled(served: Serv
         assert admin.http.request(method, path).status_code == 404
 
 
+def processes_mentioning(text: str) -> list[int]:
+    """Pids of the processes whose command line holds `text` (a job's run directory)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and text in (proc / "cmdline").read_bytes().decode(
+                errors="replace"
+            ):
+                found.append(int(proc.name))
+        except OSError:  # ended meanwhile
+            continue
+    return found
+
+
 def test_a_job_interrupted_by_a_stop_resumes_at_the_next_start(
     tmp_path: Path, chatml_model: Path
 ) -> None:
@@ -264,6 +278,7 @@ def test_a_job_interrupted_by_a_stop_resumes_at_the_next_start(
         admin.close()
         user.close()
     # The stopped server killed the training; the job waits, still `training`.
+    assert not processes_mentioning(job_id)
     with run_chat_server(chatml_model, chat_settings(backend)) as url:
         admin = Client(url)
         assert admin.http.post("/auth/login", json=make_admin(backend)).status_code == 200

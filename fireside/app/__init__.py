@@ -136,11 +136,19 @@ class ChatApp:
             await db.close()
 
 
+ORPHAN_JOBS_EVERY_S = 60.0  # a dead process's improve job is taken over within about this
+
+
 async def _start_versions(chat: ChatState) -> None:
-    """Once the model has loaded: the base version registered, the chosen version served, and
-    improve jobs a stopped server left behind resumed."""
+    """Once the model has loaded: the base version registered and the chosen version served;
+    then, now and every minute, improve jobs whose process is gone resumed here."""
     try:
         await chat.versions.start()
-        await chat.improver.resume_orphans()
     except Exception:  # the chat goes on serving the base model
         log.exception("starting model versions failed")
+    while True:
+        try:
+            await chat.improver.resume_orphans()
+        except Exception:
+            log.exception("resuming improve jobs failed")
+        await asyncio.sleep(ORPHAN_JOBS_EVERY_S)

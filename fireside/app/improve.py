@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from fireside.app.improve_data import (
     DATA_FILE,
@@ -53,6 +54,7 @@ from fireside.train.metrics import METRICS_FILE
 log = logging.getLogger(__name__)
 
 POLL_S = 0.5  # how often a running phase's metrics (and a cancel) are looked at
+KILL_WAIT_S = 10.0  # after SIGTERM, how long a phase's process has before SIGKILL
 LOG_TAIL = 2000  # characters of a failed process's log kept as the job's error
 
 
@@ -86,11 +88,15 @@ class JobOptions:
 
 
 class JobFailed(Exception):
-    pass
+    """The job cannot go on (its message is the job's error)."""
 
 
 class JobCancelled(Exception):
-    pass
+    """An admin cancelled the job while it ran."""
+
+
+class JobConflict(Exception):
+    """Another job is still running: one at a time."""
 
 
 def train_lr(opts: JobOptions) -> float:
@@ -117,7 +123,7 @@ def progress_of(records: list[dict[str, Any]], total: int) -> dict[str, Any] | N
 
 class Improver:
     """Starts, supervises, cancels and resumes improve jobs of this process. `alive` says
-    which server processes live (the broker's); `on_version` is told of each new version."""
+    which server processes live (the broker's), so a dead one's jobs are taken over."""
 
     def __init__(
         self,
@@ -216,9 +222,6 @@ class Improver:
             await self._run(job_id)
         except JobCancelled:
             await self._finish(job_id, "cancelled")
-        except asyncio.CancelledError:
-            self._kill(job_id)  # the server stops: the job resumes at the next start
-            raise
         except Exception as e:  # the job fails, never the server
             log.exception("improve job %s failed", job_id)
             await self._finish(job_id, "failed", error=str(e) or type(e).__name__)
@@ -342,6 +345,16 @@ class Improver:
                 ticks += 1
                 if ticks % 4 == 0 and await self._status(job_id) == "cancelled":
                     self._kill(job_id)
+        except asyncio.CancelledError:
+            # The server stops: the process goes with it (never two trainings on one run
+            # directory); the job stays active and its phase runs again at the next start.
+            self._kill(job_id)
+            try:
+                await asyncio.wait_for(proc.wait(), KILL_WAIT_S)
+            except TimeoutError:
+                os.killpg(proc.pid, signal.SIGKILL)
+                await proc.wait()
+            raise
         finally:
             self.processes.pop(job_id, None)
         if proc.returncode != 0:
@@ -391,16 +404,15 @@ class Improver:
             return job.status if job is not None else None
 
     async def _set(self, job_id: uuid.UUID, **fields: Any) -> None:
+        """Changes the row (unless the job was cancelled meanwhile) and logs it as `status`."""
         async with self.db.session() as db:
-            if await store.job(db, job_id) is None:
+            job = await store.job(db, job_id)
+            if job is None:
                 raise JobFailed("the job's row is gone")
-            current = await self._status(job_id)
-            if current == "cancelled":
+            if job.status == "cancelled":
                 raise JobCancelled()
             await store.update_job(db, job_id, **fields)
             await db.commit()
-            job = await store.job(db, job_id)
-            assert job is not None
             await db.refresh(job)
             public = job_public(job)
         await self.events.append(job_key(job_id), "status", public)
@@ -417,11 +429,7 @@ class Improver:
         await self.events.append(job_key(job_id), "done", public)
 
 
-class JobConflict(Exception):
-    pass
-
-
-async def current_version(db: Any) -> ModelVersion | None:
+async def current_version(db: AsyncSession) -> ModelVersion | None:
     """The version new jobs start from: the one chosen to be served, else base."""
     chosen = await store.served_version_id(db)
     found = await store.version(db, chosen) if chosen is not None else None
