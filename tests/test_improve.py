@@ -321,4 +321,16 @@ def test_the_command_line_improves_lists_and_chooses_versions(
         while (model := answer_model(user)) != "tiny@v1":
             assert time.monotonic() < deadline, model  # the version loads after the model
             time.sleep(0.2)
+        # A job started while a LoRA version is served trains on its weights, merged.
+        admin = Client(url)
+        assert admin.http.post("/auth/login", json=make_admin(backend)).status_code == 200
+        r = admin.http.post("/admin/jobs", json={"method": "sft", "lora_rank": 4, "steps": 2})
+        assert r.status_code == 201, r.text
+        assert follow(admin, r.json()["id"])[-1].data["status"] == "done"
+        v2 = version_named(admin, "v2")
+        assert v2["parent_id"] == version_named(admin, "v1")["id"] and v2["method"] == "sft"
+        assert v2["data"]["base_model"].endswith("/start")  # v1 merged into its base
+        assert admin.http.post(f"/admin/versions/{v2['id']}/serve").status_code == 200
+        assert answer_model(user) == "tiny@v2"
+        admin.close()
         user.close()

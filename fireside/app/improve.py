@@ -230,27 +230,14 @@ class Improver:
         job, parent = await self._load(job_id)
         opts = JobOptions(job.options["method"], job.options["lora_rank"], job.options["steps"])
         run = self.run_dir(job_id)
-        start = weights_dir(parent)
+        # A LoRA version's weights are its base plus the adapter: merged, they are the start.
+        start = run / "start" if parent.kind == "lora" else weights_dir(parent)
         if job.status in ("queued", "training"):
             await self._set(job_id, status="training")
-            if parent.kind == "lora":
-                start = run / "start"
-                if not (start / "config.json").is_file():
-                    await self._process(
-                        job_id,
-                        [
-                            "-m",
-                            "fireside",
-                            "merge",
-                            "--model",
-                            str(weights_dir(parent)),
-                            "--adapter",
-                            parent.path,
-                            "--output",
-                            str(start),
-                        ],
-                        run / "merge.log",
-                    )
+            if parent.kind == "lora" and not (start / "config.json").is_file():
+                merge = ["-m", "fireside", "merge", "--model", str(weights_dir(parent)),
+                         "--adapter", parent.path, "--output", str(start)]  # fmt: skip
+                await self._process(job_id, merge, run / "merge.log")
             await self._process(
                 job_id,
                 self._train_command(opts, start, run),
@@ -259,9 +246,10 @@ class Improver:
                 total=opts.steps,
             )
             await self._set(job_id, status="evaluating")
-        elif parent.kind == "lora":
-            start = run / "start"
-        await self._process(job_id, self._eval_command(opts, parent, start, run), run / "eval.log")
+        if not (run / "comparison.json").is_file():  # written whole, so a resume may skip it
+            await self._process(
+                job_id, self._eval_command(opts, parent, start, run), run / "eval.log"
+            )
         comparison = json.loads((run / "comparison.json").read_text())
         data = json.loads((run / DATA_FILE).read_text())
         async with self.db.session() as db:
