@@ -110,16 +110,17 @@ class Backend:
 
 
 def chat_app(model_dir: Path, settings: Settings) -> FastAPI:
-    async def load() -> ServedModel:
-        served = await load_served(model_dir, "tiny", "cpu", EngineConfig(max_num_seqs=8))
+    async def load_dir(path: Path) -> ServedModel:
+        served = await load_served(path, "tiny", "cpu", EngineConfig(max_num_seqs=8))
         served.engine = HoldingEngine(served.engine, served.tokenizer.decode)
         return served
 
     return create_app(
         "tiny",
-        load,
+        lambda: load_dir(model_dir),
         extensions=[ChatApp(settings)],
         allowed_hosts=settings.resolved_allowed_hosts(),
+        load_dir=load_dir,
     )
 
 

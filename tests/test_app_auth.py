@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -326,6 +327,14 @@ def test_the_authorization_matrix_over_cookie_and_bearer_key(
         ("PUT", "/admin/connections", {"data": []}, {}),
         ("GET", "/admin/settings", None, {}),
         ("PATCH", "/admin/settings", {"signup": "closed"}, {}),
+        ("GET", "/admin/improve", None, {}),
+        ("GET", "/admin/jobs", None, {}),
+        ("POST", "/admin/jobs", {"method": "dpo", "lora_rank": 8, "steps": 2}, {}),
+        ("GET", f"/admin/jobs/{uuid.uuid4()}", None, {}),
+        ("POST", f"/admin/jobs/{uuid.uuid4()}/cancel", None, {}),
+        ("GET", f"/admin/jobs/{uuid.uuid4()}/events", None, {}),
+        ("GET", "/admin/versions", None, {}),
+        ("POST", f"/admin/versions/{uuid.uuid4()}/serve", None, {}),
     ]
     # Keys are made and revoked from a session only: a Bearer key gets 403 before any id
     # is looked at; a session gets 404 for another's key.

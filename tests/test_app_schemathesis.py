@@ -55,6 +55,7 @@ STREAMING = {
     ("GET", "/api/conversations/{conversation_id}/stream"),
     ("POST", "/api/messages/{message_id}/regenerate"),
     ("PATCH", "/api/messages/{message_id}"),
+    ("GET", "/api/admin/jobs/{job_id}/events"),
 }
 
 
@@ -166,6 +167,9 @@ def test_every_api_operation_survives_fuzzed_input(fuzzed: Fuzzed) -> None:
         "/api/files",
         "/api/files/{file_id}",
         "/api/files/{file_id}/content",
+        "/api/admin/jobs",
+        "/api/admin/jobs/{job_id}/events",
+        "/api/admin/versions/{version_id}/serve",
     }
     headers = {"Authorization": f"Bearer {fuzzed.key}"}
     for op in operations:

@@ -11,6 +11,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 from typing import Any, Protocol
 
 from fastapi import FastAPI
@@ -50,10 +51,12 @@ def create_app(
     max_body_bytes: int = MAX_BODY_BYTES,
     extensions: Sequence[AppExtension] = (),
     allowed_hosts: Sequence[str] = LOOPBACK_HOSTS,
+    load_dir: Callable[[Path], Awaitable[ServedModel]] | None = None,
 ) -> FastAPI:
     """`load` builds the engine (slow); it runs after the server is already listening.
-    Requests whose Host is not one of `allowed_hosts` get a 400 (DNS rebinding)."""
-    state = AppState(model_name, load)
+    Requests whose Host is not one of `allowed_hosts` get a 400 (DNS rebinding). `load_dir`
+    loads another model directory the same way (serving another model version)."""
+    state = AppState(model_name, load, load_dir=load_dir)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -30,6 +30,10 @@ class ServedModel:
     created: int = field(default_factory=lambda: int(time.time()))
     close: Callable[[], Awaitable[None]] | None = None
     adapters: AdapterRegistry | None = None  # LoRA adapters served beside it, by name
+    # The chat app's model versions: the adapter requests for `name` (or no model) run, and
+    # the version's name that answers report (fireside.app.versions switches both).
+    default_adapter: str | None = None
+    version: str | None = None
     _grammar_tokenizer: LLTokenizer | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -40,11 +44,20 @@ class ServedModel:
     def context_length(self) -> int:
         return self.engine.context_length
 
+    @property
+    def label(self) -> str:
+        """The served version as the chat app's messages name it: `tiny@v2`; the base
+        version (or a server without versions) is the model's own name."""
+        if self.version is None or self.version == "base":
+            return self.name
+        return f"{self.name}@{self.version}"
+
     def model_for(self, asked: str | None) -> tuple[str, str | None]:
         """The name a response reports and the adapter to run with, for a request's `model`:
-        the base's name (or none) runs the base; an adapter's name runs that adapter."""
+        the base's name (or none) runs the served version (the base, or its default adapter);
+        an adapter's name runs that adapter."""
         if asked is None or asked == self.name:
-            return self.name, None
+            return self.name, self.default_adapter
         if self.adapters is not None and self.adapters.get(asked) is not None:
             return asked, asked
         return self.name, None

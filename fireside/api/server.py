@@ -134,6 +134,7 @@ def build_app(settings: Settings, engine_config: EngineConfig | None = None) -> 
         api_key=settings.api_key,
         extensions=extensions,
         allowed_hosts=settings.resolved_allowed_hosts(),
+        load_dir=lambda path: load_served(path, name, settings.device, engine_config),
     )
 
 

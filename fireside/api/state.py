@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends
@@ -51,6 +52,9 @@ class AppState:
     # Bigger request bodies than the server's limit, allowed on these paths only (POST
     # /api/files takes a whole file): path -> bytes.
     body_limits: dict[str, int] = field(default_factory=dict)
+    # Loads another model directory under the same name and engine settings: how the chat app
+    # serves a new full model version without a restart (None: this server cannot).
+    load_dir: Callable[[Path], Awaitable[ServedModel]] | None = None
 
     def __post_init__(self) -> None:
         self.metrics = Metrics(self.model_name, self._stats)

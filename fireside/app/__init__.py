@@ -8,6 +8,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, FastAPI
 from redis.asyncio import Redis
@@ -19,6 +20,9 @@ from fireside.store.broker import Broker, LocalBroker, RedisBroker
 from fireside.store.db import Database
 from fireside.store.events import EventLog, MemoryEventLog, RedisEventLog
 from fireside.store.ratelimit import InProcessRateLimiter, RateLimiter, RedisRateLimiter
+
+if TYPE_CHECKING:
+    from fireside.app.state import ChatState
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +45,7 @@ class ChatApp:
         from fireside.app.routes_feedback import router as feedback
         from fireside.app.routes_files import MULTIPART_SLACK
         from fireside.app.routes_files import router as files
+        from fireside.app.routes_improve import router as improve
         from fireside.app.routes_memory import router as memory
         from fireside.app.routes_oidc import router as oidc
         from fireside.app.routes_presets import router as presets
@@ -59,6 +64,7 @@ class ChatApp:
             feedback,
             memory,
             admin,
+            improve,
             data,
             run,
             presets,
@@ -76,11 +82,13 @@ class ChatApp:
         from fireside.app.blobs import Blobs
         from fireside.app.crypto import SecretBox
         from fireside.app.generation import Generations, interrupt_orphans
+        from fireside.app.improve import Improver
         from fireside.app.keys import key_check
         from fireside.app.limits import AuthLimits, redis_prefix
         from fireside.app.runs import MemoryPreviews, Previews, RedisPreviews, Runs
         from fireside.app.state import ChatState
         from fireside.app.temporary import sweep_forever
+        from fireside.app.versions import Versions
 
         access_log.install()  # after uvicorn configured its loggers
         settings = self.settings
@@ -109,6 +117,8 @@ class ChatApp:
             chat.generations = Generations(chat, api_state)
             chat.limits = AuthLimits(limiter, settings)
             chat.runs = Runs(limiter, settings, previews)
+            chat.improver = Improver(db, events, settings, worker, broker.alive)
+            chat.versions = Versions(chat, api_state)
             if settings.oidc_configured():
                 from fireside.app.oidc import OIDCLogin
 
@@ -119,12 +129,34 @@ class ChatApp:
             api_state.require_key = settings.v1_requires_key()
             app.state.chat = chat
             sweeper = asyncio.create_task(sweep_forever(chat))
+            versions = asyncio.create_task(_start_versions(chat))
             yield
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+            for task in (sweeper, versions):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await chat.improver.shutdown()
+            await chat.versions.shutdown()
             await chat.generations.shutdown()
         finally:
             await broker.close()
             await events.close()
             await db.close()
+
+
+ORPHAN_JOBS_EVERY_S = 60.0  # a dead process's improve job is taken over within about this
+
+
+async def _start_versions(chat: ChatState) -> None:
+    """Once the model has loaded: the base version registered and the chosen version served;
+    then, now and every minute, improve jobs whose process is gone resumed here."""
+    try:
+        await chat.versions.start()
+    except Exception:  # the chat goes on serving the base model
+        log.exception("starting model versions failed")
+    while True:
+        try:
+            await chat.improver.resume_orphans()
+        except Exception:
+            log.exception("resuming improve jobs failed")
+        await asyncio.sleep(ORPHAN_JOBS_EVERY_S)

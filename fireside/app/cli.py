@@ -17,7 +17,9 @@ if TYPE_CHECKING:
 
 
 def add_admin_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    admin = sub.add_parser("admin", help="administer the chat app's accounts")
+    admin = sub.add_parser(
+        "admin", help="administer the chat app: accounts, feedback, model versions"
+    )
     commands = admin.add_subparsers(dest="admin_command", required=True)
     create = commands.add_parser("create-user", help="create an account (no sign-up needed)")
     create.add_argument("email")
@@ -35,6 +37,9 @@ def add_admin_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     export.add_argument("--format", choices=["dpo", "sft"], required=True)
     export.add_argument("--output", required=True, help="the JSONL file to write")
     export.set_defaults(func=_export_feedback)
+    from fireside.app.improve_cli import add_improve_parsers
+
+    add_improve_parsers(commands)
 
 
 def _read_password(from_stdin: bool) -> str:

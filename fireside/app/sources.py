@@ -56,7 +56,7 @@ class AnswerSource(Protocol):
 
 class LocalSource:
     def __init__(self, job: ChatJob, served: ServedModel) -> None:
-        self.job, self.served, self.model = job, served, served.name
+        self.job, self.served, self.model = job, served, served.label
 
     async def stream(self) -> AsyncGenerator[Piece, None]:
         chunks = cast(AsyncGenerator[ChatCompletionChunk, None], await self.job.stream())

@@ -15,9 +15,11 @@ from fireside.store.events import EventLog
 
 if TYPE_CHECKING:
     from fireside.app.generation import Generations
+    from fireside.app.improve import Improver
     from fireside.app.limits import AuthLimits
     from fireside.app.oidc import OIDCLogin
     from fireside.app.runs import Runs
+    from fireside.app.versions import Versions
 
 
 @dataclass
@@ -32,4 +34,6 @@ class ChatState:
     generations: Generations = field(init=False)
     limits: AuthLimits = field(init=False)
     runs: Runs = field(init=False)
+    improver: Improver = field(init=False)  # improve jobs (export, train, evaluate)
+    versions: Versions = field(init=False)  # which model version this process serves
     oidc: OIDCLogin | None = None  # set when OpenID Connect login is configured

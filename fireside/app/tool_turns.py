@@ -114,7 +114,7 @@ class ToolSource:
     pieces, and the loop's steps in `Piece.tool` for the task to store (ToolTurn)."""
 
     def __init__(self, job: ChatJob, served: ServedModel, tools: list[Tool]) -> None:
-        self.job, self.served, self.tools, self.model = job, served, tools, served.name
+        self.job, self.served, self.tools, self.model = job, served, tools, served.label
         self.request_id = f"{job.id}-0"  # the loop's request of the step running now
 
     async def stream(self) -> AsyncGenerator[Piece, None]:

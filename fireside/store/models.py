@@ -353,6 +353,50 @@ class AppSetting(Base):
     value: Mapped[str] = mapped_column(SafeString(2000))
 
 
+class ModelVersion(Base):
+    """A model the app can serve: the one it started with ("base"), or one an improve job
+    trained from feedback (a full model directory or a LoRA adapter over its parent's weights).
+    Versions are never deleted by serving another: rolling back is serving an older one."""
+
+    __tablename__ = "model_versions"
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(SafeString(64), unique=True)  # base, v1, v2, ...
+    parent_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="SET NULL")
+    )
+    kind: Mapped[str] = mapped_column(SafeString(8))  # base | full | lora
+    path: Mapped[str] = mapped_column(SafeText)  # model directory, or the adapter's
+    method: Mapped[str | None] = mapped_column(SafeString(8))  # dpo | sft; None for base
+    # Which feedback trained it (counts, the newest rating's time) and its evaluation.
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=now)
+
+
+class ImproveJob(Base):
+    """One run of "improve the model": export, train (its own process), evaluate, register."""
+
+    __tablename__ = "improve_jobs"
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    # queued | training | evaluating | done | failed | cancelled
+    status: Mapped[str] = mapped_column(SafeString(16), default="queued")
+    options: Mapped[dict[str, Any]] = mapped_column(JSON)  # method, lora_rank, steps
+    progress: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    comparison: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(SafeText)
+    version_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="SET NULL")
+    )
+    created_by: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL")
+    )
+    # The server process supervising it: a job whose process died is resumed by another.
+    worker: Mapped[str | None] = mapped_column(SafeString(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=now)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=now)
+    __table_args__ = (Index("ix_improve_jobs_status", "status"),)
+
+
 def _store_as_stored(target: object, value: Any, oldvalue: Any, initiator: Any) -> Any:
     return storable(value) if isinstance(value, str) else value
 

@@ -247,6 +247,11 @@ test('admin: users, usage and the feedback exports with the train command', asyn
   await expect(page.getByRole('region', { name: 'Users' }).getByRole('cell', { name: 'grace@example.com', exact: true })).toBeVisible();
   await expect(page.getByRole('link', { name: 'Download DPO pairs' })).toHaveAttribute('href', '/api/admin/feedback/export?format=dpo');
   await expect(page.locator('pre.command')).toContainText('fireside train dpo');
+  // Improving the model: the feedback there is, the start form, and the served base version.
+  const improve = page.getByRole('region', { name: 'Improve the model' });
+  await expect(improve.getByText(/Consented feedback: \d+ preference pairs/)).toBeVisible();
+  await expect(improve.getByRole('button', { name: 'Start training' })).toBeVisible();
+  await expect(improve.getByRole('cell', { name: 'base (served)' })).toBeVisible();
   // A connection with a key: saved, and after a reload the key is stored but never shown.
   await page.getByRole('button', { name: 'Add connection' }).click();
   await page.getByLabel('Name', { exact: true }).fill('other');

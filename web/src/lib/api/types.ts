@@ -72,6 +72,31 @@ export type ConnectionDraft = Schemas['ConnectionIn'] & { has_key?: boolean };
 export type ImportResult = Schemas['ImportResult'];
 export type Preset = Schemas['PresetPublic'];
 export type PresetCreate = Schemas['PresetCreate'];
+export type ImproveSummary = Schemas['ImproveSummary'];
+export type ModelVersion = Schemas['VersionPublic'];
+export type VersionList = Schemas['VersionList'];
+
+/** One model's measures in a job's comparison (fireside/eval/compare.py). */
+export interface ModelMeasures {
+  win_rate?: number;
+  bits_per_byte?: number;
+  tool_eval?: Record<string, [number, number]>;
+}
+
+/** The job as the server sends it; `comparison` and `options` are free-form JSON there. */
+export type ImproveJob = Omit<Schemas['JobPublic'], 'comparison' | 'options'> & {
+  options: { method: 'dpo' | 'sft'; lora_rank: number | null; steps: number };
+  comparison: { served?: ModelMeasures; candidate?: ModelMeasures; skipped?: Record<string, string> } | null;
+};
+
+/** A `progress` event of GET /api/admin/jobs/{id}/events. */
+export interface JobProgress {
+  step: number;
+  total: number;
+  loss: number;
+  reward_margin?: number;
+  eta_s?: number;
+}
 
 export interface Page<T> {
   data: T[];
