@@ -71,6 +71,8 @@ export interface FakeOptions {
   oidc?: { name: string; login_url: string } | null;
   /** GET /api/projects' list (conversations name theirs with `project_id`). */
   projects?: { id: string; name: string; instructions: string }[];
+  /** The admin page's improve routes: the feedback counts, jobs and model versions. */
+  improve?: { summary: unknown; jobs: unknown[]; versions: unknown[] };
   /** POST /api/run's answer, as the sandbox gives it. */
   run?: { stdout: string; stderr: string; exit_status: number; files: { name: string; content_type: string; size: number; data_base64: string }[] };
 }
@@ -228,6 +230,12 @@ export class FakeApi {
       return json({ data, next_cursor: null });
     }
     if (path === '/api/run' && method === 'POST' && this.opts.run) return json(this.opts.run);
+    const improve = this.opts.improve;
+    if (path === '/api/admin/improve' && improve) return json(improve.summary);
+    if (path === '/api/admin/jobs' && improve) return json({ data: improve.jobs });
+    if (path === '/api/admin/versions' && improve) return json({ data: improve.versions, served: null });
+    if (['/api/admin/users', '/api/admin/usage', '/api/admin/connections'].includes(path)) return json({ data: [], next_cursor: null });
+    if (path === '/api/admin/settings') return json({ signup_policy: 'open' });
     if (path === '/api/search') {
       const q = (url.searchParams.get('q') ?? '').toLowerCase();
       const data = [...this.convs.values()].flatMap((c) =>

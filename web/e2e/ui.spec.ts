@@ -577,3 +577,21 @@ test('screenshots for the README: a cited answer in a project, a code block run 
   await expect(output).toContainText('mean 3.80');
   await runChat.lastAnswer().screenshot({ path: `${SHOTS}run-block.png` });
 });
+
+test('screenshot for the README: a finished "improve the model" job, compared with the served model', async ({ page }) => {
+  // Figures of the shape the job records (fireside/eval/compare.py): win rate on held-out
+  // feedback pairs and bits per byte on held-out answers, for the served model and the new one.
+  const at = (minute: number) => new Date(Date.UTC(2026, 11, 6, 9, minute)).toISOString();
+  const base = { id: 'v-0', name: 'fireside-tiny', parent_id: null, kind: 'base', path: 'fireside-tiny', method: null, data: {}, metrics: { win_rate: 0.42, bits_per_byte: 1.912 }, created_at: at(0), served: false };
+  const v1 = { id: 'v-1', name: 'fireside-tiny@v1', parent_id: 'v-0', kind: 'lora', path: 'improve/j-1', method: 'dpo', data: { dpo_pairs: 212 }, metrics: { win_rate: 0.71, bits_per_byte: 1.934 }, created_at: at(12), served: true };
+  const job = { id: 'j-1', status: 'done', options: { method: 'dpo', lora_rank: 16, steps: 200 }, progress: { step: 200, total: 200 }, comparison: { served: base.metrics, candidate: v1.metrics }, error: null, version_id: 'v-1', created_by: 'u-1', created_at: at(2), updated_at: at(12) };
+  const api = new FakeApi({ improve: { summary: { dpo_pairs: 212, sft_conversations: 96, questions: 148, running_job: null, served_version: 'fireside-tiny@v1' }, jobs: [job], versions: [v1, base] } });
+  await api.install(page);
+  await page.setViewportSize({ width: 1280, height: 900 });
+  await page.emulateMedia({ colorScheme: 'light', reducedMotion: 'reduce' });
+  await page.goto('/admin');
+  const section = page.getByRole('region', { name: 'Improve the model' });
+  await expect(section.getByRole('button', { name: 'Serve fireside-tiny' })).toBeVisible();
+  await expect(section).toContainText('42.0% → 71.0%');
+  await section.screenshot({ path: `${SHOTS}improve.png`, timeout: 15_000 });
+});
