@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 from fireside.app.crypto import SecretBox
 from fireside.settings import Settings
 from fireside.store.broker import Broker
+from fireside.store.coalescing import CoalescingEventLog
 from fireside.store.db import Database
-from fireside.store.events import EventLog
 
 if TYPE_CHECKING:
     from fireside.app.generation import Generations
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 class ChatState:
     settings: Settings
     db: Database
-    events: EventLog
+    events: CoalescingEventLog  # over the configured EventLog
     broker: Broker
     worker: str  # this process's id, stamped on the generations it runs
     secrets: SecretBox

@@ -30,6 +30,11 @@ class EventLog(Protocol):
         """Adds an event; returns its id."""
         ...
 
+    async def append_many(self, events: list[tuple[str, str, dict[str, Any]]]) -> list[str]:
+        """Adds (stream, event, data) triples in their order, at once (one Redis round trip);
+        returns their ids."""
+        ...
+
     async def last_id(self, stream: str) -> str | None:
         """The newest event's id, or None for an empty stream."""
         ...
@@ -61,17 +66,24 @@ class MemoryEventLog:
         return self._dropped[stream] + len(self._streams[stream])
 
     async def append(self, stream: str, event: str, data: dict[str, Any]) -> str:
-        events = self._streams[stream]
-        e = Event(str(self._last(stream) + 1), event, data)
-        events.append(e)
-        if len(events) > self.keep:
-            trim = len(events) - self.keep
-            del events[:trim]
-            self._dropped[stream] += trim
-        waiters = self._next.pop(stream, None)
-        if waiters is not None and not waiters.done():
-            waiters.set_result(None)
-        return e.id
+        return (await self.append_many([(stream, event, data)]))[0]
+
+    async def append_many(self, events: list[tuple[str, str, dict[str, Any]]]) -> list[str]:
+        ids = []
+        for stream, event, data in events:
+            kept = self._streams[stream]
+            e = Event(str(self._last(stream) + 1), event, data)
+            kept.append(e)
+            if len(kept) > self.keep:
+                trim = len(kept) - self.keep
+                del kept[:trim]
+                self._dropped[stream] += trim
+            ids.append(e.id)
+        for stream in {stream for stream, _, _ in events}:  # each stream's readers woken once
+            waiters = self._next.pop(stream, None)
+            if waiters is not None and not waiters.done():
+                waiters.set_result(None)
+        return ids
 
     async def last_id(self, stream: str) -> str | None:
         last = self._last(stream)
@@ -117,13 +129,18 @@ class RedisEventLog:
         self.ttl_s = ttl_s
 
     async def append(self, stream: str, event: str, data: dict[str, Any]) -> str:
-        key = self.prefix + stream
-        fields = {"event": event, "data": json.dumps(data, separators=(",", ":"))}
+        return (await self.append_many([(stream, event, data)]))[0]
+
+    async def append_many(self, events: list[tuple[str, str, dict[str, Any]]]) -> list[str]:
+        keys = [self.prefix + stream for stream, _, _ in events]
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(key, fields)  # type: ignore[arg-type]
-            pipe.expire(key, self.ttl_s)
-            added, _ = await pipe.execute()
-        return _text(added)
+            for key, (_, event, data) in zip(keys, events, strict=True):
+                fields = {"event": event, "data": json.dumps(data, separators=(",", ":"))}
+                pipe.xadd(key, fields)  # type: ignore[arg-type]
+            for key in dict.fromkeys(keys):
+                pipe.expire(key, self.ttl_s)
+            replies = await pipe.execute()
+        return [_text(added) for added in replies[: len(events)]]
 
     async def last_id(self, stream: str) -> str | None:
         newest: Any = await self.redis.xrevrange(self.prefix + stream, count=1)
