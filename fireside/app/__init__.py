@@ -88,7 +88,7 @@ class ChatApp:
             # Longer than any blocking read (XREAD BLOCK waits up to streams.QUIET_S), which a
             # shorter socket timeout (redis-py's default is 5 s) would cut with an error.
             redis = Redis.from_url(settings.redis_url, socket_timeout=60)
-            events = CoalescingEventLog(RedisEventLog(redis))
+            events = CoalescingEventLog(RedisEventLog(redis), local_tail=True)
             broker = RedisBroker(redis, worker)
             prefix = redis_prefix(settings.resolved_database_url())
             limiter = RedisRateLimiter(redis, prefix)

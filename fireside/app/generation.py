@@ -160,6 +160,9 @@ class Generations:
         if system:
             prompt.insert(0, ChatMessageIn(role="system", content="\n\n".join(system)))
         source = await self._source(db, served, conversation, prompt)
+        # The request's reads are done: its connection goes back to the pool now rather than
+        # being held for the whole stream (the turn is written by the group commit's session).
+        await db.commit()
 
         stream_after = await self.chat.events.last_id(stream_key(conversation.id))
         try:
