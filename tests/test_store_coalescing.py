@@ -141,9 +141,10 @@ def test_a_failed_flush_reaches_the_stream_s_writer() -> None:
         await asyncio.sleep(0.2)  # its flush fails in the background...
         with pytest.raises(redis.ConnectionError):
             log.send_delta("s", "m", "next")  # ...and the answer's next write hears of it
-        with pytest.raises(redis.ConnectionError):  # an awaited append hears of its own
+        log.send_delta("t", "m", "lost")
+        with pytest.raises(redis.ConnectionError):  # an awaited append hears of its batch's
             await log.append("t", "done", {})
-        log.send_delta("t", "m", "text")  # a failure is told once, to the stream's writer
+        log.send_delta("t", "m", "text")  # told once: nothing is left over for a later answer
         await log.close()
 
     asyncio.run(scenario())

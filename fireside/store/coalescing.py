@@ -198,11 +198,13 @@ class CoalescingEventLog:
             ids = await self.inner.append_many([(q.stream, q.event, q.data) for q in batch])
         except Exception as e:
             log.warning("could not append %d event(s) to the event log", len(batch), exc_info=True)
+            told = {q.stream for q in batch if q.id is not None}  # an awaited append hears it
             for q in batch:
-                if q.id is None:
+                if q.id is not None:
+                    if not q.id.done():
+                        q.id.set_exception(e)
+                elif q.stream not in told:
                     self._failed.setdefault(q.stream, e)
-                elif not q.id.done():
-                    q.id.set_exception(e)
         else:
             for q, appended in zip(batch, ids, strict=True):
                 if q.id is not None and not q.id.done():
