@@ -35,7 +35,7 @@ from fireside.app.keys import user_cache_identity
 from fireside.app.memory import memory_for
 from fireside.app.projects import system_prompt
 from fireside.app.schemas import MessagePublic
-from fireside.app.sources import AnswerSource, RemoteSource, local_source
+from fireside.app.sources import AnswerSource, ReadAhead, RemoteSource, local_source
 from fireside.app.state import ChatState
 from fireside.app.tool_turns import ToolTurn, history_input
 from fireside.store import conversations as store
@@ -85,6 +85,7 @@ class Generation:
     user_id: uuid.UUID
     message: Message  # the assistant message being written (status streaming)
     source: AnswerSource
+    pieces: ReadAhead  # the source's stream, begun before the turn was stored
     stream_after: str | None
     stopping: bool = False  # a user's stop (else an end is a shutdown: interrupted)
     # The conversation's title once answered, if it has none: the first words of the branch's
@@ -160,28 +161,36 @@ class Generations:
         if system:
             prompt.insert(0, ChatMessageIn(role="system", content="\n\n".join(system)))
         source = await self._source(db, served, conversation, prompt)
-        # The request's reads are done: its connection goes back to the pool now rather than
-        # being held for the whole stream (the turn is written by the group commit's session).
-        await db.commit()
-
-        stream_after = await self.chat.events.last_id(stream_key(conversation.id))
+        # The engine starts on the prompt now, while the turn is written (its commit is not in
+        # front of the prefill); the answer's first event still comes after the question is
+        # stored, and a send that is not stored ends the request.
+        pieces = ReadAhead(source.stream())
         try:
-            user_message, answer = await self._store_turn(
-                conversation,
-                parent,
-                user_content,
-                source.model,
-                stream_after,
-                memory_used=remembered is not None,
-            )
-        except IntegrityError:  # another send won the race (the one-streaming index)
-            raise conflict(BUSY) from None
-
-        key = stream_key(conversation.id)
-        if user_message is not None:
-            await self.chat.events.append(key, "message", message_public(user_message))
-        await self.chat.events.append(key, "message", message_public(answer))
-        gen = Generation(conversation.id, conversation.user_id, answer, source, stream_after)
+            # The request's reads are done: its connection goes back to the pool now rather
+            # than being held for the whole stream (the group commit's session writes the turn).
+            await db.commit()
+            stream_after = await self.chat.events.last_id(stream_key(conversation.id))
+            try:
+                user_message, answer = await self._store_turn(
+                    conversation,
+                    parent,
+                    user_content,
+                    source.model,
+                    stream_after,
+                    memory_used=remembered is not None,
+                )
+            except IntegrityError:  # another send won the race (the one-streaming index)
+                raise conflict(BUSY) from None
+            key = stream_key(conversation.id)
+            if user_message is not None:
+                await self.chat.events.append(key, "message", message_public(user_message))
+            await self.chat.events.append(key, "message", message_public(answer))
+        except BaseException:
+            await pieces.aclose()
+            raise
+        gen = Generation(
+            conversation.id, conversation.user_id, answer, source, pieces, stream_after
+        )
         if not conversation.title:
             asked = [m.content for m in history if m.role == "user"] + [user_content or ""]
             gen.title = title_from(asked[0])
@@ -324,7 +333,7 @@ class Generations:
         source ends (`answer.finished`) or `gen.end` is set."""
         key = stream_key(gen.conversation_id)
         tool_turn = ToolTurn(self.chat, gen)
-        async with contextlib.aclosing(gen.source.stream()) as pieces:
+        async with contextlib.aclosing(gen.pieces) as pieces:
             while not gen.end.is_set():
                 answer.waiting = True
                 try:
