@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 
-from tests.app_utils import HOLD, NUL_MARK, Client, SSEEvent
+from tests.app_utils import HOLD, NUL_MARK, Client, SSEEvent, parse_sse
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -138,8 +139,43 @@ def test_stop_keeps_the_partial_answer(client: Client) -> None:
     assert final["content"] == deltas(events + rest) != ""
     stored = client.http.get(f"/conversations/{conv['id']}").json()["messages"][-1]
     assert (stored["status"], stored["content"]) == ("stopped", final["content"])
-    # Nothing runs now: stopping again says so.
-    assert client.http.post(f"/conversations/{conv['id']}/stop").json() == {"stopping": False}
+
+
+def test_sends_at_once_into_one_conversation_answer_once(client: Client) -> None:
+    """Sends that race past the busy check: the one-streaming index lets one in (the others
+    409), and the engine requests the losers began while their turns were written end."""
+    conv = client.new_conversation(max_tokens=200)
+    path = f"/conversations/{conv['id']}/messages"
+
+    def send(i: int) -> tuple[int, list[SSEEvent]]:
+        # HOLD: the winner's answer waits after one piece, so no send comes after it ends.
+        with client.http.stream("POST", path, json={"content": f"{HOLD} {i}"}) as r:
+            if r.status_code != 200:
+                r.read()
+                return r.status_code, []
+            got = []
+            for e in parse_sse(r.iter_lines()):
+                got.append(e)
+                if e.event == "delta":
+                    return 200, got
+        return 200, got
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(send, range(4)))
+    assert sorted(status for status, _ in results) == [200] + [409] * 3, results
+    events = next(events for status, events in results if status == 200)
+    assert client.http.post(f"/conversations/{conv['id']}/stop").json() == {"stopping": True}
+    rest = client.events(
+        "GET", f"/conversations/{conv['id']}/stream", headers={"Last-Event-ID": events[-1].id}
+    )
+    assert done_message(events + rest)["status"] == "stopped"
+    stored = client.http.get(f"/conversations/{conv['id']}").json()["messages"]
+    assert [m["role"] for m in stored] == ["user", "assistant"]
+    # Nothing of the losers is left: the next send is taken (a leftover `streaming` row would
+    # answer 409). Its prompt holds HOLD too (the history): it is stopped.
+    again = client.events("POST", path, limit=2, json={"content": "again"})
+    assert [e.data["role"] for e in again] == ["user", "assistant"]
+    assert client.http.post(f"/conversations/{conv['id']}/stop").json() == {"stopping": True}
 
 
 def test_stream_without_an_id_follows_the_running_answer(client: Client) -> None:

@@ -17,8 +17,9 @@ from fireside.api.state import AppState
 from fireside.app import access_log
 from fireside.settings import Settings
 from fireside.store.broker import Broker, LocalBroker, RedisBroker
+from fireside.store.coalescing import CoalescingEventLog
 from fireside.store.db import Database
-from fireside.store.events import EventLog, MemoryEventLog, RedisEventLog
+from fireside.store.events import MemoryEventLog, RedisEventLog
 from fireside.store.ratelimit import InProcessRateLimiter, RateLimiter, RedisRateLimiter
 
 if TYPE_CHECKING:
@@ -94,7 +95,7 @@ class ChatApp:
         settings = self.settings
         db = Database(settings.resolved_database_url())
         worker = uuid.uuid4().hex
-        events: EventLog
+        events: CoalescingEventLog
         broker: Broker
         limiter: RateLimiter = InProcessRateLimiter()
         previews: Previews = MemoryPreviews()
@@ -102,12 +103,13 @@ class ChatApp:
             # Longer than any blocking read (XREAD BLOCK waits up to streams.QUIET_S), which a
             # shorter socket timeout (redis-py's default is 5 s) would cut with an error.
             redis = Redis.from_url(settings.redis_url, socket_timeout=60)
-            events, broker = RedisEventLog(redis), RedisBroker(redis, worker)
+            events = CoalescingEventLog(RedisEventLog(redis), local_tail=True)
+            broker = RedisBroker(redis, worker)
             prefix = redis_prefix(settings.resolved_database_url())
             limiter = RedisRateLimiter(redis, prefix)
             previews = RedisPreviews(redis, prefix + "html-preview:")
         else:
-            events, broker = MemoryEventLog(), LocalBroker(worker)
+            events, broker = CoalescingEventLog(MemoryEventLog()), LocalBroker(worker)
         try:
             await db.migrate()
             secrets = SecretBox(settings.resolved_secret_key())

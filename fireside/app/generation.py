@@ -39,11 +39,12 @@ from fireside.app.memory import memory_for
 from fireside.app.memory_tool import is_memory_step, remember
 from fireside.app.projects import system_prompt
 from fireside.app.schemas import MessagePublic
-from fireside.app.sources import AnswerSource, RemoteSource, local_source
+from fireside.app.sources import AnswerSource, ReadAhead, RemoteSource, local_source
 from fireside.app.state import ChatState
 from fireside.app.tool_turns import ToolTurn, history_input
 from fireside.store import conversations as store
 from fireside.store import files as file_store
+from fireside.store.group_commit import GroupCommit
 from fireside.store.models import Conversation, File, Message, Usage, now
 from fireside.store.text import storable
 from fireside.tools import Tool, builtin_tools
@@ -89,6 +90,7 @@ class Generation:
     user_id: uuid.UUID
     message: Message  # the assistant message being written (status streaming)
     source: AnswerSource
+    pieces: ReadAhead  # the source's stream, begun before the turn was stored
     stream_after: str | None
     stopping: bool = False  # a user's stop (else an end is a shutdown: interrupted)
     # The conversation's title once answered, if it has none: the first words of the branch's
@@ -111,6 +113,8 @@ class Generations:
         self.api = api
         self.running: dict[uuid.UUID, Generation] = {}
         self.starting: Counter[uuid.UUID] = Counter()  # by user: sends not yet running
+        # Answers' starts, partial saves and finishes that come together share a transaction.
+        self.writes = GroupCommit(chat.db)
 
     # --- starting ---
 
@@ -191,27 +195,37 @@ class Generations:
         source = await self._source(db, served, conversation, prompt, file_search)
         if step is not None:
             source = step.around(source)
-
-        stream_after = await self.chat.events.last_id(stream_key(conversation.id))
+        # The engine starts on the prompt now, while the turn is written (its commit is not in
+        # front of the prefill); the answer's first event still comes after the question is
+        # stored, and a send that is not stored ends the request.
+        pieces = ReadAhead(source.stream())
         try:
-            user_message, answer = await self._store_turn(
-                db,
-                conversation,
-                parent,
-                user_content,
-                source.model,
-                stream_after,
-                memory_used=remembered is not None,
-                attached=attached,
-            )
-        except IntegrityError:  # another send won the race (the one-streaming index)
-            raise conflict(BUSY) from None
-
-        key = stream_key(conversation.id)
-        if user_message is not None:
-            await self.chat.events.append(key, "message", message_public(user_message))
-        await self.chat.events.append(key, "message", message_public(answer))
-        gen = Generation(conversation.id, conversation.user_id, answer, source, stream_after)
+            # The request's reads are done: its connection goes back to the pool now rather
+            # than being held for the whole stream (the group commit's session writes the turn).
+            await db.commit()
+            stream_after = await self.chat.events.last_id(stream_key(conversation.id))
+            try:
+                user_message, answer = await self._store_turn(
+                    conversation,
+                    parent,
+                    user_content,
+                    source.model,
+                    stream_after,
+                    memory_used=remembered is not None,
+                    attached=attached,
+                )
+            except IntegrityError:  # another send won the race (the one-streaming index)
+                raise conflict(BUSY) from None
+            key = stream_key(conversation.id)
+            if user_message is not None:
+                await self.chat.events.append(key, "message", message_public(user_message))
+            await self.chat.events.append(key, "message", message_public(answer))
+        except BaseException:
+            await pieces.aclose()
+            raise
+        gen = Generation(
+            conversation.id, conversation.user_id, answer, source, pieces, stream_after
+        )
         gen.file_search = file_search
         if not conversation.title:
             asked = [m.content for m in history if m.role == "user"] + [user_content or ""]
@@ -222,7 +236,6 @@ class Generations:
 
     async def _store_turn(
         self,
-        db: AsyncSession,
         conversation: Conversation,
         parent: Message | None,
         user_content: str | None,
@@ -232,43 +245,20 @@ class Generations:
         memory_used: bool,
         attached: list[File],
     ) -> tuple[Message | None, Message]:
-        """The question (if new) and the empty answer under it, in one transaction; on an
-        IntegrityError it is rolled back before the next writer's turn."""
-        async with self.chat.db.writing():
-            try:
-                user_message = None
-                parent_id = parent.id if parent is not None else None
-                if user_content is not None:
-                    # Written with the answer below, in one round trip.
-                    user_message = await store.add_message(
-                        db,
-                        conversation.id,
-                        parent_id,
-                        "user",
-                        user_content,
-                        flush=False,
-                        attachments=[files.attachment(f) for f in attached] or None,
-                    )
-                    parent_id = user_message.id
-                    await file_store.attach(db, user_message.id, conversation.id, attached)
-                answer = await store.add_message(
-                    db,
-                    conversation.id,
-                    parent_id,
-                    "assistant",
-                    "",
-                    status="streaming",
-                    model=model,
-                    stream_after=stream_after,
-                    worker=self.chat.worker,
-                    memory_used=memory_used,
-                )
-                await store.touch(db, conversation.id, current_leaf_id=answer.id)
-                await db.commit()
-            except IntegrityError:
-                await db.rollback()
-                raise
-        return user_message, answer
+        """The question (if new, with its attached files) and the empty answer under it, in
+        one transaction with the other sends that come with it."""
+        turn = store.NewTurn(
+            conversation.id,
+            parent.id if parent is not None else None,
+            user_content,
+            model,
+            stream_after,
+            self.chat.worker,
+            memory_used,
+            attachments=[files.attachment(f) for f in attached],
+            file_ids=[f.id for f in attached],
+        )
+        return await self.writes.write(store.add_turns, turn)
 
     async def _source(
         self,
@@ -417,7 +407,7 @@ class Generations:
         source ends (`answer.finished`) or `gen.end` is set."""
         key = stream_key(gen.conversation_id)
         tool_turn = ToolTurn(self.chat, gen)
-        async with contextlib.aclosing(gen.source.stream()) as pieces:
+        async with contextlib.aclosing(gen.pieces) as pieces:
             while not gen.end.is_set():
                 answer.waiting = True
                 try:
@@ -441,13 +431,14 @@ class Generations:
                 if not piece_text:
                     continue
                 answer.text += piece_text
-                await self.chat.events.append(
-                    key, "delta", {"message_id": str(answer.message_id), "text": piece_text}
-                )
+                # Queued, not awaited: the log coalesces an answer's deltas until its next
+                # flush, and its `done` goes after them (fireside/store/coalescing.py).
+                self.chat.events.send_delta(key, str(answer.message_id), piece_text)
                 # Sent first (a commit is not in front of the first token), then saved: the
                 # first text at once, then once a second, each save beside the stream rather
-                # than in its way (a save can wait behind other answers' writes). A save that
-                # lands late changes nothing: it only writes a message still `streaming`.
+                # than in its way (a save can wait behind other answers' writes; saves that
+                # come together share a transaction). A save that lands late changes nothing:
+                # it only writes a message still `streaming`.
                 if time.monotonic() - answer.flushed_at >= FLUSH_EVERY_S and (
                     answer.saving is None or answer.saving.done()
                 ):
@@ -458,9 +449,7 @@ class Generations:
 
     async def _save_partial(self, message_id: uuid.UUID, text: str) -> None:
         try:
-            async with self.chat.db.session() as db, self.chat.db.writing():
-                await store.save_partial(db, message_id, text)
-                await db.commit()
+            await self.writes.write(store.save_partials, (message_id, text))
         except Exception:  # the final write still comes; a missed flush only risks a crash
             log.warning("could not save the partial answer of %s", message_id, exc_info=True)
 
@@ -476,20 +465,19 @@ class Generations:
         message = gen.message
         message.content, message.status, message.error = text, status, error
         message.updated_at = now()
-        async with self.chat.db.session() as db, self.chat.db.writing():
-            await store.finish_message(db, message.id, text, status, error)
-            # A title the user gave meanwhile stays (the update sets one only where none is).
-            await store.touch(db, gen.conversation_id, default_title=gen.title)
-            if usage is not None and message.model is not None:
-                db.add(
-                    Usage(
-                        user_id=gen.user_id,
-                        model=message.model,
-                        prompt_tokens=usage[0],
-                        completion_tokens=usage[1],
-                    )
-                )
-            await db.commit()
+        used = None
+        if usage is not None and message.model is not None:
+            used = Usage(
+                user_id=gen.user_id,
+                model=message.model,
+                prompt_tokens=usage[0],
+                completion_tokens=usage[1],
+            )
+        # A title the user gave meanwhile stays (the update sets one only where none is).
+        finished = store.FinishedAnswer(
+            message.id, gen.conversation_id, text, status, error, gen.title, used
+        )
+        await self.writes.write(store.finish_answers, finished)
         if error is not None:
             await self.chat.events.append(
                 key, "error", {"message_id": str(message.id), "error": error}

@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -47,11 +47,17 @@ from fireside.app.versions import weights_dir
 from fireside.settings import Settings
 from fireside.store import improve as store
 from fireside.store.db import Database
-from fireside.store.events import EventLog
 from fireside.store.models import ImproveJob, ModelVersion
 from fireside.train.metrics import METRICS_FILE
 
 log = logging.getLogger(__name__)
+
+
+class JobEvents(Protocol):
+    """Where a job's events go: an event log (the server's coalescing one, or a plain one)."""
+
+    async def append(self, stream: str, event: str, data: dict[str, Any]) -> str: ...
+
 
 POLL_S = 0.5  # how often a running phase's metrics (and a cancel) are looked at
 KILL_WAIT_S = 10.0  # after SIGTERM, how long a phase's process has before SIGKILL
@@ -128,7 +134,7 @@ class Improver:
     def __init__(
         self,
         db: Database,
-        events: EventLog,
+        events: JobEvents,  # the chat's own log: the page follows a job like an answer
         settings: Settings,
         worker: str,
         alive: Callable[[Iterable[str]], Awaitable[set[str]]],

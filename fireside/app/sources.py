@@ -54,6 +54,36 @@ class AnswerSource(Protocol):
     async def abort(self) -> None: ...
 
 
+class ReadAhead:
+    """An answer's pieces with the first one asked for at once: the engine starts on the prompt
+    (its prefill) while the send's rows are written, rather than after their commit. Nothing is
+    read from it, so nothing is sent, before the question is stored; closing it (a send that
+    could not be stored) ends the request."""
+
+    def __init__(self, pieces: AsyncGenerator[Piece, None]) -> None:
+        self._pieces = pieces
+        self._first: asyncio.Task[Piece] | None = asyncio.create_task(self._next())
+
+    async def _next(self) -> Piece:
+        return await anext(self._pieces)
+
+    def __aiter__(self) -> ReadAhead:
+        return self
+
+    async def __anext__(self) -> Piece:
+        first, self._first = self._first, None
+        return await (first if first is not None else self._next())
+
+    async def aclose(self) -> None:
+        first, self._first = self._first, None
+        if first is not None:
+            first.cancel()
+            await asyncio.wait({first})
+            if not first.cancelled():
+                first.exception()  # retrieved: an error of an answer never begun is no one's
+        await self._pieces.aclose()
+
+
 class LocalSource:
     def __init__(self, job: ChatJob, served: ServedModel) -> None:
         self.job, self.served, self.model = job, served, served.label

@@ -10,8 +10,8 @@ from fireside.app.blobs import Blobs
 from fireside.app.crypto import SecretBox
 from fireside.settings import Settings
 from fireside.store.broker import Broker
+from fireside.store.coalescing import CoalescingEventLog
 from fireside.store.db import Database
-from fireside.store.events import EventLog
 
 if TYPE_CHECKING:
     from fireside.app.generation import Generations
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 class ChatState:
     settings: Settings
     db: Database
-    events: EventLog
+    events: CoalescingEventLog  # over the configured EventLog
     broker: Broker
     worker: str  # this process's id, stamped on the generations it runs
     secrets: SecretBox

@@ -8,13 +8,26 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, case, delete, literal, or_, select, update
+from sqlalchemy import (
+    Table,
+    and_,
+    bindparam,
+    case,
+    delete,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from fireside.store.models import Conversation, Message, now
+from fireside.store.files import attach_files
+from fireside.store.models import Conversation, Message, Usage, now
 
 
 def aware(t: datetime) -> datetime:
@@ -92,20 +105,8 @@ async def delete_temporary_before(db: AsyncSession, cutoff: datetime) -> list[uu
     return ids
 
 
-async def touch(
-    db: AsyncSession, conversation_id: uuid.UUID, default_title: str | None = None, **fields: Any
-) -> None:
-    """Bumps updated_at (and sets `fields`); `default_title` becomes the title only where the
-    conversation has none, in the same statement."""
-    if default_title is not None:
-        fields["title"] = case(
-            # Bound with the column's type, which makes it storable (NUL) as a plain value is.
-            (
-                or_(Conversation.title.is_(None), Conversation.title == ""),
-                literal(default_title, Conversation.title.type),
-            ),
-            else_=Conversation.title,
-        )
+async def touch(db: AsyncSession, conversation_id: uuid.UUID, **fields: Any) -> None:
+    """Bumps updated_at (and sets `fields`)."""
     await db.execute(
         update(Conversation)
         .where(Conversation.id == conversation_id)
@@ -248,10 +249,144 @@ async def finish_message(
     )
 
 
-async def save_partial(db: AsyncSession, message_id: uuid.UUID, content: str) -> None:
+# --- the streaming path's writes, a batch at a time (fireside.store.group_commit) ---
+
+# Core statements on the tables: executemany, without the ORM's per-row bookkeeping.
+_messages = cast(Table, Message.__table__)
+_conversations = cast(Table, Conversation.__table__)
+_usage = cast(Table, Usage.__table__)
+
+
+@dataclass(frozen=True)
+class NewTurn:
+    """A send's rows: the question (unless it answers a stored one) and the empty answer."""
+
+    conversation_id: uuid.UUID
+    parent_id: uuid.UUID | None
+    question: str | None
+    model: str
+    stream_after: str | None
+    worker: str
+    memory_used: bool
+    # The question's files: what the message shows, and the files' ids (linked to it).
+    attachments: list[dict[str, Any]] = field(default_factory=list)
+    file_ids: list[uuid.UUID] = field(default_factory=list)
+
+
+async def add_turns(db: AsyncSession, turns: list[NewTurn]) -> list[tuple[Message | None, Message]]:
+    """The questions and `streaming` answers of several sends (questions first, so each kind
+    is one executemany), and each conversation's new leaf."""
+    questions = [
+        Message(
+            id=uuid.uuid4(),
+            conversation_id=t.conversation_id,
+            parent_id=t.parent_id,
+            role="user",
+            content=t.question,
+            attachments=t.attachments or None,
+        )
+        if t.question is not None
+        else None
+        for t in turns
+    ]
+    answers = [
+        Message(
+            id=uuid.uuid4(),
+            conversation_id=t.conversation_id,
+            parent_id=q.id if q is not None else t.parent_id,
+            role="assistant",
+            content="",
+            status="streaming",
+            model=t.model,
+            stream_after=t.stream_after,
+            worker=t.worker,
+            memory_used=t.memory_used,
+        )
+        for t, q in zip(turns, questions, strict=True)
+    ]
+    db.add_all([q for q in questions if q is not None])
+    db.add_all(answers)
+    await db.flush()
+    for t, q in zip(turns, questions, strict=True):
+        if q is not None and t.file_ids:
+            await attach_files(db, q.id, t.conversation_id, t.file_ids)
+    at = now()
     await db.execute(
-        update(Message)
-        .where(Message.id == message_id, Message.status == "streaming")
-        .values(content=content, updated_at=now())
-        .execution_options(synchronize_session=False)  # as in finish_message
+        update(_conversations)
+        .where(_conversations.c.id == bindparam("b_id"))
+        .values(updated_at=bindparam("b_at"), current_leaf_id=bindparam("b_leaf")),
+        [{"b_id": a.conversation_id, "b_at": at, "b_leaf": a.id} for a in answers],
     )
+    return list(zip(questions, answers, strict=True))
+
+
+async def save_partials(db: AsyncSession, texts: list[tuple[uuid.UUID, str]]) -> list[None]:
+    """Answers' text so far (only while still `streaming`: a late save changes nothing)."""
+    at = now()
+    await db.execute(
+        update(_messages)
+        .where(_messages.c.id == bindparam("b_id"), _messages.c.status == "streaming")
+        .values(content=bindparam("b_content"), updated_at=bindparam("b_at")),
+        [{"b_id": id_, "b_content": text, "b_at": at} for id_, text in texts],
+    )
+    return [None] * len(texts)
+
+
+@dataclass(frozen=True)
+class FinishedAnswer:
+    message_id: uuid.UUID
+    conversation_id: uuid.UUID
+    content: str
+    status: str
+    error: str | None
+    title: str | None  # the conversation's title, where it has none yet
+    usage: Usage | None  # the tokens it used, to add
+
+
+async def finish_answers(db: AsyncSession, answers: list[FinishedAnswer]) -> list[None]:
+    """Answers' final text and status, their conversations' updated_at (and titles where they
+    have none: a title the user gave meanwhile stays), and their token usage."""
+    at = now()
+    await db.execute(
+        update(_messages)
+        .where(_messages.c.id == bindparam("b_id"))
+        .values(
+            content=bindparam("b_content"),
+            status=bindparam("b_status"),
+            error=bindparam("b_error"),
+            updated_at=bindparam("b_at"),
+        ),
+        [
+            {"b_id": a.message_id, "b_content": a.content, "b_status": a.status,
+             "b_error": a.error, "b_at": at}
+            for a in answers
+        ],
+    )  # fmt: skip
+    touch = update(_conversations).where(_conversations.c.id == bindparam("b_id"))
+    titled = [a for a in answers if a.title is not None]
+    if titled:
+        untitled = or_(_conversations.c.title.is_(None), _conversations.c.title == "")
+        # Bound with the column's type, which makes it storable (NUL) as a plain value is.
+        new = bindparam("b_title", type_=_conversations.c.title.type)
+        title = case((untitled, new), else_=_conversations.c.title)
+        await db.execute(
+            touch.values(updated_at=bindparam("b_at"), title=title),
+            [{"b_id": a.conversation_id, "b_at": at, "b_title": a.title} for a in titled],
+        )
+    rest = [a for a in answers if a.title is None]
+    if rest:
+        await db.execute(
+            touch.values(updated_at=bindparam("b_at")),
+            [{"b_id": a.conversation_id, "b_at": at} for a in rest],
+        )
+    usage = [a.usage for a in answers if a.usage is not None]
+    if usage:
+        await db.execute(
+            insert(_usage),
+            [
+                {"user_id": u.user_id, "model": u.model, "prompt_tokens": u.prompt_tokens,
+                 "completion_tokens": u.completion_tokens, "created_at": at}
+                for u in usage
+            ],
+        )  # fmt: skip
+    return [None] * len(answers)

@@ -13,7 +13,7 @@ import json
 import re
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from redis.asyncio import Redis
 
@@ -25,9 +25,20 @@ class Event:
     data: dict[str, Any]
 
 
+class Appended(NamedTuple):
+    id: str
+    previous: str | None  # the id of the event before it in its stream (None: the first)
+
+
 class EventLog(Protocol):
     async def append(self, stream: str, event: str, data: dict[str, Any]) -> str:
         """Adds an event; returns its id."""
+        ...
+
+    async def append_many(self, events: list[tuple[str, str, dict[str, Any]]]) -> list[Appended]:
+        """Adds (stream, event, data) triples in their order, at once (one Redis round trip);
+        returns their ids, each with the id before it in its stream, read in the same atomic
+        step: a caller that keeps what it appended knows whether it has a stream's every event."""
         ...
 
     async def last_id(self, stream: str) -> str | None:
@@ -61,17 +72,25 @@ class MemoryEventLog:
         return self._dropped[stream] + len(self._streams[stream])
 
     async def append(self, stream: str, event: str, data: dict[str, Any]) -> str:
-        events = self._streams[stream]
-        e = Event(str(self._last(stream) + 1), event, data)
-        events.append(e)
-        if len(events) > self.keep:
-            trim = len(events) - self.keep
-            del events[:trim]
-            self._dropped[stream] += trim
-        waiters = self._next.pop(stream, None)
-        if waiters is not None and not waiters.done():
-            waiters.set_result(None)
-        return e.id
+        return (await self.append_many([(stream, event, data)]))[0].id
+
+    async def append_many(self, events: list[tuple[str, str, dict[str, Any]]]) -> list[Appended]:
+        ids = []
+        for stream, event, data in events:
+            kept = self._streams[stream]
+            last = self._last(stream)
+            e = Event(str(last + 1), event, data)
+            kept.append(e)
+            if len(kept) > self.keep:
+                trim = len(kept) - self.keep
+                del kept[:trim]
+                self._dropped[stream] += trim
+            ids.append(Appended(e.id, str(last) if last else None))
+        for stream in {stream for stream, _, _ in events}:  # each stream's readers woken once
+            waiters = self._next.pop(stream, None)
+            if waiters is not None and not waiters.done():
+                waiters.set_result(None)
+        return ids
 
     async def last_id(self, stream: str) -> str | None:
         last = self._last(stream)
@@ -117,13 +136,30 @@ class RedisEventLog:
         self.ttl_s = ttl_s
 
     async def append(self, stream: str, event: str, data: dict[str, Any]) -> str:
-        key = self.prefix + stream
-        fields = {"event": event, "data": json.dumps(data, separators=(",", ":"))}
+        return (await self.append_many([(stream, event, data)]))[0].id
+
+    async def append_many(self, events: list[tuple[str, str, dict[str, Any]]]) -> list[Appended]:
+        keys = [self.prefix + stream for stream, _, _ in events]
+        streams = list(dict.fromkeys(keys))
+        # One MULTI: each stream's newest id before the batch, the XADDs, the expiries.
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(key, fields)  # type: ignore[arg-type]
-            pipe.expire(key, self.ttl_s)
-            added, _ = await pipe.execute()
-        return _text(added)
+            for key in streams:
+                pipe.xrevrange(key, count=1)
+            for key, (_, event, data) in zip(keys, events, strict=True):
+                fields = {"event": event, "data": json.dumps(data, separators=(",", ":"))}
+                pipe.xadd(key, fields)  # type: ignore[arg-type]
+            for key in streams:
+                pipe.expire(key, self.ttl_s)
+            replies = await pipe.execute()
+        newest = {
+            key: _text(before[0][0]) if before else None
+            for key, before in zip(streams, replies, strict=False)
+        }
+        appended = []
+        for key, added in zip(keys, replies[len(streams) :], strict=False):
+            appended.append(Appended(_text(added), newest[key]))
+            newest[key] = appended[-1].id
+        return appended
 
     async def last_id(self, stream: str) -> str | None:
         newest: Any = await self.redis.xrevrange(self.prefix + stream, count=1)

@@ -122,23 +122,21 @@ async def user_bytes(db: AsyncSession, user_id: uuid.UUID) -> int:
     return int(await db.scalar(select(func.sum(File.size)).where(File.user_id == user_id)) or 0)
 
 
-async def attach(
-    db: AsyncSession, message_id: uuid.UUID, conversation_id: uuid.UUID, files: Sequence[File]
+async def attach_files(
+    db: AsyncSession,
+    message_id: uuid.UUID,
+    conversation_id: uuid.UUID,
+    file_ids: Sequence[uuid.UUID],
 ) -> None:
     """Links the files to the message; a file uploaded into no chat and no project becomes
     this chat's (and goes when it is deleted). A project's file stays the project's."""
-    db.add_all(MessageFile(message_id=message_id, file_id=f.id) for f in files)
-    loose = [f.id for f in files if f.conversation_id is None and f.project_id is None]
-    if loose:
-        await db.execute(
-            update(File)
-            .where(File.id.in_(loose))
-            .values(conversation_id=conversation_id)
-            .execution_options(synchronize_session=False)
-        )
-        for f in files:
-            if f.id in loose:
-                f.conversation_id = conversation_id
+    db.add_all(MessageFile(message_id=message_id, file_id=f) for f in file_ids)
+    await db.execute(
+        update(File)
+        .where(File.id.in_(file_ids), File.conversation_id.is_(None), File.project_id.is_(None))
+        .values(conversation_id=conversation_id)
+        .execution_options(synchronize_session=False)
+    )
 
 
 async def file_texts(db: AsyncSession, file_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
