@@ -184,7 +184,8 @@ class Generations:
         )
         if any(attachments):
             prompt = await self._with_files(db, served, conversation, prompt, attachments)
-        file_search = await self._file_search(db, conversation, attached)
+        # Only a model trained with the tools searches (a query fewer per send for the rest).
+        file_search = await self._file_search(db, conversation, attached) if served.tools else None
         # The project's instructions and the conversation's own prompt (custom instructions were
         # copied into it at its creation), then the user's memory as it is now: a deleted fact
         # leaves every later answer.
