@@ -112,11 +112,7 @@ def load_model(
     device = torch.device(device)
     dtype = dtype or default_dtype(device)
     files = weight_files(model_dir)
-    with torch.device("meta"):
-        model = Transformer(cfg)
-    expected = {k: v for k, v in model.state_dict().items()}
-    if cfg.tie_word_embeddings:
-        expected.pop("lm_head.weight", None)
+    model, expected = meta_model(cfg)
     loaded: dict[str, torch.Tensor] = {}
     for name, tensor in iter_tensors(files):
         if name not in expected:
@@ -131,13 +127,36 @@ def load_model(
                 f"config.json implies {tuple(expected[name].shape)}"
             )
         loaded[name] = tensor.to(device=device, dtype=dtype)
+    return assign_weights(model, expected, loaded, model_dir, device)
+
+
+def meta_model(cfg: ModelConfig) -> tuple[Transformer, dict[str, torch.Tensor]]:
+    """The model on the meta device (no memory) and the tensors a checkpoint must supply
+    (a tied head comes with the embeddings)."""
+    with torch.device("meta"):
+        model = Transformer(cfg)
+    expected = dict(model.state_dict())
+    if cfg.tie_word_embeddings:
+        expected.pop("lm_head.weight", None)
+    return model, expected
+
+
+def assign_weights(
+    model: Transformer,
+    expected: dict[str, torch.Tensor],
+    loaded: dict[str, torch.Tensor],
+    source: Path,
+    device: torch.device,
+) -> Transformer:
+    """The loaded tensors put in place of the meta ones (no copy); every expected one must be
+    there. Ties the head and makes the RoPE buffer on `device`."""
     missing = sorted(set(expected) - set(loaded))
     if missing:
         raise CheckpointError(
-            f"{str(model_dir)!r} lacks {len(missing)} tensor(s), e.g. {', '.join(missing[:3])}"
+            f"{str(source)!r} lacks {len(missing)} tensor(s), e.g. {', '.join(missing[:3])}"
         )
     model.load_state_dict(loaded, assign=True, strict=False)
-    if cfg.tie_word_embeddings:
+    if model.config.tie_word_embeddings:
         model.lm_head.weight = model.model.embed_tokens.weight
     model.model.rotary_emb.reset(device)
     return model.eval()

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from fireside.errors import CheckpointError
-from fireside.model.checkpoint import default_dtype
+from fireside.model.checkpoint import assign_weights, default_dtype, meta_model
 from fireside.model.config import ModelConfig
 from fireside.model.gguf_tokenizer import GGUFVocab, build_backend
 from fireside.model.pretrained import Pretrained, check_tokenizer_matches
@@ -275,11 +275,7 @@ def _load_weights(
     dtype: torch.dtype,
     path: Path,
 ) -> Transformer:
-    with torch.device("meta"):
-        model = Transformer(cfg)
-    expected = dict(model.state_dict())
-    if cfg.tie_word_embeddings:
-        expected.pop("lm_head.weight", None)
+    model, expected = meta_model(cfg)
     loaded: dict[str, Tensor] = {}
     for name, t in tensors.items():
         if name == ROPE_FREQS:
@@ -298,16 +294,7 @@ def _load_weights(
         elif arch in PERMUTED and target.endswith(("k_proj.weight", "k_proj.bias")):
             tensor = unpermute(tensor, cfg.num_key_value_heads)
         loaded[target] = tensor.to(device=device, dtype=dtype)
-    missing = sorted(set(expected) - set(loaded))
-    if missing:
-        raise CheckpointError(
-            f"{str(path)!r} lacks {len(missing)} tensor(s), e.g. {', '.join(missing[:3])}"
-        )
-    model.load_state_dict(loaded, assign=True, strict=False)
-    if cfg.tie_word_embeddings:
-        model.lm_head.weight = model.model.embed_tokens.weight
-    model.model.rotary_emb.reset(device)
-    return model.eval()
+    return assign_weights(model, expected, loaded, path, device)
 
 
 def _generation_config(vocab: GGUFVocab) -> dict[str, Any]:
