@@ -94,6 +94,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=DIR",
         help="a LoRA adapter (PEFT format) served beside the base as model NAME; repeatable",
     )
+    serve.add_argument("--ssl-certfile", dest="ssl_certfile", help="serve HTTPS: certificate (PEM)")
+    serve.add_argument("--ssl-keyfile", dest="ssl_keyfile", help="serve HTTPS: private key (PEM)")
+    serve.add_argument(
+        "--forwarded-allow-ips",
+        dest="forwarded_allow_ips",
+        help="proxies whose X-Forwarded-* headers are believed: addresses/networks, "
+        "comma-separated, '*' any, '' none (default: 127.0.0.1,::1)",
+    )
+    serve.add_argument(
+        "--log-format", dest="log_format", choices=["text", "json"], help="logs on stderr (text)"
+    )
     serve.set_defaults(func=_serve)
     _add_chat_parser(sub)
 

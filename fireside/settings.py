@@ -49,6 +49,17 @@ class Settings(BaseSettings):
     max_model_len: int | None = Field(default=None, ge=1)
     kv_cache_gib: float = Field(default=1.0, gt=0)
     pack_weights: bool = True
+    # HTTPS: the server's certificate chain and key (PEM); both or neither.
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    # Proxies whose X-Forwarded-For/-Proto are believed (the client's address for the
+    # per-address limits, https for Secure cookies): comma-separated addresses or networks,
+    # "*" for any. The default believes a proxy on this machine only; "" believes none.
+    forwarded_allow_ips: str = "127.0.0.1,::1"
+    # Logs on stderr: "text", or "json" (one object per line: ts, level, logger, msg,
+    # request_id, ...), and their level.
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # LoRA adapters served beside the base from the start, as NAME=DIR (vLLM's --lora-modules);
     # an admin loads and unloads more at run time.
     lora: list[str] = Field(default_factory=list)
@@ -131,6 +142,19 @@ class Settings(BaseSettings):
         from fireside.api.hosts import default_allowed_hosts
 
         return list(self.allowed_hosts) or default_allowed_hosts(self.host)
+
+    def tls_files(self) -> tuple[Path, Path] | None:
+        """The certificate and key to serve HTTPS with, checked before the server starts;
+        None: plain HTTP."""
+        cert, key = self.ssl_certfile, self.ssl_keyfile
+        if cert is None and key is None:
+            return None
+        if cert is None or key is None:
+            raise FiresideError("give both --ssl-certfile and --ssl-keyfile, or neither")
+        for flag, path in (("--ssl-certfile", cert), ("--ssl-keyfile", key)):
+            if not path.is_file():
+                raise FiresideError(f"{flag} {str(path)!r}: no such file")
+        return cert, key
 
     def oidc_configured(self) -> bool:
         return bool(self.oidc_discovery_url and self.oidc_client_id and self.oidc_client_secret)

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import torch
@@ -86,13 +87,17 @@ def run_gated_server(
 
 
 @contextmanager
-def run_app(app: FastAPI, wait_ready: bool = True) -> Iterator[str]:
-    """Serves `app` on a free port in a thread; yields its base URL (http://127.0.0.1:PORT)."""
+def run_app(
+    app: FastAPI, wait_ready: bool = True, options: dict[str, Any] | None = None
+) -> Iterator[str]:
+    """Serves `app` on a free port in a thread; yields its base URL (http://127.0.0.1:PORT).
+    `options`: more uvicorn.Config keywords (those `fireside serve` passes, say)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))  # the OS picks a free port; no race with other workers
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
+    config = {"log_level": "warning", "timeout_graceful_shutdown": 5, **(options or {})}
+    server = uvicorn.Server(uvicorn.Config(app, **config))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"

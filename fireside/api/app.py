@@ -21,6 +21,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from fireside.api.errors import ErrorResponse, install_error_handlers
 from fireside.api.headers import SecurityHeadersMiddleware
 from fireside.api.hosts import LOOPBACK_HOSTS
+from fireside.api.metrics import HttpMetricsMiddleware
 from fireside.api.middleware import GuardMiddleware
 from fireside.api.routes_lora import router as lora_router
 from fireside.api.routes_openai import router as openai_router
@@ -28,6 +29,7 @@ from fireside.api.routes_tokenizer import router as tokenizer_router
 from fireside.api.served import ServedModel
 from fireside.api.state import AppState
 from fireside.api.static import mount_web
+from fireside.logs import RequestIdMiddleware
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +94,10 @@ def create_app(
     app.add_middleware(GuardMiddleware, api_key=api_key, max_body_bytes=max_body_bytes, state=state)
     # Added after the guard, so it runs before it: a foreign Host learns nothing, not a 401.
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts), www_redirect=False)
-    app.add_middleware(SecurityHeadersMiddleware)  # outermost: every answer has them
+    app.add_middleware(SecurityHeadersMiddleware)  # every answer has them
+    app.add_middleware(HttpMetricsMiddleware, metrics=state.metrics)  # refused ones counted too
+    # Outermost: every line logged for a request, uvicorn's access line included, has its id.
+    app.add_middleware(RequestIdMiddleware)
     app.include_router(openai_router)
     app.include_router(tokenizer_router)
     app.include_router(lora_router)

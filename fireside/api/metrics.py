@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fireside.engine.types import EngineStats, RequestOutput
 
@@ -86,6 +87,18 @@ class Metrics:
             m, buckets=_LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
 
+        # Every HTTP request, by route template (/api/conversations/{conversation_id}, never
+        # the id: one series per route, not per conversation).
+        self.http_requests = Counter(
+            "fireside:http_requests", "HTTP requests by method, route template and status.",
+            ["method", "route", "status"], registry=r,
+        )  # fmt: skip
+        self.http_latency = Histogram(
+            "fireside:http_request_duration_seconds",
+            "HTTP request to its response's end (a stream's whole length), by route template.",
+            ["method", "route"], buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -132,3 +145,36 @@ class RequestTracker:
         self.m.e2e.labels(self.m.model).observe(time.monotonic() - self.arrival)
         if aborted:
             self.m.success.labels(self.m.model, "abort").inc()
+
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+class HttpMetricsMiddleware:
+    """Counts and times each HTTP request under its route's template, which the router has
+    put in the scope by the time the app returns; paths no route matched share one label."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.monotonic()
+        status = 500  # what the client gets when the app raises before answering
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            method = scope["method"] if scope["method"] in _METHODS else "other"
+            self.metrics.http_requests.labels(method, route, str(status)).inc()
+            self.metrics.http_latency.labels(method, route).observe(time.monotonic() - start)

@@ -19,7 +19,9 @@ from fireside.api.static import is_page_path
 
 # Paths anyone may read: liveness probes, the API's own documentation. Not /metrics: its
 # counters (cached prompt tokens above all) tell about other callers' requests.
-OPEN_PATHS = frozenset({"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect"})
+OPEN_PATHS = frozenset(
+    {"/health", "/livez", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect"}
+)
 ADMIN_PATHS = frozenset({"/metrics"})
 # The chat application authenticates its own callers (session cookies, personal keys).
 OWN_AUTH_PREFIX = "/api/"

@@ -120,6 +120,22 @@ async def health(state: State) -> Health:
     return Health()
 
 
+@router.get("/livez", response_model=Health, tags=["ops"])
+async def livez() -> Health:
+    """The process is up and answering: a liveness probe (never the model's state, so a slow
+    load is not a restart)."""
+    return Health()
+
+
+@router.get("/readyz", response_model=Health, tags=["ops"])
+async def readyz(state: State) -> Health:
+    """Ready for traffic: the model is loaded and its engine healthy. A gateway's engine is
+    its workers' client, healthy while at least one worker is (EngineClient.is_healthy);
+    else 503."""
+    state.ready()
+    return Health()
+
+
 @router.get(
     "/metrics",
     response_class=Response,

@@ -17,7 +17,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 
@@ -138,11 +138,30 @@ def build_app(settings: Settings, engine_config: EngineConfig | None = None) -> 
     )
 
 
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn.Config's keywords for these settings, logging aside: TLS, and which proxies'
+    X-Forwarded-For/-Proto it believes (uvicorn's ProxyHeadersMiddleware; "" believes none)."""
+    tls = settings.tls_files()  # a missing file stops start-up here, not in uvicorn
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        # Open streams would hold a shutdown forever; after the grace period they are cut.
+        "timeout_graceful_shutdown": 10,
+        "ssl_certfile": tls[0] if tls else None,
+        "ssl_keyfile": tls[1] if tls else None,
+        "proxy_headers": bool(settings.forwarded_allow_ips.strip()),
+        "forwarded_allow_ips": settings.forwarded_allow_ips,
+    }
+
+
 def serve(settings: Settings) -> None:
     import uvicorn
 
+    from fireside import logs
     from fireside.tools import python_tool_off_reason
 
+    options = uvicorn_options(settings)
+    logs.configure(settings.log_format, settings.log_level)
     app = build_app(settings)
     # Checked before the first request: where no sandbox can be made, the python tool is off
     # (one warning saying why and how to enable it) and never runs unsandboxed.
@@ -153,7 +172,4 @@ def serve(settings: Settings) -> None:
             "answered; set it to the public host name(s)",
             settings.host,
         )
-    # Open streams would hold a shutdown forever; after the grace period they are cut.
-    uvicorn.run(
-        app, host=settings.host, port=settings.port, log_level="info", timeout_graceful_shutdown=10
-    )
+    uvicorn.run(app, log_config=logs.log_config(settings.log_format, settings.log_level), **options)
