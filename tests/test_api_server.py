@@ -40,6 +40,10 @@ def test_health_is_503_while_loading(api_model_dir: Path) -> None:
         r = httpx.get(f"{url}/health")
         assert r.status_code == 503
         assert "loading" in r.json()["error"]["message"]
+        # The process is alive (no restart), just not ready for traffic.
+        assert httpx.get(f"{url}/livez").status_code == 200
+        r = httpx.get(f"{url}/readyz")
+        assert r.status_code == 503 and "loading" in r.json()["error"]["message"]
         r = httpx.post(f"{url}/v1/completions", json={"model": "tiny", "prompt": "x"})
         assert r.status_code == 503
         gate.set()
@@ -48,6 +52,7 @@ def test_health_is_503_while_loading(api_model_dir: Path) -> None:
                 break
             threading.Event().wait(0.05)
         assert httpx.get(f"{url}/health").json() == {"status": "ok"}
+        assert httpx.get(f"{url}/readyz").json() == {"status": "ok"}
         r = httpx.post(
             f"{url}/v1/completions", json={"model": "tiny", "prompt": "x", "max_tokens": 2}
         )
@@ -124,6 +129,8 @@ def test_engine_death_is_503_for_requests_in_flight_and_after(api_model_dir: Pat
         assert whole.headers["retry-after"]
         health = httpx.get(f"{s.url}/health")
         assert health.status_code == 503 and "stopped" in health.json()["error"]["message"]
+        assert httpx.get(f"{s.url}/readyz").status_code == 503
+        assert httpx.get(f"{s.url}/livez").status_code == 200
         late = httpx.post(
             f"{s.url}/v1/chat/completions", json={"model": "tiny", "messages": MESSAGES}
         )
@@ -154,7 +161,9 @@ def test_api_key(api_model_dir: Path) -> None:
         # A missing key is a 401 even when the body is malformed too.
         r = httpx.post(f"{s.base_url}/chat/completions", content=b"{oops")
         assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
-        assert httpx.get(f"{s.url}/health").status_code == 200  # probes need no key
+        for probe in ("/health", "/livez", "/readyz"):  # probes need no key
+            assert httpx.get(f"{s.url}{probe}").status_code == 200
+        assert httpx.get(f"{s.url}/metrics").status_code == 401
 
 
 def test_full_queue_is_429(api_model_dir: Path) -> None:

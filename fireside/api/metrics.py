@@ -150,6 +150,18 @@ class RequestTracker:
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
+def route_template(scope: Scope) -> str:
+    """The matched route's path template with its routers' prefixes, without convertors
+    (/api/keys/{key_id}, /v1/models/{model_id});
+    "unmatched" when no route matched. FastAPI keeps included routers nested, and the full
+    template sits on the request's effective route context (what its own OpenTelemetry
+    `http.route` reads); a FastAPI that flattens routers leaves it on the route itself."""
+    context = scope.get("fastapi", {}).get("effective_route_context")
+    route = scope.get("route")
+    template = getattr(context, "path_format", None) or getattr(route, "path_format", None)
+    return str(template) if template else "unmatched"
+
+
 class HttpMetricsMiddleware:
     """Counts and times each HTTP request under its route's template, which the router has
     put in the scope by the time the app returns; paths no route matched share one label."""
@@ -174,7 +186,7 @@ class HttpMetricsMiddleware:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            route = route_template(scope)
             method = scope["method"] if scope["method"] in _METHODS else "other"
             self.metrics.http_requests.labels(method, route, str(status)).inc()
             self.metrics.http_latency.labels(method, route).observe(time.monotonic() - start)

@@ -117,7 +117,10 @@ def test_metrics_need_an_admin_or_the_server_key(
     r = httpx.get(f"{chat_server}/metrics", headers=admin)
     assert r.status_code == 200
     assert "fireside:prefix_cache_hits_total" in r.text
-    assert httpx.get(f"{chat_server}/health").status_code == 200  # probes stay open
+    # Requests by route template, the chat app's prefix included (the keys made above).
+    assert 'method="POST",route="/api/keys",status="201"' in r.text
+    for probe in ("/health", "/livez", "/readyz"):  # probes stay open
+        assert httpx.get(f"{chat_server}{probe}").status_code == 200
 
 
 def test_on_an_open_server_anonymous_callers_miss_a_users_cache(
