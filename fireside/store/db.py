@@ -25,6 +25,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from fireside.store.pg_ssl import asyncpg_ssl
+
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # Any constant shared by every Fireside process; "fireside" in ASCII.
 ADVISORY_LOCK_KEY = 0x66697265736964
@@ -71,6 +73,8 @@ class Database:
         else:
             args["pool_pre_ping"] = True
             args["pool_size"], args["max_overflow"] = POSTGRES_POOL
+            if self.url.get_driver_name() == "asyncpg":  # libpq's ?sslmode= as asyncpg's ssl
+                self.url, args["connect_args"] = asyncpg_ssl(self.url)
         self.engine: AsyncEngine = create_async_engine(self.url, **args)
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
