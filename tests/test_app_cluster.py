@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -71,5 +72,41 @@ def test_resume_and_stop_on_another_process(chat_server: str, second_server: str
         "GET", f"/conversations/{conv['id']}/stream", headers={"Last-Event-ID": held[-1].id}
     )
     assert tail[-1].event == "done" and tail[-1].data["message"]["status"] == "stopped"
+    here.close()
+    there.close()
+
+
+@pytest.mark.parametrize("chat_backend", ["postgres"], indirect=True)
+def test_resume_over_websocket_on_another_process(chat_server: str, second_server: str) -> None:
+    """An answer streamed over SSE from one process is followed to its end over the other
+    process's WebSocket, from the last event the client saw."""
+    import json
+
+    from websockets.sync.client import connect
+
+    here = Client(chat_server)
+    here.signup("Sock")
+    # The session made on the first process opens the second's socket (sessions are rows).
+    session = here.http.cookies.get("fireside_session")
+    there = Client(second_server)
+    there.http.cookies.set("fireside_session", str(session))
+    conv = here.new_conversation(max_tokens=24)
+    first = here.events(
+        "POST", f"/conversations/{conv['id']}/messages", limit=3, json={"content": "Sockets"}
+    )
+    cookie = f"fireside_session={session}"
+    ws_url = second_server.replace("http", "ws") + "/api/ws"
+    with connect(ws_url, additional_headers={"Cookie": cookie, "Origin": second_server}) as ws:
+        command = {"type": "subscribe", "conversation_id": conv["id"]}
+        ws.send(json.dumps(command | {"last_event_id": first[-1].id}))
+        frames: list[dict[str, Any]] = []
+        while not frames or frames[-1]["event"] != "end":
+            frames.append(json.loads(ws.recv(timeout=60)))
+    rest = [SSEEvent(f["id"], f["event"], f["data"]) for f in frames[:-1]]
+    events = first + rest
+    assert len({e.id for e in events}) == len(events)
+    assert events[-1].event == "done"
+    stored = there.http.get(f"/conversations/{conv['id']}").json()["messages"][-1]
+    assert deltas(events) == events[-1].data["message"]["content"] == stored["content"]
     here.close()
     there.close()
