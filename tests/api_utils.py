@@ -118,3 +118,25 @@ def run_app(
         server.should_exit = True
         thread.join(timeout=30)
         sock.close()
+
+
+def request_id_headers() -> Any:
+    """A hypothesis strategy for the X-Request-ID a fuzzed request sends (or not): sane ids,
+    and text a header can carry that must not reach the logs as it is."""
+    from hypothesis import strategies as st
+
+    header_text = st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF), max_size=200)
+    sane = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._:@/+=\-]{0,127}", fullmatch=True)
+    return st.one_of(st.none(), sane, header_text.map(str.strip))
+
+
+def assert_request_id(response_headers: Any, sent: str | None) -> None:
+    """The response names the request: the id sent when it is sane, else a fresh one."""
+    from fireside.logs import sane_request_id
+
+    got = response_headers.get("x-request-id")
+    got = got[0] if isinstance(got, list) else got
+    if sent is not None and sane_request_id(sent) is not None:
+        assert got == sent, (got, sent)
+    else:
+        assert got is not None and len(got) == 32 and got != sent, (got, sent)

@@ -16,7 +16,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.api_utils import RunningServer, run_server
+from tests.api_utils import RunningServer, assert_request_id, request_id_headers, run_server
 
 
 @pytest.fixture(scope="module")
@@ -45,17 +45,19 @@ def test_openapi_conformance(fuzzed_server: RunningServer) -> None:
     }
     for op in operations:
 
-        @given(case=op.as_strategy())
+        @given(case=op.as_strategy(), request_id=request_id_headers())
         @settings(
             max_examples=30,
             deadline=None,
             suppress_health_check=list(HealthCheck),
             derandomize=True,
         )
-        def check(case: schemathesis.Case) -> None:
+        def check(case: schemathesis.Case, request_id: str | None) -> None:
             # Point generated requests at the served model, so most of them reach generation.
             if isinstance(case.body, dict) and "model" in case.body:
                 case.body["model"] = "tiny"
-            case.call_and_validate(checks=CHECKS, timeout=60)
+            headers = {} if request_id is None else {"X-Request-ID": request_id}
+            response = case.call_and_validate(checks=CHECKS, headers=headers, timeout=60)
+            assert_request_id(response.headers, request_id)
 
         check()

@@ -26,6 +26,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from tests.api_utils import assert_request_id, request_id_headers
 from tests.app_utils import (
     REDIS_URL,
     Backend,
@@ -183,16 +184,18 @@ def test_every_api_operation_survives_fuzzed_input(fuzzed: Fuzzed) -> None:
 
 def _fuzz(op: Any, checks: list[Any], fuzzed: Fuzzed, headers: dict[str, str]) -> None:
     # Driven through hypothesis directly: schemathesis' pytest plugin lags pytest's internals.
-    @given(case=op.as_strategy())
+    @given(case=op.as_strategy(), request_id=request_id_headers())
     @settings(
         max_examples=MAX_EXAMPLES,
         deadline=None,
         suppress_health_check=list(HealthCheck),
         derandomize=True,
     )
-    def check(case: schemathesis.Case) -> None:
+    def check(case: schemathesis.Case, request_id: str | None) -> None:
         _point_at_real_ids(case, fuzzed)
-        case.call_and_validate(checks=checks, headers=headers, timeout=60)
+        sent = headers if request_id is None else {**headers, "X-Request-ID": request_id}
+        response = case.call_and_validate(checks=checks, headers=sent, timeout=60)
+        assert_request_id(response.headers, request_id)
 
     check()
 
