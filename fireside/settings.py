@@ -9,7 +9,7 @@ import secrets
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fireside.errors import FiresideError
@@ -112,6 +112,11 @@ class Settings(BaseSettings):
     # OpenAI-compatible endpoints whose models the chat app offers (as NAME/MODEL) beside the
     # local one; admins add more with PUT /api/admin/connections.
     connections: list[ConnectionSetting] = Field(default_factory=list)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_any_case(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     def binds_beyond_loopback(self) -> bool:
         """Whether others can reach the server directly (0.0.0.0, a LAN address, a name)."""

@@ -49,3 +49,26 @@ def test_bad_engine_flags_are_refused_before_loading(
     assert main(["serve", *flags]) == 2
     err = capsys.readouterr().err
     assert "invalid settings" in err and message in err
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--ssl-certfile", "/etc/hostname"], "give both --ssl-certfile and --ssl-keyfile"),
+        (["--ssl-keyfile", "/etc/hostname"], "give both --ssl-certfile and --ssl-keyfile"),
+        (
+            ["--ssl-certfile", "/nope/cert.pem", "--ssl-keyfile", "/etc/hostname"],
+            "--ssl-certfile '/nope/cert.pem': no such file",
+        ),
+        (["--log-format", "xml"], "invalid choice"),
+    ],
+)
+def test_bad_tls_and_log_flags_are_refused_before_loading(
+    flags: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    try:
+        code = main(["serve", *flags])
+    except SystemExit as e:  # argparse's own refusal (a choice not offered)
+        code = int(str(e.code))
+    assert code == 2
+    assert message in capsys.readouterr().err
