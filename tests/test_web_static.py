@@ -47,7 +47,8 @@ def test_hashed_assets_are_immutable(client: TestClient) -> None:
 
 def test_api_paths_never_fall_back(client: TestClient) -> None:
     assert client.get("/v1/models").json() == {"data": []}
-    for path in ("/api/nope", "/api", "/v1/nope", "/health", "/openapi.json/x", "/metrics"):
+    paths = ("/api/nope", "/api", "/v1/nope", "/health", "/livez", "/readyz")
+    for path in (*paths, "/openapi.json/x", "/metrics"):
         r = client.get(path)
         assert r.status_code == 404, path
         assert r.json()["error"]["message"].startswith("no route"), path
