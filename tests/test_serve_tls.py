@@ -153,17 +153,25 @@ def test_json_logs_carry_the_request_id(https_server: HttpsServer) -> None:
     r = httpx.get(f"{https_server.url}/livez", headers={"X-Request-ID": "bad id\tx"}, verify=verify)
     fresh = r.headers["x-request-id"]
     assert fresh != "bad id\tx" and len(fresh) == 32
+    # A share link's token never reaches the log, in JSON fields either.
+    httpx.get(
+        f"{https_server.url}/api/share/tok-s3cret",
+        headers={"X-Request-ID": "share-1"},
+        verify=verify,
+    )
     deadline = time.monotonic() + 10
     while True:
         lines = https_server.log_lines()
         access = [line for line in lines if line.get("logger") == "uvicorn.access"]
         ids = {line.get("request_id"): line for line in access}
-        if ("trace-42" in ids and fresh in ids) or time.monotonic() > deadline:
+        if {"trace-42", fresh, "share-1"} <= ids.keys() or time.monotonic() > deadline:
             break
         time.sleep(0.1)
     line = ids["trace-42"]
     assert line["path"] == "/v1/models" and line["status"] == 200 and line["level"] == "INFO"
     assert {"ts", "msg", "logger"} <= line.keys()
     assert ids[fresh]["path"] == "/livez"
+    assert ids["share-1"]["path"] == "/api/share/[redacted]"
+    assert "s3cret" not in https_server.log.read_text()
     # Lines outside any request (start-up) have a null id, and every line is JSON.
     assert any(x.get("request_id") is None and x["logger"].startswith("uvicorn") for x in lines)
