@@ -59,6 +59,12 @@ def test_a_reachable_server_lets_no_stranger_in(
         key = owner.post("/keys", json={"name": "k"}).json()["key"]
         mine = {"Authorization": f"Bearer {key}"}
         assert httpx.get(f"{url}/v1/models", headers=mine).status_code == 200
+        # The probes are public (an orchestrator has no key); the metrics are an admin's.
+        for probe in ("/health", "/livez", "/readyz"):
+            assert httpx.get(f"{url}{probe}").status_code == 200, probe
+        assert httpx.get(f"{url}/metrics").status_code == 401
+        assert httpx.get(f"{url}/metrics", headers=bad).status_code == 401
+        assert httpx.get(f"{url}/metrics", headers=mine).status_code == 200  # the admin's key
         owner.close()
         stranger.close()
 
