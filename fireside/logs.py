@@ -28,7 +28,7 @@ HEADER = "X-Request-ID"
 _SANE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/+=\-]{0,127}")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
 # JSON keys: the record's attributes renamed to short names; extra attributes follow.
-JSON_FIELDS = {"asctime": "ts", "levelname": "level", "name": "logger", "message": "msg"}
+JSON_FIELDS = {"levelname": "level", "name": "logger", "message": "msg"}
 
 
 def sane_request_id(given: str | None) -> str | None:
@@ -72,9 +72,9 @@ def log_config(fmt: LogFormat = "text", level: str = "INFO") -> dict[str, Any]:
     if fmt == "json":
         formatter = {
             "()": "pythonjsonlogger.json.JsonFormatter",
-            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s",
+            "fmt": "%(levelname)s %(name)s %(message)s %(request_id)s",
             "rename_fields": JSON_FIELDS,
-            "datefmt": "%Y-%m-%dT%H:%M:%S%z",
+            "timestamp": "ts",  # ISO 8601 in UTC, microseconds included
             # uvicorn's ANSI-coloured copy of the message says nothing more.
             "reserved_attrs": [*RESERVED_ATTRS, "color_message", "taskName"],
         }
