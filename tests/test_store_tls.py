@@ -67,6 +67,15 @@ def test_postgres_refuses_what_libpq_would(tls: TlsServices, tmp_path: Path) -> 
     assert asyncio.run(_ssl_of_session(url))[0]
 
 
+def test_asyncpg_spelling_with_a_root_certificate(tls: TlsServices) -> None:
+    """`ssl=` (asyncpg's spelling, which a URL mapped from `postgresql://…?sslmode=` carries)
+    with libpq's `sslrootcert` beside it: verified against that CA."""
+    url = tls.pg_url("verify-full").replace("sslmode=", "ssl=")
+    assert asyncio.run(_ssl_of_session(url))[0]
+    with pytest.raises(ssl.SSLCertVerificationError):
+        asyncio.run(_ssl_of_session(url.replace("localhost", "127.0.0.1")))
+
+
 def test_sslmode_mapping_errors_are_one_line() -> None:
     with pytest.raises(FiresideError, match="sslmode='verify_full' is not one of"):
         asyncpg_ssl(make_url("postgresql+asyncpg://h/db?sslmode=verify_full"))

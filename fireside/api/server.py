@@ -17,7 +17,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
@@ -138,26 +138,11 @@ def build_app(settings: Settings, engine_config: EngineConfig | None = None) -> 
     )
 
 
-def uvicorn_options(settings: Settings) -> dict[str, Any]:
-    """uvicorn.Config's keywords for these settings, logging aside: TLS, and which proxies'
-    X-Forwarded-For/-Proto it believes (uvicorn's ProxyHeadersMiddleware; "" believes none)."""
-    tls = settings.tls_files()  # a missing file stops start-up here, not in uvicorn
-    return {
-        "host": settings.host,
-        "port": settings.port,
-        # Open streams would hold a shutdown forever; after the grace period they are cut.
-        "timeout_graceful_shutdown": 10,
-        "ssl_certfile": tls[0] if tls else None,
-        "ssl_keyfile": tls[1] if tls else None,
-        "proxy_headers": bool(settings.forwarded_allow_ips.strip()),
-        "forwarded_allow_ips": settings.forwarded_allow_ips,
-    }
-
-
 def serve(settings: Settings) -> None:
     import uvicorn
 
     from fireside import logs
+    from fireside.api.http_server import uvicorn_options
     from fireside.tools import python_tool_off_reason
 
     options = uvicorn_options(settings)
@@ -172,4 +157,4 @@ def serve(settings: Settings) -> None:
             "answered; set it to the public host name(s)",
             settings.host,
         )
-    uvicorn.run(app, log_config=logs.log_config(settings.log_format, settings.log_level), **options)
+    uvicorn.run(app, **options)

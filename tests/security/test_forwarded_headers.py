@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fireside.api.server import uvicorn_options
+from fireside.api.http_server import uvicorn_options
 from tests.api_utils import run_app
 from tests.app_utils import Backend, chat_app, chat_settings
 
