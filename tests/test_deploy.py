@@ -16,9 +16,13 @@ import functools
 import json
 import os
 import re
+import shlex
 import shutil
+import socket
 import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -684,6 +688,98 @@ def test_dockerfile_torch_matches_the_makefile() -> None:
     docker = re.search(r'ARG TORCH_SPEC="torch==(\S+)', (ROOT / "Dockerfile").read_text())
     assert makefile and docker
     assert docker.group(1) == makefile.group(1)
+
+
+def dockerfile_runtime_env() -> dict[str, str]:
+    """The ENV of the Dockerfile's last stage, as the image's processes see it."""
+    instructions = dockerfile_instructions()
+    last_from = max(i for i, (w, _) in enumerate(instructions) if w == "FROM")
+    env: dict[str, str] = {}
+    for word, args in instructions[last_from:]:
+        if word == "ENV":
+            env.update(item.split("=", 1) for item in shlex.split(args))
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.mark.skipif(
+    shutil.which("bwrap") is None, reason="bubblewrap is not installed (make sandbox)"
+)
+def test_serve_runs_as_the_image_does_on_a_read_only_root(tiny_model_dir: Path) -> None:
+    """The image's promise, without a Docker engine: under bubblewrap, a non-root uid on a
+    read-only root with the Dockerfile's environment and only the data directory and /tmp
+    writable, `fireside serve` starts, answers /v1, signs a user up and keeps an upload."""
+    import httpx
+
+    from tests.app_utils import Client
+
+    scratch = Path(tempfile.mkdtemp(prefix="fireside-ro-", dir="/var/tmp"))
+    tmp, data = scratch / "tmp", scratch / "data"
+    tmp.mkdir()
+    data.mkdir()
+    env = dockerfile_runtime_env()
+    assert env["FIRESIDE_DATA_DIR"] == "/data"
+    env["FIRESIDE_DATA_DIR"] = str(data)  # its own path: / is read-only, no /data to mount on
+    env["PATH"] = f"{Path(sys.executable).parent}:/usr/bin:/bin"
+    env["PYTHONPATH"] = str(ROOT)
+    port = free_port()
+    command = [
+        "bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
+        "--bind", str(tmp), "/tmp",
+        "--bind", str(data), str(data),
+        "--ro-bind", str(tiny_model_dir), str(tiny_model_dir),
+        "--unshare-user", "--uid", "10001", "--gid", "10001", "--unshare-pid",
+        "--die-with-parent", "--clearenv",
+        *[a for k, v in env.items() for a in ("--setenv", k, v)],
+        "--chdir", "/",
+        sys.executable, "-m", "fireside", "serve", "--model", str(tiny_model_dir),
+        "--served-model-name", "tiny", "--host", "127.0.0.1", "--port", str(port),
+        "--device", "cpu",
+    ]  # fmt: skip
+    log = scratch / "server.log"
+    with log.open("wb") as out:
+        server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, log.read_text()
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.5)
+        r = httpx.post(
+            f"{url}/v1/chat/completions",
+            json={
+                "model": "tiny",
+                "messages": [{"role": "user", "content": "hi"}],
+                "max_tokens": 4,
+            },
+            timeout=60,
+        )
+        assert r.status_code == 200, r.text
+        client = Client(url)
+        client.signup()
+        r = client.http.post("/files", files={"file": ("note.txt", b"kept on /data", "text/plain")})
+        assert r.status_code == 201, r.text
+        client.close()
+        assert list((data / "files").rglob("*")), "the upload is not in the data directory"
+        assert (data / "fireside.db").is_file()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        output = log.read_text()
+        shutil.rmtree(scratch, ignore_errors=True)
+    assert "Read-only file system" not in output, output
 
 
 def test_dockerignore_keeps_local_builds_out() -> None:
