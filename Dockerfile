@@ -7,6 +7,7 @@
 # /tmp a tmpfs or emptyDir.
 
 # ---- 1. The chat page: Svelte + TypeScript, built into fireside/web_dist ----
+# Node 20.19 or newer (Vite 8); the 20 tag follows the newest 20.x.
 FROM node:20-bookworm-slim AS web
 WORKDIR /src/web
 # The lock file alone first: `npm ci` is cached until the dependencies change.
