@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import base64
 import functools
+import inspect
 import json
 import os
 import re
@@ -161,8 +162,16 @@ def flag(args: list[str], name: str) -> str | None:
 # ---- fireside's own parser ----
 
 
+def fireside_parser(command: str) -> argparse.ArgumentParser:
+    """fireside's parser as `fireside COMMAND ...` builds it: where build_parser takes the
+    command, only that command's module is imported and its full parser built."""
+    if "command" in inspect.signature(build_parser).parameters:
+        return build_parser(command)  # type: ignore[call-arg,unused-ignore]
+    return build_parser()
+
+
 def subcommand(name: str) -> argparse.ArgumentParser | None:
-    for action in build_parser()._actions:
+    for action in fireside_parser(name)._actions:
         if isinstance(action, argparse._SubParsersAction):
             found: argparse.ArgumentParser | None = action.choices.get(name)
             return found
@@ -213,7 +222,7 @@ def parse_with_real_parser(args: list[str]) -> argparse.Namespace:
         pytest.skip(
             f"`fireside {args[0]}` has no {sorted(missing)} on this branch yet (issue 21's agreed flags)"
         )
-    return parse_strictly(build_parser(), args)
+    return parse_strictly(fireside_parser(args[0]), args)
 
 
 # ---- the chart ----
@@ -332,7 +341,7 @@ def test_commands_use_fireside_flags(variant: str) -> None:
     for workload in workloads(manifests):
         args = container(workload)["args"]
         if args[0] == "admin":
-            assert parse_strictly(build_parser(), args).admin_command == "migrate"
+            assert parse_strictly(fireside_parser("admin"), args).admin_command == "migrate"
             continue
         parsed = parse_with_agreed(args)
         if args[0] == "worker" or (args[0] == "serve" and not parsed.workers):
@@ -674,7 +683,7 @@ def test_dockerfile_stages_user_and_command() -> None:
     assert words.index("ENTRYPOINT") > last_user and words.index("CMD") > last_user
     assert json.loads(dict(runtime)["ENTRYPOINT"]) == ["fireside"]
     command = json.loads(dict(runtime)["CMD"])
-    assert parse_strictly(build_parser(), command).command == "serve"
+    assert parse_strictly(fireside_parser(command[0]), command).command == "serve"
     copies = [args for word, args in instructions if word == "COPY"]
     assert any(c.startswith("--from=web ") and "fireside/web_dist" in c for c in copies)
     env = " ".join(args for word, args in runtime if word == "ENV")
