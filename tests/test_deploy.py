@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -717,19 +718,19 @@ def free_port() -> int:
         return port
 
 
-@pytest.mark.skipif(
+NEEDS_BWRAP = pytest.mark.skipif(
     shutil.which("bwrap") is None, reason="bubblewrap is not installed (make sandbox)"
 )
-def test_serve_runs_as_the_image_does_on_a_read_only_root(tiny_model_dir: Path) -> None:
-    """The image's promise, without a Docker engine: under bubblewrap, a non-root uid on a
-    read-only root with the Dockerfile's environment and only the data directory and /tmp
-    writable, `fireside serve` starts, answers /v1, signs a user up and keeps an upload."""
-    import httpx
 
-    from tests.app_utils import Client
 
+@contextmanager
+def read_only_root(args: list[str], model: Path) -> Iterator[tuple[Path, Path]]:
+    """`fireside ARGS` as the image runs it, without a Docker engine: under bubblewrap, uid
+    10001 on a read-only root with the Dockerfile's environment, only a data directory and
+    /tmp writable. Yields (data directory, log); the log must never mention the read-only
+    root."""
     scratch = Path(tempfile.mkdtemp(prefix="fireside-ro-", dir="/var/tmp"))
-    tmp, data = scratch / "tmp", scratch / "data"
+    tmp, data, log = scratch / "tmp", scratch / "data", scratch / "process.log"
     tmp.mkdir()
     data.mkdir()
     env = dockerfile_runtime_env()
@@ -737,35 +738,58 @@ def test_serve_runs_as_the_image_does_on_a_read_only_root(tiny_model_dir: Path) 
     env["FIRESIDE_DATA_DIR"] = str(data)  # its own path: / is read-only, no /data to mount on
     env["PATH"] = f"{Path(sys.executable).parent}:/usr/bin:/bin"
     env["PYTHONPATH"] = str(ROOT)
-    port = free_port()
     command = [
         "bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
         "--bind", str(tmp), "/tmp",
         "--bind", str(data), str(data),
-        "--ro-bind", str(tiny_model_dir), str(tiny_model_dir),
+        "--ro-bind", str(model), str(model),
         "--unshare-user", "--uid", "10001", "--gid", "10001", "--unshare-pid",
         "--die-with-parent", "--clearenv",
         *[a for k, v in env.items() for a in ("--setenv", k, v)],
         "--chdir", "/",
-        sys.executable, "-m", "fireside", "serve", "--model", str(tiny_model_dir),
-        "--served-model-name", "tiny", "--host", "127.0.0.1", "--port", str(port),
-        "--device", "cpu",
+        sys.executable, "-m", "fireside", *args,
     ]  # fmt: skip
-    log = scratch / "server.log"
     with log.open("wb") as out:
-        server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None, log.read_text()
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.5)
+        yield data, log
+        assert process.poll() is None, log.read_text()
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        output = log.read_text()
+        shutil.rmtree(scratch, ignore_errors=True)
+    assert "Read-only file system" not in output, output
+
+
+def wait_for(url: str, log: Path, timeout: float = 120) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, f"{url} never answered 200:\n{log.read_text()}"
+        time.sleep(0.5)
+
+
+@NEEDS_BWRAP
+def test_gateway_runs_as_the_image_does_on_a_read_only_root(tiny_model_dir: Path) -> None:
+    """`fireside serve` with its own model: /v1, a sign-up and an upload work, and what it
+    keeps lands in the data directory."""
+    import httpx
+
+    from tests.app_utils import Client
+
+    port = free_port()
+    args = ["serve", "--model", str(tiny_model_dir), "--served-model-name", "tiny"]
+    args += ["--host", "127.0.0.1", "--port", str(port), "--device", "cpu"]
+    url = f"http://127.0.0.1:{port}"
+    with read_only_root(args, tiny_model_dir) as (data, log):
+        wait_for(f"{url}/health", log)
         r = httpx.post(
             f"{url}/v1/chat/completions",
             json={
@@ -783,12 +807,21 @@ def test_serve_runs_as_the_image_does_on_a_read_only_root(tiny_model_dir: Path) 
         client.close()
         assert list((data / "files").rglob("*")), "the upload is not in the data directory"
         assert (data / "fireside.db").is_file()
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        output = log.read_text()
-        shutil.rmtree(scratch, ignore_errors=True)
-    assert "Read-only file system" not in output, output
+
+
+@NEEDS_BWRAP
+def test_worker_runs_as_the_image_does_on_a_read_only_root(tiny_model_dir: Path) -> None:
+    """`fireside worker` as the chart runs it: ready, and scraped on its metrics port."""
+    import httpx
+
+    metrics = free_port()
+    args = ["worker", "--model", str(tiny_model_dir), "--host", "127.0.0.1"]
+    args += ["--port", str(free_port()), "--metrics-port", str(metrics), "--device", "cpu"]
+    parse_with_real_parser(args)  # skips, saying why, where the worker has not landed
+    with read_only_root(args, tiny_model_dir) as (_, log):
+        wait_for(f"http://127.0.0.1:{metrics}/readyz", log)
+        assert httpx.get(f"http://127.0.0.1:{metrics}/livez", timeout=5).status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{metrics}/metrics", timeout=5).status_code == 200
 
 
 def test_dockerignore_keeps_local_builds_out() -> None:
