@@ -238,8 +238,19 @@ def test_chart_lints_clean(variant: str) -> None:
     assert problems == []
 
 
+def oldest_kubernetes() -> str:
+    """The floor Chart.yaml's kubeVersion promises (">=1.29.0-0" -> "1.29.0")."""
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    found = re.fullmatch(r">=\s*(\d+\.\d+\.\d+)(-0)?", chart["kubeVersion"])
+    assert found, chart["kubeVersion"]
+    return found.group(1)
+
+
+@pytest.mark.parametrize("kube_version", [oldest_kubernetes(), KUBE_VERSION])
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_every_manifest_is_valid_kubernetes(variant: str) -> None:
+def test_every_manifest_is_valid_kubernetes(variant: str, kube_version: str) -> None:
+    """Against the newest schemas kubernetes-validate ships, and the oldest release the chart
+    claims to support."""
     manifests = rendered(variant)
     assert {"Deployment", "Service", "ConfigMap", "ServiceAccount", "PodDisruptionBudget"} <= kinds(
         manifests
@@ -247,11 +258,11 @@ def test_every_manifest_is_valid_kubernetes(variant: str) -> None:
     for manifest in manifests:
         where = f"{manifest['kind']}/{manifest['metadata']['name']}"
         try:
-            kv_utils.validate(manifest, KUBE_VERSION, strict=True)
+            kv_utils.validate(manifest, kube_version, strict=True)
         except kv_utils.ValidationError as e:
             path = ".".join(str(p) for p in e.path)
             pytest.fail(
-                f"{variant}: {where} is not valid Kubernetes {KUBE_VERSION}: {path}: {e.message}"
+                f"{variant}: {where} is not valid Kubernetes {kube_version}: {path}: {e.message}"
             )
         except kv_utils.SchemaNotFoundError as e:
             pytest.fail(f"{variant}: {where}: {e.message}")
