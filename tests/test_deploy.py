@@ -235,6 +235,26 @@ def test_gateway_lists_every_worker_pod(variant: str) -> None:
     assert int(flag(container(workers)["args"], "--port") or 0) == grpc_port
 
 
+@pytest.mark.parametrize("variant", WORKER_VARIANTS)
+def test_only_gateways_reach_the_workers_grpc_port(variant: str) -> None:
+    manifests = rendered(variant)
+    policy = one(manifests, "NetworkPolicy")
+    workers = one(manifests, "StatefulSet", "worker")
+    gateway = one(manifests, "Deployment", "gateway")
+    worker_labels = workers["spec"]["template"]["metadata"]["labels"]
+    gateway_labels = gateway["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= worker_labels.items()
+    grpc_rules = [
+        rule
+        for rule in policy["spec"]["ingress"]
+        if {"port": "grpc", "protocol": "TCP"} in rule["ports"]
+    ]
+    assert len(grpc_rules) == 1
+    (peer,) = grpc_rules[0]["from"]
+    assert peer["podSelector"]["matchLabels"].items() <= gateway_labels.items()
+    assert not peer["podSelector"]["matchLabels"].items() <= worker_labels.items()
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_commands_use_fireside_flags(variant: str) -> None:
     """Every command the chart runs parses with fireside's parser (plus the agreed flags
