@@ -45,9 +45,15 @@ RUN mkdir fireside && touch fireside/__init__.py \
 COPY fireside/ fireside/
 COPY scripts/ scripts/
 COPY --from=web /src/fireside/web_dist/ fireside/web_dist/
-# Editable, so fireside/ stays at /app: the kernels' library builds in place beside it.
+# The ggml kernels (quantized weights) are compiled for the building machine's CPU, as
+# llama.cpp builds them: build the image where it will run, or BUILD_KERNELS=0 for none.
+ARG BUILD_KERNELS=1
+# Editable, so fireside/ stays at /app: the kernels' library builds in place beside it (only
+# the library is kept, not CMake's build tree).
 RUN pip install --no-deps -e . \
-    && if [ -f scripts/build-kernels.sh ]; then bash scripts/build-kernels.sh; fi \
+    && if [ "$BUILD_KERNELS" = 1 ] && [ -f scripts/build-kernels.sh ]; then \
+         PYTHON=python bash scripts/build-kernels.sh && rm -rf fireside/kernels/_build/cmake; \
+       fi \
     && python -m compileall -q fireside
 
 # ---- 3. The runtime: slim Python, no compiler, no node, a non-root user ----
