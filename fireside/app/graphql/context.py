@@ -26,8 +26,7 @@ from strawberry.types import Info
 
 from fireside.api.errors import APIError
 from fireside.api.state import AppState
-from fireside.app import deps
-from fireside.app.errors import busy
+from fireside.app import deps, errors
 from fireside.app.state import ChatState
 from fireside.store.db import is_busy
 from fireside.store.models import Conversation, Message, User
@@ -58,10 +57,23 @@ async def get_context(conn: HTTPConnection) -> Context:
 ResolverInfo = Info[Context, None]
 
 
+# `extensions.code` by the HTTP status the same request to /api gets (Apollo's names).
+CODES = {
+    400: "BAD_USER_INPUT",
+    401: "UNAUTHENTICATED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    409: "CONFLICT",
+    429: "RATE_LIMITED",
+    503: "SERVICE_UNAVAILABLE",
+}
+
+
 def graphql_error(e: APIError) -> GraphQLError:
-    """The app's error as GraphQL's: the same message, its code and the HTTP status the same
-    request to /api gets, in `extensions`."""
-    return GraphQLError(e.message, extensions={"code": e.code or e.type, "status": e.status})
+    """The app's error as GraphQL's: the same message, with a code and /api's status."""
+    return GraphQLError(
+        e.message, extensions={"code": CODES.get(e.status, "ERROR"), "status": e.status}
+    )
 
 
 def bad_input(e: ValidationError) -> GraphQLError:
@@ -69,7 +81,7 @@ def bad_input(e: ValidationError) -> GraphQLError:
     where = ".".join(str(p) for p in first["loc"])
     return GraphQLError(
         f"{where}: {first['msg']}" if where else first["msg"],
-        extensions={"code": "bad_request", "status": 400},
+        extensions={"code": CODES[400], "status": 400},
     )
 
 
@@ -83,7 +95,7 @@ def as_graphql() -> Iterator[None]:
         raise bad_input(e) from None
     except (OperationalError, SQLAlchemyTimeoutError) as e:
         if is_busy(e):  # as /api's 503: the client may retry
-            raise graphql_error(busy()) from None
+            raise graphql_error(errors.busy()) from None
         raise
 
 
@@ -127,7 +139,7 @@ async def owned_message(
 
 def not_found(what: str) -> GraphQLError:
     """A mutation on an id that is not the caller's: the error /api's 404 carries."""
-    return graphql_error(APIError(f"no such {what}", 404, code="not_found"))
+    return graphql_error(errors.not_found(what))
 
 
 def checked(model: type[M], /, **fields: Any) -> M:
@@ -157,5 +169,5 @@ def charge(rows: int) -> None:
     if left[0] < 0:
         raise GraphQLError(
             f"this query asks for more than {MAX_ROWS} rows in all; ask for smaller pages",
-            extensions={"code": "query_too_costly", "status": 400},
+            extensions={"code": "QUERY_TOO_COSTLY", "status": 400},
         )

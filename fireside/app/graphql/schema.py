@@ -25,6 +25,7 @@ from strawberry.types import ExecutionContext
 from fireside.api.errors import APIError
 from fireside.app import conversations as service
 from fireside.app import deps
+from fireside.app.errors import unauthorized
 from fireside.app.graphql.context import (
     ResolverInfo,
     RowBudget,
@@ -162,7 +163,7 @@ class Mutation:
             conversation_id=conversation_id,
             question_id=gen.message.parent_id,
             answer=answer,
-            stream_after=gen.stream_after,
+            stream_after=gen.stream_after or "",
         )
 
     @strawberry.mutation
@@ -218,8 +219,9 @@ class Mutation:
 @strawberry.type
 class Subscription:
     @strawberry.subscription(description="The conversation's events after the event id `after` "
-                             "(none: from the start of the running answer), live until the "
-                             "answer's `done`; as GET /api/conversations/{id}/stream.")  # fmt: skip
+                             "(\"\": from its first event; null: from the start of the running "
+                             "answer), live until the answer's `done`; as GET "
+                             "/api/conversations/{id}/stream.")  # fmt: skip
     async def answer_events(
         self, info: ResolverInfo, conversation_id: uuid.UUID, after: str | None = None
     ) -> AsyncGenerator[AnswerEvent, None]:
@@ -228,15 +230,16 @@ class Subscription:
             if await owned_conversation(db, user, conversation_id) is None:
                 raise not_found("conversation")
         chat = info.context.chat
+        has_cursor = after is not None  # "" too: before the conversation's first event
         with as_graphql():
             after = check_event_id(chat, after)
         checked_at = time.monotonic()
-        async for event in replay_then_follow(chat, conversation_id, after, after is not None):
+        async for event in replay_then_follow(chat, conversation_id, after, has_cursor):
             # As /api/ws: a stream outlives neither a logout nor a revoked key for long (the
             # log yields None after each quiet spell, so a silent stream is checked too).
             if time.monotonic() - checked_at >= RECHECK_S:
                 if not await _still_allowed(info, user):
-                    raise graphql_error(APIError(REVOKED, 401, code="unauthorized"))
+                    raise graphql_error(unauthorized(REVOKED))
                 checked_at = time.monotonic()
             if event is not None:
                 yield AnswerEvent(id=event.id, event=event.event, data=as_json(event.data))

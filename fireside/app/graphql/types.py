@@ -219,7 +219,8 @@ class SentMessage:
     conversation_id: uuid.UUID
     question_id: uuid.UUID | None
     answer: Message  # as it starts (status streaming)
-    stream_after: str | None  # the event id the answer's events come after
+    # The event id the answer's events come after ("": they are the conversation's first).
+    stream_after: str
 
 
 @strawberry.type
