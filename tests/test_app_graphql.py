@@ -245,9 +245,8 @@ def test_anonymous_and_foreign_origin_get_an_error(client: Client, chat_server: 
     # A personal key as Bearer works as on /api.
     key = client.http.post("/keys", json={"name": "gql"}).json()["key"]
     bearer = httpx.Client(base_url=chat_server + "/api", headers={"Authorization": f"Bearer {key}"})
-    assert data(bearer, '{ conversation(id: "%s") { title } }' % c)["conversation"] == {
-        "title": "kept"
-    }
+    found = data(bearer, "query($c: UUID!) { conversation(id: $c) { title } }", c=c)
+    assert found["conversation"] == {"title": "kept"}
     anonymous.close()
     bearer.close()
     # No credentials on the socket: closed at connection_init (4403), before any operation.
