@@ -261,6 +261,19 @@ def _unexpected(error: GraphQLError) -> bool:
     return original is not None and not isinstance(original, GraphQLError)
 
 
+class _MaskUnexpected(MaskErrors):
+    """Strawberry's mask, labelled as Apollo labels a server failure (clients and fuzzers
+    tell it from a refusal of theirs by the code)."""
+
+    def __init__(self) -> None:
+        super().__init__(should_mask_error=_unexpected, error_message="internal server error")
+
+    def anonymise_error(self, error: GraphQLError) -> GraphQLError:
+        masked = super().anonymise_error(error)
+        masked.extensions = {"code": "INTERNAL_SERVER_ERROR", "status": 500}
+        return masked
+
+
 class FiresideSchema(strawberry.Schema):
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
@@ -278,6 +291,6 @@ schema = FiresideSchema(
         partial(MaxTokensLimiter, max_token_count=MAX_TOKENS),
         partial(MaxAliasesLimiter, max_alias_count=MAX_ALIASES),
         RowBudget,
-        partial(MaskErrors, should_mask_error=_unexpected),
+        _MaskUnexpected,
     ],
 )
