@@ -5,6 +5,7 @@ limits refuse what they must. GraphiQL is off unless the server is in developmen
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,7 +13,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from fireside.app.graphql import PATH, graphql_router
 from fireside.app.graphql.context import MAX_ROWS
@@ -22,6 +23,8 @@ from tests.app_utils import HOLD, Client
 from tests.graphql_utils import data, error_codes, gql, graphql_socket, results, subscribe
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+REVOKED_WITHIN_S = 15  # re-checked every 5 s, after an event or a 5 s quiet spell; slack
 
 EVENTS = """subscription($c: UUID!, $after: String) {
   answerEvents(conversationId: $c, after: $after) { id event data }
@@ -266,3 +269,29 @@ def test_graphiql_only_in_development_mode(chat_server: str) -> None:
         assert (r.status_code, "graphiql" in r.text.lower()) == (
             (200, True) if dev else (404, False)
         )
+
+
+def test_a_subscription_ends_when_its_session_does(client: Client, chat_server: str) -> None:
+    """As /api/ws: a logout elsewhere ends a running subscription within seconds (the
+    credentials are checked again every few seconds), and a foreign page gets no socket."""
+    me = client.signup("Lou")
+    c = new_conversation(client)
+    sent = data(client.http, SEND, c=c, content=f"{HOLD} hold on")["sendMessage"]
+    with graphql_socket(chat_server, cookie_headers(client, chat_server)) as ws:
+        subscribe(ws, "1", EVENTS, c=c, after=sent["streamAfter"])
+        assert results(ws, "1", limit=1)[0]["data"]["answerEvents"]["event"]
+        other_tab = Client(chat_server)
+        other_tab.http.cookies.update(client.http.cookies)
+        assert other_tab.http.post("/auth/logout").status_code == 200
+        other_tab.close()
+        started = time.monotonic()
+        ended = results(ws, "1")[-1]
+        assert time.monotonic() - started < REVOKED_WITHIN_S
+    assert ended["errors"][0]["message"] == "the session has ended; log in again"
+    login = {"email": me["email"], "password": me["password"]}
+    assert client.http.post("/auth/login", json=login).status_code == 200
+    assert data(client.http, "mutation($c: UUID!) { stopAnswer(conversationId: $c) }", c=c)
+
+    foreign = dict(cookie_headers(client, chat_server), Origin="https://evil.example")
+    with pytest.raises((InvalidStatus, ConnectionClosed)), graphql_socket(chat_server, foreign):
+        pass

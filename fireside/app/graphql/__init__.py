@@ -7,12 +7,13 @@ mode (FIRESIDE_DEV=1)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, WebSocket
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.fastapi import GraphQLRouter
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
 from fireside.api.errors import APIError
+from fireside.api.hosts import origin_allowed
 from fireside.app import deps
 from fireside.app.graphql.context import Context, get_context
 from fireside.app.graphql.schema import schema
@@ -23,6 +24,17 @@ MAX_SUBSCRIPTIONS = 20  # per socket: one per open conversation is plenty
 
 
 class _Router(GraphQLRouter[Context, None]):
+    def is_websocket_origin_allowed(self, request: WebSocket, origin: str) -> bool:
+        """A cross-origin handshake, held to the rule /api/ws follows (the configured hosts
+        and FIRESIDE_ALLOWED_ORIGINS), not to a list of Strawberry's own."""
+        settings: Settings = request.app.state.chat.settings
+        return origin_allowed(
+            origin,
+            settings.resolved_allowed_hosts(),
+            settings.allowed_origins,
+            request.headers.get("host", ""),
+        )
+
     async def on_ws_connect(self, context: Context) -> None:
         """The socket's caller, checked at `connection_init` as /api/ws checks it: no
         credentials, a bad key or a foreign Origin close it (4403) before any operation."""
