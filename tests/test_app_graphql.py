@@ -120,6 +120,13 @@ def test_queries_answer_what_the_rest_api_answers(client: Client) -> None:
         {"rating": "DOWN", "message": {"id": answer, "content": detail["messages"][1]["content"]}}
     ]
     assert mine["feedback"]["nextCursor"] is None
+    # Each message of a branch with its rating (read for the whole page at once).
+    branch = data(
+        client.http,
+        "query($id: UUID!) { conversation(id: $id) { branch { messages { feedback { rating } } } } }",
+        id=ids[0],
+    )["conversation"]["branch"]["messages"]
+    assert [m["feedback"] for m in branch] == [None, {"rating": "DOWN"}]
 
 
 def test_mutations_change_what_the_rest_api_shows(client: Client, chat_server: str) -> None:

@@ -50,6 +50,14 @@ async def user_feedback(
     return list(await db.scalars(query))
 
 
+async def ratings_of(
+    db: AsyncSession, message_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, Feedback]:
+    """The ratings of these messages (those rated), in one query."""
+    rows = await db.scalars(select(Feedback).where(Feedback.message_id.in_(message_ids)))
+    return {f.message_id: f for f in rows}
+
+
 async def rated_answers(db: AsyncSession) -> Sequence[tuple[Message, Feedback, Conversation]]:
     """Every rated answer of a user who consented to training, with its conversation."""
     rows = await db.execute(

@@ -20,6 +20,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import HTTPConnection
+from strawberry.dataloader import DataLoader
 from strawberry.extensions import SchemaExtension
 from strawberry.fastapi import BaseContext
 from strawberry.types import Info
@@ -28,8 +29,9 @@ from fireside.api.errors import APIError
 from fireside.api.state import AppState
 from fireside.app import deps, errors
 from fireside.app.state import ChatState
+from fireside.store import feedback
 from fireside.store.db import is_busy
-from fireside.store.models import Conversation, Message, User
+from fireside.store.models import Conversation, Feedback, Message, User
 
 # Rows one operation may ask for (the sum of the page sizes of every list it reads): nested
 # lists multiply (30 conversations x 1000 messages each), so this, not depth alone, bounds work.
@@ -43,6 +45,14 @@ class Context(BaseContext):
     def __init__(self, chat: ChatState, api: AppState) -> None:
         super().__init__()
         self.chat, self.api = chat, api
+        # The ratings of a page of messages in one query, not one each. Not cached: a socket's
+        # context outlives its operations, and a rating may change between them.
+        self.feedback = DataLoader(self._ratings, cache=False, max_batch_size=1000)
+
+    async def _ratings(self, message_ids: list[uuid.UUID]) -> list[Feedback | None]:
+        async with self.chat.db.session() as db:
+            found = await feedback.ratings_of(db, message_ids)
+        return [found.get(i) for i in message_ids]
 
     @property
     def conn(self) -> HTTPConnection:

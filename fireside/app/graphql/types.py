@@ -14,7 +14,7 @@ from strawberry.scalars import JSON
 
 from fireside.api.errors import bad_request
 from fireside.app import conversations as service
-from fireside.app.graphql.context import ResolverInfo, charge, graphql_error, session
+from fireside.app.graphql.context import ResolverInfo, as_graphql, charge, graphql_error, session
 from fireside.app.routes_data import ModelList
 from fireside.app.schemas import ConversationPublic, MessagePublic
 from fireside.store import conversations as store
@@ -89,8 +89,8 @@ class Message:
     @strawberry.field(description="The caller's rating of this answer, if any.")
     async def feedback(self, info: ResolverInfo) -> Feedback | None:
         charge(1)
-        async with session(info) as db:
-            found = await db.get(FeedbackRow, self.id)
+        with as_graphql():
+            found = await info.context.feedback.load(self.id)
         return None if found is None else Feedback.of(found)
 
 
