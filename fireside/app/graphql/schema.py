@@ -59,7 +59,7 @@ from fireside.app.schemas import ConversationCreate, ConversationUpdate, Message
 from fireside.app.streams import check_event_id, replay_then_follow
 from fireside.store.models import User
 
-MAX_DEPTH = 8  # the deepest useful query (feedback > message > parent > feedback) is 6
+MAX_DEPTH = 8  # useful queries nest 6 deep at most (conversation > branch > messages > ...)
 MAX_TOKENS = 2000  # a query's size in GraphQL tokens, checked before it is parsed further
 MAX_ALIASES = 20  # aliases repeat a field; each one runs it again
 MAX_CONVERSATIONS = 100  # one page of the conversation list, as /api's `limit`
