@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -302,3 +303,17 @@ def test_a_subscription_ends_when_its_session_does(client: Client, chat_server: 
     foreign = dict(cookie_headers(client, chat_server), Origin="https://evil.example")
     with pytest.raises((InvalidStatus, ConnectionClosed)), graphql_socket(chat_server, foreign):
         pass
+
+
+def test_a_cross_origin_socket_follows_the_apps_origin_rule() -> None:
+    """Strawberry asks the router about a handshake from another origin: the answer is the
+    one /api/ws gives (FIRESIDE_ALLOWED_ORIGINS, the configured hosts), not a list of its own."""
+    router = graphql_router(Settings())
+    settings = Settings(allowed_origins=["http://localhost:5173"])
+    request = SimpleNamespace(
+        app=SimpleNamespace(state=SimpleNamespace(chat=SimpleNamespace(settings=settings))),
+        headers={"host": "127.0.0.1:8000"},
+    )
+    allowed = router.is_websocket_origin_allowed  # type: ignore[attr-defined]
+    assert allowed(request, "http://localhost:5173")
+    assert not allowed(request, "https://evil.example")
