@@ -112,6 +112,9 @@ class Settings(BaseSettings):
     # OpenAI-compatible endpoints whose models the chat app offers (as NAME/MODEL) beside the
     # local one; admins add more with PUT /api/admin/connections.
     connections: list[ConnectionSetting] = Field(default_factory=list)
+    # Development mode (FIRESIDE_DEV=1): GraphiQL, an in-browser IDE loaded from a CDN, at
+    # /graphql. Off on any server others use: it would hand them a schema explorer.
+    dev: bool = False
 
     @field_validator("log_level", mode="before")
     @classmethod

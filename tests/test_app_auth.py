@@ -1,6 +1,6 @@
 """Accounts and who may see what, on both backends: sign-up, login, logout that revokes at
 once, password change, foreign origins, and the ownership matrix (another user's ids are
-404, no credentials 401) over every route that takes an id."""
+404, no credentials 401) over every route that takes an id, over /api, /api/ws and /graphql."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from fireside import cli
@@ -21,8 +21,17 @@ from fireside.app.accounts import create_user
 from fireside.store import accounts
 from fireside.store.db import Database
 from tests.app_utils import HOLD, Client, parse_sse
+from tests.graphql_utils import error_codes, gql, graphql_socket, results, subscribe
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+SEND = """mutation($c: UUID!, $p: UUID, $f: [UUID!]) {
+  sendMessage(conversationId: $c, content: "x", parentId: $p, fileIds: $f) { streamAfter }
+}"""
+RATE = "mutation($m: UUID!) { rateAnswer(messageId: $m, rating: UP) { rating } }"
+EVENTS = """subscription($c: UUID!, $after: String) {
+  answerEvents(conversationId: $c, after: $after) { id event }
+}"""
 
 
 @pytest.fixture
@@ -253,7 +262,7 @@ def test_the_authorization_matrix_over_cookie_and_bearer_key(
     """Every route that takes an id (in its path, query, body or Last-Event-ID) of another
     user's: 404 to a second user, whether it sends its session cookie or its personal API key
     as Bearer; 401 with no credentials or a wrong key. Every admin route: 403 to a non-admin
-    both ways, 401 anonymously."""
+    both ways, 401 anonymously. The same over the WebSocket and GraphQL."""
     client.signup("Ida")
     c = client.new_conversation()["id"]
     events = client.send(c, "private")
@@ -279,6 +288,9 @@ def test_the_authorization_matrix_over_cookie_and_bearer_key(
         base_url=chat_server + "/api", headers={"Authorization": f"Bearer {intruder_key}"}
     )
     anonymous = httpx.Client(base_url=chat_server + "/api")
+    wrong_key = httpx.Client(
+        base_url=chat_server + "/api", headers={"Authorization": "Bearer fs-not-a-key"}
+    )
 
     Route = tuple[str, str, dict[str, object] | None, dict[str, str]]
     owned: list[Route] = [
@@ -317,6 +329,17 @@ def test_the_authorization_matrix_over_cookie_and_bearer_key(
         ("GET", f"/files?conversation_id={c}", None, {}),
         ("GET", f"/files?project_id={project}", None, {}),
         ("POST", f"/conversations/{mine}/messages", {"content": "x", "file_ids": [file]}, {}),
+    ]
+    graphql_owned: list[tuple[str, dict[str, object]]] = [
+        ('mutation($c: UUID!) { renameConversation(id: $c, title: "mine") { id } }', {"c": c}),
+        ("mutation($c: UUID!) { deleteConversation(id: $c) }", {"c": c}),
+        ("mutation($c: UUID!) { stopAnswer(conversationId: $c) }", {"c": c}),
+        (SEND, {"c": c, "p": None, "f": None}),
+        (SEND, {"c": mine, "p": question, "f": None}),  # another's id in one's own chat
+        (SEND, {"c": mine, "p": None, "f": [file]}),
+        (RATE, {"m": answer}),
+        ("mutation($p: UUID!) { createConversation(projectId: $p) { id } }", {"p": project}),
+        ("query($p: UUID!) { conversations(projectId: $p) { data { id } } }", {"p": project}),
     ]
     admin: list[Route] = [
         ("GET", "/admin/users", None, {}),
@@ -410,6 +433,34 @@ def test_the_authorization_matrix_over_cookie_and_bearer_key(
         with pytest.raises(InvalidStatus):
             connect(ws_url, additional_headers=credentials)
 
+    # GraphQL, by session cookie and by Bearer key: another user's id reads as null in a
+    # query and as "no such ..." (NOT_FOUND) in a mutation or subscription; anonymous or a
+    # wrong key is UNAUTHENTICATED, and a socket without credentials is closed at once.
+    rated = gql(client.http, RATE, m=answer)
+    assert "errors" not in rated, rated
+    for who in (intruder.http, bearer):
+        got = gql(who, "query($c: UUID!) { conversation(id: $c) { title tree { content } } }", c=c)
+        assert got == {"data": {"conversation": None}}, got
+        got = gql(who, "{ conversations { data { id } } feedback { data { messageId } } }")
+        assert got["data"]["conversations"]["data"] == [{"id": mine}], got
+        assert got["data"]["feedback"]["data"] == [], got
+        for query, variables in graphql_owned:
+            got = gql(who, query, **variables)
+            assert got["data"] is None and error_codes(got) == ["NOT_FOUND"], (query, got)
+    for query, variables in [*graphql_owned, ("{ models { data { id } } }", {})]:
+        for who in (anonymous, wrong_key):
+            got = gql(who, query, **variables)
+            assert got["data"] is None and error_codes(got) == ["UNAUTHENTICATED"], (query, got)
+    for credentials in ({"Cookie": cookie}, {"Authorization": f"Bearer {intruder_key}"}):
+        with graphql_socket(chat_server, credentials) as ws:
+            for n, after in enumerate((last_event, None, "")):
+                subscribe(ws, str(n), EVENTS, c=c, after=after)
+                (refused,) = results(ws, str(n))
+                assert refused["errors"][0]["message"] == "no such conversation", refused
+    for credentials in ({}, {"Authorization": "Bearer fs-not-a-key"}):
+        with pytest.raises(ConnectionClosed), graphql_socket(chat_server, credentials):
+            pass
+
     # Nothing changed for the owner: the conversation, its share and key are all there.
     got = client.http.get(f"/conversations/{c}").json()
     assert got["title"] != "mine now" and [m["id"] for m in got["messages"]] == [question, answer]
@@ -417,5 +468,5 @@ def test_the_authorization_matrix_over_cookie_and_bearer_key(
     assert [s["id"] for s in client.http.get("/shares").json()["data"]] == [share_id]
     assert [k["id"] for k in client.http.get("/keys").json()["data"]] == [key_id]
     assert client.http.get("/auth/me").status_code == 200
-    for http in (intruder.http, bearer, anonymous):
+    for http in (intruder.http, bearer, anonymous, wrong_key):
         http.close()

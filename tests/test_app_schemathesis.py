@@ -200,6 +200,59 @@ def _fuzz(op: Any, checks: list[Any], fuzzed: Fuzzed, headers: dict[str, str]) -
     check()
 
 
+# What a GraphQL error may say it is: a refusal /api would answer 4xx, or a validation error
+# (no `path`: the query itself was refused). INTERNAL_SERVER_ERROR (a masked failure) never.
+GRAPHQL_CODES = {"BAD_USER_INPUT", "UNAUTHENTICATED", "FORBIDDEN", "NOT_FOUND", "CONFLICT",
+                 "RATE_LIMITED", "QUERY_TOO_COSTLY"}  # fmt: skip
+
+
+def test_random_graphql_operations_never_fail_the_server(fuzzed: Fuzzed) -> None:
+    """hypothesis-graphql writes operations from /graphql's own schema, each root field in
+    turn (as the REST run goes operation by operation), with ids both real (the fuzzing user's
+    conversation, question and answer) and random: every answer is a GraphQL response whose
+    errors are refusals, never a 5xx or a masked failure."""
+    import graphql
+    from hypothesis import strategies as st
+    from hypothesis_graphql import mutations, nodes, queries
+
+    from fireside.app.graphql.schema import schema
+
+    question = fuzzed.fresh_message()
+    conversation = fuzzed.http.get("/conversations").json()["data"][0]["id"]
+    answer = fuzzed.http.get(f"/conversations/{conversation}").json()["messages"][-1]["id"]
+    real = st.sampled_from([conversation, question, answer])
+    scalars = {"UUID": st.one_of(real, real, st.uuids().map(str)).map(nodes.String)}
+    sdl = graphql.build_schema(schema.as_str())
+    assert sdl.query_type is not None and sdl.mutation_type is not None
+    # Deleting last: the other mutations get the real conversation first.
+    ordered = sorted(sdl.mutation_type.fields, key=lambda name: name == "deleteConversation")
+    strategies = [queries(sdl, fields=[f], custom_scalars=scalars) for f in sdl.query_type.fields]
+    strategies += [mutations(sdl, fields=[f], custom_scalars=scalars) for f in ordered]
+    http = httpx.Client(headers={"Authorization": f"Bearer {fuzzed.key}"}, timeout=60)
+    for strategy in strategies:
+        _fuzz_graphql(strategy, f"{fuzzed.url}/graphql", http)
+    http.close()
+
+
+def _fuzz_graphql(strategy: Any, url: str, http: httpx.Client) -> None:
+    @given(operation=strategy)
+    @settings(
+        max_examples=MAX_EXAMPLES,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        derandomize=True,
+    )
+    def check(operation: str) -> None:
+        r = http.post(url, json={"query": operation})
+        assert r.status_code < 500, (operation, r.text)
+        assert r.headers["content-type"].startswith("application/json"), (operation, r.text)
+        for error in r.json().get("errors", []):
+            code = error.get("extensions", {}).get("code")
+            assert "path" not in error or code in GRAPHQL_CODES, (operation, error)
+
+    check()
+
+
 def test_a_connection_with_a_control_character_is_refused(fuzzed: Fuzzed) -> None:
     # Found by the fuzzing above: such a URL was stored, then /api/models failed on it (500).
     for bad in (

@@ -4,7 +4,7 @@ The built page has no inline script and loads nothing from elsewhere, so scripts
 fonts and connections are 'self' alone. Style *attributes* are allowed: KaTeX sizes its
 glyphs with them, and an attribute cannot run script. The page cannot be framed (clickjacking)
 and nothing is sniffed into a script. FastAPI's /docs (Swagger UI from a CDN, an inline
-script) gets the framing and base rules only.
+script) and GraphiQL at /graphql get the framing and base rules only.
 
 An HTML preview (GET /api/previews/{id}, fireside/app/runs.py) is the one answer the page may
 frame, and the one whose inline scripts run: sandboxed into an opaque origin (no cookies, no
@@ -32,7 +32,8 @@ PAGE_CSP = "; ".join(
     ]
 )
 DOCS_CSP = "object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
-DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc"})
+# /graphql: GraphiQL in development mode (fireside/app/graphql), from a CDN as Swagger UI is.
+DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/graphql"})
 PREVIEW_CSP = "; ".join(
     [
         "default-src 'none'",

@@ -23,8 +23,10 @@ OPEN_PATHS = frozenset(
     {"/health", "/livez", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect"}
 )
 ADMIN_PATHS = frozenset({"/metrics"})
-# The chat application authenticates its own callers (session cookies, personal keys).
+# The chat application authenticates its own callers (session cookies, personal keys), at
+# /api/... and at its GraphQL endpoint.
 OWN_AUTH_PREFIX = "/api/"
+OWN_AUTH_PATHS = frozenset({"/graphql"})
 
 
 class GuardMiddleware:
@@ -65,7 +67,7 @@ class GuardMiddleware:
     async def _check_key(self, scope: Scope) -> APIError | None:
         required = self.api_key is not None or (self.state is not None and self.state.require_key)
         path = scope["path"]
-        if path in OPEN_PATHS or path.startswith(OWN_AUTH_PREFIX):
+        if path in OPEN_PATHS or path in OWN_AUTH_PATHS or path.startswith(OWN_AUTH_PREFIX):
             return None
         if is_page_path(path):  # the web page: public, it signs people in
             return None

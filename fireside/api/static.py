@@ -21,7 +21,8 @@ WEB_DIST = Path(__file__).resolve().parent.parent / "web_dist"
 
 # Prefixes the server's own routes own; the page never takes them over.
 API_PREFIXES = frozenset(
-    {"api", "v1", "health", "livez", "readyz", "metrics", "openapi.json", "docs", "redoc"}
+    {"api", "graphql", "v1", "openapi.json", "docs", "redoc"}
+    | {"health", "livez", "readyz", "metrics"}
     | {"tokenize", "detokenize", "tokenizer_info"}
 )
 

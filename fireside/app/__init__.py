@@ -38,6 +38,8 @@ class ChatApp:
 
     def install(self, app: FastAPI) -> None:
         from fireside.app.errors import install_database_errors
+        from fireside.app.graphql import PATH as GRAPHQL_PATH
+        from fireside.app.graphql import graphql_router
         from fireside.app.keys import router as keys
         from fireside.app.routes_admin import router as admin
         from fireside.app.routes_auth import router as auth
@@ -73,6 +75,7 @@ class ChatApp:
         ):
             api.include_router(router)
         app.include_router(api)
+        app.include_router(graphql_router(self.settings), prefix=GRAPHQL_PATH)
         install_database_errors(app)
         # A whole file in one request: more than the server's body limit, on this path only.
         limits = app.state.fireside.body_limits

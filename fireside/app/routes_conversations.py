@@ -10,13 +10,9 @@ from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import StreamingResponse
 
 from fireside.api.errors import bad_request
-from fireside.app import files
-from fireside.app.cursors import decode_cursor, encode_cursor
+from fireside.app import conversations as service
 from fireside.app.deps import DB, ChatStateDep, CurrentUser, OwnedConversation, OwnedMessage
-from fireside.app.errors import not_found
 from fireside.app.generation import Generation
-from fireside.app.memory import instructions_prompt
-from fireside.app.projects import check_project
 from fireside.app.schemas import (
     BranchMessage,
     ConversationCreate,
@@ -63,28 +59,17 @@ async def list_conversations(
     project_id: uuid.UUID | None = None,
 ) -> Page[ConversationPublic]:
     """Newest first; with `project_id`, only that project's conversations."""
-    before = decode_cursor(cursor) if cursor else None
-    if project_id is not None:
-        await check_project(db, user.id, project_id)
-    rows = await store.list_conversations(db, user.id, limit + 1, before, archived, project_id)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return Page(
-        data=[ConversationPublic.model_validate(c) for c in rows],
-        next_cursor=encode_cursor(rows[-1].updated_at, rows[-1].id) if more else None,
+    rows, next_cursor = await service.conversation_page(
+        db, user.id, cursor, limit, archived, project_id
     )
+    return Page(data=[ConversationPublic.model_validate(c) for c in rows], next_cursor=next_cursor)
 
 
 @router.post("/conversations", response_model=ConversationPublic, status_code=201)
 async def create_conversation(
     body: ConversationCreate, user: CurrentUser, db: DB
 ) -> ConversationPublic:
-    fields = body.model_dump(exclude_none=True)
-    if body.project_id is not None:
-        await check_project(db, user.id, body.project_id)
-    fields["system_prompt"] = instructions_prompt(user, body.system_prompt)
-    conversation = await store.add_conversation(db, user.id, **fields)
-    await db.commit()
+    conversation = await service.create_conversation(db, user, body.model_dump(exclude_none=True))
     return ConversationPublic.model_validate(conversation)
 
 
@@ -97,24 +82,17 @@ async def get_conversation(
 ) -> ConversationDetail:
     """The conversation with the branch on show: its last `limit` messages, or the `limit`
     messages above `before` (a long chat opens with one page, not the whole tree)."""
-    leaf = conversation.current_leaf_id
-    if before is not None:
-        anchor = await store.message_in(db, conversation.id, before)
-        if anchor is None:
-            raise not_found("message")
-        leaf = anchor.parent_id
-    messages = await store.branch(db, leaf, limit)
-    earlier = messages[0].id if messages and messages[0].parent_id is not None else None
-    siblings = await store.sibling_ids(db, conversation.id, messages)
+    page = await service.branch_page(db, conversation, limit, before)
     return ConversationDetail(
         **ConversationPublic.model_validate(conversation).model_dump(),
         messages=[
             BranchMessage(
-                **MessagePublic.model_validate(m).model_dump(), sibling_ids=siblings[m.parent_id]
+                **MessagePublic.model_validate(m).model_dump(),
+                sibling_ids=page.siblings[m.parent_id],
             )
-            for m in messages
+            for m in page.messages
         ],
-        messages_before=earlier,
+        messages_before=page.before,
     )
 
 
@@ -123,17 +101,7 @@ async def update_conversation(
     body: ConversationUpdate, conversation: OwnedConversation, db: DB
 ) -> ConversationPublic:
     changes = body.model_dump(exclude_unset=True)
-    for name in ("title", "pinned", "archived", "current_leaf_id"):
-        if name in changes and changes[name] is None:
-            raise bad_request(f"{name} cannot be null", name)
-    leaf = changes.get("current_leaf_id")
-    if leaf is not None and await store.message_in(db, conversation.id, leaf) is None:
-        raise not_found("message")
-    if changes.get("project_id") is not None:
-        await check_project(db, conversation.user_id, changes["project_id"])
-    for name, value in changes.items():
-        setattr(conversation, name, value)
-    await db.commit()
+    await service.update_conversation(db, conversation, changes)
     return ConversationPublic.model_validate(conversation)
 
 
@@ -141,12 +109,7 @@ async def update_conversation(
 async def delete_conversation(
     conversation: OwnedConversation, db: DB, chat: ChatStateDep
 ) -> Response:
-    # An answer still being written is stopped first, so no task writes into a deleted tree.
-    await chat.generations.stop(db, conversation.id)
-    digests = await files.delete_with(db, [conversation.id])  # the files uploaded for it
-    await store.delete_conversation(db, conversation)
-    await db.commit()
-    await files.forget(chat, digests)
+    await service.delete_conversation(db, chat, conversation)
     return Response(status_code=204)
 
 
@@ -159,13 +122,9 @@ def _stream_reply(chat: ChatState, gen: Generation) -> StreamingResponse:
 async def send_message(
     body: MessageCreate, conversation: OwnedConversation, db: DB, chat: ChatStateDep
 ) -> StreamingResponse:
-    parent_id = body.parent_id or conversation.current_leaf_id
-    parent = None
-    if parent_id is not None:
-        parent = await store.message_in(db, conversation.id, parent_id)
-        if parent is None:
-            raise not_found("message")
-    gen = await chat.generations.start(db, conversation, parent, body.content, body.file_ids)
+    gen = await service.send_message(
+        db, chat, conversation, body.content, body.parent_id, body.file_ids
+    )
     return _stream_reply(chat, gen)
 
 

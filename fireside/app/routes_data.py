@@ -11,9 +11,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from fireside.api.errors import bad_request
-from fireside.api.state import AppStateDep
+from fireside.api.state import AppState, AppStateDep
 from fireside.app.blobs import Blobs
 from fireside.app.chatgpt_import import MAX_CONVERSATIONS, GptConversation
 from fireside.app.connected import enabled_connections
@@ -30,6 +31,7 @@ from fireside.app.schemas import (
     UserPublic,
 )
 from fireside.app.sources import remote_models
+from fireside.app.state import ChatState
 from fireside.store import search
 from fireside.store.export import user_data, user_files
 from fireside.store.memory import list_facts
@@ -104,6 +106,11 @@ async def list_models(
 ) -> ModelList:
     """The served model, then each enabled connection's models (settings' and the admin's);
     a connection that cannot list them has an entry in `errors` saying why."""
+    return await available_models(state, chat, db)
+
+
+async def available_models(state: AppState, chat: ChatState, db: AsyncSession) -> ModelList:
+    """What GET /api/models and GraphQL's `models` answer."""
     models = [ModelPublic(id=state.model_name, source="local", ready=state.served is not None)]
     enabled = await enabled_connections(db, chat)
     listed = await asyncio.gather(*(remote_models(chat, c) for c in enabled))

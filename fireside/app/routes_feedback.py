@@ -11,10 +11,11 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from fireside.api.errors import bad_request
+from fireside.app.conversations import rate_answer
 from fireside.app.deps import DB, CurrentUser, OwnedConversation, OwnedMessage
 from fireside.app.errors import not_found
 from fireside.app.schemas import MessagePublic, Page, Strict
-from fireside.store import conversations, feedback, shares
+from fireside.store import conversations, shares
 
 router = APIRouter(tags=["feedback"])
 
@@ -37,10 +38,7 @@ async def rate(
     body: FeedbackCreate, owned: OwnedMessage, user: CurrentUser, db: DB
 ) -> FeedbackPublic:
     message, _ = owned
-    if message.role != "assistant":
-        raise bad_request("only answers can be rated", "message_id")
-    await feedback.rate(db, user.id, message.id, body.rating, body.reason, body.comment)
-    await db.commit()
+    await rate_answer(db, user.id, message, body.rating, body.reason, body.comment)
     return FeedbackPublic(message_id=str(message.id), **body.model_dump())
 
 

@@ -186,6 +186,18 @@ async def branch(
     return list(rows)
 
 
+async def tree(db: AsyncSession, conversation_id: uuid.UUID, limit: int) -> list[Message]:
+    """Every message of the conversation (its first `limit`), oldest first: each one's
+    parent comes before it, so a client builds the tree in one pass."""
+    rows = await db.scalars(
+        select(Message)
+        .where(Message.conversation_id == conversation_id)
+        .order_by(Message.created_at, Message.id)
+        .limit(limit)
+    )
+    return list(rows)
+
+
 async def sibling_ids(
     db: AsyncSession, conversation_id: uuid.UUID, messages: Iterable[Message]
 ) -> dict[uuid.UUID | None, list[uuid.UUID]]:

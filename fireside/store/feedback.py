@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 
-from sqlalchemy import exists, func, select
+from sqlalchemy import and_, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -29,6 +30,32 @@ async def rate(
     found.rating, found.reason, found.comment, found.created_at = rating, reason, comment, now()
     await db.flush()
     return found
+
+
+async def user_feedback(
+    db: AsyncSession, user_id: uuid.UUID, limit: int, before: tuple[datetime, uuid.UUID] | None
+) -> list[Feedback]:
+    """The user's ratings, newest first; `before` is the (created_at, message_id) of the last
+    row of the previous page (keyset pagination, as the conversation list)."""
+    query = select(Feedback).where(Feedback.user_id == user_id)
+    if before is not None:
+        at, id_ = before
+        query = query.where(
+            or_(
+                Feedback.created_at < at,
+                and_(Feedback.created_at == at, Feedback.message_id < id_),
+            )
+        )
+    query = query.order_by(Feedback.created_at.desc(), Feedback.message_id.desc()).limit(limit)
+    return list(await db.scalars(query))
+
+
+async def ratings_of(
+    db: AsyncSession, message_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, Feedback]:
+    """The ratings of these messages (those rated), in one query."""
+    rows = await db.scalars(select(Feedback).where(Feedback.message_id.in_(message_ids)))
+    return {f.message_id: f for f in rows}
 
 
 async def rated_answers(db: AsyncSession) -> Sequence[tuple[Message, Feedback, Conversation]]:
