@@ -1,9 +1,9 @@
 """Logging for `fireside serve` (and the worker): text or one JSON object per line
 (FIRESIDE_LOG_FORMAT=json), each line carrying the id of the request it belongs to.
 
-The request id lives in the ContextVar `request_id`: RequestIdMiddleware sets it from the
-client's X-Request-ID (when that is a sane token) or a new one, and answers it in the same
-header. Tasks started while a request runs (its generation, say) copy the context, so their
+The request id lives in the ContextVar `request_id`: api/request_id.py's middleware sets it
+from the client's X-Request-ID (when that is a sane token) or a new one, and answers it in the
+same header. This module imports no web stack, so the worker can log alike. Tasks started while a request runs (its generation, say) copy the context, so their
 lines carry the id too; the gateway hands it to a worker as gRPC metadata `x-request-id`.
 """
 
@@ -14,10 +14,6 @@ import re
 import uuid
 from contextvars import ContextVar
 from typing import Any, Literal
-
-from pythonjsonlogger.core import RESERVED_ATTRS
-from starlette.datastructures import MutableHeaders
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 LogFormat = Literal["text", "json"]
 request_id: ContextVar[str | None] = ContextVar("fireside_request_id", default=None)
@@ -70,6 +66,8 @@ def log_config(fmt: LogFormat = "text", level: str = "INFO") -> dict[str, Any]:
     it as uvicorn.run's log_config) and Fireside's, through one handler on stderr."""
     formatter: dict[str, Any]
     if fmt == "json":
+        from pythonjsonlogger.core import RESERVED_ATTRS
+
         formatter = {
             "()": "pythonjsonlogger.json.JsonFormatter",
             "fmt": "%(levelname)s %(name)s %(message)s %(request_id)s",
@@ -112,35 +110,3 @@ def configure(fmt: LogFormat = "text", level: str = "INFO") -> None:
     import logging.config
 
     logging.config.dictConfig(log_config(fmt, level))
-
-
-class RequestIdMiddleware:
-    """X-Request-ID in and out: the client's when sane, else a new one, in `request_id` for
-    the request's lifetime (and in its WebSocket's). Outermost, so every other middleware's
-    and uvicorn's access line see it."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
-        given = None
-        for name, value in scope["headers"]:
-            if name == b"x-request-id":
-                given = sane_request_id(value.decode("latin-1"))
-                break
-        rid = given or new_request_id()
-        token = request_id.set(rid)
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message.setdefault("headers", [])
-                MutableHeaders(scope=message)[HEADER] = rid
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            request_id.reset(token)

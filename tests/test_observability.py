@@ -18,6 +18,7 @@ from fastapi import FastAPI
 
 from fireside import logs
 from fireside.api.app import create_app
+from fireside.api.request_id import RequestIdMiddleware
 from fireside.api.served import ServedModel
 from fireside.api.server import load_served
 from tests.api_utils import run_app
@@ -132,7 +133,7 @@ def test_every_log_line_of_a_request_carries_its_id() -> None:
         await asyncio.create_task(_log_later(log))  # a task copies the request's context
         return {"ok": "yes"}
 
-    app.add_middleware(logs.RequestIdMiddleware)
+    app.add_middleware(RequestIdMiddleware)
     stream = io.StringIO()
     config = logs.log_config("json")
     config["handlers"]["stderr"]["stream"] = stream
@@ -176,3 +177,20 @@ def test_text_logs_name_the_request_or_a_dash() -> None:
     finally:
         logs.request_id.reset(token)
     assert formatter.format(record).endswith("x [r-9] hello")
+
+
+def test_logs_import_no_web_stack() -> None:
+    """The worker logs through fireside.logs and must start without the web stack."""
+    import subprocess
+    import sys
+
+    check = (
+        "import sys, fireside.logs as l\nl.configure('json')\n"
+        "print(','.join(m for m in sys.modules if m.split('.')[0] in "
+        "('fastapi', 'starlette', 'sqlalchemy', 'uvicorn')))"
+    )
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run(
+        [sys.executable, "-c", check], capture_output=True, text=True, check=True, cwd=root
+    )
+    assert out.stdout.strip() == ""

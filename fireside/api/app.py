@@ -23,13 +23,13 @@ from fireside.api.headers import SecurityHeadersMiddleware
 from fireside.api.hosts import LOOPBACK_HOSTS
 from fireside.api.metrics import HttpMetricsMiddleware
 from fireside.api.middleware import GuardMiddleware
+from fireside.api.request_id import RequestIdMiddleware
 from fireside.api.routes_lora import router as lora_router
 from fireside.api.routes_openai import router as openai_router
 from fireside.api.routes_tokenizer import router as tokenizer_router
 from fireside.api.served import ServedModel
 from fireside.api.state import AppState
 from fireside.api.static import mount_web
-from fireside.logs import RequestIdMiddleware
 
 log = logging.getLogger(__name__)
 
