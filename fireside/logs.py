@@ -3,8 +3,9 @@
 
 The request id lives in the ContextVar `request_id`: api/request_id.py's middleware sets it
 from the client's X-Request-ID (when that is a sane token) or a new one, and answers it in the
-same header. This module imports no web stack, so the worker can log alike. Tasks started while a request runs (its generation, say) copy the context, so their
-lines carry the id too; the gateway hands it to a worker as gRPC metadata `x-request-id`.
+same header. Tasks started while a request runs (its generation, say) copy the context, so
+their lines carry the id too; the gateway hands it to a worker as gRPC metadata
+`x-request-id`. This module imports no web stack, so the worker logs alike.
 """
 
 from __future__ import annotations
@@ -105,8 +106,8 @@ def log_config(fmt: LogFormat = "text", level: str = "INFO") -> dict[str, Any]:
 
 
 def configure(fmt: LogFormat = "text", level: str = "INFO") -> None:
-    """For processes that log without uvicorn (the worker); the server passes log_config()
-    to uvicorn, which applies it."""
+    """Logging set up for this process: the worker's, and the server's until uvicorn applies
+    the same document again (uvicorn_options passes it)."""
     import logging.config
 
     logging.config.dictConfig(log_config(fmt, level))
