@@ -17,7 +17,7 @@ from fastapi import FastAPI
 
 from fireside.api.app import create_app
 from fireside.api.served import ServedModel
-from fireside.api.server import load_served
+from fireside.server import load_served
 from fireside.app import ChatApp
 from fireside.engine import EngineConfig
 from fireside.engine.types import EngineClient, EngineStats, RequestOutput, SamplingParams

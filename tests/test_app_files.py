@@ -29,7 +29,7 @@ from pypdf.generic import DecodedStreamObject, DictionaryObject, NameObject
 
 from fireside.api.app import create_app
 from fireside.api.served import ServedModel
-from fireside.api.server import load_served
+from fireside.server import load_served
 from fireside.app import ChatApp
 from fireside.app.file_prompt import TOO_LONG
 from fireside.app.file_text import PASSAGE_CHARS, cut

@@ -54,7 +54,7 @@ def _improve(args: argparse.Namespace) -> int:
 async def _run_improve(
     settings: Settings, method: Any, lora_rank: int | None, steps: int
 ) -> dict[str, Any]:
-    from fireside.api.server import resolve_model_dir
+    from fireside.engine.loading import resolve_model_dir
     from fireside.app.improve import Improver, JobConflict, JobFailed, JobOptions, job_key
     from fireside.app.improve_data import NotEnoughFeedback
     from fireside.app.versions import ensure_base

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from fireside.api.server import build_app
+from fireside.server import build_app
 from fireside.errors import FiresideError
 from fireside.settings import Settings
 from tests.app_utils import Backend, chat_settings, run_chat_server

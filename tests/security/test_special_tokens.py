@@ -17,7 +17,7 @@ import pytest
 
 from fireside.api.app import create_app
 from fireside.api.served import ServedModel
-from fireside.api.server import load_served
+from fireside.server import load_served
 from fireside.app import ChatApp
 from fireside.engine import EngineConfig
 from fireside.engine.types import EngineClient, RequestOutput, SamplingParams
