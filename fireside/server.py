@@ -83,6 +83,10 @@ def build_app(settings: Settings, engine_config: EngineConfig | None = None) -> 
         )
     extensions = []
     if settings.app:
+        # A URL no driver serves stops start-up with one line, not a traceback at first use.
+        from fireside.store.urls import async_database_url
+
+        async_database_url(settings.resolved_database_url())
         # `fireside serve` is where the layers meet: the chat app (which builds on `api`)
         # is plugged in here, so nothing else in `api` knows it.
         from fireside.app import ChatApp
