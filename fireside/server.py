@@ -16,7 +16,7 @@ Deployment modes, by what the settings say (fireside.settings.Settings):
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -67,13 +67,63 @@ async def load_served(
     )
 
 
+async def load_remote(settings: Settings, name: str) -> ServedModel:
+    """A gateway's model: its workers' tokenizer and template, generation over gRPC."""
+    from fireside.worker.client import (
+        RemoteEngine,
+        WorkerPool,
+        channel_credentials,
+        remote_tokenizer,
+    )
+
+    credentials = channel_credentials(settings.worker_ca, settings.worker_cert, settings.worker_key)
+    pool = WorkerPool(settings.worker_addresses(), credentials, model=name)
+    await pool.start()
+    try:
+        info = await pool.wait_for_model()
+    except BaseException:
+        await pool.close()
+        raise
+    log.info("gateway: %s on %d worker(s)", name, len(pool.workers))
+    return ServedModel(
+        engine=RemoteEngine(pool, info),
+        tokenizer=remote_tokenizer(info),
+        name=name,
+        eos_token_ids=list(info.eos_token_ids),
+        vocab_size=info.vocab_size,
+        tools=info.tools,
+        close=pool.close,
+    )
+
+
+def _gateway_name(settings: Settings) -> str:
+    from fireside.worker.client import channel_credentials, wait_for_model_name
+
+    if settings.served_model_name:
+        return settings.served_model_name
+    credentials = channel_credentials(settings.worker_ca, settings.worker_cert, settings.worker_key)
+    return wait_for_model_name(settings.worker_addresses(), credentials)
+
+
 def build_app(settings: Settings, engine_config: EngineConfig | None = None) -> FastAPI:
     """The app for these settings (engine sized by them unless `engine_config` is given); the
-    model loads once the server is listening."""
-    model_dir = resolve_model_dir(settings)
-    name = served_name(settings, model_dir)
-    engine_config = engine_config or engine_config_for(settings)
-    loras = parse_loras(settings.lora)
+    model loads once the server is listening. With --workers: a gateway, no model here."""
+    load: Callable[[], Awaitable[ServedModel]]
+    load_dir: Callable[[Path], Awaitable[ServedModel]] | None
+    if settings.worker_addresses():
+        if settings.lora or settings.model:
+            raise FiresideError(
+                "--workers: the workers hold the model; give --model and --lora to them"
+            )
+        name = _gateway_name(settings)
+        load, load_dir = (lambda: load_remote(settings, name)), None
+    else:
+        model_dir = resolve_model_dir(settings)
+        name = served_name(settings, model_dir)
+        config = engine_config or engine_config_for(settings)
+        loras = parse_loras(settings.lora)
+        load = lambda: load_served(model_dir, name, settings.device, config, loras)  # noqa: E731
+        load_dir = lambda path: load_served(path, name, settings.device, config)  # noqa: E731
     if settings.v1_requires_key() and settings.api_key is None and not settings.app:
         # Personal keys come with the chat app: without it nothing could ever call /v1.
         raise FiresideError(
@@ -94,11 +144,11 @@ def build_app(settings: Settings, engine_config: EngineConfig | None = None) -> 
         extensions.append(ChatApp(settings))
     return create_app(
         name,
-        lambda: load_served(model_dir, name, settings.device, engine_config, loras),
+        load,
         api_key=settings.api_key,
         extensions=extensions,
         allowed_hosts=settings.resolved_allowed_hosts(),
-        load_dir=lambda path: load_served(path, name, settings.device, engine_config),
+        load_dir=load_dir,
     )
 
 
