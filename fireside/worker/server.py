@@ -96,7 +96,7 @@ class ModelWorkerService(pb_grpc.ModelWorkerServicer):
         if request.params.HasField("grammar"):
             params.constraint_factory = _grammar_factory(model.tokenizer, request.params.grammar)
         log.debug("generate %s (request id %s)", request.request_id, request_id_of(context))
-        arrival, first = time.monotonic(), True
+        arrival, first, ended = time.monotonic(), True, False
         self.metrics.requests.inc()
         stream = cast(
             AsyncGenerator[RequestOutput, None],
@@ -108,13 +108,16 @@ class ModelWorkerService(pb_grpc.ModelWorkerServicer):
                     self.metrics.tokens.inc(sum(len(s.token_ids) for s in out.samples))
                     yield output_to_proto(out, first, arrival)
                     first = False
+            ended = True
         except FiresideError as e:
+            ended = True
             code = next((c for kind, c in STATUS_OF if isinstance(e, kind)), None)
             await context.abort(code or grpc.StatusCode.INTERNAL, str(e) or type(e).__name__)
-        except asyncio.CancelledError:
-            # The client went away or its deadline passed; aclosing has aborted the request.
-            self.metrics.cancelled.inc()
-            raise
+        finally:
+            # Otherwise the client went away or its deadline passed (gRPC cancels or closes
+            # this handler): aclosing has aborted the engine's request.
+            if not ended:
+                self.metrics.cancelled.inc()
 
     async def Abort(
         self, request: pb.AbortRequest, context: grpc.aio.ServicerContext
