@@ -12,10 +12,14 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+if TYPE_CHECKING:
+    from tests.api_utils import RunningServer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -143,6 +147,30 @@ def start_gateway(workers: Sequence[Proc], log_dir: Path, *extra: str, **env: st
 def running(*procs: Proc) -> Iterator[None]:
     try:
         yield
+    finally:
+        for proc in procs:
+            proc.stop()
+
+
+@contextmanager
+def run_gateway(
+    model_dir: Path, log_dir: Path, workers: int = 2, name: str = "tiny"
+) -> Iterator[RunningServer]:
+    """`workers` worker processes and an in-process gateway (no chat app) over them."""
+    from fireside.server import build_app
+    from fireside.settings import Settings
+    from tests.api_utils import RunningServer, run_app
+
+    procs = [
+        start_worker(model_dir, log_dir, "--served-model-name", name, wait=False)
+        for _ in range(workers)
+    ]
+    try:
+        for proc in procs:
+            wait_serving(proc)
+        settings = Settings(workers=",".join(p.address for p in procs), app=False)
+        with run_app(build_app(settings)) as url:
+            yield RunningServer(url, name, None)
     finally:
         for proc in procs:
             proc.stop()
