@@ -121,7 +121,9 @@ def wait_serving(proc: Proc, credentials: grpc.ChannelCredentials | None = None)
     raise RuntimeError(f"the worker never served: {proc.log.read_text()[-2000:]}")
 
 
-def start_gateway(workers: Sequence[Proc], log_dir: Path, *extra: str, **env: str) -> Proc:
+def start_gateway(
+    workers: Sequence[Proc], log_dir: Path, *extra: str, wait: bool = True, **env: str
+) -> Proc:
     port = free_port()
     log = log_dir / f"gateway-{port}.log"
     addresses = ",".join(w.address for w in workers)
@@ -130,26 +132,33 @@ def start_gateway(workers: Sequence[Proc], log_dir: Path, *extra: str, **env: st
     with log.open("ab") as out:
         popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=child_env(**env))
     proc = Proc(popen, port, log)
+    if wait:
+        wait_ready(proc)
+    return proc
+
+
+def wait_ready(proc: Proc) -> None:
+    """Until a gateway's /health says 200 (a worker answered with its model)."""
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
-        if popen.poll() is not None:
-            raise RuntimeError(f"the gateway exited: {log.read_text()[-3000:]}")
+        if proc.popen.poll() is not None:
+            raise RuntimeError(f"the gateway exited: {proc.log.read_text()[-3000:]}")
         try:
             if httpx.get(f"{proc.url}/health", timeout=2).status_code == 200:
-                return proc
+                return
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
-    raise RuntimeError(f"the gateway never became ready: {log.read_text()[-3000:]}")
+    raise RuntimeError(f"the gateway never became ready: {proc.log.read_text()[-3000:]}")
 
 
-@contextmanager
-def running(*procs: Proc) -> Iterator[None]:
-    try:
-        yield
-    finally:
-        for proc in procs:
-            proc.stop()
+def stop_all(procs: Sequence[Proc]) -> None:
+    """SIGTERM to all at once, then wait for each (their graceful stops overlap)."""
+    for proc in procs:
+        if proc.popen.poll() is None:
+            proc.popen.terminate()
+    for proc in procs:
+        proc.stop()
 
 
 @contextmanager
@@ -172,5 +181,4 @@ def run_gateway(
         with run_app(build_app(settings)) as url:
             yield RunningServer(url, name, None)
     finally:
-        for proc in procs:
-            proc.stop()
+        stop_all(procs)
