@@ -80,12 +80,14 @@ def gateway(model_dir: Path, workers: int, threads: int, device: str) -> Iterato
             proc.wait(timeout=30)
 
 
-def measure(url: str, prompts: list[str], n: int, tokens: int, repeats: int) -> tuple[float, float]:
+def measure(
+    url: str, prompts: list[list[int]], n: int, tokens: int, repeats: int
+) -> tuple[float, float]:
     """Median tokens/s and median time to first token (s) of n concurrent streams."""
     rates, ttfts = [], []
     for _ in range(repeats):
         start = time.perf_counter()
-        made, first = asyncio.run(api_run(url, prompts[:n], tokens))  # type: ignore[arg-type]
+        made, first = asyncio.run(api_run(url, prompts[:n], tokens))
         rates.append(made / (time.perf_counter() - start))
         ttfts.append(first)
     return statistics.median(rates), statistics.median(ttfts)
@@ -119,8 +121,7 @@ def main() -> None:
             with start() as url:
                 asyncio.run(api_run(url, prompts[:2], 4))  # warm-up
                 results[name] = {
-                    n: measure(url, prompts, n, args.tokens, args.repeats)  # type: ignore[arg-type]
-                    for n in args.concurrency
+                    n: measure(url, prompts, n, args.tokens, args.repeats) for n in args.concurrency
                 }
     print(f"model: hidden {args.hidden}, {args.layers} layers, {args.device}; "
           f"{args.tokens} tokens/request, {args.threads} threads")  # fmt: skip
