@@ -191,6 +191,7 @@ async def serve_worker(
 ) -> None:
     """Serve until `stop` is set (SIGTERM/SIGINT under run_worker)."""
     stop = stop or asyncio.Event()
+    credentials = server_credentials(options)  # a bad flag stops start-up before anything runs
     metrics = WorkerMetrics()
     service = ModelWorkerService(metrics)
     health = HealthServicer()
@@ -200,7 +201,6 @@ async def serve_worker(
     pb_grpc.add_ModelWorkerServicer_to_server(service, server)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     address = f"{settings.host}:{settings.port}"
-    credentials = server_credentials(options)
     bound = (
         server.add_secure_port(address, credentials)
         if credentials is not None
