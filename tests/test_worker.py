@@ -185,6 +185,7 @@ def test_a_worker_dying_mid_answer_is_a_worker_lost_error(
                 async for _ in stream:
                     pass
             assert not engine.is_healthy()
+            assert doomed.address in engine.unavailable_reason  # what /health says meanwhile
         finally:
             await pool.close()
 

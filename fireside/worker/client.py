@@ -226,6 +226,11 @@ class RemoteEngine:
     def is_healthy(self) -> bool:
         return bool(self.pool.healthy())
 
+    @property
+    def unavailable_reason(self) -> str:
+        """What /health and the API say while no worker is healthy."""
+        return f"no model worker is available ({', '.join(self.pool.addresses)}); retry shortly"
+
     def stats(self) -> EngineStats:
         return EngineStats(
             running=sum(w.in_flight for w in self.pool.workers),
