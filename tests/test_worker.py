@@ -5,6 +5,7 @@ gateway's RemoteEngine over it."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -193,3 +194,37 @@ def test_a_worker_dying_mid_answer_is_a_worker_lost_error(
         asyncio.run(run())
     finally:
         doomed.stop()
+
+
+def test_the_request_id_reaches_the_worker(
+    api_model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker served in this process (serve_worker): the gateway's request id arrives as
+    `x-request-id` metadata."""
+    from fireside.logs import request_id
+    from fireside.settings import Settings
+    from fireside.worker.server import WorkerOptions, serve_worker
+
+    caplog.set_level(logging.DEBUG, logger="fireside.worker.server")
+    settings = Settings(
+        model=str(api_model_dir), host="127.0.0.1", port=free_port(), device="cpu",
+        kv_cache_gib=0.05, pack_weights=False,
+    )  # fmt: skip
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        served = asyncio.create_task(serve_worker(settings, WorkerOptions(), stop))
+        pool = WorkerPool([f"127.0.0.1:{settings.port}"])
+        await pool.start()
+        try:
+            engine = RemoteEngine(pool, await pool.wait_for_model())
+            request_id.set("req-4f2a9c")
+            async for _ in engine.generate([5, 6], SamplingParams(max_tokens=2), "chat-1"):
+                pass
+        finally:
+            await pool.close()
+            stop.set()
+            await served
+
+    asyncio.run(run())
+    assert "generate chat-1 (request id req-4f2a9c)" in caplog.text

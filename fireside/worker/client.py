@@ -274,6 +274,10 @@ class RemoteEngine:
                         return
                 raise WorkerLostError(f"model worker {worker.address} ended the answer early")
             except grpc.aio.AioRpcError as e:
+                busy = e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                if busy and not started and len(tried) + 1 < len(self.pool.healthy()):
+                    tried.add(worker.address)  # its queue is full; another may have room
+                    continue
                 error = ERROR_OF.get(e.code())
                 if error is not None:
                     raise error(e.details() or e.code().name) from None
