@@ -37,6 +37,12 @@ def add_admin_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     export.add_argument("--format", choices=["dpo", "sft"], required=True)
     export.add_argument("--output", required=True, help="the JSONL file to write")
     export.set_defaults(func=_export_feedback)
+    migrate = commands.add_parser(
+        "migrate",
+        help="bring the database to the newest schema, then exit (a deploy's migration step; "
+        "`fireside serve` also migrates at start-up)",
+    )
+    migrate.set_defaults(func=_migrate)
     from fireside.app.improve_cli import add_improve_parsers
 
     add_improve_parsers(commands)
@@ -86,6 +92,30 @@ async def _create(settings: Settings, body: object, admin: bool) -> str:
             except APIError as e:
                 raise FiresideError(e.message) from None
             return user.email
+    finally:
+        await db.close()
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    revision = asyncio.run(_migrate_database(Settings()))
+    print(f"database at schema revision {revision}")
+    return 0
+
+
+async def _migrate_database(settings: Settings) -> str:
+    from sqlalchemy import text
+
+    from fireside.store.db import Database
+
+    db = Database(settings.resolved_database_url())
+    try:
+        await db.migrate()  # under the lock: a migration Job and starting gateways migrate once
+        async with db.session() as session:
+            return str(
+                (
+                    await session.execute(text("SELECT version_num FROM alembic_version"))
+                ).scalar_one()
+            )
     finally:
         await db.close()
 
