@@ -161,10 +161,16 @@ def stop_all(procs: Sequence[Proc]) -> None:
         proc.stop()
 
 
+@dataclass
+class Gateway:
+    server: RunningServer
+    workers: list[Proc]
+
+
 @contextmanager
-def run_gateway(
+def run_gateway_with(
     model_dir: Path, log_dir: Path, workers: int = 2, name: str = "tiny"
-) -> Iterator[RunningServer]:
+) -> Iterator[Gateway]:
     """`workers` worker processes and an in-process gateway (no chat app) over them."""
     from fireside.server import build_app
     from fireside.settings import Settings
@@ -179,6 +185,15 @@ def run_gateway(
             wait_serving(proc)
         settings = Settings(workers=",".join(p.address for p in procs), app=False)
         with run_app(build_app(settings)) as url:
-            yield RunningServer(url, name, None)
+            yield Gateway(RunningServer(url, name, None), procs)
     finally:
         stop_all(procs)
+
+
+@contextmanager
+def run_gateway(
+    model_dir: Path, log_dir: Path, workers: int = 2, name: str = "tiny"
+) -> Iterator[RunningServer]:
+    """A gateway over `workers` worker processes, as a RunningServer (no chat app)."""
+    with run_gateway_with(model_dir, log_dir, workers, name) as gateway:
+        yield gateway.server

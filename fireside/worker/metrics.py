@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ class WorkerMetrics(Collector):
         )
         self.registry.register(self)
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         if self.engine is None:
             return
         stats = self.engine.stats()
@@ -48,6 +48,11 @@ class WorkerMetrics(Collector):
             ("fireside_worker_kv_blocks_total", "KV cache blocks", stats.kv_blocks_total),
         ):
             yield GaugeMetricFamily(name, text, value=value)
+        for name, text, value in (
+            ("fireside_worker_prefix_cache_queries", "prompt tokens looked up", stats.prefix_cache_queries),
+            ("fireside_worker_prefix_cache_hits", "prompt tokens found cached", stats.prefix_cache_hits),
+        ):  # fmt: skip
+            yield CounterMetricFamily(name, text, value=value)
 
 
 class MetricsServer:
