@@ -1,0 +1,68 @@
+"""A gateway (`fireside serve --workers`) over two real worker processes: conversations keep to
+the worker holding their prefix, and a client leaving aborts its request on the worker."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from tests.worker_utils import Gateway, run_gateway_with
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture(scope="module")
+def gateway(api_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    with run_gateway_with(api_model_dir, tmp_path_factory.mktemp("gateway")) as g:
+        yield g
+
+
+def test_a_conversation_returns_to_the_worker_that_holds_its_prefix(gateway: Gateway) -> None:
+    """Through a real gateway over two workers: each conversation's second turn lands where its
+    first ran (its prompt's blocks are cached there), and the conversations use both workers."""
+    client = openai.OpenAI(base_url=gateway.server.base_url, api_key="-", max_retries=0)
+    workers = gateway.workers
+    for i in range(6):
+        history = [{"role": "user", "content": f"Conversation {i}: " + "tell me more " * 20}]
+        counts = [w.metric("fireside_worker_requests_total") for w in workers]
+        first = client.chat.completions.create(model="tiny", messages=history, max_tokens=4)  # type: ignore[arg-type]
+        ran = [
+            w.metric("fireside_worker_requests_total") - c
+            for w, c in zip(workers, counts, strict=True)
+        ]
+        assert sorted(ran) == [0, 1]
+        home = workers[ran.index(1)]
+        hits = home.metric("fireside_worker_prefix_cache_hits_total")
+        history += [
+            {"role": "assistant", "content": first.choices[0].message.content or ""},
+            {"role": "user", "content": "and then?"},
+        ]
+        client.chat.completions.create(model="tiny", messages=history, max_tokens=4)  # type: ignore[arg-type]
+        assert home.metric("fireside_worker_requests_total") == counts[workers.index(home)] + 2
+        assert home.metric("fireside_worker_prefix_cache_hits_total") > hits
+    assert all(w.metric("fireside_worker_requests_total") > 0 for w in workers)
+
+
+def test_a_client_leaving_aborts_its_request_on_the_worker(gateway: Gateway) -> None:
+    workers = gateway.workers
+    cancelled = sum(w.metric("fireside_worker_cancelled_total") for w in workers)
+    body = {
+        "model": "tiny", "prompt": "Once upon a time", "max_tokens": 900, "ignore_eos": True,
+        "stream": True,
+    }  # fmt: skip
+    with httpx.stream("POST", f"{gateway.server.base_url}/completions", json=body) as r:
+        lines = r.iter_lines()
+        while not next(lines).startswith("data: {"):
+            pass
+        assert sum(w.metric("fireside_worker_num_requests_running") for w in workers) == 1
+    # The connection is closed with most of the 900 tokens still to come.
+    deadline = time.monotonic() + 10
+    while sum(w.metric("fireside_worker_num_requests_running") for w in workers) != 0:
+        assert time.monotonic() < deadline, "the worker is still generating for no one"
+        time.sleep(0.05)
+    assert sum(w.metric("fireside_worker_cancelled_total") for w in workers) == cancelled + 1
