@@ -228,3 +228,22 @@ def test_the_request_id_reaches_the_worker(
 
     asyncio.run(run())
     assert "generate chat-1 (request id req-4f2a9c)" in caplog.text
+
+
+def test_a_worker_serving_another_model_is_not_used(
+    worker: Proc, api_model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def run() -> None:
+        pool = WorkerPool([worker.address], model="not-this-one")
+        await pool.start()
+        try:
+            await asyncio.sleep(2.5)  # two health checks and more
+            assert pool.healthy() == []
+        finally:
+            await pool.close()
+
+    asyncio.run(run())
+    said = [r.message for r in caplog.records if "not used" in r.message]
+    assert said == [
+        f"model worker {worker.address} serves 'api-llama0', not 'not-this-one': not used"
+    ]

@@ -85,7 +85,8 @@ class Worker:
     healthy: bool = False
     info: pb.ModelInfoResponse | None = None
     in_flight: int = 0
-    served: int = 0  # requests sent here (tests and logs: who answered)
+    served: int = 0  # requests sent here
+    other_model: str | None = None  # the model it serves when that is not the pool's
 
 
 def remote_tokenizer(info: pb.ModelInfoResponse) -> Tokenizer:
@@ -154,14 +155,16 @@ class WorkerPool:
         except grpc.aio.AioRpcError:
             return False
         if self.model is not None and worker.info.name != self.model:
-            if worker.healthy or worker.served == 0:
+            if worker.other_model != worker.info.name:  # said once, not every second
                 log.error(
                     "model worker %s serves %r, not %r: not used",
                     worker.address,
                     worker.info.name,
                     self.model,
                 )
+                worker.other_model = worker.info.name
             return False
+        worker.other_model = None
         return True
 
     def mark_down(self, worker: Worker) -> None:
