@@ -247,3 +247,10 @@ def test_a_worker_serving_another_model_is_not_used(
     assert said == [
         f"model worker {worker.address} serves 'api-llama0', not 'not-this-one': not used"
     ]
+
+
+def test_sigterm_stops_the_worker_cleanly(api_model_dir: Path, tmp_path: Path) -> None:
+    """A rolling update's SIGTERM: NOT_SERVING, running calls get a grace period, exit 0."""
+    proc = start_worker(api_model_dir, tmp_path)
+    proc.popen.terminate()
+    assert proc.popen.wait(30) == 0, proc.log.read_text()[-2000:]
