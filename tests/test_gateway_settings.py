@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from fireside.cli import main
@@ -45,3 +47,13 @@ def test_worker_tls_flags_are_checked_first(
 ) -> None:
     assert main(["worker", "--port", "0", *flags]) == 2
     assert capsys.readouterr().err.strip() == f"fireside: error: {message}"
+
+
+def test_a_worker_whose_model_cannot_load_exits_saying_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not alive and never ready: the process ends, so an orchestrator shows the reason."""
+    missing = tmp_path / "nope"
+    assert main(["worker", "--model", str(missing), "--port", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"fireside: error: {str(missing)!r} is not a model")

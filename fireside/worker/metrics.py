@@ -23,7 +23,6 @@ class WorkerMetrics(Collector):
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.engine: Engine | None = None
-        self.load_failed = False
         self.requests = Counter(
             "fireside_worker_requests", "Generate calls received", registry=self.registry
         )

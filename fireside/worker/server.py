@@ -215,14 +215,19 @@ async def serve_worker(
         http.start()
     log.info("worker listening on %s (%s)", address, "TLS" if credentials else "plaintext")
     watch = asyncio.create_task(_load_and_watch(settings, service, health, metrics))
+    stopped = asyncio.create_task(stop.wait())
     try:
-        await stop.wait()
+        # A model that cannot load ends the process (an orchestrator shows the crash and its
+        # reason) rather than leaving a worker that is alive and never ready.
+        await asyncio.wait({watch, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if watch.done() and watch.exception() is not None:
+            raise watch.exception()  # type: ignore[misc]
     finally:
+        stopped.cancel()
         for name in ("", SERVICE):
             await health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         watch.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watch
+        await asyncio.gather(watch, return_exceptions=True)  # its error is raised above
         await server.stop(grace=5)  # running answers get a moment to finish
         if http is not None:
             http.stop()
@@ -234,12 +239,7 @@ async def _load_and_watch(
     settings: Settings, service: ModelWorkerService, health: HealthServicer, metrics: WorkerMetrics
 ) -> None:
     """Load the model, then say SERVING while the engine is healthy."""
-    try:
-        service.model = await load_model(settings)
-    except Exception:
-        log.exception("loading the model failed")
-        metrics.load_failed = True
-        return
+    service.model = await load_model(settings)
     metrics.engine = service.model.engine
     log.info("serving %s", service.model.info.name)
     serving: bool | None = None
