@@ -66,3 +66,44 @@ def test_a_client_leaving_aborts_its_request_on_the_worker(gateway: Gateway) -> 
         assert time.monotonic() < deadline, "the worker is still generating for no one"
         time.sleep(0.05)
     assert sum(w.metric("fireside_worker_cancelled_total") for w in workers) == cancelled + 1
+
+
+def test_the_app_on_sqlite_keeps_a_lost_answer_interrupted(
+    api_model_dir: Path, tmp_path: Path
+) -> None:
+    """The chat app through a gateway on the other backend (SQLite, in-process events): an
+    answer completes; then its worker dies mid-answer, and the answer ends with an error event
+    and is stored `interrupted` with exactly the text streamed."""
+    from fireside.server import build_app
+    from fireside.settings import Settings
+    from tests.api_utils import run_app
+    from tests.app_utils import Client, parse_sse
+    from tests.worker_utils import start_worker
+
+    doomed = start_worker(api_model_dir, tmp_path, "--served-model-name", "tiny")
+    try:
+        settings = Settings(workers=doomed.address, data_dir=tmp_path / "data", app_max_tokens=900)
+        with run_app(build_app(settings)) as url:
+            client = Client(url)
+            client.signup("Lite")
+            done = client.send(client.new_conversation(max_tokens=4)["id"], "hello")
+            assert done[-1].event == "done"
+            assert done[-1].data["message"]["status"] == "complete"
+
+            conv = client.new_conversation(max_tokens=900)["id"]
+            events = []
+            path = f"/conversations/{conv}/messages"
+            with client.http.stream("POST", path, json={"content": "go on"}) as r:
+                for e in parse_sse(r.iter_lines()):
+                    events.append(e)
+                    if e.event == "delta" and doomed.popen.poll() is None:
+                        doomed.kill()
+            streamed = "".join(e.data["text"] for e in events if e.event == "delta")
+            errors = [e for e in events if e.event == "error"]
+            assert len(errors) == 1 and doomed.address in errors[0].data["error"]
+            stored = client.http.get(f"/conversations/{conv}").json()["messages"][-1]
+            assert stored["status"] == "interrupted"
+            assert stored["content"] == streamed != ""
+            client.close()
+    finally:
+        doomed.stop()
