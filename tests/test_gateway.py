@@ -107,3 +107,24 @@ def test_the_app_on_sqlite_keeps_a_lost_answer_interrupted(
             client.close()
     finally:
         doomed.stop()
+
+
+def test_sampled_answers_and_logprobs_match_a_local_server(
+    gateway: Gateway, api_model_dir: Path
+) -> None:
+    """Seeded sampling through the gateway gives what the model in the server's own process
+    gives: the sampling settings and logprobs cross the wire exactly."""
+    from tests.api_utils import run_server
+
+    ask = dict(
+        model="tiny", messages=[{"role": "user", "content": "Say something"}], max_tokens=16,
+        temperature=0.9, top_p=0.95, seed=7, logprobs=True, top_logprobs=2,
+        frequency_penalty=0.3, logit_bias={"17": 2.5},
+    )  # fmt: skip
+    remote = openai.OpenAI(base_url=gateway.server.base_url, api_key="-", max_retries=0)
+    with run_server(api_model_dir) as local_server:
+        local = openai.OpenAI(base_url=local_server.base_url, api_key="-", max_retries=0)
+        want = local.chat.completions.create(**ask)  # type: ignore[call-overload]
+    got = remote.chat.completions.create(**ask)  # type: ignore[call-overload]
+    assert got.choices[0].message.content == want.choices[0].message.content
+    assert got.choices[0].logprobs == want.choices[0].logprobs
