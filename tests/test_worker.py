@@ -254,3 +254,15 @@ def test_sigterm_stops_the_worker_cleanly(api_model_dir: Path, tmp_path: Path) -
     proc = start_worker(api_model_dir, tmp_path)
     proc.popen.terminate()
     assert proc.popen.wait(30) == 0, proc.log.read_text()[-2000:]
+
+
+def test_abort_by_request_id_ends_the_stream(stub: pb_grpc.ModelWorkerStub, worker: Proc) -> None:
+    """The gateway's Abort (the app's Stop) ends the running stream on the worker."""
+    req = request([5, 6, 7], max_tokens=900, ignore_eos=True)
+    call = stub.Generate(req)
+    next(call)
+    stub.Abort(pb.AbortRequest(request_id=req.request_id))
+    rest = list(call)
+    assert rest[-1].finished and rest[-1].samples[0].finish_reason == "abort"
+    assert sum(len(s.token_ids) for m in rest for s in m.samples) < 800
+    wait_for(lambda: worker.metric("fireside_worker_num_requests_running") == 0)
