@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed
 # The OpenID Connect provider (npm's oidc-provider) that the login tests start.
 OIDC_PROVIDER := tests/oidc/node_modules/.installed
 
-.PHONY: serve test lint typecheck unit install clean web web-check web-unit e2e chromium sandbox model
+.PHONY: serve test lint typecheck unit install clean web web-check web-unit e2e chromium sandbox model proto
 
 # The web UI (web/): npm ci from the committed lock file, built into the package (web_dist/).
 NPM ?= npm
@@ -101,3 +101,8 @@ test: lint typecheck unit web-check web-unit e2e
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache
 	rm -rf web/node_modules fireside/web_dist web/test-results
+
+# The worker's gRPC code, generated from its .proto (checked in; tests/test_worker_proto.py
+# fails when the checked-in files differ from what this makes).
+proto:
+	$(BIN)/python scripts/gen_proto.py

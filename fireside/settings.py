@@ -63,6 +63,13 @@ class Settings(BaseSettings):
     # LoRA adapters served beside the base from the start, as NAME=DIR (vLLM's --lora-modules);
     # an admin loads and unloads more at run time.
     lora: list[str] = Field(default_factory=list)
+    # A gateway: `fireside worker` processes (host:port,host:port) that hold the model; this
+    # process then loads none. The CA that signed their certificates (TLS), and this gateway's
+    # own certificate and key for workers that require one (mutual TLS).
+    workers: str | None = None
+    worker_ca: Path | None = None
+    worker_cert: Path | None = None
+    worker_key: Path | None = None
 
     # The chat application (`fireside.app`, under /api).
     data_dir: Path | None = None  # None = default_data_dir()
@@ -120,6 +127,19 @@ class Settings(BaseSettings):
     @classmethod
     def _level_any_case(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    def worker_addresses(self) -> list[str]:
+        """--workers as a list; a malformed address stops start-up naming it."""
+        if not self.workers:
+            return []
+        addresses = [a.strip() for a in self.workers.split(",") if a.strip()]
+        for address in addresses:
+            host, sep, port = address.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise FiresideError(f"--workers: {address!r} is not host:port")
+        if (self.worker_cert is None) != (self.worker_key is None):
+            raise FiresideError("--worker-cert and --worker-key go together (mutual TLS)")
+        return addresses
 
     def binds_beyond_loopback(self) -> bool:
         """Whether others can reach the server directly (0.0.0.0, a LAN address, a name)."""

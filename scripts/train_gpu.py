@@ -32,22 +32,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fireside.train.recipe import RECIPES, export, pretrain_argv, sft_argv
 
-# `fireside train ...` through the train commands' own parser: the full CLI also registers the
-# app's commands, which import the web stack (FastAPI), and a GPU box needs only torch and friends.
-TRAIN_CLI = """
-import argparse, sys
-from fireside.train.cli import add_train_parser
-parser = argparse.ArgumentParser(prog="fireside")
-add_train_parser(parser.add_subparsers(dest="command", required=True))
-args = parser.parse_args(sys.argv[1:])
-sys.exit(args.func(args))
-"""
-
 
 def fireside(*argv: str) -> None:
-    cmd = [sys.executable, "-c", TRAIN_CLI, *argv]
+    """`fireside train ...` as a person would type it: the command line imports only the
+    command it runs, so a GPU box needs torch and friends, not the web stack."""
     print("$ fireside " + " ".join(argv), flush=True)
-    subprocess.run(cmd, check=True)
+    subprocess.run([sys.executable, "-m", "fireside.cli", *argv], check=True)
 
 
 def median_step_seconds(run_dir: Path, skip: int = 3) -> float:

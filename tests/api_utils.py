@@ -18,9 +18,9 @@ from fastapi import FastAPI
 
 from fireside.api.app import create_app
 from fireside.api.served import ServedModel
-from fireside.api.server import build_app, load_served
 from fireside.engine import Engine, EngineConfig
 from fireside.model import Tokenizer, Transformer, save_pretrained
+from fireside.server import build_app, load_served
 from fireside.settings import Settings
 from tests.conftest import tiny_config
 from tests.engine_utils import StepGate

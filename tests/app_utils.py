@@ -17,10 +17,10 @@ from fastapi import FastAPI
 
 from fireside.api.app import create_app
 from fireside.api.served import ServedModel
-from fireside.api.server import load_served
 from fireside.app import ChatApp
 from fireside.engine import EngineConfig
 from fireside.engine.types import EngineClient, EngineStats, RequestOutput, SamplingParams
+from fireside.server import load_served
 from fireside.settings import Settings
 from tests.api_utils import run_app
 

@@ -33,7 +33,7 @@ def adapters(api_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> d
 
 @pytest.fixture(scope="module")
 def server(api_model_dir: Path, adapters: dict[str, Path]) -> Iterator[RunningServer]:
-    from fireside.api.server import build_app
+    from fireside.server import build_app
 
     settings = Settings(
         model=str(api_model_dir),

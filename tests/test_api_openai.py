@@ -16,13 +16,22 @@ import pytest
 
 from fireside.model import Tokenizer
 from tests.api_utils import RunningServer, run_server
+from tests.worker_utils import run_gateway
 
 MESSAGES = [{"role": "user", "content": "Write a function that parses JSON."}]
 
 
-@pytest.fixture(scope="module")
-def server(api_model_dir: Path) -> Iterator[RunningServer]:
-    with run_server(api_model_dir) as s:
+@pytest.fixture(scope="module", params=["local", "gateway"])
+def server(
+    request: pytest.FixtureRequest, api_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningServer]:
+    """The model in the server's own process, and behind a gateway (`fireside serve
+    --workers`) over two `fireside worker` processes: the API must not tell them apart."""
+    if request.param == "local":
+        with run_server(api_model_dir) as s:
+            yield s
+        return
+    with run_gateway(api_model_dir, tmp_path_factory.mktemp("gateway-logs"), workers=2) as s:
         yield s
 
 

@@ -20,10 +20,11 @@ import torch
 
 from fireside.api.app import create_app
 from fireside.api.served import ServedModel
-from fireside.api.server import default_model_dir, load_served
 from fireside.engine import EngineConfig
 from fireside.errors import CheckpointError
 from fireside.model import load_pretrained
+from fireside.model.pretrained import default_model_dir
+from fireside.server import load_served
 from tests.api_utils import GatedServer, run_app, run_gated_server, run_server
 
 MESSAGES = [{"role": "user", "content": "hello"}]

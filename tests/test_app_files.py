@@ -29,7 +29,6 @@ from pypdf.generic import DecodedStreamObject, DictionaryObject, NameObject
 
 from fireside.api.app import create_app
 from fireside.api.served import ServedModel
-from fireside.api.server import load_served
 from fireside.app import ChatApp
 from fireside.app.file_prompt import TOO_LONG
 from fireside.app.file_text import PASSAGE_CHARS, cut
@@ -39,6 +38,7 @@ from fireside.engine import EngineConfig
 from fireside.engine.types import RequestOutput, SampleDelta, SamplingParams
 from fireside.model.tokenizer import Tokenizer
 from fireside.model.tool_calls import tool_format
+from fireside.server import load_served
 from fireside.tools.extract import Entry
 from fireside.tools.knowledge import build_index
 from tests.api_utils import make_model_dir, run_app

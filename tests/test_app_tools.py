@@ -18,7 +18,6 @@ from fastapi import FastAPI
 
 from fireside.api.app import create_app
 from fireside.api.served import ServedModel
-from fireside.api.server import load_served
 from fireside.app import ChatApp
 from fireside.engine import EngineConfig
 from fireside.engine.types import (
@@ -29,6 +28,7 @@ from fireside.engine.types import (
 )
 from fireside.model.tokenizer import Tokenizer
 from fireside.model.tool_calls import tool_format
+from fireside.server import load_served
 from fireside.train.chat_data import LengthReport, load_sft_file
 from tests.api_utils import run_app
 from tests.app_utils import (

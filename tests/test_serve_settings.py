@@ -8,8 +8,8 @@ import httpx
 import pytest
 from openai import BadRequestError, OpenAI
 
-from fireside.api.server import build_app
 from fireside.cli import main
+from fireside.server import build_app
 from fireside.settings import Settings
 from tests.api_utils import run_app
 

@@ -17,7 +17,12 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from fireside.engine.types import EngineDeadError, EngineOverloadedError, PromptTooLongError
+from fireside.engine.types import (
+    EngineDeadError,
+    EngineOverloadedError,
+    PromptTooLongError,
+    WorkerLostError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +78,8 @@ def from_engine_error(e: Exception) -> APIError:
         return APIError(str(e), 400, param="messages", code="context_length_exceeded")
     if isinstance(e, EngineOverloadedError):
         return APIError(str(e) or "the server is busy; retry later", 429, type="rate_limit_error")
+    if isinstance(e, WorkerLostError):  # mid-answer: what was streamed stands, the rest is lost
+        return APIError(str(e), 503, type="service_unavailable", code="worker_lost")
     if isinstance(e, EngineDeadError):
         return not_ready(str(e) or "the inference engine stopped")
     if isinstance(e, ValueError):  # InvalidRequestError and other refusals of the request

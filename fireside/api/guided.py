@@ -14,7 +14,7 @@ import llguidance
 
 from fireside.api.errors import bad_request
 from fireside.api.schemas import SamplingFields
-from fireside.engine.grammar import GrammarConstraint, grammar_error, lark_grammar
+from fireside.engine.grammar import GrammarConstraint, GrammarFactory, grammar_error, lark_grammar
 from fireside.engine.types import TokenConstraint
 
 __all__ = ["GrammarConstraint", "constraint_factory", "json_schema_grammar", "lark_grammar"]
@@ -70,4 +70,4 @@ def constraint_factory(
     error = grammar_error(grammar, tokenizer)
     if error is not None:
         raise bad_request(f"the grammar for {param} does not compile: {error}", param)
-    return lambda: GrammarConstraint(tokenizer, grammar)
+    return GrammarFactory(tokenizer, grammar)

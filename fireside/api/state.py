@@ -70,7 +70,9 @@ class AppState:
                 else "the model is still loading; retry shortly"
             )
         if not self.served.engine.is_healthy():
-            raise not_ready("the inference engine has stopped; restart the server")
+            # A gateway's engine says why (its workers are out of reach, maybe for a moment).
+            reason = getattr(self.served.engine, "unavailable_reason", None)
+            raise not_ready(reason or "the inference engine has stopped; restart the server")
         return self.served
 
 

@@ -390,7 +390,10 @@ class Generations:
             reader.cancel()
             status = "interrupted"
         except APIError as e:
-            status, error = "error", e.message
+            # A model worker lost mid-answer (a gateway's): the text so far is kept, as when
+            # this process stops; the error says why it ended there.
+            status = "interrupted" if e.code == "worker_lost" else "error"
+            error = e.message
         except Exception as e:
             log.exception("generation %s failed", answer.message_id)
             status, error = "error", f"the generation failed: {type(e).__name__}"

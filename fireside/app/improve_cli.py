@@ -54,10 +54,10 @@ def _improve(args: argparse.Namespace) -> int:
 async def _run_improve(
     settings: Settings, method: Any, lora_rank: int | None, steps: int
 ) -> dict[str, Any]:
-    from fireside.api.server import resolve_model_dir
     from fireside.app.improve import Improver, JobConflict, JobFailed, JobOptions, job_key
     from fireside.app.improve_data import NotEnoughFeedback
     from fireside.app.versions import ensure_base
+    from fireside.engine.loading import resolve_model_dir
     from fireside.store import improve as store
     from fireside.store.db import Database
     from fireside.store.events import MemoryEventLog

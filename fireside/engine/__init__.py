@@ -26,6 +26,7 @@ from fireside.engine.types import (
     SampleDelta,
     SamplingParams,
     TokenLogprob,
+    WorkerLostError,
 )
 
 __all__ = [
@@ -41,4 +42,5 @@ __all__ = [
     "SampleDelta",
     "SamplingParams",
     "TokenLogprob",
+    "WorkerLostError",
 ]

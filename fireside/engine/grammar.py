@@ -46,6 +46,26 @@ class GrammarConstraint:
         return bool(self.matcher.is_stopped())
 
 
+class GrammarFactory:
+    """`SamplingParams.constraint_factory` for a grammar: a fresh GrammarConstraint per sample.
+    Unlike a closure it says what it is (the grammar, the end tokens, the logits width), so a
+    gateway can send it to a model worker, which builds the same matcher there."""
+
+    def __init__(self, vocabulary: llguidance.LLTokenizer, grammar: str) -> None:
+        self.vocabulary, self.grammar = vocabulary, grammar
+
+    def __call__(self) -> GrammarConstraint:
+        return GrammarConstraint(self.vocabulary, self.grammar)
+
+    @property
+    def end_token_ids(self) -> list[int]:
+        return [int(t) for t in self.vocabulary.eos_tokens]
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.vocabulary.vocab_size)
+
+
 def lark_grammar(source: str) -> str:
     return str(llguidance.LLMatcher.grammar_from_lark(source))
 

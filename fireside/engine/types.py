@@ -33,6 +33,11 @@ class EngineDeadError(FiresideError):
     """The engine loop died; no request can be served (HTTP 503)."""
 
 
+class WorkerLostError(EngineDeadError):
+    """The model worker generating this request went away mid-answer (a gateway's remote
+    engine); what was streamed before stays, the answer is cut (the app: `interrupted`)."""
+
+
 class TokenConstraint(Protocol):
     """Constrained decoding for one sample (e.g. a JSON-schema grammar matcher).
 

@@ -17,7 +17,7 @@ from alembic import command
 from alembic.config import Config
 from filelock import FileLock
 from sqlalchemy import event, exc, text
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from fireside.store.pg_ssl import asyncpg_ssl
+from fireside.store.urls import async_database_url
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # Any constant shared by every Fireside process; "fireside" in ASCII.
@@ -61,7 +62,7 @@ def is_busy(e: BaseException) -> bool:
 
 class Database:
     def __init__(self, url: str) -> None:
-        self.url = make_url(url)
+        self.url = async_database_url(url)  # postgresql://, postgres://, ?sslmode= as pasted
         # Statement parameters (titles, messages, password hashes) never reach logs or
         # exception text.
         args: dict[str, Any] = {"hide_parameters": True, "pool_timeout": BUSY_TIMEOUT_S}

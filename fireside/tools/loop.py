@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from fireside.engine.grammar import GrammarConstraint, grammar_tokenizer, lark_grammar
+from fireside.engine.grammar import GrammarFactory, grammar_tokenizer, lark_grammar
 from fireside.engine.types import (
     EngineClient,
     PromptTooLongError,
@@ -165,7 +165,7 @@ def call_constraint(
     grammar = lark_grammar(tool_call_lark(pairs, fmt, text=True, many=True, forbidden=specials))
     ends = [*stops, *([tokenizer.eos_id] if tokenizer.eos_id is not None else [])]
     vocabulary = grammar_tokenizer(tokenizer, ends)
-    return lambda: GrammarConstraint(vocabulary, grammar)
+    return GrammarFactory(vocabulary, grammar)
 
 
 async def run_with_tools(

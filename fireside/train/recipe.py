@@ -16,8 +16,13 @@ import shutil
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from fireside.errors import FiresideError
+
+if TYPE_CHECKING:
+    from fireside.train.finetune import FinetuneOptions
+    from fireside.train.pretrain import PretrainConfig
 
 
 @dataclass(frozen=True)
@@ -103,14 +108,9 @@ RECIPES = {
 }
 
 
-def _cli(*argv: str) -> None:
-    """One stage through the command line's own entry point, so the recipe and a person typing
-    the commands run exactly the same code."""
-    from fireside.cli import main
-
-    print("$ fireside " + " ".join(argv), file=sys.stderr, flush=True)
-    if main(list(argv)) != 0:
-        raise FiresideError(f"recipe stage failed: fireside {' '.join(argv)}")
+def _stage(command: str) -> None:
+    """Says which stage runs, as the command a person would type for it."""
+    print(f"$ fireside {command}", file=sys.stderr, flush=True)
 
 
 def run_recipe(
@@ -134,32 +134,49 @@ def run_recipe(
     (work / "recipe.json").write_text(json.dumps({"name": name, **asdict(r)}, indent=2))
     corpus, mixed, tok, data = work / "corpus", work / "mix", work / "tokenizer", work / "data"
     if not (corpus / "sources.json").is_file():
-        _cli("data", "sources", "--output", str(corpus), "--recipe", *r.shares)
+        from fireside.data.sources import gather
+
+        _stage(f"data sources --output {corpus} --recipe {' '.join(r.shares)}")
+        gather(corpus, names=list(r.shares))
     if not (mixed / "mix.json").is_file():
         mix(corpus, mixed, r.shares)
     if not (tok / "tokenizer.json").is_file():
-        _cli("train", "tokenizer", "--input", str(mixed / "train.jsonl"),
-             "--vocab-size", str(r.vocab_size), "--output", str(tok), "--max-chars", "40000000")  # fmt: skip
+        from fireside.train.tokenizer import train_and_report
+
+        _stage(f"train tokenizer --input {mixed / 'train.jsonl'} --vocab-size {r.vocab_size}")
+        report = train_and_report([mixed / "train.jsonl"], r.vocab_size, tok, max_chars=40_000_000)
+        print("\n".join(report.lines()), file=sys.stderr)
     if not (data / "manifest.json").is_file():
-        _cli("data", "prepare", "--input", str(mixed / "train.jsonl"), "--tokenizer", str(tok),
-             "--output", str(data), "--no-progress")  # fmt: skip
+        from fireside.data.prepare import prepare
+        from fireside.model.tokenizer import Tokenizer
+
+        _stage(f"data prepare --input {mixed / 'train.jsonl'} --tokenizer {tok} --output {data}")
+        prepare([mixed / "train.jsonl"], Tokenizer.from_dir(tok), data, progress=False)
     chats = work / "sft.jsonl"
     if not chats.is_file():
         # The index is needed to make the conversations only: a machine given a finished
         # sft.jsonl (a GPU box fed by --data-only) needs no copy of it.
         db = knowledge_db or work / "knowledge.db"
         if not db.is_file():
-            _cli("knowledge", "build", "--db", str(db))
+            from fireside.tools.knowledge import build_index, default_sources
+
+            _stage(f"knowledge build --db {db}")
+            build_index(db, default_sources())
         counts = synthesize(chats, db, counts=r.sft_counts or DEFAULT_COUNTS)
         print(f"{chats}: {json.dumps(counts)}", file=sys.stderr)
     if data_only:
         return work
-    _cli(*pretrain_argv(r, work, work / "pretrain", steps=r.pretrain_steps))
-    _cli(*sft_argv(r, work, work / "pretrain", work / "sft", steps=r.sft_steps))
+    from fireside.train.pretrain import pretrain
+    from fireside.train.sft import train_sft
+
+    _stage(" ".join(pretrain_argv(r, work, work / "pretrain", steps=r.pretrain_steps)))
+    pretrain(pretrain_config(r, work, work / "pretrain", steps=r.pretrain_steps))
+    _stage(" ".join(sft_argv(r, work, work / "pretrain", work / "sft", steps=r.sft_steps)))
+    train_sft(sft_options(r, work, work / "pretrain", work / "sft", steps=r.sft_steps))
     return export(work / "sft", output, loss_plot=work / "pretrain" / "loss.png")
 
 
-def pretrain_argv(
+def pretrain_config(
     r: Recipe,
     work: Path,
     output: Path,
@@ -170,21 +187,21 @@ def pretrain_argv(
     save_every: int | None = None,
     keep_last: int = 2,
     device: str | None = None,
-) -> list[str]:
-    """`fireside train pretrain` on a recipe's work directory (shards and tokenizer), as the
-    recipe runs it and as scripts/train_gpu.py runs it with its own steps and checkpoints."""
-    return [
-        "train", "pretrain", "--data", str(work / "data"), "--tokenizer", str(work / "tokenizer"),
-        "--depth", str(r.depth), "--output", str(output), "--steps", str(steps),
-        "--seq-len", str(r.seq_len), "--batch-tokens", str(r.pretrain_batch_tokens),
-        "--device-batch", str(r.device_batch), "--eval-every", str(eval_every),
-        "--eval-tokens", str(eval_tokens), "--sample-every", "0",
-        "--save-every", str(save_every or r.save_every), "--keep-last", str(keep_last),
-        "--device", device or r.device, "--no-progress",
-    ]  # fmt: skip
+) -> PretrainConfig:
+    """Pretraining on a recipe's work directory (shards and tokenizer), as the recipe runs it
+    and (through pretrain_argv) as scripts/train_gpu.py runs it with its own steps."""
+    from fireside.train.pretrain import PretrainConfig
+
+    return PretrainConfig(
+        data=work / "data", tokenizer=work / "tokenizer", output=output, depth=r.depth,
+        steps=steps, seq_len=r.seq_len, batch_tokens=r.pretrain_batch_tokens,
+        device_batch=r.device_batch, eval_every=eval_every, eval_tokens=eval_tokens,
+        sample_every=0, save_every=save_every or r.save_every, keep_last=keep_last,
+        device=device or r.device, progress=False,
+    )  # fmt: skip
 
 
-def sft_argv(
+def sft_options(
     r: Recipe,
     work: Path,
     base: Path,
@@ -194,15 +211,50 @@ def sft_argv(
     save_every: int | None = None,
     keep_last: int = 2,
     device: str | None = None,
-) -> list[str]:
-    """`fireside train sft` of `base` on the work directory's conversations (sft.jsonl)."""
+) -> FinetuneOptions:
+    """SFT of `base` on the work directory's conversations (sft.jsonl)."""
+    from fireside.train.finetune import FinetuneOptions
+
+    return FinetuneOptions(
+        model=base, data=[str(work / "sft.jsonl")], output=output, steps=steps,
+        batch_size=r.sft_batch, lr=r.sft_lr, max_len=r.seq_len,
+        save_every=save_every or r.save_every, keep_last=keep_last, device=device or r.device,
+        progress=False,
+    )  # fmt: skip
+
+
+def _flags(options: object, names: tuple[str, ...]) -> list[str]:
+    """The command-line flags that give `options` these fields' values (None: left out)."""
+    argv: list[str] = []
+    for name in names:
+        value = getattr(options, name)
+        if isinstance(value, list):
+            argv += [f"--{name.replace('_', '-')}", *map(str, value)]
+        elif value is not None:
+            argv += [f"--{name.replace('_', '-')}", str(value)]
+    return [*argv, *([] if getattr(options, "progress", True) else ["--no-progress"])]
+
+
+PRETRAIN_FLAGS = ("data", "tokenizer", "depth", "output", "steps", "seq_len", "batch_tokens",
+                  "device_batch", "eval_every", "eval_tokens", "sample_every", "save_every",
+                  "keep_last", "device")  # fmt: skip
+SFT_FLAGS = ("model", "data", "output", "steps", "batch_size", "lr", "max_len", "save_every",
+             "keep_last", "device")  # fmt: skip
+
+
+def pretrain_argv(r: Recipe, work: Path, output: Path, **kwargs: Any) -> list[str]:
+    """`fireside train pretrain` with pretrain_config's settings (scripts/train_gpu.py runs
+    each stage as its own process)."""
     return [
-        "train", "sft", "--model", str(base), "--data", str(work / "sft.jsonl"),
-        "--output", str(output), "--steps", str(steps), "--batch-size", str(r.sft_batch),
-        "--lr", str(r.sft_lr), "--max-len", str(r.seq_len),
-        "--save-every", str(save_every or r.save_every), "--keep-last", str(keep_last),
-        "--device", device or r.device, "--no-progress",
-    ]  # fmt: skip
+        "train",
+        "pretrain",
+        *_flags(pretrain_config(r, work, output, **kwargs), PRETRAIN_FLAGS),
+    ]
+
+
+def sft_argv(r: Recipe, work: Path, base: Path, output: Path, **kwargs: Any) -> list[str]:
+    """`fireside train sft` with sft_options' settings."""
+    return ["train", "sft", *_flags(sft_options(r, work, base, output, **kwargs), SFT_FLAGS)]
 
 
 def export(model: Path, output: Path, loss_plot: Path | None = None, *, tools: bool = True) -> Path:

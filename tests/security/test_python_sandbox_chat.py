@@ -17,7 +17,6 @@ import pytest
 
 from fireside.api.app import create_app
 from fireside.api.served import ServedModel
-from fireside.api.server import load_served
 from fireside.app import ChatApp
 from fireside.engine import EngineConfig
 from fireside.engine.types import (
@@ -28,6 +27,7 @@ from fireside.engine.types import (
 )
 from fireside.model.tokenizer import Tokenizer
 from fireside.model.tool_calls import tool_format
+from fireside.server import load_served
 from fireside.tools.python import TOOL_LIMITS
 from tests.api_utils import run_app
 from tests.app_utils import Backend, Client, EngineWrapper, chat_settings, make_admin

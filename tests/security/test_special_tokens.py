@@ -17,11 +17,11 @@ import pytest
 
 from fireside.api.app import create_app
 from fireside.api.served import ServedModel
-from fireside.api.server import load_served
 from fireside.app import ChatApp
 from fireside.engine import EngineConfig
 from fireside.engine.types import EngineClient, RequestOutput, SamplingParams
 from fireside.model.tokenizer import SPECIAL_TOKENS, Tokenizer
+from fireside.server import load_served
 from fireside.train.chat_data import LengthReport, load_sft_file
 from tests.api_utils import run_app
 from tests.app_utils import Backend, Client, EngineWrapper, chat_settings

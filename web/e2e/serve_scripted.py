@@ -111,7 +111,7 @@ def main() -> None:
     import uvicorn
 
     from fireside.api.app import create_app
-    from fireside.api.server import load_served
+    from fireside.server import load_served
     from fireside.app import ChatApp
     from fireside.engine import EngineConfig
     from fireside.settings import Settings

@@ -11,7 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from fireside.api.server import build_app
+from fireside.server import build_app
 from fireside.settings import Settings
 
 

@@ -1,4 +1,6 @@
-"""`fireside serve`: load a model directory into the engine and run the API on uvicorn.
+"""`fireside serve`: the composition root. It wires the API (`fireside.api`), the chat app
+(`fireside.app`, which builds on `api`) and the page together over a local engine or, as a
+gateway, over `fireside worker` processes; every import points down from here.
 
 Deployment modes, by what the settings say (fireside.settings.Settings):
 - Private (the default: bound to 127.0.0.1): sign-up open, /v1 open; only this machine
@@ -13,9 +15,8 @@ Deployment modes, by what the settings say (fireside.settings.Settings):
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,34 +25,20 @@ from fastapi import FastAPI
 from fireside.api.app import create_app
 from fireside.api.hosts import WILDCARD_BINDS
 from fireside.api.served import ServedModel
-from fireside.errors import CheckpointError, FiresideError
-from fireside.model.pretrained import default_model_dir
+from fireside.engine.loading import (
+    engine_config_for,
+    parse_loras,
+    resolve_model_dir,
+    served_name,
+    start_engine,
+)
+from fireside.errors import FiresideError
 from fireside.settings import Settings
 
 if TYPE_CHECKING:
     from fireside.engine import EngineConfig
 
 log = logging.getLogger(__name__)
-
-
-def resolve_model_dir(settings: Settings) -> Path:
-    from fireside.model.gguf import find_gguf
-
-    path = Path(settings.model) if settings.model else default_model_dir()
-    if not (path / "config.json").is_file() and find_gguf(path) is None:
-        raise CheckpointError(
-            f"{str(path)!r} is not a model: it has no config.json (an HF model directory) "
-            "and is not a GGUF file"
-        )
-    return path
-
-
-def _device(setting: str) -> str:
-    if setting != "auto":
-        return setting
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 async def load_served(
@@ -63,15 +50,10 @@ async def load_served(
 ) -> ServedModel:
     """Weights, tokenizer and a started engine for one model directory, with the LoRA
     adapters `loras` (name, directory) served beside it."""
-    from fireside.engine import Engine
-    from fireside.model import load_pretrained
     from fireside.model.pretrained import uses_tools
 
-    pre = await asyncio.to_thread(load_pretrained, model_dir, _device(device))
-    engine = Engine.from_pretrained(pre, engine_config)
-    for lora_name, path in loras:
-        await asyncio.to_thread(engine.adapters.load, lora_name, path, (name,))
-    await engine.start()
+    loaded = await start_engine(model_dir, name, device, engine_config, loras)
+    pre, engine = loaded.pretrained, loaded.engine
     return ServedModel(
         engine=engine,
         tokenizer=pre.tokenizer,
@@ -85,35 +67,63 @@ async def load_served(
     )
 
 
-def parse_loras(specs: Sequence[str]) -> list[tuple[str, Path]]:
-    """`--lora NAME=DIR` values; a malformed one stops the server before it starts."""
-    loras = []
-    for spec in specs:
-        name, sep, path = spec.partition("=")
-        if not sep or not name or not path:
-            raise FiresideError(f"--lora {spec!r}: give NAME=DIR (a PEFT adapter directory)")
-        loras.append((name, Path(path).expanduser()))
-    return loras
-
-
-def engine_config_for(settings: Settings) -> EngineConfig:
-    from fireside.engine import EngineConfig
-
-    return EngineConfig(
-        max_num_seqs=settings.max_num_seqs,
-        max_model_len=settings.max_model_len,
-        kv_cache_bytes=int(settings.kv_cache_gib * 2**30),
-        pack_weights_for_batch=16 if settings.pack_weights else None,
+async def load_remote(settings: Settings, name: str) -> ServedModel:
+    """A gateway's model: its workers' tokenizer and template, generation over gRPC."""
+    from fireside.worker.client import (
+        RemoteEngine,
+        WorkerPool,
+        channel_credentials,
+        remote_tokenizer,
     )
+
+    credentials = channel_credentials(settings.worker_ca, settings.worker_cert, settings.worker_key)
+    pool = WorkerPool(settings.worker_addresses(), credentials, model=name)
+    await pool.start()
+    try:
+        info = await pool.wait_for_model()
+    except BaseException:
+        await pool.close()
+        raise
+    log.info("gateway: %s on %d worker(s)", name, len(pool.workers))
+    return ServedModel(
+        engine=RemoteEngine(pool, info),
+        tokenizer=remote_tokenizer(info),
+        name=name,
+        eos_token_ids=list(info.eos_token_ids),
+        vocab_size=info.vocab_size,
+        tools=info.tools,
+        close=pool.close,
+    )
+
+
+def _gateway_name(settings: Settings) -> str:
+    from fireside.worker.client import channel_credentials, wait_for_model_name
+
+    if settings.served_model_name:
+        return settings.served_model_name
+    credentials = channel_credentials(settings.worker_ca, settings.worker_cert, settings.worker_key)
+    return wait_for_model_name(settings.worker_addresses(), credentials)
 
 
 def build_app(settings: Settings, engine_config: EngineConfig | None = None) -> FastAPI:
     """The app for these settings (engine sized by them unless `engine_config` is given); the
-    model loads once the server is listening."""
-    model_dir = resolve_model_dir(settings)
-    name = settings.served_model_name or (model_dir.stem if model_dir.is_file() else model_dir.name)
-    engine_config = engine_config or engine_config_for(settings)
-    loras = parse_loras(settings.lora)
+    model loads once the server is listening. With --workers: a gateway, no model here."""
+    load: Callable[[], Awaitable[ServedModel]]
+    load_dir: Callable[[Path], Awaitable[ServedModel]] | None
+    if settings.worker_addresses():
+        if settings.lora or settings.model:
+            raise FiresideError(
+                "--workers: the workers hold the model; give --model and --lora to them"
+            )
+        name = _gateway_name(settings)
+        load, load_dir = (lambda: load_remote(settings, name)), None
+    else:
+        model_dir = resolve_model_dir(settings)
+        name = served_name(settings, model_dir)
+        config = engine_config or engine_config_for(settings)
+        loras = parse_loras(settings.lora)
+        load = lambda: load_served(model_dir, name, settings.device, config, loras)  # noqa: E731
+        load_dir = lambda path: load_served(path, name, settings.device, config)  # noqa: E731
     if settings.v1_requires_key() and settings.api_key is None and not settings.app:
         # Personal keys come with the chat app: without it nothing could ever call /v1.
         raise FiresideError(
@@ -123,6 +133,10 @@ def build_app(settings: Settings, engine_config: EngineConfig | None = None) -> 
         )
     extensions = []
     if settings.app:
+        # A URL no driver serves stops start-up with one line, not a traceback at first use.
+        from fireside.store.urls import async_database_url
+
+        async_database_url(settings.resolved_database_url())
         # `fireside serve` is where the layers meet: the chat app (which builds on `api`)
         # is plugged in here, so nothing else in `api` knows it.
         from fireside.app import ChatApp
@@ -130,11 +144,11 @@ def build_app(settings: Settings, engine_config: EngineConfig | None = None) -> 
         extensions.append(ChatApp(settings))
     return create_app(
         name,
-        lambda: load_served(model_dir, name, settings.device, engine_config, loras),
+        load,
         api_key=settings.api_key,
         extensions=extensions,
         allowed_hosts=settings.resolved_allowed_hosts(),
-        load_dir=lambda path: load_served(path, name, settings.device, engine_config),
+        load_dir=load_dir,
     )
 
 
