@@ -39,6 +39,7 @@ __all__ = [
     "available",
     "info",
     "quantize_blocks",
+    "reset",
     "set_threads",
     "threads",
     "unavailable_reason",
@@ -148,6 +149,14 @@ def _declare(lib: ctypes.CDLL) -> None:
         fn = getattr(lib, name)
         fn.restype = res
         fn.argtypes = args
+
+
+def reset() -> None:
+    """Forget the last load attempt, so the next call looks for the library again (after a
+    build, or with another FIRESIDE_GGML_LIB). Matrices made before keep working."""
+    global _lib, _reason, _tried
+    with _lock:
+        _lib, _reason, _tried = None, None, False
 
 
 def available() -> bool:

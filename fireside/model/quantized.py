@@ -208,19 +208,35 @@ def _type_for(scheme: Scheme, name: str, in_features: int) -> QType:
     return QType.Q4_K if in_features % 256 == 0 else QType.Q4_0
 
 
+def check_can_quantize(scheme: str, device: str | torch.device) -> None:
+    """Refuse `--quantize scheme` on `device` before anything loads: an unknown scheme, CUDA,
+    or kernels that are not built here (the reason named)."""
+    if scheme not in SCHEMES:
+        raise CheckpointError(f"unknown quantization {scheme!r}: use one of {', '.join(SCHEMES)}")
+    if torch.device(device).type != "cpu":
+        raise CheckpointError(
+            f"--quantize {scheme} runs on CPU only (the device is {device}); on CUDA serve bf16"
+        )
+    reason = ggml.unavailable_reason()
+    if reason is not None:
+        raise ggml.KernelsUnavailableError(f"--quantize {scheme} needs the ggml kernels: {reason}")
+
+
+def describe(model: nn.Module, scheme: str, fp32_bytes: int) -> str:
+    """The log line of a quantized model: its resident weight memory against fp32's."""
+    quant, dense = resident_bytes(model)
+    return (
+        f"weights quantized to {scheme}: {(quant + dense) / 2**20:.1f} MiB resident "
+        f"({quant / 2**20:.1f} MiB in ggml matrices, {dense / 2**20:.1f} MiB in fp32 tensors; "
+        f"fp32 took {fp32_bytes / 2**20:.1f} MiB) [{ggml.info()}]"
+    )
+
+
 def quantize_model(model: Transformer, scheme: str) -> int:
     """Quantize a loaded fp32 CPU model in place ("int8" or "int4"); returns the resident bytes
     of its quantized matrices. Matrices whose width does not divide into 32-value blocks stay
     fp32 (as F32 matrices)."""
-    if scheme not in SCHEMES:
-        raise ValueError(f"unknown quantization {scheme!r}: use one of {', '.join(SCHEMES)}")
-    reason = ggml.unavailable_reason()
-    if reason is not None:
-        raise ggml.KernelsUnavailableError(f"--quantize {scheme} needs the ggml kernels: {reason}")
-    if model.device.type != "cpu":
-        raise CheckpointError(
-            f"--quantize runs on CPU only (the model is on {model.device}); on CUDA serve bf16"
-        )
+    check_can_quantize(scheme, model.device)
     if model.fused:
         raise CheckpointError(
             "quantize the model before fuse_projections (before the engine starts)"
