@@ -196,6 +196,7 @@ def main() -> None:
     parser.add_argument("--ppl-tokens", type=int, default=100_000, help="held-out tokens scored")
     parser.add_argument("--ppl-context", type=int, default=512)
     parser.add_argument("--no-perplexity", action="store_true")
+    parser.add_argument("--no-speed", action="store_true", help="the perplexity table alone")
     parser.add_argument(
         "--tiny", action="store_true", help="small shapes, few tokens (a smoke run)"
     )
@@ -210,7 +211,7 @@ def main() -> None:
     shapes = TINY_SHAPES if args.tiny else SHAPES
     chosen = {k: v for k, v in {**SHAPES, **TINY_SHAPES}.items() if k in (args.shapes or shapes)}
     print(f"{torch.get_num_threads()} threads; {allocator_name()}; {ggml.info()}")
-    for name, shape in chosen.items():
+    for name, shape in {} if args.no_speed else chosen.items():
         bench_shape(
             argparse.Namespace(**{k: v for k, v in vars(args).items() if k != "shapes"}),
             name,
