@@ -13,6 +13,7 @@ from gguf import GGMLQuantizationType, quants
 from fireside.errors import CheckpointError
 from fireside.kernels import ggml
 from fireside.kernels.ggml import KernelsUnavailableError, QType, QuantMatrix
+from fireside.model import serving
 from tests.kernels_utils import require_kernels
 
 TYPES = [
@@ -223,3 +224,16 @@ def test_missing_build_says_what_to_do(monkeypatch: pytest.MonkeyPatch, tmp_path
         monkeypatch.delenv(ggml.LIB_ENV)
         ggml.reset()
     assert ggml.available() and "openmp" in ggml.info()
+
+
+def test_one_row_steps_keep_the_matmul_threads() -> None:
+    # The engine's one-row step drops torch's pool to one thread (numpy's BLAS runs fp32
+    # projections on its own threads); quantized matmuls keep the count the step began with.
+    before = torch.get_num_threads()
+    with serving.one_row_threads(1, torch.device("cpu"), torch.float32):
+        assert torch.get_num_threads() == 1
+        assert ggml.threads() == before
+    assert ggml.threads() == torch.get_num_threads() == before
+    ggml.set_threads(3)
+    with serving.one_row_threads(1, torch.device("cpu"), torch.float32):
+        assert ggml.threads() == 3  # an explicit count wins
