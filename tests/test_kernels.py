@@ -89,6 +89,15 @@ def test_matmul_matches_the_dequantized_weights(qtype: QType) -> None:
         assert err < tol, f"{qtype.name} rows={rows}: {err:.4f}"
 
 
+def test_rows_not_a_multiple_of_8_run_unrepacked() -> None:
+    raw = ggml.quantize_blocks(weights(36, 256), QType.Q4_0)
+    m = QuantMatrix.from_blocks(raw, QType.Q4_0, 36, 256)
+    assert not m.repacked  # ggml interleaves 8 rows at a time: 36 cannot be
+    x = torch.randn(5, 256)
+    want = x.double() @ torch.from_numpy(reference(raw, QType.Q4_0, 36, 256)).T
+    assert float((m.matmul(x).double() - want).abs().max() / want.abs().max()) < QUANT_MATMUL_TOL
+
+
 def test_matmul_takes_any_leading_shape_and_threads() -> None:
     raw = ggml.quantize_blocks(weights(64, 256), QType.Q4_0)
     m = QuantMatrix.from_blocks(raw, QType.Q4_0, 64, 256)
