@@ -28,6 +28,7 @@ from fireside.api.served import ServedModel
 from fireside.engine.loading import (
     engine_config_for,
     parse_loras,
+    resolve_device,
     resolve_model_dir,
     served_name,
     start_engine,
@@ -47,12 +48,14 @@ async def load_served(
     device: str = "auto",
     engine_config: EngineConfig | None = None,
     loras: Sequence[tuple[str, Path]] = (),
+    quantize: str | None = None,
 ) -> ServedModel:
     """Weights, tokenizer and a started engine for one model directory, with the LoRA
-    adapters `loras` (name, directory) served beside it."""
+    adapters `loras` (name, directory) served beside it; weights quantized at load when
+    `quantize` names a scheme ("int8", "int4")."""
     from fireside.model.pretrained import uses_tools
 
-    loaded = await start_engine(model_dir, name, device, engine_config, loras)
+    loaded = await start_engine(model_dir, name, device, engine_config, loras, quantize)
     pre, engine = loaded.pretrained, loaded.engine
     return ServedModel(
         engine=engine,
@@ -122,8 +125,18 @@ def build_app(settings: Settings, engine_config: EngineConfig | None = None) -> 
         name = served_name(settings, model_dir)
         config = engine_config or engine_config_for(settings)
         loras = parse_loras(settings.lora)
-        load = lambda: load_served(model_dir, name, settings.device, config, loras)  # noqa: E731
-        load_dir = lambda path: load_served(path, name, settings.device, config)  # noqa: E731
+        quantize = settings.quantize
+        if quantize is not None:
+            from fireside.model.quantized import check_can_quantize
+
+            # Refused before the server listens: CUDA, or kernels not built (named).
+            check_can_quantize(quantize, resolve_device(settings.device))
+        load = lambda: load_served(  # noqa: E731
+            model_dir, name, settings.device, config, loras, quantize
+        )
+        load_dir = lambda path: load_served(  # noqa: E731
+            path, name, settings.device, config, quantize=quantize
+        )
     if settings.v1_requires_key() and settings.api_key is None and not settings.app:
         # Personal keys come with the chat app: without it nothing could ever call /v1.
         raise FiresideError(

@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     # request_id, ...), and their level.
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # CPU: quantize the weights at load (ggml's Q8_0 / Q4_K kernels, fireside.model.quantized).
+    quantize: Literal["int8", "int4"] | None = None
     # LoRA adapters served beside the base from the start, as NAME=DIR (vLLM's --lora-modules);
     # an admin loads and unloads more at run time.
     lora: list[str] = Field(default_factory=list)

@@ -20,7 +20,7 @@ from fireside import logs
 from fireside.api.app import create_app
 from fireside.api.request_id import RequestIdMiddleware
 from fireside.api.served import ServedModel
-from fireside.api.server import load_served
+from fireside.server import load_served
 from tests.api_utils import run_app
 from tests.app_utils import EngineWrapper
 

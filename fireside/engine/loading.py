@@ -7,6 +7,7 @@ stack, so a worker on a GPU image needs only torch and friends.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,9 @@ from fireside.settings import Settings
 if TYPE_CHECKING:
     from fireside.engine import Engine, EngineConfig
     from fireside.model.pretrained import Pretrained
+
+
+log = logging.getLogger(__name__)
 
 
 def resolve_model_dir(settings: Settings) -> Path:
@@ -80,13 +84,21 @@ async def start_engine(
     device: str = "auto",
     engine_config: EngineConfig | None = None,
     loras: Sequence[tuple[str, Path]] = (),
+    quantize: str | None = None,
 ) -> LoadedEngine:
     """Weights, tokenizer and a started engine for one model directory, with the LoRA
-    adapters `loras` (name, directory) served beside it."""
+    adapters `loras` (name, directory) served beside it; the weights quantized at load when
+    `quantize` names a scheme ("int8", "int4")."""
     from fireside.engine import Engine
     from fireside.model import load_pretrained
 
     pre = await asyncio.to_thread(load_pretrained, model_dir, resolve_device(device))
+    if quantize is not None:
+        from fireside.model import quantized
+
+        fp32_bytes = sum(p.numel() * p.element_size() for p in pre.model.parameters())
+        await asyncio.to_thread(quantized.quantize_model, pre.model, quantize)
+        log.info("%s", quantized.describe(pre.model, quantize, fp32_bytes))
     engine = Engine.from_pretrained(pre, engine_config)
     for lora_name, path in loras:
         await asyncio.to_thread(engine.adapters.load, lora_name, path, (name,))

@@ -155,7 +155,12 @@ async def load_model(settings: Settings) -> LoadedModel:
     model_dir = resolve_model_dir(settings)
     name = served_name(settings, model_dir)
     loaded = await start_engine(
-        model_dir, name, settings.device, engine_config_for(settings), parse_loras(settings.lora)
+        model_dir,
+        name,
+        settings.device,
+        engine_config_for(settings),
+        parse_loras(settings.lora),
+        settings.quantize,
     )
     pre, tokenizer = loaded.pretrained, loaded.pretrained.tokenizer
     info = pb.ModelInfoResponse(

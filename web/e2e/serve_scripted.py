@@ -111,9 +111,9 @@ def main() -> None:
     import uvicorn
 
     from fireside.api.app import create_app
-    from fireside.server import load_served
     from fireside.app import ChatApp
     from fireside.engine import EngineConfig
+    from fireside.server import load_served
     from fireside.settings import Settings
     from fireside.tools.knowledge import build_index
 
