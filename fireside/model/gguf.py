@@ -35,6 +35,13 @@ ARCHITECTURES = {
     "qwen2": "Qwen2ForCausalLM",
     "qwen3": "Qwen3ForCausalLM",
 }
+# HF architecture -> the general.architecture an export writes (Mistral's converter says llama).
+GGUF_ARCHITECTURES = {
+    "LlamaForCausalLM": "llama",
+    "MistralForCausalLM": "llama",
+    "Qwen2ForCausalLM": "qwen2",
+    "Qwen3ForCausalLM": "qwen3",
+}
 # The architectures whose q/k rows llama.cpp's converter permutes (LlamaModel.permute).
 PERMUTED = {"llama"}
 FLOAT_TYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
@@ -240,6 +247,21 @@ def llama3_scaling(
     return scaling
 
 
+_GGUF_LAYER_NAMES = {hf: name for name, hf in _LAYER_NAMES.items()}
+_HF_LAYER_TENSOR = re.compile(r"model\.layers\.(\d+)\.([\w.]+)\.(weight|bias)")
+
+
+def gguf_name(hf: str) -> str | None:
+    """The llama.cpp name of an HF tensor name (hf_name's inverse)."""
+    for name, target in _GLOBAL_NAMES.items():
+        if target == hf:
+            return name
+    m = _HF_LAYER_TENSOR.fullmatch(hf)
+    if m is None or m.group(2) not in _GGUF_LAYER_NAMES:
+        return None
+    return f"blk.{m.group(1)}.{_GGUF_LAYER_NAMES[m.group(2)]}.{m.group(3)}"
+
+
 def hf_name(name: str) -> str | None:
     if name in _GLOBAL_NAMES:
         return _GLOBAL_NAMES[name]
@@ -265,6 +287,12 @@ def unpermute(w: Tensor, heads: int) -> Tensor:
     return (
         w.reshape(heads, w.shape[0] // heads // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
     )
+
+
+def interleave(w: Tensor, heads: int) -> Tensor:
+    """convert_hf_to_gguf.py's LlamaModel.permute (unpermute's inverse), for export."""
+    pairs = w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:])
+    return pairs.swapaxes(1, 2).reshape(w.shape)
 
 
 def _load_weights(
