@@ -1,4 +1,5 @@
-"""`fireside serve | chat | train | merge | eval | data | knowledge | admin`: the command line."""
+"""`fireside serve | chat | train | merge | export | quantize | eval | data | knowledge | admin`:
+the command line."""
 
 from __future__ import annotations
 
@@ -38,8 +39,8 @@ def _chat(args: argparse.Namespace) -> int:
 
 
 MODEL_HELP = (
-    "model directory (HF format) or GGUF file (F32/F16/BF16 tensors; a directory holding one "
-    ".gguf too); default: the bundled model"
+    "model directory (HF format) or GGUF file (F32/F16/BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K "
+    "tensors; a directory holding one .gguf too); default: the bundled model"
 )
 
 
@@ -100,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     from fireside.app.cli import add_admin_parser
     from fireside.data.cli import add_data_parser
     from fireside.eval.cli import add_eval_parser
+    from fireside.model.cli import add_export_parser, add_quantize_parser
     from fireside.tools.cli import add_knowledge_parser
     from fireside.train.cli import add_train_parser
 
@@ -107,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_knowledge_parser(sub)
     add_train_parser(sub)
     _add_merge_parser(sub)
+    add_export_parser(sub)
+    add_quantize_parser(sub)
     add_eval_parser(sub)
     add_admin_parser(sub)
     return parser

@@ -281,11 +281,8 @@ def vocab_for_gguf(tokenizer: Tokenizer, vocab_size: int) -> GGUFVocab:
         tokens[i], types[i] = token, NORMAL
     for i, added in tokenizer.backend.get_added_tokens_decoder().items():
         types[i] = CONTROL if added.special else USER_DEFINED
-    special_ids = {
-        name: i
-        for name, text in tokenizer.special.items()
-        if text and (i := tokenizer.token_id(text)) is not None
-    }
+    found = {name: tokenizer.token_id(text) for name, text in tokenizer.special.items() if text}
+    special_ids = {name: i for name, i in found.items() if i is not None}
     merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
     vocab = GGUFVocab(
         model="gpt2", tokens=tokens, token_types=types, merges=merges, special_ids=special_ids

@@ -1,0 +1,221 @@
+"""`fireside export --gguf` and `fireside quantize`: the files load back into Fireside with the
+same tokens (f32 exactly, quantized within a stated tolerance) and serve through the engine;
+llama.cpp's gguf-py reads them as the model they came from, and llama.cpp's own loader
+(llama-server, when bench/build-llama-cpp.sh has built it) tokenizes and decodes as Fireside."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import gguf
+import httpx
+import numpy as np
+import pytest
+import torch
+from gguf import GGMLQuantizationType as QType
+
+from fireside.cli import main
+from fireside.engine import Engine, EngineConfig, SamplingParams
+from fireside.errors import TokenizerError
+from fireside.model import Pretrained, Tokenizer, Transformer, load_pretrained, save_pretrained
+from fireside.model.gguf import GGUF_ARCHITECTURES, PERMUTED, gguf_name, interleave
+from fireside.model.gguf_export import write_gguf
+from tests.conftest import tiny_config
+from tests.engine_utils import collect, greedy_reference
+from tests.gguf_utils import ARCHITECTURES, MESSAGES, TEXTS, logits
+
+# The keys llama.cpp's loader (src/llama-model.cpp, llm_load_hparams) reads for these
+# architectures without a default.
+REQUIRED_KEYS = (
+    "general.architecture", "{arch}.context_length", "{arch}.embedding_length",
+    "{arch}.block_count", "{arch}.feed_forward_length", "{arch}.attention.head_count",
+    "{arch}.attention.layer_norm_rms_epsilon", "tokenizer.ggml.model", "tokenizer.ggml.pre",
+    "tokenizer.ggml.tokens", "tokenizer.ggml.token_type", "tokenizer.ggml.merges",
+)  # fmt: skip
+
+
+def export(model: Path, out: Path, dtype: str = "f32") -> Path:
+    assert main(["export", "--gguf", str(out), str(model), "--dtype", dtype]) == 0
+    return out
+
+
+def prompt_ids(bundle: Pretrained) -> list[int]:
+    return bundle.tokenizer.render_chat(MESSAGES, add_generation_prompt=True).ids
+
+
+@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+def test_an_f32_export_loads_back_as_the_same_model(
+    arch: str, model_dirs: dict[str, Path], tmp_path: Path, one_thread: None
+) -> None:
+    original = load_pretrained(model_dirs[arch])
+    loaded = load_pretrained(export(model_dirs[arch], tmp_path / "model.gguf"))
+    assert loaded.model.config.rope_scaling == original.model.config.rope_scaling
+    assert loaded.model.config.tie_word_embeddings == original.model.config.tie_word_embeddings
+    prompt = prompt_ids(original)
+    assert prompt_ids(loaded) == prompt
+    torch.testing.assert_close(logits(loaded, prompt), logits(original, prompt), rtol=0, atol=0)
+    for text in TEXTS:
+        assert loaded.tokenizer.encode(text) == original.tokenizer.encode(text)
+    assert loaded.tokenizer.chat_template == original.tokenizer.chat_template
+    assert loaded.stop_token_ids == original.stop_token_ids
+
+
+def original_weights(bundle: Pretrained) -> dict[str, torch.Tensor]:
+    """The model's tensors as llama.cpp's names and layout hold them."""
+    cfg = bundle.model.config
+    arch = GGUF_ARCHITECTURES[cfg.architecture]
+    out = {}
+    for hf, w in bundle.model.state_dict().items():
+        if hf == "lm_head.weight" and cfg.tie_word_embeddings:
+            continue
+        if arch in PERMUTED and ".q_proj." in hf:
+            w = interleave(w, cfg.num_attention_heads)
+        elif arch in PERMUTED and ".k_proj." in hf:
+            w = interleave(w, cfg.num_key_value_heads)
+        name = gguf_name(hf)
+        assert name is not None, hf
+        out[name] = w.float()
+    return out
+
+
+@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+def test_gguf_py_reads_an_export_as_llama_cpp_expects(
+    arch: str, model_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    """llama.cpp's gguf-py (the `gguf` package, the version llama.cpp pins) reads the file:
+    the keys llama.cpp requires, only tensor names llama.cpp knows for the architecture, and
+    every tensor dequantized by gguf-py's own code equal to the model's weight."""
+    original = load_pretrained(model_dirs[arch])
+    path = export(model_dirs[arch], tmp_path / "model.gguf")
+    reader = gguf.GGUFReader(path)
+    name = GGUF_ARCHITECTURES[arch]
+    for key in REQUIRED_KEYS:
+        assert key.format(arch=name) in reader.fields, key
+    assert reader.fields["general.architecture"].contents() == name
+    assert reader.fields["tokenizer.ggml.pre"].contents() == "qwen2"
+    model_arch = next(a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == name)
+    known = {
+        gguf.TENSOR_NAMES[t].format(bid=i)
+        for t in gguf.MODEL_TENSORS[model_arch]
+        for i in range(original.model.config.num_hidden_layers)
+    }
+    weights = original_weights(original)
+    stored = {t.name: t for t in reader.tensors}
+    assert set(stored) - {"rope_freqs.weight"} == set(weights)
+    for tensor_name, t in stored.items():
+        assert tensor_name.rsplit(".", 1)[0] in known, tensor_name
+        if tensor_name in weights:
+            got = gguf.quants.dequantize(t.data, t.tensor_type)
+            np.testing.assert_array_equal(got, weights[tensor_name].numpy())
+
+
+def test_a_tokenizer_llama_cpp_cannot_split_alike_is_refused_saying_what_is_needed(
+    tokenizer: Tokenizer, tmp_path: Path
+) -> None:
+    from tokenizers import Regex, pre_tokenizers
+
+    odd = Tokenizer.from_dir(_saved_tokenizer(tokenizer, tmp_path))
+    odd.backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(r"\p{L}{1,4}|\p{N}|\s+|[^\s\p{L}\p{N}]+"), "isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    torch.manual_seed(0)
+    model = Transformer(tiny_config(odd.vocab_size))
+    save_pretrained(model, odd, tmp_path / "odd")
+    with pytest.raises(TokenizerError, match=r"none of llama\.cpp's named pre-tokenizers") as e:
+        write_gguf(load_pretrained(tmp_path / "odd"), tmp_path / "odd.gguf")
+    assert "src/llama-vocab.cpp" in str(e.value)
+    assert not (tmp_path / "odd.gguf").exists()
+
+
+def _saved_tokenizer(tokenizer: Tokenizer, tmp_path: Path) -> Path:
+    tokenizer.save(tmp_path / "tok")
+    return tmp_path / "tok"
+
+
+# -- llama.cpp's own loader -----------------------------------------------------------------
+
+
+def llama_server_binary() -> Path:
+    path = Path(os.environ.get("LLAMA_CPP_DIR", "/tmp/fireside-llama-cpp"))
+    binary = path / "build" / "bin" / "llama-server"
+    if not binary.is_file():
+        pytest.skip(f"llama.cpp's llama-server is not built at {binary} (bench/build-llama-cpp.sh)")
+    return binary
+
+
+@pytest.fixture
+def llama_server(tmp_path: Path) -> Iterator[Any]:
+    """start(path) -> base URL of llama-server on that file (stopped after the test)."""
+    binary = llama_server_binary()
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(model: Path) -> str:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        log = tmp_path / f"llama-server-{port}.log"
+        cmd = [str(binary), "-m", str(model), "--port", str(port), "-t", "1", "-c", "512"]
+        with log.open("w") as out:
+            procs.append(subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT))
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and procs[-1].poll() is None:
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{url}/health").status_code == 200:
+                    return url
+            time.sleep(0.1)
+        raise AssertionError(f"llama-server did not start on {model}:\n{log.read_text()[-3000:]}")
+
+    yield start
+    for p in procs:
+        p.terminate()
+        p.wait(timeout=30)
+
+
+@pytest.mark.parametrize("arch", ["LlamaForCausalLM", "Qwen2ForCausalLM"])
+def test_llama_cpp_loads_an_export_and_decodes_as_fireside(
+    arch: str, model_dirs: dict[str, Path], tmp_path: Path, llama_server: Any, one_thread: None
+) -> None:
+    original = load_pretrained(model_dirs[arch])
+    url = llama_server(export(model_dirs[arch], tmp_path / "model.gguf"))
+    for text in TEXTS:
+        r = httpx.post(f"{url}/tokenize", json={"content": text, "add_special": False})
+        assert r.json()["tokens"] == original.tokenizer.encode(text), text
+    prompt = prompt_ids(original)
+    body = {
+        "prompt": prompt, "n_predict": 12, "ignore_eos": True, "temperature": 0,
+        "samplers": ["temperature"], "return_tokens": True,
+    }  # fmt: skip
+    r = httpx.post(f"{url}/completion", json=body, timeout=120)
+    assert r.json()["tokens"] == greedy_reference(original.model, prompt, 12)
+
+
+# -- quantized files -------------------------------------------------------------------------
+
+
+def engine_greedy(bundle: Pretrained, prompt: list[int], max_tokens: int) -> list[int]:
+    async def run() -> list[int]:
+        engine = Engine(bundle.model, None, EngineConfig(max_num_seqs=4))
+        await engine.start()
+        try:
+            params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
+            got = await collect(engine, prompt, params, "q")
+            return got.tokens[0]
+        finally:
+            await engine.shutdown()
+
+    return asyncio.run(run())
+
+
+QTYPES = {"q8_0": QType.Q8_0, "q4_0": QType.Q4_0}
