@@ -1,7 +1,8 @@
 """GGUF files: Fireside-made tiny models converted by llama.cpp's own convert_hf_to_gguf.py load
 back with the same config, weights (greedy tokens, logits), tokenizer and chat template, through
-`fireside chat` and `fireside serve` too; quantized tensors, unknown architectures and unknown
-pre-tokenizers are refused with errors that name them."""
+`fireside chat` and `fireside serve` too; a Q8_0 file stays quantized and decodes within a
+stated tolerance; unknown tensor types, architectures and pre-tokenizers are refused with errors
+that name them."""
 
 from __future__ import annotations
 
@@ -24,7 +25,15 @@ from fireside.model.gguf_tokenizer import GGUFVocab, build_backend
 from tests.api_utils import run_server
 from tests.conftest import stdlib_texts, tiny_config
 from tests.engine_utils import greedy_reference
-from tests.gguf_utils import ARCHITECTURES, MESSAGES, TEXTS, convert, logits
+from tests.gguf_utils import (
+    ARCHITECTURES,
+    MESSAGES,
+    Q8_0_LOGITS_TOLERANCE,
+    TEXTS,
+    convert,
+    greedy_forward,
+    logits,
+)
 
 
 @pytest.mark.parametrize("arch", list(ARCHITECTURES))
@@ -98,14 +107,46 @@ def test_a_16_bit_gguf_holds_the_weights_rounded_to_16_bits(
     assert greedy_reference(loaded.model, prompt, 16) == expected
 
 
-def test_a_quantized_gguf_is_refused_naming_the_type(
+@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+def test_a_q8_0_gguf_stays_quantized_and_decodes_as_its_checkpoint(
+    arch: str,
+    model_dirs: dict[str, Path],
     gguf_file: Callable[[str, str], Path],
+    ggml_kernels: None,
+    one_thread: None,
 ) -> None:
-    with pytest.raises(
-        CheckpointError, match=r"is Q8_0; this version loads F32, F16 and BF16"
-    ) as e:
-        load_pretrained(gguf_file("Qwen3ForCausalLM", "q8_0"))
-    assert "quantized GGUF support is coming (issue 22)" in str(e.value)
+    from fireside.model import quantized
+
+    path = gguf_file(arch, "q8_0")
+    assert {t.tensor_type.name for t in gguf.GGUFReader(path).tensors} == {"F32", "Q8_0"}
+    original = load_pretrained(model_dirs[arch])
+    loaded = load_pretrained(path)
+    assert {m.qtype.name for m in quantized.matrices(loaded.model)} == {"Q8_0"}
+    assert all(p.ndim == 1 for p in loaded.model.parameters())  # no matrix expanded to fp32
+    quant, dense = quantized.resident_bytes(loaded.model)
+    fp32 = sum(4 * p.numel() for p in original.model.parameters())
+    assert quant + dense < 0.3 * fp32  # 34 bytes a block of 32 weights, not 128
+
+    prompt = original.tokenizer.render_chat(MESSAGES, add_generation_prompt=True).ids
+    want, got = logits(original, prompt), logits(loaded, prompt)
+    assert float((got - want).norm() / want.norm()) < Q8_0_LOGITS_TOLERANCE
+    expected = greedy_reference(original.model, prompt, 16)
+    assert greedy_forward(loaded.model, prompt, 16) == expected
+
+
+def test_a_tensor_type_fireside_does_not_run_is_named(tmp_path: Path) -> None:
+    q5 = gguf.quants.quantize(np.ones((8, 32), np.float32), gguf.GGMLQuantizationType.Q5_0)
+    path = tmp_path / "q5.gguf"
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_tensor("token_embd.weight", np.zeros((8, 32), np.float32))
+    w.add_tensor("blk.0.attn_q.weight", q5, raw_dtype=gguf.GGMLQuantizationType.Q5_0)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with pytest.raises(CheckpointError, match=r"'blk\.0\.attn_q\.weight' .* is Q5_0") as e:
+        load_pretrained(path)
+    assert "supported: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K" in str(e.value)
 
 
 def test_a_directory_holding_one_gguf_loads_it(

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,9 +70,15 @@ class Planned:
         return int(np.prod(self.byte_shape))
 
 
-def write_gguf(bundle: Pretrained, path: str | Path, dtype: str = "f32") -> dict[QType, int]:
+def write_gguf(
+    bundle: Pretrained,
+    path: str | Path,
+    dtype: str = "f32",
+    tensor_types: Mapping[str, QType] | None = None,
+) -> dict[QType, int]:
     """Write `bundle` to `path` as GGUF with its matrices at `dtype` (EXPORT_DTYPES or
-    QUANTIZE_DTYPES); returns how many tensors went in at each type."""
+    QUANTIZE_DTYPES), or at the type `tensor_types` gives an HF name (as llama-quantize's
+    --tensor-type does); returns how many tensors went in at each type."""
     if dtype not in (*EXPORT_DTYPES, *QUANTIZE_DTYPES):
         raise CheckpointError(
             f"unknown GGUF dtype {dtype!r}; choose one of {', '.join(EXPORT_DTYPES)} "
@@ -89,7 +95,7 @@ def write_gguf(bundle: Pretrained, path: str | Path, dtype: str = "f32") -> dict
         )
     # The tokenizer first: one llama.cpp cannot reproduce fails before any weight is written.
     vocab = vocab_for_gguf(bundle.tokenizer, cfg.vocab_size)
-    plan = list(_plan(bundle, arch, dtype))
+    plan = list(_plan(bundle, arch, dtype, tensor_types or {}))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -120,24 +126,27 @@ def write_gguf(bundle: Pretrained, path: str | Path, dtype: str = "f32") -> dict
 def tensor_type(name: str, weight: Tensor, dtype: str) -> QType:
     """The GGUF type of one tensor (HF name) at `dtype`. Vectors (norms, biases, rope_freqs)
     stay F32 as llama.cpp keeps them; a matrix whose rows do not split into the type's blocks
-    falls back to a type whose do, as llama-quantize falls back."""
+    stays F32 too."""
     if weight.ndim < 2 or dtype == "f32":
         return QType.F32
     in_features = weight.shape[-1]
     if dtype in QUANTIZE_DTYPES:
-        from fireside.model.quantized import weight_qtype
+        # The types `fireside serve --quantize` gives the same tensor.
+        from fireside.model.quantized import _type_for
 
-        wanted = weight_qtype(name, tuple(weight.shape), 8 if dtype == "int8" else 4)
+        wanted = QType(_type_for("int8" if dtype == "int8" else "int4", name, in_features))
     elif dtype == "q4_k":
         wanted = QType.Q4_K if in_features % 256 == 0 else QType.Q4_0
     else:
         wanted = _ONE_TYPE[dtype]
     if in_features % GGML_QUANT_SIZES[wanted][0]:
-        return QType.F16
+        return QType.F32  # as quantize_model keeps a matrix it cannot block
     return wanted
 
 
-def _plan(bundle: Pretrained, arch: str, dtype: str) -> Iterator[Planned]:
+def _plan(
+    bundle: Pretrained, arch: str, dtype: str, tensor_types: Mapping[str, QType]
+) -> Iterator[Planned]:
     """Every tensor of the file in llama.cpp's order: embeddings, the blocks, norm, head."""
     from fireside.model.gguf import PERMUTED, interleave
 
@@ -161,11 +170,20 @@ def _plan(bundle: Pretrained, arch: str, dtype: str) -> Iterator[Planned]:
         name = gguf_name(hf)
         if name is None:
             raise CheckpointError(f"the model's tensor {hf!r} has no GGUF name")
-        yield Planned(name, tensor_type(hf, weight, dtype), weight)
+        qtype = tensor_types.get(hf) or tensor_type(hf, weight, dtype)
+        yield Planned(name, QType(qtype), weight)
 
 
 def _float_state(bundle: Pretrained) -> dict[str, Tensor]:
     """The model's weights by HF name, in floating point."""
+    from fireside.model import quantized
+
+    if quantized.is_quantized(bundle.model):
+        where = f"{str(bundle.path)!r}" if bundle.path else "the model"
+        raise CheckpointError(
+            f"{where} holds quantized weights; export and quantize start from a float model "
+            "(an HF model directory or an F32/F16/BF16 GGUF), so that nothing is rounded twice"
+        )
     return dict(bundle.model.state_dict())
 
 
