@@ -6,6 +6,7 @@ that name them."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -114,13 +115,16 @@ def test_a_q8_0_gguf_stays_quantized_and_decodes_as_its_checkpoint(
     gguf_file: Callable[[str, str], Path],
     ggml_kernels: None,
     one_thread: None,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     from fireside.model import quantized
 
     path = gguf_file(arch, "q8_0")
     assert {t.tensor_type.name for t in gguf.GGUFReader(path).tensors} == {"F32", "Q8_0"}
     original = load_pretrained(model_dirs[arch])
-    loaded = load_pretrained(path)
+    with caplog.at_level("INFO", logger="fireside.model.gguf"):
+        loaded = load_pretrained(path)
+    assert re.search(r"Q8_0; weights resident [\d.]+ MiB \([\d.]+ MiB in fp32\)", caplog.text)
     assert {m.qtype.name for m in quantized.matrices(loaded.model)} == {"Q8_0"}
     assert all(p.ndim == 1 for p in loaded.model.parameters())  # no matrix expanded to fp32
     quant, dense = quantized.resident_bytes(loaded.model)
