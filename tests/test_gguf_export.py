@@ -32,11 +32,14 @@ from tests.conftest import tiny_config
 from tests.engine_utils import collect, greedy_reference
 from tests.gguf_utils import (
     ARCHITECTURES,
+    DEQUANTIZED_TOLERANCE,
     MESSAGES,
     Q8_0_LOGITS_TOLERANCE,
     TEXTS,
+    dequantized_reference,
     greedy_forward,
     logits,
+    relative_error,
 )
 
 # The keys llama.cpp's loader (src/llama-model.cpp, llm_load_hparams) reads for these
@@ -251,46 +254,26 @@ def test_a_q8_0_export_holds_ggml_blocks_and_loads_back_close(
             assert t.tensor_type == QType.Q8_0, t.name
             assert (np.abs(got - want) <= block_bound(want)).all(), t.name
 
-    loaded = load_pretrained(path)
+    loaded = load_pretrained(path)  # q and k rows of `llama` reordered as byte ranges
     prompt = prompt_ids(original)
-    want_logits, got_logits = logits(original, prompt), logits(loaded, prompt)
-    assert float((got_logits - want_logits).norm() / want_logits.norm()) < Q8_0_LOGITS_TOLERANCE
-    assert greedy_forward(loaded.model, prompt, 16) == greedy_reference(original.model, prompt, 16)
+    got = logits(loaded, prompt)
+    decoded = dequantized_reference(path, original.model)(torch.tensor([prompt]))[0]
+    assert relative_error(got, decoded) < DEQUANTIZED_TOLERANCE
+    assert relative_error(got, logits(original, prompt)) < Q8_0_LOGITS_TOLERANCE
 
 
 def wide_model_dir(tokenizer: Tokenizer, tmp_path: Path, **overrides: Any) -> Path:
-    """A tiny Llama whose rows are 256 wide or more: Q4_K, Q5_K and Q6_K blocks are 256."""
+    """A tiny Llama whose rows are 256 wide or more: Q4_K, Q5_K and Q6_K blocks are 256. Its
+    weights are of std 0.05: at 0.5 a model this wide amplifies any rounding many times over
+    (4-bit types 13-14% off their own decoded weights' logits, against 1.6-2.4% here)."""
     torch.manual_seed(0)
     cfg = tiny_config(
         tokenizer.vocab_size, hidden_size=256, intermediate_size=512, head_dim=64, **overrides
     )
     model = Transformer(cfg)
-    model.init_weights(std=0.5)
+    model.init_weights(std=0.05)
     save_pretrained(model, tokenizer, tmp_path / "wide")
     return tmp_path / "wide"
-
-
-def dequantized_reference(path: Path, like: Transformer) -> Transformer:
-    """A float model of the file's tensors as llama.cpp's gguf-py decodes them: what the
-    quantized model computes, but for ggml's rounding of the activations."""
-    from fireside.model.gguf import hf_name, unpermute
-
-    cfg = like.config
-    state = {}
-    for t in gguf.GGUFReader(path).tensors:
-        name = hf_name(t.name)
-        assert name is not None, t.name
-        w = torch.from_numpy(gguf.quants.dequantize(t.data, t.tensor_type).copy())
-        if ".q_proj." in name:
-            w = unpermute(w, cfg.num_attention_heads)
-        elif ".k_proj." in name:
-            w = unpermute(w, cfg.num_key_value_heads)
-        state[name] = w.float()
-    reference = Transformer(cfg)
-    reference.load_state_dict(state, strict=not cfg.tie_word_embeddings)
-    if cfg.tie_word_embeddings:
-        reference.lm_head.weight = reference.model.embed_tokens.weight
-    return reference.eval()
 
 
 MIXED = {
@@ -304,10 +287,6 @@ MIXED = {
     "mlp.up_proj.weight": QType.F16,
     "mlp.down_proj.weight": QType.BF16,
 }
-# ggml rounds the activations to 8-bit blocks (Q8_K for k-quants, Q8_0 for Q4_0/Q8_0) before
-# its dot products; against the same weights in fp32 the logits move by well under 2% of
-# their norm (under 1% measured).
-ACTIVATION_TOLERANCE = 0.02
 
 
 def test_a_file_mixing_quantized_types_loads_each_as_written(
@@ -332,13 +311,9 @@ def test_a_file_mixing_quantized_types_loads_each_as_written(
     held = {m.qtype.name for m in quantized.matrices(loaded.model)}
     assert held == {"Q4_0", "Q4_K", "Q5_K", "Q6_K", "Q8_0", "F16", "BF16"}
     assert all(p.ndim == 1 for p in loaded.model.parameters())
-    reference = dequantized_reference(path, bundle.model)
     prompt = prompt_ids(bundle)
-    with torch.no_grad():
-        want = reference(torch.tensor([prompt]))[0]
-    got = logits(loaded, prompt)
-    assert float((got - want).norm() / want.norm()) < ACTIVATION_TOLERANCE
-    assert greedy_forward(loaded.model, prompt, 12) == greedy_forward(reference, prompt, 12)
+    decoded = dequantized_reference(path, bundle.model)(torch.tensor([prompt]))[0]
+    assert relative_error(logits(loaded, prompt), decoded) < DEQUANTIZED_TOLERANCE
 
 
 @pytest.mark.parametrize(
@@ -364,9 +339,13 @@ def test_fireside_quantize_writes_a_gguf_that_serves_through_the_engine(
     }
     assert out.stat().st_size < 0.35 * sum(f.stat().st_size for f in source.glob("*.safetensors"))
 
+    original = load_pretrained(source)
     loaded = load_pretrained(out)
     prompt = prompt_ids(loaded)
+    got = logits(loaded, prompt)
+    decoded = dequantized_reference(out, original.model)(torch.tensor([prompt]))[0]
+    assert relative_error(got, decoded) < DEQUANTIZED_TOLERANCE
+    if dtype == "int8":  # measured 2.2%; int4 moves this random model's logits ~25%
+        assert relative_error(got, logits(original, prompt)) < 0.05
     direct = greedy_forward(loaded.model, prompt, 10)  # before the engine lays it out
     assert engine_greedy(loaded, prompt, 10) == direct
-    if dtype == "int8":  # int4 moves a tiny random model's choices; int8 must not
-        assert direct == greedy_reference(load_pretrained(source).model, prompt, 10)
