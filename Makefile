@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed
 # The OpenID Connect provider (npm's oidc-provider) that the login tests start.
 OIDC_PROVIDER := tests/oidc/node_modules/.installed
 
-.PHONY: serve test lint typecheck unit install clean web web-check web-unit e2e chromium sandbox model
+.PHONY: serve test lint typecheck unit install clean web web-check web-unit e2e chromium sandbox model kernels
 
 # The web UI (web/): npm ci from the committed lock file, built into the package (web_dist/).
 NPM ?= npm
@@ -35,7 +35,15 @@ $(OIDC_PROVIDER): tests/oidc/package-lock.json
 	cd tests/oidc && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-install: $(STAMP)
+# The ggml kernels behind quantized weights (fireside/kernels/): downloaded, built with cmake
+# and a C++ compiler into fireside/kernels/_build/ (~3 min on 2 cores; a no-op when up to date).
+KERNELS := fireside/kernels/_build/libfireside_ggml.so
+$(KERNELS): scripts/build-kernels.sh fireside/kernels/csrc/fireside_ggml.c fireside/kernels/csrc/CMakeLists.txt
+	scripts/build-kernels.sh
+
+kernels: $(KERNELS)
+
+install: $(STAMP) $(KERNELS)
 
 $(WEB_DEPS): web/package-lock.json
 	@command -v $(NPM) >/dev/null || { echo "npm not found: the web UI needs Node.js 20+ (apt-get install nodejs npm)"; exit 1; }
@@ -66,7 +74,7 @@ $(BWRAP):
 
 sandbox: $(BWRAP)
 
-serve: $(STAMP) $(WEB_BUILD) $(BWRAP)
+serve: $(STAMP) $(KERNELS) $(WEB_BUILD) $(BWRAP)
 	$(BIN)/fireside serve --host $(HOST) --port $(PORT)
 
 # The bundled model, from this machine's own text and code (hours on a 2-core CPU; resumable:
@@ -83,7 +91,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP) $(OIDC_PROVIDER) $(BWRAP)
+unit: $(STAMP) $(KERNELS) $(OIDC_PROVIDER) $(BWRAP)
 	$(BIN)/pytest -n $(TEST_WORKERS) tests
 
 web-check: $(WEB_DEPS)
@@ -99,5 +107,5 @@ e2e: $(STAMP) $(WEB_BUILD) $(CHROMIUM)
 test: lint typecheck unit web-check web-unit e2e
 
 clean:
-	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache fireside/kernels/_build
 	rm -rf web/node_modules fireside/web_dist web/test-results

@@ -165,7 +165,14 @@ def run(args: argparse.Namespace, stdin: TextIO | None = None, stdout: TextIO | 
     if args.max_steps < 1:
         raise FiresideError("--max-steps must be at least 1")
     model_dir = Path(args.model) if args.model else default_model_dir()
+    quantize = getattr(args, "quantize", None)
+    if quantize is not None:
+        from fireside.model import quantized
+
+        quantized.check_can_quantize(quantize, _device(args.device))
     bundle = load_pretrained(model_dir, device=_device(args.device))
+    if quantize is not None:
+        quantized.quantize_model(bundle.model, quantize)
     if not bundle.tokenizer.chat_template:
         raise FiresideError(f"the model in {str(model_dir)!r} has no chat template to chat with")
     tools = _tools(args, bundle)

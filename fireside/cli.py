@@ -90,6 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="CPU: no oneDNN-packed copy of the weights for batches (less memory, slower batching)",
     )
     serve.add_argument(
+        "--quantize",
+        choices=["int8", "int4"],
+        help="CPU: quantize the weights at load (int8 = Q8_0, int4 = Q4_K/Q4_0; ggml kernels)",
+    )
+    serve.add_argument(
         "--lora",
         action="append",
         metavar="NAME=DIR",
@@ -139,6 +144,11 @@ def _add_chat_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     chat.add_argument("--knowledge-db", help="the search tool's index (default: the data dir's)")
     chat.add_argument("--system", help="system prompt")
     chat.add_argument("--device", default="auto", help="cpu, cuda, or auto (CUDA if present)")
+    chat.add_argument(
+        "--quantize",
+        choices=["int8", "int4"],
+        help="CPU: quantize the weights at load (int8 = Q8_0, int4 = Q4_K/Q4_0)",
+    )
     chat.add_argument("--max-tokens", type=int, default=512, help="longest reply, in tokens")
     chat.add_argument("--temperature", type=float, default=0.7, help="0 = greedy")
     chat.add_argument("--top-p", type=float, default=1.0)

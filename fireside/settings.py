@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     max_model_len: int | None = Field(default=None, ge=1)
     kv_cache_gib: float = Field(default=1.0, gt=0)
     pack_weights: bool = True
+    # CPU: quantize the weights at load (ggml's Q8_0 / Q4_K kernels, fireside.model.quantized).
+    quantize: Literal["int8", "int4"] | None = None
     # LoRA adapters served beside the base from the start, as NAME=DIR (vLLM's --lora-modules);
     # an admin loads and unloads more at run time.
     lora: list[str] = Field(default_factory=list)

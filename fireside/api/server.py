@@ -60,14 +60,22 @@ async def load_served(
     device: str = "auto",
     engine_config: EngineConfig | None = None,
     loras: Sequence[tuple[str, Path]] = (),
+    quantize: str | None = None,
 ) -> ServedModel:
     """Weights, tokenizer and a started engine for one model directory, with the LoRA
-    adapters `loras` (name, directory) served beside it."""
+    adapters `loras` (name, directory) served beside it; weights quantized at load when
+    `quantize` names a scheme ("int8", "int4")."""
     from fireside.engine import Engine
     from fireside.model import load_pretrained
     from fireside.model.pretrained import uses_tools
 
     pre = await asyncio.to_thread(load_pretrained, model_dir, _device(device))
+    if quantize is not None:
+        from fireside.model import quantized
+
+        fp32_bytes = sum(p.numel() * p.element_size() for p in pre.model.parameters())
+        await asyncio.to_thread(quantized.quantize_model, pre.model, quantize)
+        log.info("%s", quantized.describe(pre.model, quantize, fp32_bytes))
     engine = Engine.from_pretrained(pre, engine_config)
     for lora_name, path in loras:
         await asyncio.to_thread(engine.adapters.load, lora_name, path, (name,))
@@ -114,6 +122,11 @@ def build_app(settings: Settings, engine_config: EngineConfig | None = None) -> 
     name = settings.served_model_name or (model_dir.stem if model_dir.is_file() else model_dir.name)
     engine_config = engine_config or engine_config_for(settings)
     loras = parse_loras(settings.lora)
+    if settings.quantize is not None:
+        from fireside.model.quantized import check_can_quantize
+
+        # Refused before the server listens: CUDA, or kernels not built (named).
+        check_can_quantize(settings.quantize, _device(settings.device))
     if settings.v1_requires_key() and settings.api_key is None and not settings.app:
         # Personal keys come with the chat app: without it nothing could ever call /v1.
         raise FiresideError(
@@ -130,11 +143,15 @@ def build_app(settings: Settings, engine_config: EngineConfig | None = None) -> 
         extensions.append(ChatApp(settings))
     return create_app(
         name,
-        lambda: load_served(model_dir, name, settings.device, engine_config, loras),
+        lambda: load_served(
+            model_dir, name, settings.device, engine_config, loras, settings.quantize
+        ),
         api_key=settings.api_key,
         extensions=extensions,
         allowed_hosts=settings.resolved_allowed_hosts(),
-        load_dir=lambda path: load_served(path, name, settings.device, engine_config),
+        load_dir=lambda path: load_served(
+            path, name, settings.device, engine_config, quantize=settings.quantize
+        ),
     )
 
 

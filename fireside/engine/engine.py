@@ -68,7 +68,8 @@ def _pack_batch(model: Transformer, config: EngineConfig) -> int | None:
     if config.max_num_seqs == 1:
         return None  # every decode step is one row, which runs on the dense weights
     projections = [p for name, p in model.named_parameters() if name.endswith("proj.weight")]
-    copy_bytes = 4 * sum(p.numel() for p in [*projections, model.lm_head.weight])
+    head = getattr(model.lm_head, "weight", None)  # None when quantized (fireside.model.quantized)
+    copy_bytes = 4 * sum(p.numel() for p in [*projections, *([head] if head is not None else [])])
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     if copy_bytes > memory // 4:
         log.warning(

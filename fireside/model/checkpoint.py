@@ -19,6 +19,7 @@ from safetensors.torch import save_file
 
 from fireside.errors import CheckpointError
 from fireside.model.config import ModelConfig
+from fireside.model.quantized import is_quantized
 from fireside.model.transformer import Transformer
 
 SINGLE_FILE = "model.safetensors"
@@ -167,6 +168,12 @@ def save_model(model: Transformer, model_dir: str | Path, max_shard_bytes: int =
 
     Each file is written to a temporary name and renamed, so a crash never leaves a half file.
     """
+    if is_quantized(model):
+        # Its projections are ggml blocks with no fp32 weights left to write.
+        raise CheckpointError(
+            "this model's weights are quantized (--quantize): safetensors would need them in "
+            "fp32; save the unquantized model, or write a quantized one with `fireside quantize`"
+        )
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}

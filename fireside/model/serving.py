@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from fireside.kernels import ggml
+
 
 @dataclass(frozen=True)
 class ServingWeight:
@@ -37,6 +39,9 @@ class ServingWeight:
     # `dense` as a numpy array (shared memory) where the CPU kernels apply, else None: made
     # once, because one-row steps call BLAS on it ~50 times per token.
     array: np.ndarray | None = None
+    # Quantized weights (fireside.model.quantized): the ggml matrices whose outputs, side by
+    # side, are x @ dense.T; `dense` is then a meta tensor giving the shape alone.
+    quant: tuple[ggml.QuantMatrix, ...] = ()
 
 
 def fuse_rows(weights: Sequence[Tensor]) -> Tensor:
@@ -75,6 +80,10 @@ def serving_weight(weights: Sequence[Tensor], pack_batch: int | None) -> Serving
 
 def linear(x: Tensor, weight: ServingWeight) -> Tensor:
     """x @ weight.T (inference only)."""
+    if weight.quant:
+        if len(weight.quant) == 1:
+            return weight.quant[0].matmul(x)
+        return torch.cat([q.matmul(x) for q in weight.quant], dim=-1)
     dense = weight.dense
     if weight.array is None or torch.is_grad_enabled():
         return F.linear(x, dense)
@@ -101,6 +110,8 @@ def one_row_threads(rows: int, device: torch.device, dtype: torch.dtype) -> Iter
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        yield
+        # Quantized matmuls (ggml, on torch's OpenMP team) keep the step's threads.
+        with ggml.step_threads(threads):
+            yield
     finally:
         torch.set_num_threads(threads)

@@ -13,6 +13,7 @@ fused projection adds the LoRA updates of the rows whose request names an adapte
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Protocol
 
 import torch
@@ -20,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fireside.errors import CheckpointError
-from fireside.model import serving
+from fireside.model import quantized, serving
 from fireside.model.adapters import add_lora
 from fireside.model.config import ModelConfig
 
@@ -115,6 +116,17 @@ def apply_rope(x: Tensor, cos: Tensor, signed_sin: Tensor) -> Tensor:
     return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * signed_sin
 
 
+def _serving_weight(
+    projections: Sequence[nn.Module], pack_batch: int | None
+) -> serving.ServingWeight:
+    """The serving layout of projections of one input: ggml matrices where any is quantized
+    (`fireside.model.quantized`), else the fused fp32/bf16 weights."""
+    if quantized.any_quantized(projections):
+        return quantized.serving_weight(projections)
+    weights = [p.weight for p in projections]
+    return serving.serving_weight([w for w in weights if isinstance(w, Tensor)], pack_batch)
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig, layer: int) -> None:
         super().__init__()
@@ -139,8 +151,8 @@ class Attention(nn.Module):
 
     def fuse(self, pack_batch: int | None) -> None:
         projections = (self.q_proj, self.k_proj, self.v_proj)
-        self.qkv_weight = serving.serving_weight([p.weight for p in projections], pack_batch)
-        self.o_weight = serving.serving_weight([self.o_proj.weight], pack_batch)
+        self.qkv_weight = _serving_weight(projections, pack_batch)
+        self.o_weight = _serving_weight([self.o_proj], pack_batch)
         biases = [p.bias for p in projections if p.bias is not None]
         if biases:
             self.qkv_bias = serving.fuse_rows(biases)
@@ -205,9 +217,8 @@ class MLP(nn.Module):
         self.down_weight: serving.ServingWeight | None = None
 
     def fuse(self, pack_batch: int | None) -> None:
-        pair = [self.gate_proj.weight, self.up_proj.weight]
-        self.gate_up_weight = serving.serving_weight(pair, pack_batch)
-        self.down_weight = serving.serving_weight([self.down_proj.weight], pack_batch)
+        self.gate_up_weight = _serving_weight([self.gate_proj, self.up_proj], pack_batch)
+        self.down_weight = _serving_weight([self.down_proj], pack_batch)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.gate_up_weight is None or self.down_weight is None:
@@ -299,7 +310,7 @@ class Transformer(nn.Module):
             assert isinstance(block, Block)
             block.self_attn.fuse(pack_batch)
             block.mlp.fuse(pack_batch)
-        self.lm_head_weight = serving.serving_weight([self.lm_head.weight], pack_batch)
+        self.lm_head_weight = _serving_weight([self.lm_head], pack_batch)
 
     def forward(
         self, input_ids: Tensor, positions: Tensor | None = None, cache: KVCache | None = None
@@ -319,10 +330,11 @@ class Transformer(nn.Module):
             else:
                 nn.init.normal_(p, std=std)
 
+    # From the final norm, which stays a plain tensor when the embeddings are quantized.
     @property
     def device(self) -> torch.device:
-        return self.model.embed_tokens.weight.device
+        return self.model.norm.weight.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.model.embed_tokens.weight.dtype
+        return self.model.norm.weight.dtype

@@ -1,0 +1,1 @@
+"""Native kernels: ggml's quantized CPU matmuls (`fireside.kernels.ggml`)."""
