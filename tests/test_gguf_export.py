@@ -245,14 +245,14 @@ def test_a_q8_0_export_holds_ggml_blocks_and_loads_back_close(
     for t in gguf.GGUFReader(path).tensors:
         if t.name not in weights:
             continue
-        want = weights[t.name].numpy()
-        got = gguf.quants.dequantize(t.data, t.tensor_type)
-        if want.ndim == 1:
+        weight = weights[t.name].numpy()
+        stored = gguf.quants.dequantize(t.data, t.tensor_type)
+        if weight.ndim == 1:
             assert t.tensor_type == QType.F32
-            np.testing.assert_array_equal(got, want)
+            np.testing.assert_array_equal(stored, weight)
         else:  # gguf-py's decoder reads ggml's blocks back as the weights they round
             assert t.tensor_type == QType.Q8_0, t.name
-            assert (np.abs(got - want) <= block_bound(want)).all(), t.name
+            assert (np.abs(stored - weight) <= block_bound(weight)).all(), t.name
 
     loaded = load_pretrained(path)  # q and k rows of `llama` reordered as byte ranges
     prompt = prompt_ids(original)
