@@ -24,7 +24,7 @@ from gguf import GGMLQuantizationType as QType
 
 from fireside.cli import main
 from fireside.engine import Engine, EngineConfig, SamplingParams
-from fireside.errors import TokenizerError
+from fireside.errors import CheckpointError, TokenizerError
 from fireside.model import Pretrained, Tokenizer, Transformer, load_pretrained, save_pretrained
 from fireside.model.gguf import GGUF_ARCHITECTURES, PERMUTED, gguf_name, interleave
 from fireside.model.gguf_export import write_gguf
@@ -349,3 +349,15 @@ def test_fireside_quantize_writes_a_gguf_that_serves_through_the_engine(
         assert relative_error(got, logits(original, prompt)) < 0.05
     direct = greedy_forward(loaded.model, prompt, 10)  # before the engine lays it out
     assert engine_greedy(loaded, prompt, 10) == direct
+
+
+def test_a_quantized_model_is_not_exported_again(
+    tokenizer: Tokenizer, tmp_path: Path, ggml_kernels: None
+) -> None:
+    source = wide_model_dir(tokenizer, tmp_path)
+    out = tmp_path / "int8.gguf"
+    assert main(["quantize", str(source), str(out), "--dtype", "int8"]) == 0
+    with pytest.raises(CheckpointError, match="start from a float model"):
+        write_gguf(load_pretrained(out), tmp_path / "again.gguf", "int4")
+    with pytest.raises(CheckpointError, match="runs on CPU only"):
+        load_pretrained(out, device="cuda")  # refused before anything touches CUDA
