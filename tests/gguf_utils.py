@@ -178,9 +178,9 @@ def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def dequantized_reference(path: Path, like: Transformer) -> Transformer:
-    """A float model of the file's tensors as llama.cpp's gguf-py decodes them: what the
-    quantized model computes, but for ggml's rounding of the activations."""
+def dequantized_logits(path: Path, like: Transformer, ids: list[int]) -> torch.Tensor:
+    """The logits of a float model of the file's tensors as llama.cpp's gguf-py decodes them:
+    what the quantized model computes, but for ggml's rounding of the activations."""
     from fireside.model.gguf import GGUF_ARCHITECTURES, PERMUTED, hf_name, unpermute
 
     cfg = like.config
@@ -201,7 +201,7 @@ def dequantized_reference(path: Path, like: Transformer) -> Transformer:
     reference.load_state_dict(state, strict=not cfg.tie_word_embeddings)
     if cfg.tie_word_embeddings:
         reference.lm_head.weight = reference.model.embed_tokens.weight
-    return reference.eval()
+    return reference.eval()(torch.tensor([ids]))[0]
 
 
 @torch.no_grad()

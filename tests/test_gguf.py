@@ -33,7 +33,7 @@ from tests.gguf_utils import (
     Q8_0_LOGITS_TOLERANCE,
     TEXTS,
     convert,
-    dequantized_reference,
+    dequantized_logits,
     logits,
     relative_error,
 )
@@ -135,7 +135,7 @@ def test_a_q8_0_gguf_stays_quantized_and_computes_its_checkpoints_logits(
 
     prompt = original.tokenizer.render_chat(MESSAGES, add_generation_prompt=True).ids
     got = logits(loaded, prompt)
-    decoded = dequantized_reference(path, original.model)(torch.tensor([prompt]))[0]
+    decoded = dequantized_logits(path, original.model, prompt)
     assert relative_error(got, decoded) < DEQUANTIZED_TOLERANCE
     assert relative_error(got, logits(original, prompt)) < Q8_0_LOGITS_TOLERANCE
 

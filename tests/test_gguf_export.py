@@ -36,7 +36,7 @@ from tests.gguf_utils import (
     MESSAGES,
     Q8_0_LOGITS_TOLERANCE,
     TEXTS,
-    dequantized_reference,
+    dequantized_logits,
     greedy_forward,
     logits,
     relative_error,
@@ -257,7 +257,7 @@ def test_a_q8_0_export_holds_ggml_blocks_and_loads_back_close(
     loaded = load_pretrained(path)  # q and k rows of `llama` reordered as byte ranges
     prompt = prompt_ids(original)
     got = logits(loaded, prompt)
-    decoded = dequantized_reference(path, original.model)(torch.tensor([prompt]))[0]
+    decoded = dequantized_logits(path, original.model, prompt)
     assert relative_error(got, decoded) < DEQUANTIZED_TOLERANCE
     assert relative_error(got, logits(original, prompt)) < Q8_0_LOGITS_TOLERANCE
 
@@ -312,7 +312,7 @@ def test_a_file_mixing_quantized_types_loads_each_as_written(
     assert held == {"Q4_0", "Q4_K", "Q5_K", "Q6_K", "Q8_0", "F16", "BF16"}
     assert all(p.ndim == 1 for p in loaded.model.parameters())
     prompt = prompt_ids(bundle)
-    decoded = dequantized_reference(path, bundle.model)(torch.tensor([prompt]))[0]
+    decoded = dequantized_logits(path, bundle.model, prompt)
     assert relative_error(logits(loaded, prompt), decoded) < DEQUANTIZED_TOLERANCE
 
 
@@ -343,7 +343,7 @@ def test_fireside_quantize_writes_a_gguf_that_serves_through_the_engine(
     loaded = load_pretrained(out)
     prompt = prompt_ids(loaded)
     got = logits(loaded, prompt)
-    decoded = dequantized_reference(out, original.model)(torch.tensor([prompt]))[0]
+    decoded = dequantized_logits(out, original.model, prompt)
     assert relative_error(got, decoded) < DEQUANTIZED_TOLERANCE
     if dtype == "int8":  # measured 2.2%; int4 moves this random model's logits ~25%
         assert relative_error(got, logits(original, prompt)) < 0.05
