@@ -11,9 +11,9 @@ stream to disk one at a time, so the file is never held in memory whole.
 
 from __future__ import annotations
 
-import logging
 import os
 import tempfile
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,21 +32,22 @@ from fireside.model.gguf_tokenizer import GGUFVocab, vocab_for_gguf
 from fireside.model.pretrained import Pretrained
 from fireside.model.transformer import rope_inv_freq
 
-log = logging.getLogger(__name__)
 
 # --dtype of `fireside export --gguf`: every matrix at one type; `fireside quantize`'s int8 and
 # int4 pick per tensor as quantize_model does (fireside.model.quantized).
 EXPORT_DTYPES = ("f32", "f16", "q8_0", "q4_0", "q4_k")
 QUANTIZE_DTYPES = ("int8", "int4")
 _ONE_TYPE = {"f32": QType.F32, "f16": QType.F16, "q8_0": QType.Q8_0, "q4_0": QType.Q4_0}
+# general.file_type (what llama.cpp prints as the model's "ftype") by the matrices' main type.
 _FILE_TYPES = {
-    "f32": LlamaFileType.ALL_F32,
-    "f16": LlamaFileType.MOSTLY_F16,
-    "q8_0": LlamaFileType.MOSTLY_Q8_0,
-    "int8": LlamaFileType.MOSTLY_Q8_0,
-    "q4_0": LlamaFileType.MOSTLY_Q4_0,
-    "q4_k": LlamaFileType.MOSTLY_Q4_K_S,
-    "int4": LlamaFileType.MOSTLY_Q4_K_M,
+    QType.F32: LlamaFileType.ALL_F32,
+    QType.F16: LlamaFileType.MOSTLY_F16,
+    QType.BF16: LlamaFileType.MOSTLY_BF16,
+    QType.Q8_0: LlamaFileType.MOSTLY_Q8_0,
+    QType.Q4_0: LlamaFileType.MOSTLY_Q4_0,
+    QType.Q4_K: LlamaFileType.MOSTLY_Q4_K_S,
+    QType.Q5_K: LlamaFileType.MOSTLY_Q5_K_S,
+    QType.Q6_K: LlamaFileType.MOSTLY_Q6_K,
 }
 
 
@@ -102,7 +103,7 @@ def write_gguf(
     os.close(fd)
     try:
         writer = GGUFWriter(tmp, arch)
-        _add_hyperparameters(writer, bundle, dtype)
+        _add_hyperparameters(writer, bundle, plan)
         _add_tokenizer(writer, bundle, vocab)
         for t in plan:
             writer.add_tensor_info(t.name, t.byte_shape, np.dtype(np.uint8), t.nbytes, t.qtype)
@@ -207,7 +208,19 @@ def _encode(t: Planned) -> np.ndarray[Any, Any]:
     return np.ascontiguousarray(blocks).view(np.uint8)
 
 
-def _add_hyperparameters(writer: GGUFWriter, bundle: Pretrained, dtype: str) -> None:
+def _file_type(plan: list[Planned]) -> LlamaFileType:
+    """The file's ftype: its matrices' most common type, Q4_K/Q5_K with Q6_K beside them
+    being llama.cpp's _M mixes."""
+    kinds = Counter(t.qtype for t in plan if t.weight.ndim == 2)
+    if not kinds:
+        return LlamaFileType.ALL_F32
+    main = kinds.most_common(1)[0][0]
+    if QType.Q6_K in kinds and main in (QType.Q4_K, QType.Q5_K):
+        return LlamaFileType.MOSTLY_Q4_K_M if main == QType.Q4_K else LlamaFileType.MOSTLY_Q5_K_M
+    return _FILE_TYPES.get(main, LlamaFileType.ALL_F32)
+
+
+def _add_hyperparameters(writer: GGUFWriter, bundle: Pretrained, plan: list[Planned]) -> None:
     cfg = bundle.model.config
     if bundle.path is not None:
         writer.add_name(bundle.path.stem if bundle.path.is_file() else bundle.path.name)
@@ -231,8 +244,8 @@ def _add_hyperparameters(writer: GGUFWriter, bundle: Pretrained, dtype: str) -> 
         writer.add_rope_scaling_factor(float(scaling["factor"]))
     elif scaling.get("rope_type") == "llama3":
         writer.add_rope_scaling_orig_ctx_len(int(scaling["original_max_position_embeddings"]))
-    writer.add_file_type(_FILE_TYPES[dtype])
-    if dtype not in ("f32", "f16"):
+    writer.add_file_type(_file_type(plan))
+    if any(t.qtype not in (QType.F32, QType.F16, QType.BF16) for t in plan):
         writer.add_quantization_version(GGML_QUANT_VERSION)
 
 
