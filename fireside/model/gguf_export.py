@@ -32,7 +32,6 @@ from fireside.model.gguf_tokenizer import GGUFVocab, vocab_for_gguf
 from fireside.model.pretrained import Pretrained
 from fireside.model.transformer import rope_inv_freq
 
-
 # --dtype of `fireside export --gguf`: every matrix at one type; `fireside quantize`'s int8 and
 # int4 pick per tensor as quantize_model does (fireside.model.quantized).
 EXPORT_DTYPES = ("f32", "f16", "q8_0", "q4_0", "q4_k")
