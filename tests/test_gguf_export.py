@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -361,3 +363,26 @@ def test_a_quantized_model_is_not_exported_again(
         write_gguf(load_pretrained(out), tmp_path / "again.gguf", "int4")
     with pytest.raises(CheckpointError, match="runs on CPU only"):
         load_pretrained(out, device="cuda")  # refused before anything touches CUDA
+
+
+def test_llama_cpps_own_gguf_dump_reads_a_quantized_export(
+    converter: Path, tokenizer: Tokenizer, tmp_path: Path, ggml_kernels: None
+) -> None:
+    """gguf_dump.py from the gguf-py vendored in llama.cpp's own sources (the copy its
+    converter uses) lists the file's metadata and tensors as written."""
+    out = tmp_path / "int4.gguf"
+    source = wide_model_dir(tokenizer, tmp_path)
+    assert main(["quantize", str(source), str(out), "--dtype", "int4"]) == 0
+    script = converter / "gguf-py" / "gguf" / "scripts" / "gguf_dump.py"
+    env = {**os.environ, "PYTHONPATH": str(converter / "gguf-py")}
+    proc = subprocess.run(
+        [sys.executable, str(script), "--json", str(out)], capture_output=True, text=True, env=env
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    dump = json.loads(proc.stdout)
+    assert dump["metadata"]["general.architecture"]["value"] == "llama"
+    assert dump["metadata"]["tokenizer.ggml.pre"]["value"] == "qwen2"
+    assert dump["metadata"]["general.file_type"]["value"] == gguf.LlamaFileType.MOSTLY_Q4_K_M
+    assert dump["tensors"]["blk.0.attn_q.weight"]["type"] == "Q4_K"
+    assert dump["tensors"]["blk.0.attn_q.weight"]["shape"] == [256, 256]
+    assert dump["tensors"]["output.weight"]["type"] == "Q6_K"
