@@ -27,7 +27,7 @@ from torch import Tensor
 
 from fireside.errors import CheckpointError
 from fireside.model.checkpoint import SHARED_FILE_MODE
-from fireside.model.gguf import GGUF_ARCHITECTURES, ROPE_FREQS, gguf_name
+from fireside.model.gguf import GGUF_ARCHITECTURES, PERMUTED, ROPE_FREQS, gguf_name, interleave
 from fireside.model.gguf_tokenizer import GGUFVocab, vocab_for_gguf
 from fireside.model.pretrained import Pretrained
 from fireside.model.transformer import rope_inv_freq
@@ -100,8 +100,8 @@ def write_gguf(
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    writer = GGUFWriter(tmp, arch)
     try:
-        writer = GGUFWriter(tmp, arch)
         _add_hyperparameters(writer, bundle, plan)
         _add_tokenizer(writer, bundle, vocab)
         for t in plan:
@@ -115,12 +115,10 @@ def write_gguf(
         os.chmod(tmp, SHARED_FILE_MODE)
         os.replace(tmp, path)
     finally:
+        writer.close()
         if os.path.exists(tmp):
             os.unlink(tmp)
-    counts: dict[QType, int] = {}
-    for t in plan:
-        counts[t.qtype] = counts.get(t.qtype, 0) + 1
-    return counts
+    return dict(Counter(t.qtype for t in plan))
 
 
 def tensor_type(name: str, weight: Tensor, dtype: str) -> QType:
@@ -148,8 +146,6 @@ def _plan(
     bundle: Pretrained, arch: str, dtype: str, tensor_types: Mapping[str, QType]
 ) -> Iterator[Planned]:
     """Every tensor of the file in llama.cpp's order: embeddings, the blocks, norm, head."""
-    from fireside.model.gguf import PERMUTED, interleave
-
     cfg = bundle.model.config
     state = _float_state(bundle)
     if cfg.tie_word_embeddings:
