@@ -39,7 +39,7 @@ $(OIDC_PROVIDER): tests/oidc/package-lock.json
 # and a C++ compiler into fireside/kernels/_build/ (~3 min on 2 cores; a no-op when up to date).
 KERNELS := fireside/kernels/_build/libfireside_ggml.so
 $(KERNELS): scripts/build-kernels.sh fireside/kernels/csrc/fireside_ggml.c fireside/kernels/csrc/CMakeLists.txt
-	scripts/build-kernels.sh
+	PYTHON=$$([ -x $(BIN)/python ] && echo $(BIN)/python || echo $(PYTHON)) scripts/build-kernels.sh
 
 kernels: $(KERNELS)
 

@@ -4,7 +4,6 @@ the command line."""
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 
@@ -29,20 +28,8 @@ def _serve(args: argparse.Namespace) -> int:
         raise FiresideError(f"invalid settings: {problems}") from None
     from fireside.api.server import serve
 
-    _log_to_stderr()
     serve(settings)
     return 0
-
-
-def _log_to_stderr() -> None:
-    """Fireside's own INFO lines (the model served, its weights' resident memory, jobs resumed)
-    on stderr beside uvicorn's, in its format; nothing else's (httpx logs every request)."""
-    logger = logging.getLogger("fireside")
-    if not logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
 
 
 def _chat(args: argparse.Namespace) -> int:

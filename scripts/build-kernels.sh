@@ -42,10 +42,22 @@ if [ -f "$LIB" ] && [ "$(cat "$OUT/.stamp" 2>/dev/null)" = "$key" ]; then
 fi
 
 start=$(date +%s)
-for tool in cmake c++ cc; do
-    command -v "$tool" >/dev/null || { echo "build-kernels: $tool not found (apt-get install cmake g++, or pip install cmake)" >&2; exit 1; }
+for tool in c++ cc; do
+    command -v "$tool" >/dev/null || { echo "build-kernels: no C/C++ compiler ($tool): apt-get install g++ (or build-essential)" >&2; exit 1; }
 done
+if ! command -v cmake >/dev/null; then
+    # No cmake on the machine: PyPI's cmake and ninja wheels, kept beside the download.
+    TOOLS=$CACHE/build-tools
+    if [ ! -x "$TOOLS/bin/cmake" ]; then
+        "$PYTHON" -m pip install --quiet --target "$TOOLS" cmake ninja \
+            || { echo "build-kernels: cmake not found and pip could not install it: apt-get install cmake" >&2; exit 1; }
+    fi
+    export PATH="$TOOLS/bin:$PATH" PYTHONPATH="$TOOLS${PYTHONPATH:+:$PYTHONPATH}"
+fi
 
+# The cache is shared by checkouts: one process downloads and unpacks at a time.
+exec 8>"$CACHE/.lock"
+flock 8
 if ! echo "$SHA256  $SDIST" | sha256sum -c --status 2>/dev/null; then
     rm -f "$SDIST"
     # The sdist is the only distribution that carries the C sources. Not `--no-binary :all:`:
@@ -62,6 +74,7 @@ if [ ! -f "$SRC/CMakeLists.txt" ]; then
     tar -xzf "$SDIST" -C "$tmp" --strip-components=4 "llama_cpp_python-$VERSION/vendor/llama.cpp/ggml"
     rm -rf "$SRC" && mv "$tmp" "$SRC"
 fi
+flock -u 8
 
 GEN=()
 command -v ninja >/dev/null && GEN=(-G Ninja)

@@ -13,6 +13,7 @@ from gguf import GGMLQuantizationType, quants
 from fireside.errors import CheckpointError
 from fireside.kernels import ggml
 from fireside.kernels.ggml import KernelsUnavailableError, QType, QuantMatrix
+from fireside.model import serving
 from tests.kernels_utils import require_kernels
 
 TYPES = [
@@ -86,6 +87,15 @@ def test_matmul_matches_the_dequantized_weights(qtype: QType) -> None:
         want = x.double() @ w.T
         err = float((y.double() - want).abs().max() / want.abs().max())
         assert err < tol, f"{qtype.name} rows={rows}: {err:.4f}"
+
+
+def test_rows_not_a_multiple_of_8_run_unrepacked() -> None:
+    raw = ggml.quantize_blocks(weights(36, 256), QType.Q4_0)
+    m = QuantMatrix.from_blocks(raw, QType.Q4_0, 36, 256)
+    assert not m.repacked  # ggml interleaves 8 rows at a time: 36 cannot be
+    x = torch.randn(5, 256)
+    want = x.double() @ torch.from_numpy(reference(raw, QType.Q4_0, 36, 256)).T
+    assert float((m.matmul(x).double() - want).abs().max() / want.abs().max()) < QUANT_MATMUL_TOL
 
 
 def test_matmul_takes_any_leading_shape_and_threads() -> None:
@@ -223,3 +233,16 @@ def test_missing_build_says_what_to_do(monkeypatch: pytest.MonkeyPatch, tmp_path
         monkeypatch.delenv(ggml.LIB_ENV)
         ggml.reset()
     assert ggml.available() and "openmp" in ggml.info()
+
+
+def test_one_row_steps_keep_the_matmul_threads() -> None:
+    # The engine's one-row step drops torch's pool to one thread (numpy's BLAS runs fp32
+    # projections on its own threads); quantized matmuls keep the count the step began with.
+    before = torch.get_num_threads()
+    with serving.one_row_threads(1, torch.device("cpu"), torch.float32):
+        assert torch.get_num_threads() == 1
+        assert ggml.threads() == before
+    assert ggml.threads() == torch.get_num_threads() == before
+    ggml.set_threads(3)
+    with serving.one_row_threads(1, torch.device("cpu"), torch.float32):
+        assert ggml.threads() == 3  # an explicit count wins

@@ -4,11 +4,13 @@ engine's batching and paged KV unchanged, the fp32 weights released, and clear r
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
+from torch import Tensor, nn
 
 from fireside.cli import main
 from fireside.engine import Engine, EngineConfig, SamplingParams
@@ -238,3 +240,49 @@ def test_chat_answers_quantized(tiny_model_dir: Path, capsys: pytest.CaptureFixt
     out, err = capsys.readouterr()
     assert code == 0, err
     assert out.strip()
+
+
+def test_lora_adapters_run_over_quantized_weights(tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    from tests.lora_utils import write_adapter
+
+    m = model(**WIDE)
+    adapter = write_adapter(tmp_path / "a", m, std=0.1)
+    ref = quantized_copy(m, "int8")
+    # Reference: the quantized model with each adapted projection's low-rank update added by
+    # a hook, straight from the adapter's files (no code shared with fireside.model.adapters).
+    tensors = load_file(str(adapter / "adapter_model.safetensors"))
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    scale = config["lora_alpha"] / config["r"]
+    for key, a in tensors.items():
+        if ".lora_A." in key:
+            b = tensors[key.replace(".lora_A.", ".lora_B.")]
+            module = ref.get_submodule(
+                key.removeprefix("base_model.model.").removesuffix(".lora_A.weight")
+            )
+
+            def hook(
+                _: nn.Module, args: tuple[Tensor], y: Tensor, a: Tensor = a, b: Tensor = b
+            ) -> Tensor:
+                return y + scale * (args[0] @ a.T @ b.T)
+
+            module.register_forward_hook(hook)
+    want = [own_greedy(ref, p, GREEDY.max_tokens or 0) for p in PROMPTS[:3]]
+
+    q = quantized_copy(m, "int8")
+    assert want != [
+        own_greedy(q, p, GREEDY.max_tokens or 0) for p in PROMPTS[:3]
+    ]  # it changes them
+    engine = Engine(q, None, EngineConfig(max_num_seqs=4, block_size=4))
+    engine.adapters.load("a", adapter)
+    lora = SamplingParams(temperature=0, max_tokens=GREEDY.max_tokens, lora="a")
+
+    async def run() -> list[list[int]]:
+        async with engine:
+            outs = await asyncio.gather(
+                *(collect(engine, p, lora, f"a{i}") for i, p in enumerate(PROMPTS[:3]))
+            )
+        return [o.tokens[0] for o in outs]
+
+    assert asyncio.run(run()) == want

@@ -160,6 +160,12 @@ def serve(settings: Settings) -> None:
 
     from fireside.tools import python_tool_off_reason
 
+    # Fireside's own INFO lines (the model served, its resident weights when quantized) print
+    # beside uvicorn's, in its format; without a handler Python shows warnings alone.
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+    logging.getLogger("fireside").addHandler(handler)
+    logging.getLogger("fireside").setLevel(logging.INFO)
     app = build_app(settings)
     # Checked before the first request: where no sandbox can be made, the python tool is off
     # (one warning saying why and how to enable it) and never runs unsandboxed.

@@ -232,10 +232,11 @@ def describe(model: nn.Module, scheme: str, fp32_bytes: int) -> str:
     )
 
 
-def quantize_model(model: Transformer, scheme: str) -> int:
+def quantize_model(model: Transformer, scheme: str, *, head_type: QType | None = None) -> int:
     """Quantize a loaded fp32 CPU model in place ("int8" or "int4"); returns the resident bytes
     of its quantized matrices. Matrices whose width does not divide into 32-value blocks stay
-    fp32 (as F32 matrices)."""
+    fp32 (as F32 matrices). `head_type` overrides the type of the LM head and embeddings
+    (bench/quant.py measures what keeping them at 8 bits is worth)."""
     check_can_quantize(scheme, model.device)
     if model.fused:
         raise CheckpointError(
@@ -248,6 +249,8 @@ def quantize_model(model: Transformer, scheme: str) -> int:
             continue
         w = p.detach().float()
         t = _type_for(s, name, w.shape[1])
+        if head_type is not None and name in (EMBED, HEAD):
+            t = head_type
         if w.shape[1] % 32:
             t = QType.F32
         raw = ggml.quantize_blocks(w, t)

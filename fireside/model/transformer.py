@@ -295,7 +295,9 @@ class Transformer(nn.Module):
         and state_dict, save and load see the usual names. With `pack_batch` (CPU fp32 only),
         each projection also gets a oneDNN-packed copy laid out for batches of about that many
         rows: faster batched decode, for a second copy of the projection weights. Either way,
-        results equal the unfused model's to float rounding.
+        results equal the unfused model's to float rounding. Quantized projections
+        (`fireside.model.quantized`) are stacked into one ggml matrix per group where their
+        types match, else run side by side; `pack_batch` does not apply to them.
         """
         if self.fused:
             return
