@@ -216,9 +216,8 @@ def greedy_forward(model: Transformer, prompt: list[int], max_tokens: int) -> li
 
 @pytest.fixture
 def ggml_kernels() -> None:
-    """Skips where ggml's kernels (fireside.kernels.ggml, built by `make install`) are not."""
-    from fireside.kernels import ggml
+    """ggml's kernels (fireside.kernels.ggml) for the quantized tests: built by `make kernels`
+    where this checkout has none, as tests/kernels_utils.py does; a failed build fails."""
+    from tests.kernels_utils import require_kernels
 
-    reason = ggml.unavailable_reason()
-    if reason is not None:
-        pytest.skip(f"quantized weights need ggml's kernels: {reason}")
+    require_kernels()
