@@ -417,3 +417,27 @@ def test_llama_cpps_own_gguf_dump_reads_a_quantized_export(
     assert dump["tensors"]["blk.0.attn_q.weight"]["type"] == "Q4_K"
     assert dump["tensors"]["blk.0.attn_q.weight"]["shape"] == [256, 256]
     assert dump["tensors"]["output.weight"]["type"] == "Q6_K"
+
+
+@pytest.mark.parametrize(
+    ("dtype", "types"),
+    [("f16", {"F16"}), ("q4_0", {"Q4_0"}), ("q4_k", {"Q4_K"})],
+)
+def test_export_dtypes_write_their_type_and_load(
+    dtype: str,
+    types: set[str],
+    tokenizer: Tokenizer,
+    tmp_path: Path,
+    ggml_kernels: None,
+    one_thread: None,
+) -> None:
+    source = wide_model_dir(tokenizer, tmp_path)
+    path = export(source, tmp_path / f"{dtype}.gguf", dtype)
+    stored = {t.name: t.tensor_type.name for t in gguf.GGUFReader(path).tensors}
+    assert {v for k, v in stored.items() if "norm" not in k} == types
+    assert {v for k, v in stored.items() if "norm" in k} == {"F32"}
+    original = load_pretrained(source)
+    loaded = load_pretrained(path)
+    prompt = prompt_ids(original)
+    decoded = dequantized_logits(path, original.model, prompt)
+    assert relative_error(logits(loaded, prompt), decoded) < DEQUANTIZED_TOLERANCE
