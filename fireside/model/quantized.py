@@ -215,7 +215,8 @@ def check_can_quantize(scheme: str, device: str | torch.device) -> None:
         raise CheckpointError(f"unknown quantization {scheme!r}: use one of {', '.join(SCHEMES)}")
     if torch.device(device).type != "cpu":
         raise CheckpointError(
-            f"--quantize {scheme} runs on CPU only (the device is {device}); on CUDA serve bf16"
+            f"--quantize {scheme} runs on CPU only (the device is {device}): add --device cpu, "
+            "or serve bf16 on the GPU without --quantize"
         )
     reason = ggml.unavailable_reason()
     if reason is not None:
