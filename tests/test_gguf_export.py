@@ -1,7 +1,8 @@
 """`fireside export --gguf` and `fireside quantize`: the files load back into Fireside with the
 same tokens (f32 exactly, quantized within a stated tolerance) and serve through the engine;
 llama.cpp's gguf-py reads them as the model they came from, and llama.cpp's own loader
-(llama-server, when bench/build-llama-cpp.sh has built it) tokenizes and decodes as Fireside."""
+(llama-server, when bench/build-llama-cpp.sh has built it) tokenizes, decodes and chats (the
+bundled model at int8) as Fireside does."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from fireside.errors import CheckpointError, TokenizerError
 from fireside.model import Pretrained, Tokenizer, Transformer, load_pretrained, save_pretrained
 from fireside.model.gguf import GGUF_ARCHITECTURES, PERMUTED, gguf_name, interleave
 from fireside.model.gguf_export import write_gguf
+from fireside.model.pretrained import default_model_dir
 from tests.conftest import tiny_config
 from tests.engine_utils import collect, greedy_reference
 from tests.gguf_utils import (
@@ -441,3 +443,24 @@ def test_export_dtypes_write_their_type_and_load(
     prompt = prompt_ids(original)
     decoded = dequantized_logits(path, original.model, prompt)
     assert relative_error(logits(loaded, prompt), decoded) < DEQUANTIZED_TOLERANCE
+
+
+def test_llama_cpp_chats_with_the_bundled_model_quantized_as_fireside_does(
+    tmp_path: Path, llama_server: Any, ggml_kernels: None, one_thread: None
+) -> None:
+    """The bundled (trained) model at int8: llama-server renders the file's chat template with
+    its own Jinja engine, stops at the file's end-of-turn token and answers as Fireside does."""
+    out = tmp_path / "fireside-tiny-int8.gguf"
+    assert main(["quantize", str(default_model_dir()), str(out), "--dtype", "int8"]) == 0
+    bundle = load_pretrained(out)
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    ids = bundle.tokenizer.render_chat(messages, add_generation_prompt=True).ids
+    reply = []
+    for token in greedy_forward(bundle.model, ids, 24):
+        if token in bundle.stop_token_ids:
+            break
+        reply.append(token)
+    body = {"messages": messages, "temperature": 0, "max_tokens": 24}
+    r = httpx.post(f"{llama_server(out)}/v1/chat/completions", json=body, timeout=120)
+    assert r.json()["usage"]["prompt_tokens"] == len(ids)
+    assert r.json()["choices"][0]["message"]["content"] == bundle.tokenizer.decode(reply)
