@@ -141,18 +141,18 @@ def test_a_q8_0_gguf_stays_quantized_and_computes_its_checkpoints_logits(
 
 
 def test_a_tensor_type_fireside_does_not_run_is_named(tmp_path: Path) -> None:
-    q5 = gguf.quants.quantize(np.ones((8, 32), np.float32), gguf.GGMLQuantizationType.Q5_0)
-    path = tmp_path / "q5.gguf"
+    iq2 = gguf.GGMLQuantizationType.IQ2_XXS  # 256 weights a block of 66 bytes
+    path = tmp_path / "iq2.gguf"
     w = gguf.GGUFWriter(str(path), "llama")
-    w.add_tensor("token_embd.weight", np.zeros((8, 32), np.float32))
-    w.add_tensor("blk.0.attn_q.weight", q5, raw_dtype=gguf.GGMLQuantizationType.Q5_0)
+    w.add_tensor("token_embd.weight", np.zeros((8, 256), np.float32))
+    w.add_tensor("blk.0.attn_q.weight", np.zeros((8, 66), np.uint8), raw_dtype=iq2)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    with pytest.raises(CheckpointError, match=r"'blk\.0\.attn_q\.weight' .* is Q5_0") as e:
+    with pytest.raises(CheckpointError, match=r"'blk\.0\.attn_q\.weight' .* is IQ2_XXS") as e:
         load_pretrained(path)
-    assert "supported: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K" in str(e.value)
+    assert "supported: F32, F16, BF16, Q4_0, Q8_0, Q4_K, Q5_K, Q6_K" in str(e.value)
 
 
 def test_a_directory_holding_one_gguf_loads_it(

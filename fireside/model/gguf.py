@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from fireside.errors import CheckpointError
+from fireside.kernels.ggml import SUPPORTED as SUPPORTED_QTYPES
 from fireside.model.checkpoint import assign_weights, default_dtype, meta_model
 from fireside.model.config import ModelConfig
 from fireside.model.gguf_tokenizer import GGUFVocab, build_backend
@@ -56,7 +57,8 @@ GGUF_ARCHITECTURES = {
 # The architectures whose q/k rows llama.cpp's converter permutes (LlamaModel.permute).
 PERMUTED = {"llama"}
 FLOAT_TYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
-QUANT_TYPES = ("Q8_0", "Q4_0", "Q4_K", "Q5_K", "Q6_K")
+# The quantized types Fireside's kernels run (fireside.kernels.ggml.SUPPORTED, one list for both).
+QUANT_TYPES = tuple(t.name for t in sorted(SUPPORTED_QTYPES) if t.name not in FLOAT_TYPES)
 SUPPORTED_TYPES = ", ".join((*FLOAT_TYPES, *QUANT_TYPES))
 EMBED, HEAD = "model.embed_tokens.weight", "lm_head.weight"
 
