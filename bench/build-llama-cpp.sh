@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Build llama.cpp's CPU tools for bench/llama_cpp.py.
 #
-#     bench/build-llama-cpp.sh       # -> $LLAMA_CPP_DIR/build/bin/llama-{server,bench,batched-bench}
+#     bench/build-llama-cpp.sh  # -> $LLAMA_CPP_DIR/build/bin/llama-{server,quantize,bench,batched-bench}
 #
-# bench/llama_cpp.py runs llama-server; llama-bench and llama-batched-bench, llama.cpp's own
-# benchmarks, cost two small links more and let its figures be checked by hand.
+# bench/llama_cpp.py runs llama-server, and llama-quantize for its --dtype q8_0|q4_0 files;
+# llama-bench and llama-batched-bench, llama.cpp's own benchmarks, cost two small links more
+# and let its figures be checked by hand.
 #
 # The sources are the llama.cpp vendored in llama-cpp-python's PyPI sdist: pip reaches PyPI
 # where GitHub may be out of reach, and the sdist pins one llama.cpp commit. Runs again are
@@ -19,7 +20,7 @@ set -euo pipefail
 DIR=${LLAMA_CPP_DIR:-/tmp/fireside-llama-cpp}
 VERSION=${LLAMA_CPP_VERSION:-0.3.36}
 JOBS=${JOBS:-2}
-TARGETS=(llama-server llama-bench llama-batched-bench)
+TARGETS=(llama-server llama-quantize llama-bench llama-batched-bench)
 BIN=$DIR/build/bin
 
 built() {

@@ -1,27 +1,32 @@
-"""llama.cpp benchmark: Fireside's engine against llama.cpp on the same weights, CPU.
+"""llama.cpp benchmark: Fireside against llama.cpp serving the same GGUF file, CPU.
 
-    bench/build-llama-cpp.sh                 # once: llama.cpp's CPU tools, from PyPI's sdist
-    .venv/bin/python bench/llama_cpp.py      # bench/engine.py's random Llama, fp32, 2 threads
+    bench/build-llama-cpp.sh                          # once: llama.cpp's CPU tools, from PyPI's sdist
+    .venv/bin/python bench/llama_cpp.py               # bench/engine.py's random Llama, f32, 2 threads
+    .venv/bin/python bench/llama_cpp.py --dtype q4_0  # the same model quantized by llama.cpp
 
-Writes the model of bench/engine.py (same config, seed and prompts) as an f32 GGUF file and
-serves it with llama-server, checks that llama.cpp's greedy tokens are Fireside's, then times
-one request and N concurrent requests on each: every request a 16-token prompt and 128 greedy
-new tokens, timed from submission to the last token. llama.cpp's times include a localhost HTTP
-round trip per request, Fireside's its asyncio `generate` stream. Figures are medians over
-repeats, llama.cpp and Fireside alternate within each repeat, and ratios are
-Fireside / llama.cpp.
+Saves the model of bench/engine.py (same config, seed and prompts) as an HF directory with a
+synthetic byte-level tokenizer, converts it with llama.cpp's own convert_hf_to_gguf.py (f32)
+and, for --dtype q8_0|q4_0, quantizes that with llama.cpp's llama-quantize (which keeps the
+output head at Q6_K, as it does for every model). The one file is served by both programs:
+`fireside serve --model FILE.gguf` and llama-server. Checks that Fireside's greedy tokens on the
+file are llama.cpp's, then times one request and N concurrent requests on each, through each
+server's HTTP completion route: every request a 16-token prompt (token ids) and 128 greedy new
+tokens, timed from submission to the last token. Figures are medians over repeats, llama.cpp
+and Fireside alternate within each repeat, and ratios are Fireside / llama.cpp.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import gguf
@@ -31,79 +36,134 @@ from api import free_port, wait_healthy
 from engine import (
     add_model_args,
     allocator_name,
+    bench_config,
     bench_model,
     bench_prompts,
-    decode_weight_bytes,
-    fireside_generate,
     fireside_greedy,
     median_time,
     read_bandwidth,
 )
-from torch import Tensor
+from tokenizers import Regex, decoders, models, pre_tokenizers
+from tokenizers import Tokenizer as HFTokenizer
 
 from fireside.allocator import reexec_with_jemalloc
 from fireside.engine import Engine, EngineConfig
-from fireside.model import Transformer
+from fireside.model import Tokenizer, load_pretrained, save_pretrained
+from fireside.model.tokenizer import SPLIT_PATTERN
+
+DTYPES = {"f32": None, "q8_0": "Q8_0", "q4_0": "Q4_0"}  # --dtype -> llama-quantize's type
+# llama.cpp's converter names a byte-level BPE's pre-tokenizer by hashing how it tokenizes a
+# test text, and knows only published models' hashes; the synthetic tokenizer splits as Fireside's
+# (qwen2's split), so the converter is told that name.
+CONVERT = """
+import runpy, sys
+root = sys.argv[1]
+sys.path[:0] = [root, root + "/gguf-py"]
+import conversion.base
+conversion.base.TextModel.get_vocab_base_pre = lambda self, tokenizer: "qwen2"
+sys.argv = [root + "/convert_hf_to_gguf.py", *sys.argv[2:]]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
 
 
-def interleave_rope(w: Tensor, heads: int) -> Tensor:
-    """HF Llama (and Fireside) rotate dimension j of a head with j + d/2; GGUF's llama rotates
-    pairs (2j, 2j + 1). Reordering the rows of q and k as convert_hf_to_gguf.py does makes
-    llama.cpp compute the same attention scores."""
-    pairs = w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:])
-    return pairs.swapaxes(1, 2).reshape(w.shape)
+def synthetic_tokenizer(vocab_size: int) -> Tokenizer:
+    """A byte-level BPE of exactly `vocab_size` tokens for the random model: an end-of-text
+    token, the 256 bytes and merges of byte pairs. The converter wants a tokenizer; the
+    benchmark itself passes token ids."""
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    if vocab_size > 1 + len(alphabet) ** 2 + len(alphabet):
+        sys.exit(f"--vocab {vocab_size} is larger than this synthetic tokenizer makes")
+    vocab = {"<|endoftext|>": 0, **{b: i + 1 for i, b in enumerate(alphabet)}}
+    merges = []
+    pairs = ((a, b) for a in alphabet for b in alphabet)
+    while len(vocab) < vocab_size:
+        a, b = next(pairs)
+        vocab[a + b] = len(vocab)
+        merges.append((a, b))
+    backend = HFTokenizer(models.BPE(vocab, merges))
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(SPLIT_PATTERN), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    backend.decoder = decoders.ByteLevel()
+    backend.add_special_tokens(["<|endoftext|>"])
+    end = "<|endoftext|>"
+    return Tokenizer(backend, None, {"bos_token": end, "eos_token": end})
 
 
-def write_gguf(model: Transformer, path: Path) -> None:
-    cfg = model.config
-    w = gguf.GGUFWriter(path, "llama")
-    w.add_context_length(cfg.max_position_embeddings)
-    w.add_embedding_length(cfg.hidden_size)
-    w.add_block_count(cfg.num_hidden_layers)
-    w.add_feed_forward_length(cfg.intermediate_size)
-    w.add_head_count(cfg.num_attention_heads)
-    w.add_head_count_kv(cfg.num_key_value_heads)
-    w.add_rope_dimension_count(cfg.head_dim)
-    w.add_rope_freq_base(cfg.rope_theta)
-    w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
-    w.add_vocab_size(cfg.vocab_size)
-    w.add_file_type(gguf.LlamaFileType.ALL_F32)
-    # The model has no tokenizer, and the benchmark passes token ids; llama.cpp still wants a
-    # vocabulary, so one placeholder piece per id. No BOS is added: the prompts are the same ids
-    # Fireside sees. llama-server stops at EOS (some id has to be it), which the greedy check
-    # would show as a shorter continuation.
-    w.add_tokenizer_model("llama")
-    w.add_token_list([f"<{i}>" for i in range(cfg.vocab_size)])
-    w.add_token_scores([0.0] * cfg.vocab_size)
-    w.add_token_types([gguf.TokenType.NORMAL] * cfg.vocab_size)
-    w.add_bos_token_id(0)
-    w.add_eos_token_id(cfg.vocab_size - 1)
-    w.add_add_bos_token(False)
+def run(cmd: list[str], what: str) -> None:
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"{what} failed ({' '.join(cmd[:3])} ...):\n{proc.stderr[-3000:]}")
 
-    def add(name: str, t: Tensor) -> None:
-        w.add_tensor(name, t.detach().float().contiguous().numpy())
 
-    sd = model.state_dict()
-    add("token_embd.weight", sd["model.embed_tokens.weight"])
-    for i in range(cfg.num_hidden_layers):
-        hf, blk = f"model.layers.{i}.", f"blk.{i}."
-        add(blk + "attn_norm.weight", sd[hf + "input_layernorm.weight"])
-        q = sd[hf + "self_attn.q_proj.weight"]
-        k = sd[hf + "self_attn.k_proj.weight"]
-        add(blk + "attn_q.weight", interleave_rope(q, cfg.num_attention_heads))
-        add(blk + "attn_k.weight", interleave_rope(k, cfg.num_key_value_heads))
-        add(blk + "attn_v.weight", sd[hf + "self_attn.v_proj.weight"])
-        add(blk + "attn_output.weight", sd[hf + "self_attn.o_proj.weight"])
-        add(blk + "ffn_norm.weight", sd[hf + "post_attention_layernorm.weight"])
-        add(blk + "ffn_gate.weight", sd[hf + "mlp.gate_proj.weight"])
-        add(blk + "ffn_up.weight", sd[hf + "mlp.up_proj.weight"])
-        add(blk + "ffn_down.weight", sd[hf + "mlp.down_proj.weight"])
-    add("output_norm.weight", sd["model.norm.weight"])
-    add("output.weight", sd["lm_head.weight"])
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+def make_gguf(args: argparse.Namespace, tmp: Path, llama_cpp: Path) -> Path:
+    """The bench model as llama.cpp makes its GGUF files: converted, then quantized."""
+    model = bench_model(args)
+    hf = tmp / "hf"
+    save_pretrained(model, synthetic_tokenizer(args.vocab), hf)
+    del model
+    f32 = tmp / "bench-f32.gguf"
+    source = llama_cpp / "src"
+    convert = [sys.executable, "-c", CONVERT, str(source), str(hf), "--outtype", "f32"]
+    run([*convert, "--outfile", str(f32)], "llama.cpp's convert_hf_to_gguf.py")
+    qtype = DTYPES[args.dtype]
+    if qtype is None:
+        return f32
+    out = tmp / f"bench-{args.dtype}.gguf"
+    quantize = llama_cpp / "build" / "bin" / "llama-quantize"
+    run([str(quantize), str(f32), str(out), qtype, str(args.threads)], "llama-quantize")
+    f32.unlink()
+    return out
+
+
+def decode_bytes(path: Path) -> int:
+    """Bytes of weights a decode step reads from the file's tensors: all but the embedding
+    table (one row of it)."""
+    tensors = gguf.GGUFReader(path).tensors
+    return sum(int(t.n_bytes) for t in tensors if t.name != "token_embd.weight")
+
+
+@contextlib.contextmanager
+def fireside_serve(model: Path, log: Path, threads: int, slots: int) -> Iterator[str]:
+    """`fireside serve --model FILE.gguf`, API only, on `threads` threads: its URL."""
+    port = free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "FIRESIDE_APP": "0"}
+    cmd = [
+        sys.executable, "-m", "fireside.cli", "serve", "--model", str(model), "--device", "cpu",
+        "--served-model-name", "bench", "--port", str(port), "--max-num-seqs", str(slots),
+    ]  # fmt: skip
+    with log.open("w") as out:
+        server = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, server, lambda: f"{' '.join(cmd)} failed:\n{log.read_text()[-3000:]}")
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def fireside_requests(url: str, prompts: list[list[int]], new_tokens: int) -> int:
+    """Greedy completions of `prompts` through /v1/completions, all at once: tokens made."""
+
+    async def go() -> int:
+        async with httpx.AsyncClient(base_url=url, timeout=600) as client:
+
+            async def one(prompt: list[int]) -> int:
+                body = {
+                    "model": "bench", "prompt": prompt, "max_tokens": new_tokens,
+                    "temperature": 0, "ignore_eos": True,
+                }  # fmt: skip
+                reply = await client.post("/v1/completions", json=body)
+                reply.raise_for_status()
+                return int(reply.json()["usage"]["completion_tokens"])
+
+            return sum(await asyncio.gather(*(one(p) for p in prompts)))
+
+    return asyncio.run(go())
 
 
 class LlamaServer:
@@ -154,11 +214,12 @@ class LlamaServer:
 
 
 def main() -> None:
-    reexec_with_jemalloc()  # the Fireside side runs as `fireside serve` does
+    reexec_with_jemalloc()  # the in-process check runs as `fireside serve` does
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_model_args(parser)
+    parser.add_argument("--dtype", choices=list(DTYPES), default="f32")
     parser.add_argument("--parallel", type=int, nargs="+", default=[8, 16])
-    parser.add_argument("--threads", type=int, default=2, help="for both engines")
+    parser.add_argument("--threads", type=int, default=2, help="for both servers")
     parser.add_argument("--check-tokens", type=int, default=32)
     parser.add_argument(
         "--llama-cpp-dir",
@@ -167,63 +228,78 @@ def main() -> None:
         help="where bench/build-llama-cpp.sh built llama.cpp (env LLAMA_CPP_DIR)",
     )
     args = parser.parse_args()
-    server = args.llama_cpp_dir / "build" / "bin" / "llama-server"
-    if not server.is_file():
+    bin_dir = args.llama_cpp_dir / "build" / "bin"
+    needed = [bin_dir / "llama-server", bin_dir / "llama-quantize"]
+    needed.append(args.llama_cpp_dir / "src" / "convert_hf_to_gguf.py")
+    if not all(p.is_file() for p in needed):
         sys.exit(
-            f"{server} not found. Build llama.cpp first:\n"
-            f"    LLAMA_CPP_DIR={args.llama_cpp_dir} bench/build-llama-cpp.sh"
+            f"{', '.join(str(p) for p in needed if not p.is_file())} not found. Build llama.cpp "
+            f"first:\n    LLAMA_CPP_DIR={args.llama_cpp_dir} bench/build-llama-cpp.sh"
         )
 
     torch.set_num_threads(args.threads)
-    model = bench_model(args)
-    params = sum(p.numel() for p in model.parameters())
-    weight_bytes = decode_weight_bytes(model)
     prompts = bench_prompts(args, max(args.parallel))
     n, p = args.new_tokens, args.prompt_tokens
+    slots = max(args.parallel)
+    params = bench_config(args).num_parameters()
 
-    with tempfile.TemporaryDirectory() as tmp:
-        gguf_path = Path(tmp) / "bench.gguf"
-        write_gguf(model, gguf_path)  # before the engine lays the weights out for serving
-        slots = max(args.parallel)
-        server_log = Path(tmp) / "llama-server.log"
-        llama = LlamaServer(server, gguf_path, server_log, args.threads, slots, p + n)
-        engine = Engine(model, None, EngineConfig(max_num_seqs=slots))
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir)
+        gguf_path = make_gguf(args, tmp, args.llama_cpp_dir)
+        weight_bytes = decode_bytes(gguf_path)
+        kinds = sorted({t.tensor_type.name for t in gguf.GGUFReader(gguf_path).tensors})
+        # The greedy check in this process, on the same file (the HTTP routes return text).
+        bundle = load_pretrained(gguf_path)
+        engine = Engine(bundle.model, None, EngineConfig(max_num_seqs=2))
         asyncio.run(engine.start())
         try:
-            asyncio.run(fireside_generate(engine, prompts[:2], 8))  # warm-up
             fs_out = fireside_greedy(engine, prompts[0], args.check_tokens)
-            llama_out = llama.generate(prompts[:1], args.check_tokens)[0]
+        finally:
+            asyncio.run(engine.shutdown())
+        del bundle, engine
 
-            def llama_run(batch: list[list[int]]) -> None:
-                made = llama.generate(batch, n)
-                assert all(len(t) == n for t in made)
+        llama = LlamaServer(
+            bin_dir / "llama-server",
+            gguf_path,
+            tmp / "llama-server.log",
+            args.threads,
+            slots,
+            p + n,
+        )
+        try:
+            with fireside_serve(gguf_path, tmp / "fireside.log", args.threads, slots) as url:
+                fireside_requests(url, prompts[:2], 8)  # warm-up
+                llama_out = llama.generate(prompts[:1], args.check_tokens)[0]
 
-            def fs_run(batch: list[list[int]]) -> None:
-                made = asyncio.run(fireside_generate(engine, batch, n))
-                assert made == len(batch) * n
+                def llama_run(batch: list[list[int]]) -> None:
+                    made = llama.generate(batch, n)
+                    assert all(len(t) == n for t in made)
 
-            # llama.cpp and Fireside alternate within each repeat, so a shared, busy machine
-            # slows both alike rather than whichever happened to run during a noisy spell.
-            sizes = [1, *args.parallel]
-            times: dict[tuple[str, int], list[float]] = {}
-            bandwidths = []
-            for _ in range(args.repeats):
-                bandwidths.append(read_bandwidth())
-                for k in sizes:
-                    for side, run in (("llama.cpp", llama_run), ("fireside", fs_run)):
-                        t = median_time(functools.partial(run, prompts[:k]), 1)
-                        times.setdefault((side, k), []).append(t)
+                def fs_run(batch: list[list[int]]) -> None:
+                    assert fireside_requests(url, batch, n) == len(batch) * n
+
+                # llama.cpp and Fireside alternate within each repeat, so a shared, busy
+                # machine slows both alike rather than whichever ran during a noisy spell.
+                sizes = [1, *args.parallel]
+                times: dict[tuple[str, int], list[float]] = {}
+                bandwidths = []
+                for _ in range(args.repeats):
+                    bandwidths.append(read_bandwidth())
+                    for k in sizes:
+                        for side, go in (("llama.cpp", llama_run), ("fireside", fs_run)):
+                            t = median_time(functools.partial(go, prompts[:k]), 1)
+                            times.setdefault((side, k), []).append(t)
         finally:
             llama.close()
-            asyncio.run(engine.shutdown())
 
     tps = {key: key[1] * n / statistics.median(t) for key, t in times.items()}
     bandwidth = statistics.median(bandwidths)
     roofline = bandwidth / weight_bytes
     print(
-        f"model: {params / 1e6:.0f}M parameters fp32 ({args.layers} layers, hidden {args.hidden}, "
-        f"vocab {args.vocab}); {args.threads} threads for both; fireside under "
-        f"{allocator_name()}; read bandwidth "
+        f"model: {params / 1e6:.0f}M parameters ({args.layers} layers, hidden {args.hidden}, "
+        f"vocab {args.vocab}), one GGUF file of {'/'.join(kinds)} tensors "
+        f"({weight_bytes / 2**20:.0f} MiB read a token) made by llama.cpp; {args.threads} threads "
+        f"for both; fireside serve under {allocator_name()}; read bandwidth "
         f"{bandwidth / 1e9:.1f} GB/s -> roofline {roofline:.1f} tokens/s; "
         f"{p}-token prompts, {n} new tokens, medians of {args.repeats}"
     )

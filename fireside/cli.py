@@ -1,5 +1,5 @@
-"""`fireside serve | worker | chat | train | merge | eval | data | knowledge | admin`: the command
-line."""
+"""`fireside serve | worker | chat | train | merge | export | quantize | eval | data | knowledge |
+admin`: the command line."""
 
 from __future__ import annotations
 
@@ -79,8 +79,8 @@ def _chat(args: argparse.Namespace) -> int:
 
 
 MODEL_HELP = (
-    "model directory (HF format) or GGUF file (F32/F16/BF16 tensors; a directory holding one "
-    ".gguf too); default: the bundled model"
+    "model directory (HF format) or GGUF file (F32/F16/BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K "
+    "tensors; a directory holding one .gguf too); default: the bundled model"
 )
 
 
@@ -181,6 +181,16 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
     ),
     "train": ("fireside.train.cli", "add_train_parser", "train a tokenizer or a model"),
     "eval": ("fireside.eval.cli", "add_eval_parser", "evaluate a model and write its report card"),
+    "export": (
+        "fireside.model.cli",
+        "add_export_parser",
+        "write a model as a GGUF file llama.cpp loads",
+    ),
+    "quantize": (
+        "fireside.model.cli",
+        "add_quantize_parser",
+        "write a model's weights quantized (int8, int4) as GGUF",
+    ),
     "admin": (
         "fireside.app.cli",
         "add_admin_parser",

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from fireside.model import ModelConfig, Tokenizer, Transformer, save_pretrained, train_tokenizer
+from tests.gguf_utils import converter, ggml_kernels, gguf_file, model_dirs  # noqa: F401 - fixtures
 
 
 def stdlib_texts(limit: int = 40) -> list[str]:

@@ -3,22 +3,30 @@
 The metadata gives the ModelConfig, the tokenizer (rebuilt by gguf_tokenizer.py) and the chat
 template; the tensors are renamed to HF names, so the one Transformer serves them. llama.cpp's
 converter reorders the q and k rows of `llama` models for its interleaved RoPE; they are put
-back here. This version loads F32, F16 and BF16 tensors; quantized files are refused with the
-type named, never expanded behind the user's back.
+back here (on quantized rows too: a row is whole blocks, so reordering rows moves byte ranges).
+
+A file of F32/F16/BF16 tensors loads as a float model. In a file with quantized tensors (Q8_0,
+Q4_0, Q4_K, Q5_K, Q6_K, mixed as llama.cpp's Q4_K_M files mix them) the projections, the
+embeddings and the head stay in their GGUF type: the memory-mapped blocks go straight to ggml's
+kernels (fireside.kernels.ggml, through fireside.model.quantized), never expanded to fp32;
+norms and biases are float. Other types are refused with the tensor and type named.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import re
+from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from fireside.errors import CheckpointError
+from fireside.kernels.ggml import SUPPORTED as SUPPORTED_QTYPES
 from fireside.model.checkpoint import assign_weights, default_dtype, meta_model
 from fireside.model.config import ModelConfig
 from fireside.model.gguf_tokenizer import GGUFVocab, build_backend
@@ -29,15 +37,30 @@ from fireside.model.transformer import Transformer, rope_inv_freq
 if TYPE_CHECKING:
     from gguf import GGUFReader, ReaderTensor
 
+    from fireside.kernels.ggml import QuantMatrix
+
+log = logging.getLogger(__name__)
+
 # general.architecture -> HF architecture. Mistral's (v0.1-v0.3, Nemo) GGUFs say "llama".
 ARCHITECTURES = {
     "llama": "LlamaForCausalLM",
     "qwen2": "Qwen2ForCausalLM",
     "qwen3": "Qwen3ForCausalLM",
 }
+# HF architecture -> the general.architecture an export writes (Mistral's converter says llama).
+GGUF_ARCHITECTURES = {
+    "LlamaForCausalLM": "llama",
+    "MistralForCausalLM": "llama",
+    "Qwen2ForCausalLM": "qwen2",
+    "Qwen3ForCausalLM": "qwen3",
+}
 # The architectures whose q/k rows llama.cpp's converter permutes (LlamaModel.permute).
 PERMUTED = {"llama"}
 FLOAT_TYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+# The quantized types Fireside's kernels run (fireside.kernels.ggml.SUPPORTED, one list for both).
+QUANT_TYPES = tuple(t.name for t in sorted(SUPPORTED_QTYPES) if t.name not in FLOAT_TYPES)
+SUPPORTED_TYPES = ", ".join((*FLOAT_TYPES, *QUANT_TYPES))
+EMBED, HEAD = "model.embed_tokens.weight", "lm_head.weight"
 
 _GLOBAL_NAMES = {
     "token_embd.weight": "model.embed_tokens.weight",
@@ -97,7 +120,7 @@ def load_gguf(
             "first (llama.cpp's `llama-gguf-split --merge FIRST_PART OUT.gguf`)"
         )
     tensors = {t.name: t for t in reader.tensors}
-    _check_float(tensors, path)
+    quantized = _check_types(tensors, path)
     cfg = gguf_config(meta, tensors, path)
     # The tokenizer first: a vocabulary Fireside cannot rebuild fails before the weights load.
     vocab = GGUFVocab.from_metadata(meta)
@@ -105,7 +128,11 @@ def load_gguf(
     tokenizer = Tokenizer(build_backend(vocab), str(template) if template else None, vocab.special)
     check_tokenizer_matches(tokenizer, cfg.vocab_size, str(path))
     device = torch.device(device)
-    model = _load_weights(cfg, arch, tensors, device, dtype or default_dtype(device), path)
+    if quantized:
+        _check_quantized_target(quantized, device, dtype, path)
+        model = _load_weights(cfg, arch, tensors, device, torch.float32, path, quantize=True)
+    else:
+        model = _load_weights(cfg, arch, tensors, device, dtype or default_dtype(device), path)
     return Pretrained(
         model=model, tokenizer=tokenizer, generation_config=_generation_config(vocab), path=path
     )
@@ -126,14 +153,38 @@ def _metadata(reader: GGUFReader) -> dict[str, Any]:
     return {name: field.contents() for name, field in reader.fields.items()}
 
 
-def _check_float(tensors: dict[str, ReaderTensor], path: Path) -> None:
+def _check_types(tensors: dict[str, ReaderTensor], path: Path) -> list[str]:
+    """Every tensor's type is one Fireside runs; returns the quantized types present."""
+    found = []
     for name, t in tensors.items():
         kind = t.tensor_type.name
-        if kind not in FLOAT_TYPES:
+        if kind in QUANT_TYPES and len(t.shape) == 2:
+            found.append(kind)
+        elif kind not in FLOAT_TYPES:
             raise CheckpointError(
-                f"tensor {name!r} in {str(path)!r} is {kind}; this version loads F32, F16 and "
-                "BF16 GGUF tensors; quantized GGUF support is coming (issue 22)"
+                f"tensor {name!r} in {str(path)!r} is {kind}, a type Fireside does not run; "
+                f"supported: {SUPPORTED_TYPES} (llama.cpp's llama-quantize writes those, e.g. "
+                "Q4_K_M or Q8_0, from an F16 or F32 file)"
             )
+    return sorted(set(found), key=QUANT_TYPES.index)
+
+
+def _check_quantized_target(
+    types: list[str], device: torch.device, dtype: torch.dtype | None, path: Path
+) -> None:
+    from fireside.kernels import ggml
+
+    what = f"{str(path)!r} holds {'/'.join(types)} tensors"
+    if device.type != "cpu":
+        raise CheckpointError(
+            f"{what}, which Fireside runs on CPU only (ggml's kernels); serve it with "
+            "--device cpu, or use an F16/BF16 GGUF or HF model on CUDA"
+        )
+    if dtype not in (None, torch.float32):
+        raise CheckpointError(f"{what}, whose kernels take fp32 activations, not {dtype}")
+    reason = ggml.unavailable_reason()
+    if reason is not None:
+        raise CheckpointError(f"{what}, which run on ggml's kernels: {reason}")
 
 
 def gguf_config(meta: dict[str, Any], tensors: dict[str, ReaderTensor], path: Path) -> ModelConfig:
@@ -240,6 +291,21 @@ def llama3_scaling(
     return scaling
 
 
+_GGUF_LAYER_NAMES = {hf: name for name, hf in _LAYER_NAMES.items()}
+_HF_LAYER_TENSOR = re.compile(r"model\.layers\.(\d+)\.([\w.]+)\.(weight|bias)")
+
+
+def gguf_name(hf: str) -> str | None:
+    """The llama.cpp name of an HF tensor name (hf_name's inverse)."""
+    for name, target in _GLOBAL_NAMES.items():
+        if target == hf:
+            return name
+    m = _HF_LAYER_TENSOR.fullmatch(hf)
+    if m is None or m.group(2) not in _GGUF_LAYER_NAMES:
+        return None
+    return f"blk.{m.group(1)}.{_GGUF_LAYER_NAMES[m.group(2)]}.{m.group(3)}"
+
+
 def hf_name(name: str) -> str | None:
     if name in _GLOBAL_NAMES:
         return _GLOBAL_NAMES[name]
@@ -259,12 +325,22 @@ def _tensor(t: ReaderTensor) -> Tensor:
     return torch.from_numpy(np.array(data))
 
 
-def unpermute(w: Tensor, heads: int) -> Tensor:
+Rows = TypeVar("Rows", Tensor, np.ndarray[Any, Any])
+
+
+def unpermute(w: Rows, heads: int) -> Rows:
     """Undo convert_hf_to_gguf.py's LlamaModel.permute: GGUF's `llama` rotates pairs
-    (2j, 2j + 1) of a head, HF's Llama (and Fireside) dimension j with j + d/2."""
+    (2j, 2j + 1) of a head, HF's Llama (and Fireside) dimension j with j + d/2. Rows of
+    quantized blocks (a uint8 array, one row per output) reorder the same way."""
     return (
         w.reshape(heads, w.shape[0] // heads // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
     )
+
+
+def interleave(w: Tensor, heads: int) -> Tensor:
+    """convert_hf_to_gguf.py's LlamaModel.permute (unpermute's inverse), for export."""
+    pairs = w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:])
+    return pairs.swapaxes(1, 2).reshape(w.shape)
 
 
 def _load_weights(
@@ -274,27 +350,80 @@ def _load_weights(
     device: torch.device,
     dtype: torch.dtype,
     path: Path,
+    quantize: bool = False,
 ) -> Transformer:
+    """The model; with `quantize`, its projections, embeddings and head (those not F32 in the
+    file) as ggml matrices of the file's blocks."""
     model, expected = meta_model(cfg)
     loaded: dict[str, Tensor] = {}
+    matrices: dict[str, QuantMatrix] = {}
     for name, t in tensors.items():
         if name == ROPE_FREQS:
             continue  # read into the config
         target = hf_name(name)
         if target is None or target not in expected:
             raise CheckpointError(f"unexpected tensor {name!r} in {str(path)!r}")
-        tensor = _tensor(t)
-        if tuple(tensor.shape) != tuple(expected[target].shape):
+        shape = tuple(int(n) for n in reversed(t.shape))
+        if shape != tuple(expected[target].shape):
             raise CheckpointError(
-                f"tensor {name!r} in {str(path)!r} has shape {tuple(tensor.shape)}, its metadata "
+                f"tensor {name!r} in {str(path)!r} has shape {shape}, its metadata "
                 f"implies {tuple(expected[target].shape)}"
             )
+        heads = None
         if arch in PERMUTED and target.endswith(("q_proj.weight", "q_proj.bias")):
-            tensor = unpermute(tensor, cfg.num_attention_heads)
+            heads = cfg.num_attention_heads
         elif arch in PERMUTED and target.endswith(("k_proj.weight", "k_proj.bias")):
-            tensor = unpermute(tensor, cfg.num_key_value_heads)
+            heads = cfg.num_key_value_heads
+        if quantize and t.tensor_type.name != "F32" and _held_quantized(target):
+            matrices[target] = _matrix(t, target, shape, heads)
+            continue
+        tensor = _tensor(t)
+        if heads is not None:
+            tensor = unpermute(tensor, heads)
         loaded[target] = tensor.to(device=device, dtype=dtype)
-    return assign_weights(model, expected, loaded, path, device)
+    expected = {k: v for k, v in expected.items() if k not in matrices}
+    model = assign_weights(model, expected, loaded, path, device)
+    if matrices:
+        from fireside.model import quantized
+
+        quantized.attach(model, matrices)
+        _log_resident(model, matrices, path)
+    return model
+
+
+def _held_quantized(target: str) -> bool:
+    """The weights fireside.model.quantized holds as ggml matrices."""
+    return target.endswith("proj.weight") or target in (EMBED, HEAD)
+
+
+def _matrix(t: ReaderTensor, target: str, shape: tuple[int, ...], heads: int | None) -> QuantMatrix:
+    """A ggml matrix straight from the file's (memory-mapped) blocks, rows reordered first
+    where llama.cpp's converter permuted them."""
+    from fireside.kernels.ggml import QuantMatrix
+
+    out_features, in_features = shape
+    raw = np.asarray(t.data).view(np.uint8).reshape(out_features, -1)
+    if heads is not None:
+        raw = np.ascontiguousarray(unpermute(raw, heads))
+    return QuantMatrix.from_blocks(
+        raw, int(t.tensor_type), out_features, in_features, lookup=target == EMBED
+    )
+
+
+def _log_resident(model: Transformer, matrices: dict[str, QuantMatrix], path: Path) -> None:
+    from fireside.model import quantized
+
+    quant, dense = quantized.resident_bytes(model)
+    fp32 = 4 * sum(m.out_features * m.in_features for m in matrices.values())
+    fp32 += dense
+    kinds = Counter(m.qtype.name for m in matrices.values())
+    log.info(
+        "%s: %s; weights resident %.1f MiB (%.1f MiB in fp32)",
+        path.name,
+        ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items())),
+        (quant + dense) / 2**20,
+        fp32 / 2**20,
+    )
 
 
 def _generation_config(vocab: GGUFVocab) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """A GGUF file's tokenizer rebuilt as an HF `tokenizers` object, so fireside.model.tokenizer's
-Tokenizer (chat rendering, streaming, grammars) works on it unchanged.
+Tokenizer (chat rendering, streaming, grammars) works on it unchanged; and the other way, a
+byte-level BPE tokenizer as the GGUF metadata that `fireside export --gguf` writes.
 
 A GGUF carries no tokenizer.json: it keeps the vocabulary (`tokenizer.ggml.tokens`, with token
 types and scores), the merges and the *name* of the pre-tokenizer (`tokenizer.ggml.pre`), whose
@@ -9,14 +10,18 @@ same splits the models' own tokenizer.json files use.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tokenizers
 from tokenizers import Tokenizer as HFTokenizer
 
 from fireside.errors import TokenizerError
+
+if TYPE_CHECKING:
+    from fireside.model.tokenizer import Tokenizer
 
 # gguf.TokenType values (llama.cpp's llama_token_type), spelled out so this module needs only
 # the metadata, not the gguf package.
@@ -161,12 +166,16 @@ def _byte_level(vocab: GGUFVocab) -> HFTokenizer:
         {t: i for i, t in enumerate(vocab.tokens)}, merges, ignore_merges=pre.ignore_merges
     )
     backend = HFTokenizer(model)
-    backend.pre_tokenizer = pre_tokenizers.Sequence(
+    backend.pre_tokenizer = _split_pre_tokenizer(pre)
+    backend.decoder = decoders.ByteLevel()
+    return backend
+
+
+def _split_pre_tokenizer(pre: PreTokenizer) -> pre_tokenizers.PreTokenizer:
+    return pre_tokenizers.Sequence(
         [pre_tokenizers.Split(Regex(s), behavior="isolated") for s in pre.splits]
         + [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
     )
-    backend.decoder = decoders.ByteLevel()
-    return backend
 
 
 def _merge_pair(merge: str) -> tuple[str, str]:
@@ -232,3 +241,81 @@ def _add_special_tokens(backend: HFTokenizer, vocab: GGUFVocab) -> None:
     backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in special])
     user = [vocab.tokens[i] for i, kind in enumerate(vocab.token_types) if kind == USER_DEFINED]
     backend.add_tokens([AddedToken(t, special=False, normalized=False) for t in user if t])
+
+
+# The names an export may write, most common first: one name of each distinct split (the
+# aliases above tokenize alike), all of them names llama.cpp's llama-vocab.cpp knows.
+_EXPORT_PRE = ("qwen2", "llama-bpe", "gpt-4o", "tekken", "qwen35", "dbrx", "gpt-2", "starcoder")
+# llama.cpp's convert_hf_to_gguf.py tells pre-tokenizers apart by how they tokenize this text
+# (its `chktxt`); Fireside checks the split it names on the same text and more.
+CHECK_TEXTS = (
+    "\n \n\n \n\n\n \t \t\t \t\n  \n   \n    \n     \n🚀 (normal) 😶\u200d🌫️ (multiple emojis "
+    "concatenated) ✅ 🦙🦙 3 33 333 3333 33333 333333 3333333 33333333 3.3 3..3 3...3 "
+    "កាន់តែពិសេសអាច😁 ?我想在apple工作1314151天～ ------======= нещо на Български "
+    "''''''```````\"\"\"\"......!!!!!!?????? I've been 'told he's there, 'RE you sure? "
+    "'M not sure I'll make it, 'D you like some tea? We'Ve a'lL",
+    "def f(x):\n    return x + 1\n\n\nclass A:\r\n\tpass  # done\n",
+    "Hello, World! 1234567 naïve café I'VE HAD 12.5% of it... DON'T/won't x=[1,2];y={'a':3}",
+    "ÀÉÎõü ǅungla ΣΊΣΥΦΟΣ straße ﬁ ½ ² ⅷ ٣٤ 𝟘𝟙 \u00a0\u2003 \u200b end",
+)
+
+
+def vocab_for_gguf(tokenizer: Tokenizer, vocab_size: int) -> GGUFVocab:
+    """A byte-level BPE tokenizer as GGUF metadata, as convert_hf_to_gguf.py's _set_vocab_gpt2
+    writes it: every embedding row a token (unused rows [PADn]), added special tokens CONTROL,
+    other added tokens USER_DEFINED, and the pre-tokenizer named by the llama.cpp split that
+    cuts the check texts exactly as this tokenizer does."""
+    data = json.loads(tokenizer.backend.to_str())
+    model = data.get("model") or {}
+    pre_tok = json.dumps(data.get("pre_tokenizer"))
+    byte_level = '"ByteLevel"' in pre_tok or (data.get("decoder") or {}).get("type") == "ByteLevel"
+    if model.get("type") != "BPE" or model.get("byte_fallback") or not byte_level:
+        raise TokenizerError(
+            "GGUF export writes byte-level BPE tokenizers (GPT-2, Llama 3, Qwen, Fireside's "
+            f"own); this tokenizer's model is {model.get('type')!r}"
+            + (" with byte fallback (SentencePiece style)" if model.get("byte_fallback") else "")
+        )
+    tokens = [f"[PAD{i}]" for i in range(vocab_size)]
+    types = [UNUSED] * vocab_size
+    for token, i in tokenizer.backend.get_vocab(with_added_tokens=True).items():
+        tokens[i], types[i] = token, NORMAL
+    for i, added in tokenizer.backend.get_added_tokens_decoder().items():
+        types[i] = CONTROL if added.special else USER_DEFINED
+    found = {name: tokenizer.token_id(text) for name, text in tokenizer.special.items() if text}
+    special_ids = {name: i for name, i in found.items() if i is not None}
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
+    vocab = GGUFVocab(
+        model="gpt2", tokens=tokens, token_types=types, merges=merges, special_ids=special_ids
+    )
+    return replace(vocab, pre=llama_cpp_pre(tokenizer, vocab, bool(model.get("ignore_merges"))))
+
+
+def llama_cpp_pre(tokenizer: Tokenizer, vocab: GGUFVocab, ignore_merges: bool) -> str:
+    """The `tokenizer.ggml.pre` name whose split llama.cpp runs the same as this tokenizer's."""
+    original = tokenizer.backend.pre_tokenizer
+    want = [[p for p, _ in original.pre_tokenize_str(t)] for t in CHECK_TEXTS] if original else []
+    for name in _EXPORT_PRE:
+        pre = _PRE_TOKENIZERS[name]
+        if pre.ignore_merges != ignore_merges or original is None:
+            continue
+        candidate = _split_pre_tokenizer(pre)
+        if [[p for p, _ in candidate.pre_tokenize_str(t)] for t in CHECK_TEXTS] == want:
+            break
+    else:
+        raise TokenizerError(
+            "this tokenizer splits text before BPE in a way none of llama.cpp's named "
+            f"pre-tokenizers does (tried {', '.join(_EXPORT_PRE)}); llama.cpp would tokenize "
+            "it differently. It needs a tokenizer with one of those splits, or the split added "
+            "to llama.cpp under a new name (a `tokenizer.ggml.pre` case in src/llama-vocab.cpp "
+            "and its hash in convert_hf_to_gguf_update.py), then to Fireside's table in "
+            "fireside/model/gguf_tokenizer.py"
+        )
+    # The whole tokenizer rebuilt from the metadata as a loader will, against the original.
+    rebuilt = build_backend(replace(vocab, pre=name))
+    for text in (*CHECK_TEXTS, *tokenizer.special_token_texts()):
+        if rebuilt.encode(text, add_special_tokens=False).ids != tokenizer.encode(text):
+            raise TokenizerError(
+                f"the tokenizer rebuilt from GGUF metadata (pre-tokenizer {name!r}) encodes "
+                f"{text[:40]!r} differently from the original; it cannot be exported as GGUF"
+            )
+    return name
