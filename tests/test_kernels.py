@@ -25,6 +25,9 @@ TYPES = [
     QType.Q4_K,
     QType.Q5_K,
     QType.Q6_K,
+    QType.Q4_1,
+    QType.Q5_0,
+    QType.Q5_1,
 ]
 # max |y - y_ref| / max |y_ref| of a matmul against x @ W_dequantized.T in float64. The weights
 # are exact (the reference dequantizes the very blocks the kernel reads); the error is the
@@ -33,7 +36,8 @@ TYPES = [
 MATMUL_TOL = {QType.F32: 1e-5, QType.F16: 2e-3, QType.BF16: 1e-2}
 QUANT_MATMUL_TOL = 2e-2
 # max |W_dequantized - W| / max |W| for Gaussian weights: each format's own rounding, with
-# headroom (measured: Q8_0 0.4%, Q6_K 1.5%, Q5_K 3.2%, Q4_K 6.1%, Q4_0 7.4%).
+# headroom (measured: Q8_0 0.4%, Q6_K 1.5%, Q5_K 3.2%, Q4_K 6.1%, Q4_0 7.3%, Q4_1 4.9%,
+# Q5_0 3.4%, Q5_1 2.3%).
 ROUND_TRIP_TOL = {
     QType.F32: 0.0,
     QType.F16: 1e-3,
@@ -43,6 +47,9 @@ ROUND_TRIP_TOL = {
     QType.Q5_K: 0.06,
     QType.Q4_K: 0.12,
     QType.Q4_0: 0.15,
+    QType.Q4_1: 0.10,
+    QType.Q5_0: 0.07,
+    QType.Q5_1: 0.05,
 }
 
 
@@ -175,8 +182,8 @@ def test_concat_stacks_rows_exactly() -> None:
 
 def test_bad_types_and_shapes_are_named() -> None:
     w = weights(16, 256)
-    with pytest.raises(CheckpointError, match="Q4_1 is not supported"):
-        ggml.quantize_blocks(w, QType.Q4_1)
+    with pytest.raises(CheckpointError, match="Q3_K is not supported"):
+        ggml.quantize_blocks(w, QType.Q3_K)
     with pytest.raises(CheckpointError, match="IQ2_XXS is not supported"):
         QuantMatrix.from_blocks(np.zeros(10, np.uint8), GGMLQuantizationType.IQ2_XXS, 1, 256)
     with pytest.raises(CheckpointError, match="number 99"):

@@ -74,7 +74,21 @@ LIB_ENV = "FIRESIDE_GGML_LIB"
 DEFAULT_LIB = Path(__file__).parent / "_build" / "libfireside_ggml.so"
 # The types Fireside runs (ggml runs a few more; these are the ones tested).
 SUPPORTED = frozenset(
-    {QType.F32, QType.F16, QType.BF16, QType.Q8_0, QType.Q4_0, QType.Q4_K, QType.Q5_K, QType.Q6_K}
+    {
+        QType.F32,
+        QType.F16,
+        QType.BF16,
+        QType.Q8_0,
+        QType.Q4_0,
+        QType.Q4_K,
+        QType.Q5_K,
+        QType.Q6_K,
+        # llama-quantize's fallbacks where a row is not a multiple of 256 wide (Q4_K_M of
+        # Qwen2.5-0.5B's 896 or SmolLM2's 576 holds Q5_0 tensors), and the older 32-blocks.
+        QType.Q4_1,
+        QType.Q5_0,
+        QType.Q5_1,
+    }
 )
 _PLAIN = 1  # FS_FLAG_PLAIN
 
