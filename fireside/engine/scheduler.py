@@ -15,6 +15,7 @@ The scheduler is single-threaded: `Engine` owns it on its loop thread.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections import deque
@@ -28,6 +29,7 @@ from fireside.engine.config import EngineConfig
 from fireside.engine.detokenize import StreamDetokenizer
 from fireside.engine.kv_cache import KVBlockPool, block_hash, build_batch_cache
 from fireside.engine.sampling import SamplingRow, sample, token_logprobs
+from fireside.engine.threads import ThreadTuner, blas_tuner
 from fireside.engine.types import (
     FinishReason,
     RequestOutput,
@@ -122,6 +124,10 @@ class Scheduler:
         self.running: list[Request] = []
         self.reserved = 0  # blocks promised to running samples but not yet allocated
         self.device = model.device
+        # One-row steps run on the BLAS's threads; how many is measured (threads.py).
+        self.blas_threads: ThreadTuner | None = (
+            blas_tuner() if serving.cpu_fp32(model.device, model.dtype) else None
+        )
         self.generator = torch.Generator(device=self.device)
         if config.seed is not None:
             self.generator.manual_seed(config.seed)
@@ -193,7 +199,11 @@ class Scheduler:
             chunks.append((req, n))
             budget -= n
         rows = len(decoding) + sum(n for _, n in chunks)
-        with serving.one_row_threads(rows, self.device, self.model.dtype):
+        tuner = self.blas_threads if rows == 1 else None
+        with (
+            tuner.step() if tuner is not None else contextlib.nullcontext(),
+            serving.one_row_threads(rows, self.device, self.model.dtype),
+        ):
             if decoding:
                 self._decode(decoding)
             if chunks:
