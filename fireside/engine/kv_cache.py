@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from fireside.model.config import ModelConfig
@@ -153,6 +154,16 @@ class KVBlockPool:
         return matched
 
 
+@dataclass(frozen=True)
+class _RowHistory:
+    """The keys one decode row attends to: `length` slots of the flat pool from `start` where
+    its blocks are consecutive (blocks None), else of its blocks gathered in order."""
+
+    start: int
+    length: int
+    blocks: Tensor | None = None
+
+
 @dataclass
 class PagedKV:
     """The model's `KVCache` for one forward over a batch `[B, T]`.
@@ -162,7 +173,8 @@ class PagedKV:
     for every new token; padding tokens write to the scratch block) and block_tables
     (`[B, max_blocks]`), or span: for a single sequence whose blocks are consecutive ids,
     (first block, tokens), whose history is then a view of the pool written in place, with
-    no slots, no table and no gather.
+    no slots, no table and no gather; or, for a batch of decode rows (T = 1), slots and
+    rows: each row's history, which attention reads as a view of the pool, row by row.
     """
 
     pool: KVBlockPool
@@ -170,6 +182,54 @@ class PagedKV:
     slots: Tensor | None = None
     block_tables: Tensor | None = None
     span: tuple[int, int] | None = None
+    rows: list[_RowHistory] | None = None
+
+    def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """Store this step's keys and values and attend over the history: `[B, H, T, D]`."""
+        gqa = q.shape[2] != k.shape[2]
+        if self.rows is not None:
+            return self._attend_rows(layer, q, k, v, gqa)
+        k_all, v_all, mask = self.update(layer, k, v)
+        return F.scaled_dot_product_attention(
+            q.transpose(1, 2),
+            k_all,
+            v_all,
+            attn_mask=mask,
+            is_causal=mask is None and q.shape[1] > 1,
+            enable_gqa=gqa,
+        )
+
+    def _attend_rows(self, layer: int, q: Tensor, k: Tensor, v: Tensor, gqa: bool) -> Tensor:
+        """Decode rows, each over a view of its own stretch of the pool: no gathered copy of
+        the batch's history and no mask, for one small attention call per row (at 8-16 rows
+        about half the time of gathering every row's blocks padded to the longest; a row
+        whose blocks are not consecutive, after a fork or a shared prefix, gathers its own)."""
+        assert self.rows is not None and self.slots is not None
+        B, _, H, D = k.shape
+        flat_k = self.pool.keys[layer].view(-1, H, D)
+        flat_v = self.pool.values[layer].view(-1, H, D)
+        flat_k.index_copy_(0, self.slots, k.reshape(B, H, D))
+        flat_v.index_copy_(0, self.slots, v.reshape(B, H, D))
+        queries = q.transpose(1, 2)  # [B, heads, 1, D]
+        out = []
+        for i, row in enumerate(self.rows):
+            if row.blocks is None:
+                keys = flat_k[row.start : row.start + row.length]
+                values = flat_v[row.start : row.start + row.length]
+            else:
+                keys = self.pool.keys[layer].index_select(0, row.blocks).view(-1, H, D)
+                values = self.pool.values[layer].index_select(0, row.blocks).view(-1, H, D)
+                keys = keys[row.start : row.start + row.length]
+                values = values[row.start : row.start + row.length]
+            out.append(
+                F.scaled_dot_product_attention(
+                    queries[i : i + 1],
+                    keys[None].transpose(1, 2),
+                    values[None].transpose(1, 2),
+                    enable_gqa=gqa,
+                )
+            )
+        return torch.cat(out)
 
     def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
         B, T, H, D = k.shape
@@ -207,8 +267,23 @@ def build_batch_cache(
     """The cache and positions `[B, T]` for rows that each add `lengths[i]` tokens at
     position `starts[i]` (T = max length; shorter rows are padded)."""
     only = block_tables[0]
-    if len(starts) == 1 and list(only) == list(range(only[0], only[0] + len(only))):
+    if len(starts) == 1 and _consecutive(only):
         return _single_span_cache(pool, only[0], starts[0], lengths[0], sliding_window, device)
+    if max(lengths) == 1:
+        return _decode_rows_cache(pool, block_tables, starts, sliding_window, device)
+    return _padded_cache(pool, block_tables, starts, lengths, sliding_window, device)
+
+
+def _padded_cache(
+    pool: KVBlockPool,
+    block_tables: Sequence[Sequence[int]],
+    starts: Sequence[int],
+    lengths: Sequence[int],
+    sliding_window: int | None,
+    device: torch.device,
+) -> tuple[PagedKV, Tensor]:
+    """Any batch (prompt chunks): every row's blocks gathered, padded to the longest table,
+    with a mask."""
     bs = pool.block_size
     B, T = len(starts), max(lengths)
     max_blocks = max(len(t) for t in block_tables)
@@ -234,6 +309,39 @@ def build_batch_cache(
         mask=mask[:, None].to(device),
     )
     return cache, positions.clamp(min=0).to(device)
+
+
+def _consecutive(blocks: Sequence[int]) -> bool:
+    return list(blocks) == list(range(blocks[0], blocks[0] + len(blocks)))
+
+
+def _decode_rows_cache(
+    pool: KVBlockPool,
+    block_tables: Sequence[Sequence[int]],
+    starts: Sequence[int],
+    sliding_window: int | None,
+    device: torch.device,
+) -> tuple[PagedKV, Tensor]:
+    """Rows that each add one token at `starts[i]` (batched decode): each attends to its
+    tokens up to and including the new one (the last `sliding_window` of them, with one)."""
+    bs = pool.block_size
+    rows, slots = [], []
+    for table, pos in zip(block_tables, starts, strict=True):
+        slots.append(table[pos // bs] * bs + pos % bs)
+        first = pos + 1 - sliding_window if sliding_window is not None else 0
+        first = max(first, 0)
+        if _consecutive(table):
+            rows.append(_RowHistory(table[0] * bs + first, pos + 1 - first))
+        else:
+            used = torch.tensor(table[: pos // bs + 1], dtype=torch.long, device=device)
+            rows.append(_RowHistory(first, pos + 1 - first, used))
+    cache = PagedKV(
+        pool=pool,
+        mask=None,
+        slots=torch.tensor(slots, dtype=torch.long, device=device),
+        rows=rows,
+    )
+    return cache, torch.tensor(starts, dtype=torch.long, device=device)[:, None]
 
 
 def _single_span_cache(
