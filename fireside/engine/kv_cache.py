@@ -210,26 +210,26 @@ class PagedKV:
         flat_v = self.pool.values[layer].view(-1, H, D)
         flat_k.index_copy_(0, self.slots, k.reshape(B, H, D))
         flat_v.index_copy_(0, self.slots, v.reshape(B, H, D))
-        queries = q.transpose(1, 2)  # [B, heads, 1, D]
+        # Few ops per row, since this runs rows x layers times a step: each row's query as
+        # [heads, 1, D] from one unbind, its keys and values as one strided view each.
+        queries = q.transpose(1, 2).unbind(0)
         out = []
-        for i, row in enumerate(self.rows):
+        for query, row in zip(queries, self.rows, strict=True):
+            shape, strides = (H, row.length, D), (D, H * D, 1)
             if row.blocks is None:
-                keys = flat_k[row.start : row.start + row.length]
-                values = flat_v[row.start : row.start + row.length]
-            else:
-                keys = self.pool.keys[layer].index_select(0, row.blocks).view(-1, H, D)
-                values = self.pool.values[layer].index_select(0, row.blocks).view(-1, H, D)
-                keys = keys[row.start : row.start + row.length]
-                values = values[row.start : row.start + row.length]
-            out.append(
-                F.scaled_dot_product_attention(
-                    queries[i : i + 1],
-                    keys[None].transpose(1, 2),
-                    values[None].transpose(1, 2),
-                    enable_gqa=gqa,
+                keys = flat_k.as_strided(
+                    shape, strides, flat_k.storage_offset() + row.start * H * D
                 )
-            )
-        return torch.cat(out)
+                values = flat_v.as_strided(
+                    shape, strides, flat_v.storage_offset() + row.start * H * D
+                )
+            else:
+                gathered_k = self.pool.keys[layer].index_select(0, row.blocks)
+                gathered_v = self.pool.values[layer].index_select(0, row.blocks)
+                keys = gathered_k.as_strided(shape, strides, row.start * H * D)
+                values = gathered_v.as_strided(shape, strides, row.start * H * D)
+            out.append(F.scaled_dot_product_attention(query, keys, values, enable_gqa=gqa))
+        return torch.stack(out)
 
     def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
         B, T, H, D = k.shape
