@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from fireside.engine import kv_cache
 from fireside.engine.kv_cache import KVBlockPool, build_batch_cache
 from tests.engine_utils import plain_copy, tiny_model
 
@@ -14,7 +15,12 @@ CPU = torch.device("cpu")
 
 
 @pytest.mark.parametrize("window", [None, 3])
-def test_decode_rows_equal_whole_sequence_forwards(window: int | None) -> None:
+@pytest.mark.parametrize("by_rows", [True, False], ids=["rows", "padded"])
+def test_decode_rows_equal_whole_sequence_forwards(
+    window: int | None, by_rows: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Short contexts: rows mode from the first token, or never, so both paths are checked.
+    monkeypatch.setattr(kv_cache, "ROWS_FROM_CONTEXT", 1 if by_rows else 10**9)
     arch = "MistralForCausalLM" if window else "LlamaForCausalLM"
     model = tiny_model(97, sliding_window=window, architecture=arch)
     reference = plain_copy(model)
@@ -31,8 +37,11 @@ def test_decode_rows_equal_whole_sequence_forwards(window: int | None) -> None:
             model.hidden_states(torch.tensor([prompt]), positions, cache)
         starts = [len(p) for p in prompts]
         cache, positions = build_batch_cache(pool, tables, starts, [1] * 4, window, CPU)
-        assert cache.rows is not None and cache.mask is None  # no gather, no mask
-        assert [r.blocks is None for r in cache.rows] == [True, False, True, False]
+        if by_rows:
+            assert cache.rows is not None and cache.mask is None  # no gather, no mask
+            assert [r.blocks is None for r in cache.rows] == [True, False, True, False]
+        else:
+            assert cache.rows is None and cache.mask is not None
         got = model(torch.tensor(nxt)[:, None], positions, cache)[:, 0]
         want = torch.stack(
             [reference(torch.tensor([[*p, t]]))[0, -1] for p, t in zip(prompts, nxt, strict=True)]

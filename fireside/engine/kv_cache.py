@@ -27,6 +27,13 @@ from torch import Tensor
 
 from fireside.model.config import ModelConfig
 
+# Batched decode attends row by row over views of the pool once the longest row's context
+# reaches this many tokens; below it, one gathered, padded copy costs less than a call per row
+# (134M model, two threads on a busy machine: 8 rows at 16-80 tokens ran 1.3x slower
+# row by row, 16 rows at ~300 tokens 1.8x faster; one thread: level at 20 tokens, 2-10x
+# faster from 48 to 144).
+ROWS_FROM_CONTEXT = 128
+
 
 def kv_bytes_per_token(cfg: ModelConfig, dtype: torch.dtype) -> int:
     """Keys and values of every layer for one token."""
@@ -201,9 +208,9 @@ class PagedKV:
 
     def _attend_rows(self, layer: int, q: Tensor, k: Tensor, v: Tensor, gqa: bool) -> Tensor:
         """Decode rows, each over a view of its own stretch of the pool: no gathered copy of
-        the batch's history and no mask, for one small attention call per row (at 8-16 rows
-        about half the time of gathering every row's blocks padded to the longest; a row
-        whose blocks are not consecutive, after a fork or a shared prefix, gathers its own)."""
+        the batch's history and no mask, for one small attention call per row (from
+        ROWS_FROM_CONTEXT tokens on; a row whose blocks are not consecutive, after a fork or
+        a shared prefix, gathers its own)."""
         assert self.rows is not None and self.slots is not None
         B, _, H, D = k.shape
         flat_k = self.pool.keys[layer].view(-1, H, D)
@@ -214,21 +221,29 @@ class PagedKV:
         # [heads, 1, D] from one unbind, its keys and values as one strided view each.
         queries = q.transpose(1, 2).unbind(0)
         out = []
-        for query, row in zip(queries, self.rows, strict=True):
-            shape, strides = (H, row.length, D), (D, H * D, 1)
-            if row.blocks is None:
-                keys = flat_k.as_strided(
-                    shape, strides, flat_k.storage_offset() + row.start * H * D
-                )
-                values = flat_v.as_strided(
-                    shape, strides, flat_v.storage_offset() + row.start * H * D
-                )
-            else:
-                gathered_k = self.pool.keys[layer].index_select(0, row.blocks)
-                gathered_v = self.pool.values[layer].index_select(0, row.blocks)
-                keys = gathered_k.as_strided(shape, strides, row.start * H * D)
-                values = gathered_v.as_strided(shape, strides, row.start * H * D)
-            out.append(F.scaled_dot_product_attention(query, keys, values, enable_gqa=gqa))
+        # On one thread: each row's attention is too small to split, and a parallel region
+        # per call makes every row wait at the pool's barrier (on a busy machine, for a
+        # descheduled thread's time slice: 8 rows ran 3.5x slower on two threads).
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            for query, row in zip(queries, self.rows, strict=True):
+                shape, strides = (H, row.length, D), (D, H * D, 1)
+                if row.blocks is None:
+                    keys = flat_k.as_strided(
+                        shape, strides, flat_k.storage_offset() + row.start * H * D
+                    )
+                    values = flat_v.as_strided(
+                        shape, strides, flat_v.storage_offset() + row.start * H * D
+                    )
+                else:
+                    gathered_k = self.pool.keys[layer].index_select(0, row.blocks)
+                    gathered_v = self.pool.values[layer].index_select(0, row.blocks)
+                    keys = gathered_k.as_strided(shape, strides, row.start * H * D)
+                    values = gathered_v.as_strided(shape, strides, row.start * H * D)
+                out.append(F.scaled_dot_product_attention(query, keys, values, enable_gqa=gqa))
+        finally:
+            torch.set_num_threads(threads)
         return torch.stack(out)
 
     def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
@@ -269,7 +284,7 @@ def build_batch_cache(
     only = block_tables[0]
     if len(starts) == 1 and _consecutive(only):
         return _single_span_cache(pool, only[0], starts[0], lengths[0], sliding_window, device)
-    if max(lengths) == 1:
+    if max(lengths) == 1 and max(starts) + 1 >= ROWS_FROM_CONTEXT:
         return _decode_rows_cache(pool, block_tables, starts, sliding_window, device)
     return _padded_cache(pool, block_tables, starts, lengths, sliding_window, device)
 
