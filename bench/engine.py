@@ -1,22 +1,30 @@
 """Engine benchmark: Fireside's engine against `transformers` generate on the same weights.
 
-    .venv/bin/python bench/engine.py            # ~100M-parameter random Llama, fp32, CPU
+    .venv/bin/python bench/engine.py                   # ~100M-parameter random Llama, fp32, CPU
+    .venv/bin/python bench/engine.py --shape bundled   # the bundled model's shape (Qwen3, 24M)
+    .venv/bin/python bench/engine.py --neighbour       # beside one busy process
 
 Prints single-stream decode tokens/s (with its fraction of the memory-bandwidth roofline:
 measured read bandwidth / bytes of weights read per token) and the throughput of N concurrent
 requests against transformers serving them one at a time. Every figure is a median over
 repeats, and every ratio is against a baseline measured in the same run. Both sides run under
 the allocator `fireside serve` uses (jemalloc where installed; FIRESIDE_JEMALLOC=0 for glibc's).
+
+`--neighbour` keeps one other process busy (a pure-Python spin loop, one core's worth) through
+every measurement, baseline and Fireside alike: a server shares its cores with the app, the
+database and the tool sandbox, and decode must hold up beside them.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -43,6 +51,10 @@ def read_bandwidth(repeats: int = 7) -> float:
     return big.numel() * 4 / median_time(big.sum, repeats)
 
 
+# The bundled model's shape (fireside/assets/fireside-tiny): Qwen3, 24.4M parameters.
+BUNDLED_SHAPE = {"layers": 7, "hidden": 448, "intermediate": 1216, "vocab": 8192}
+
+
 def add_model_args(parser: argparse.ArgumentParser) -> None:
     """The model and workload, shared with bench/llama_cpp.py so both measure the same thing."""
     parser.add_argument("--layers", type=int, default=12)
@@ -55,6 +67,10 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
 
 
 def bench_config(args: argparse.Namespace) -> ModelConfig:
+    bundled = getattr(args, "shape", "llama") == "bundled"
+    if bundled:
+        for name, value in BUNDLED_SHAPE.items():
+            setattr(args, name, value)
     return ModelConfig(
         vocab_size=args.vocab,
         hidden_size=args.hidden,
@@ -64,7 +80,9 @@ def bench_config(args: argparse.Namespace) -> ModelConfig:
         num_key_value_heads=args.hidden // 64,
         head_dim=64,
         max_position_embeddings=2048,
-        architecture="LlamaForCausalLM",
+        rms_norm_eps=1e-5 if bundled else 1e-6,
+        qk_norm=bundled,
+        architecture="Qwen3ForCausalLM" if bundled else "LlamaForCausalLM",
     )
 
 
@@ -129,6 +147,27 @@ def fireside_greedy(engine: Engine, prompt: list[int], new_tokens: int) -> list[
     return tokens
 
 
+def _spin() -> None:
+    x = 0
+    while True:
+        x += 1
+
+
+@contextmanager
+def neighbour(enabled: bool) -> Iterator[None]:
+    """One busy process (a pure-Python loop, one core's worth) while the block runs."""
+    if not enabled:
+        yield
+        return
+    proc = multiprocessing.get_context("spawn").Process(target=_spin, daemon=True)
+    proc.start()
+    try:
+        yield
+    finally:
+        proc.kill()
+        proc.join()
+
+
 def allocator_name() -> str:
     return "jemalloc" if running_jemalloc() else "glibc malloc"
 
@@ -137,8 +176,21 @@ def main() -> None:
     reexec_with_jemalloc()  # as `fireside serve` runs (fireside.allocator)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_model_args(parser)
+    parser.add_argument(
+        "--shape",
+        choices=["llama", "bundled"],
+        default="llama",
+        help="llama: a Llama of --layers/--hidden/...; bundled: the bundled model's shape "
+        "(Qwen3 with per-head query/key norms, 7 layers, hidden 448, vocab 8192), which "
+        "overrides those four",
+    )
     parser.add_argument("--concurrent", type=int, default=16)
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    parser.add_argument(
+        "--neighbour",
+        action="store_true",
+        help="keep one other process busy on one core through every measurement",
+    )
     parser.add_argument(
         "--hf-sequential",
         type=int,
@@ -183,11 +235,13 @@ def main() -> None:
     times: dict[str, list[float]] = {"hf1": [], "fs1": [], "hfk": [], "fsN": []}
     bandwidths = []
     for _ in range(args.repeats):
+        # The roofline is the machine's, so the bandwidth is read without the neighbour.
         bandwidths.append(read_bandwidth())
-        times["hf1"].append(median_time(lambda: hf_run(prompts[:1]), 1))
-        times["fs1"].append(median_time(lambda: fs_run(prompts[:1]), 1))
-        times["hfk"].append(median_time(lambda: hf_run(prompts[:k]), 1))
-        times["fsN"].append(median_time(lambda: fs_run(prompts), 1))
+        with neighbour(args.neighbour):
+            times["hf1"].append(median_time(lambda: hf_run(prompts[:1]), 1))
+            times["fs1"].append(median_time(lambda: fs_run(prompts[:1]), 1))
+            times["hfk"].append(median_time(lambda: hf_run(prompts[:k]), 1))
+            times["fsN"].append(median_time(lambda: fs_run(prompts), 1))
     asyncio.run(engine.shutdown())
     hf_single = n / statistics.median(times["hf1"])
     fs_single = n / statistics.median(times["fs1"])
@@ -197,10 +251,12 @@ def main() -> None:
     bandwidth = statistics.median(bandwidths)
     roofline = bandwidth / weight_bytes
     print(
-        f"model: {params / 1e6:.0f}M parameters fp32 ({args.layers} layers, hidden {args.hidden}, "
-        f"vocab {args.vocab}); {torch.get_num_threads()} threads; {allocator_name()}; read bandwidth "
+        f"model: {params / 1e6:.1f}M parameters fp32 ({args.shape} shape, {args.layers} layers, "
+        f"hidden {args.hidden}, vocab {args.vocab}; {weight_bytes / 1e6:.0f} MB of weights read "
+        f"per token); {torch.get_num_threads()} threads; {allocator_name()}; read bandwidth "
         f"{bandwidth / 1e9:.1f} GB/s -> roofline {roofline:.1f} tokens/s; "
         f"{args.prompt_tokens}-token prompts, {n} new tokens, medians of {args.repeats}"
+        + ("; one busy neighbour process throughout" if args.neighbour else "")
     )
 
     rows = [

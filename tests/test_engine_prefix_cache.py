@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from fireside.engine import Engine, EngineConfig, SamplingParams
-from tests.engine_utils import collect, greedy_reference, tiny_model
+from tests.engine_utils import StepGate, collect, greedy_reference, tiny_model
 
 SYSTEM = list(range(50, 75))  # 25 tokens: six full blocks of 4
 
@@ -68,16 +68,25 @@ def test_concurrent_identical_prompts_share_blocks_while_running() -> None:
     engine = Engine(model, None, EngineConfig(block_size=4))
     params = SamplingParams(temperature=0, max_tokens=30, ignore_eos=True)
 
+    # Held between forwards: "a" must still be running when "b" arrives, however fast it
+    # decodes its 30 tokens.
+    gate = StepGate(engine.model)
+    gate.close()
+
     async def main() -> None:
         async with engine:
             first = engine.generate([*SYSTEM, 1], params, "a")
-            await first.__anext__()  # "a" is prefilled and decoding
+            gate.allow(1)
+            await first.__anext__()  # "a" is prefilled and decoding (held before its next step)
             used_alone = engine.stats().kv_blocks_used
+            assert used_alone > 0
             second = engine.generate([*SYSTEM, 2], params, "b")
+            gate.allow(2)  # the next step: a's decode and b's prefill
             out = await second.__anext__()
             assert out.num_cached_prompt_tokens == 24
             # "b" added only its own tail and decode blocks, not another copy of the prefix.
             assert engine.stats().kv_blocks_used < 2 * used_alone
+            gate.open()
             await first.aclose()
             await second.aclose()
 

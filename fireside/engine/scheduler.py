@@ -15,6 +15,7 @@ The scheduler is single-threaded: `Engine` owns it on its loop thread.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections import deque
@@ -27,7 +28,9 @@ from torch import Tensor
 from fireside.engine.config import EngineConfig
 from fireside.engine.detokenize import StreamDetokenizer
 from fireside.engine.kv_cache import KVBlockPool, block_hash, build_batch_cache
+from fireside.engine.one_row import OneRowDecoder
 from fireside.engine.sampling import SamplingRow, sample, token_logprobs
+from fireside.engine.threads import ThreadTuner, blas_tuner
 from fireside.engine.types import (
     FinishReason,
     RequestOutput,
@@ -122,6 +125,12 @@ class Scheduler:
         self.running: list[Request] = []
         self.reserved = 0  # blocks promised to running samples but not yet allocated
         self.device = model.device
+        # One-row steps run on the BLAS's threads; how many is measured (threads.py).
+        self.blas_threads: ThreadTuner | None = (
+            blas_tuner() if serving.cpu_fp32(model.device, model.dtype) else None
+        )
+        # Single-stream decode steps in numpy where the model allows (one_row.py).
+        self.one_row = OneRowDecoder(model, pool) if OneRowDecoder.applies(model) else None
         self.generator = torch.Generator(device=self.device)
         if config.seed is not None:
             self.generator.manual_seed(config.seed)
@@ -193,7 +202,11 @@ class Scheduler:
             chunks.append((req, n))
             budget -= n
         rows = len(decoding) + sum(n for _, n in chunks)
-        with serving.one_row_threads(rows, self.device, self.model.dtype):
+        tuner = self.blas_threads if rows == 1 else None
+        with (
+            tuner.step() if tuner is not None else contextlib.nullcontext(),
+            serving.one_row_threads(rows, self.device, self.model.dtype),
+        ):
             if decoding:
                 self._decode(decoding)
             if chunks:
@@ -318,6 +331,14 @@ class Scheduler:
         return hidden
 
     def _decode(self, samples: list[Sample]) -> None:
+        if self.one_row is not None and len(samples) == 1 and samples[0].adapter is None:
+            s = samples[0]
+            self._ensure_blocks(s, s.num_computed + 1)
+            logits = self.one_row.decode(s.token_ids[-1], s.num_computed, s.blocks)
+            s.num_computed += 1
+            self._register_full_blocks(s)
+            self._sample_and_append(samples, logits)
+            return
         hidden = self._forward([(s, [s.token_ids[-1]]) for s in samples])
         logits = self.model.logits(hidden[:, 0])
         self._sample_and_append(samples, logits)

@@ -91,12 +91,19 @@ def linear(x: Tensor, weight: ServingWeight) -> Tensor:
         # One row: sgemv on numpy's BLAS; the arrays share memory with the tensors. Reshaped
         # on the numpy side, where a reshape costs a fraction of torch's.
         row = x.detach().numpy().reshape(-1)
-        return torch.from_numpy(np.dot(weight.array, row).reshape(*x.shape[:-1], -1))
+        return torch.from_numpy(matvec(weight, row).reshape(*x.shape[:-1], -1))
     if weight.packed is not None:
         return torch.ops.mkldnn._linear_pointwise(x, weight.packed, None, "none", [], "")
     if torch.backends.mkldnn.is_available():
         return torch.ops.mkldnn._linear_pointwise(x, dense, None, "none", [], "")
     return F.linear(x, dense)
+
+
+def matvec(weight: ServingWeight, row: np.ndarray) -> np.ndarray:
+    """`weight @ row` for one row (a 1-D fp32 array, as the one-row decoder in
+    fireside/engine/one_row.py keeps its activations): sgemv on numpy's BLAS."""
+    assert weight.array is not None, "a one-row matvec needs the weight's numpy array"
+    return np.dot(weight.array, row)
 
 
 @contextmanager

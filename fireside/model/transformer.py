@@ -36,6 +36,13 @@ class KVCache(Protocol):
     new tokens.
     """
 
+    def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """Store this step's keys and values (as `update`) and return the attention of the
+        queries `q` ([B, T, n_heads, head_dim], RoPE applied) over the history,
+        [B, n_heads, T, head_dim]: the cache may attend over its own layout without first
+        handing the history back as one tensor."""
+        ...
+
     def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor | None]: ...
 
 
@@ -180,23 +187,22 @@ class Attention(nn.Module):
         else:
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
 
-        mask: Tensor | None = None
         if cache is not None:
-            k, v, mask = cache.update(self.layer, k, v)
+            y = cache.attend(self.layer, q, k, v)
         else:
-            k, v = k.transpose(1, 2), v.transpose(1, 2)
+            mask: Tensor | None = None
             if self.sliding_window is not None and self.sliding_window < T:
                 i = torch.arange(T, device=x.device)
                 dist = i[:, None] - i[None, :]
                 mask = (dist >= 0) & (dist < self.sliding_window)
-        y = F.scaled_dot_product_attention(
-            q.transpose(1, 2),
-            k,
-            v,
-            attn_mask=mask,
-            is_causal=mask is None and T > 1,
-            enable_gqa=self.n_kv_heads != self.n_heads,
-        )
+            y = F.scaled_dot_product_attention(
+                q.transpose(1, 2),
+                k.transpose(1, 2),
+                v.transpose(1, 2),
+                attn_mask=mask,
+                is_causal=mask is None and T > 1,
+                enable_gqa=self.n_kv_heads != self.n_heads,
+            )
         y = y.transpose(1, 2).reshape(B, T, H * D)
         if self.o_weight is not None:
             return add_lora(serving.linear(y, self.o_weight), y, self.layer, "o")
