@@ -14,6 +14,8 @@ from torch import Tensor, nn
 
 from fireside.cli import main
 from fireside.engine import Engine, EngineConfig, SamplingParams
+from fireside.engine.kv_cache import KVBlockPool
+from fireside.engine.one_row import OneRowDecoder
 from fireside.errors import CheckpointError
 from fireside.kernels import ggml
 from fireside.kernels.ggml import KernelsUnavailableError, QType, QuantMatrix
@@ -286,3 +288,21 @@ def test_lora_adapters_run_over_quantized_weights(tmp_path: Path) -> None:
         return [o.tokens[0] for o in outs]
 
     assert asyncio.run(run()) == want
+
+
+@pytest.mark.parametrize("scheme", ["int8", "int4"])
+def test_one_row_decoder_runs_quantized_weights(scheme: str) -> None:
+    """Single-stream decode of a quantized model takes the numpy one-row path (ggml's kernel per
+    matrix) and gives the quantized model's own logits: the same kernels, one row at a time."""
+    q = quantized_copy(model(), scheme)
+    q.fuse_projections()
+    assert OneRowDecoder.applies(q)
+    pool = KVBlockPool(q.config, 8, 4, q.device, q.dtype)
+    decoder = OneRowDecoder(q, pool)
+    tokens = [3, 14, 15, 92, 65, 35, 89, 79, 32, 38, 46]
+    with torch.inference_mode():
+        got = torch.cat([decoder.decode(t, i, [1, 2, 3]) for i, t in enumerate(tokens)])
+        want = torch.cat([q(torch.tensor([tokens[: i + 1]]))[0, -1:] for i in range(len(tokens))])
+    # Activations are quantized per row, so one row gives the numbers the batched call gave
+    # that row, up to the kernels' summation order (gemv vs gemm tiles).
+    torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-3 * float(want.abs().max()))

@@ -12,8 +12,8 @@ activations) and writes keys and values straight into the paged pool.
 The numbers are the model's (`Transformer.forward`) to float rounding: the same formulas in
 the same order, fp32 throughout. It covers the Llama family as the model does (GQA, Qwen2's
 q/k/v bias, Qwen3's per-head norms, a sliding window, RoPE scaling through the model's own
-inverse frequencies); a step with a LoRA adapter, or weights without a dense fp32 matrix for
-numpy (`ServingWeight.array`), runs the torch path instead.
+inverse frequencies), with dense fp32 weights (numpy's BLAS) or quantized ones (ggml's
+kernels, `ServingWeight.quant`); a step with a LoRA adapter runs the torch path instead.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ class OneRowDecoder:
     @staticmethod
     def applies(model: Transformer) -> bool:
         """Whether this decoder can run `model`: fused for serving, CPU fp32, every weight a
-        dense matrix numpy can multiply."""
+        dense matrix numpy can multiply or a quantized one ggml can."""
         if not model.fused or not serving.cpu_fp32(model.device, model.dtype):
             return False
         weights = [model.lm_head_weight]
@@ -100,7 +100,7 @@ class OneRowDecoder:
             assert isinstance(block, Block)
             attn, mlp = block.self_attn, block.mlp
             weights += [attn.qkv_weight, attn.o_weight, mlp.gate_up_weight, mlp.down_weight]
-        return all(w is not None and w.array is not None for w in weights)
+        return all(w is not None and (w.array is not None or bool(w.quant)) for w in weights)
 
     def _rms_norm(self, x: np.ndarray, weight: np.ndarray) -> np.ndarray:
         scale = 1.0 / math.sqrt(float(np.dot(x, x)) / x.shape[-1] + self.eps)

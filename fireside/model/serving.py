@@ -101,7 +101,13 @@ def linear(x: Tensor, weight: ServingWeight) -> Tensor:
 
 def matvec(weight: ServingWeight, row: np.ndarray) -> np.ndarray:
     """`weight @ row` for one row (a 1-D fp32 array, as the one-row decoder in
-    fireside/engine/one_row.py keeps its activations): sgemv on numpy's BLAS."""
+    fireside/engine/one_row.py keeps its activations): sgemv on numpy's BLAS, or ggml's kernel
+    for quantized weights (the tensors share the arrays' memory both ways)."""
+    if weight.quant:
+        x = torch.from_numpy(row)
+        if len(weight.quant) == 1:
+            return weight.quant[0].matmul(x).numpy()
+        return np.concatenate([q.matmul(x).numpy() for q in weight.quant])
     assert weight.array is not None, "a one-row matvec needs the weight's numpy array"
     return np.dot(weight.array, row)
 
