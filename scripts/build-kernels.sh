@@ -13,7 +13,7 @@
 #   FIRESIDE_KERNELS_BUILD  where the build and the library go (default fireside/kernels/_build,
 #                           git-ignored)
 #   FIRESIDE_CACHE          the download and ggml's unpacked sources (default ~/.cache/fireside)
-#   GGML_OPENMP             ON (default) or OFF: ggml's threads from OpenMP or its own threadpool
+#   GGML_OPENMP             OFF (default: ggml's own threadpool) or ON (OpenMP's, torch's libgomp)
 #   JOBS                    parallel compile jobs (default: the number of cores)
 set -euo pipefail
 
@@ -24,7 +24,7 @@ CACHE=${FIRESIDE_CACHE:-$HOME/.cache/fireside}
 VERSION=0.3.36
 SHA256=832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
 SDIST=$CACHE/llama_cpp_python-$VERSION.tar.gz
-OPENMP=${GGML_OPENMP:-ON}
+OPENMP=${GGML_OPENMP:-OFF}
 JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
 LIB=$OUT/libfireside_ggml.so
 PYTHON=${PYTHON:-python3}

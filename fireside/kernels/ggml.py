@@ -11,8 +11,8 @@ The library is built by `make install` (scripts/build-kernels.sh) into fireside/
 `unavailable_reason()` says what to do; nothing here loads it before it is needed.
 
 Threads: each matmul runs on `threads()` threads, torch's count unless `set_threads` says
-otherwise. The library is built with OpenMP, and loaded after torch it binds to torch's
-libgomp, so ggml and torch share one thread team instead of two spinning against each other.
+otherwise, on ggml's own persistent threadpool (built without OpenMP: bound to torch's libgomp,
+ggml ran 3x slower when called from the engine's loop thread than from the main thread).
 """
 
 from __future__ import annotations

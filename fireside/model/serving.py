@@ -123,7 +123,7 @@ def one_row_threads(rows: int, device: torch.device, dtype: torch.dtype) -> Iter
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        # Quantized matmuls (ggml, on torch's OpenMP team) keep the step's threads.
+        # Quantized matmuls (ggml's own threadpool) keep the step's threads.
         with ggml.step_threads(threads):
             yield
     finally:
