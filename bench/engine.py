@@ -184,6 +184,13 @@ def main() -> None:
         "(Qwen3 with per-head query/key norms, 7 layers, hidden 448, vocab 8192), which "
         "overrides those four",
     )
+    parser.add_argument(
+        "--quantize",
+        choices=["int8", "int4"],
+        help="Fireside serves the weights quantized (as `fireside serve --quantize`); "
+        "transformers keeps fp32, so the ratios compare the two deployments, and the roofline "
+        "is the quantized bytes'",
+    )
     parser.add_argument("--concurrent", type=int, default=16)
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     parser.add_argument(
@@ -210,6 +217,18 @@ def main() -> None:
 
     params = sum(p.numel() for p in model.parameters())
     weight_bytes = decode_weight_bytes(model)
+    if args.quantize:
+        from fireside.model import quantized
+
+        quantized.quantize_model(model, args.quantize)
+        embedding = model.model.embed_tokens
+        # Every quantized matrix once a token, except the embedding's (one row is read), where
+        # the head is not tied to it.
+        weight_bytes = sum(
+            q.nbytes
+            for q in quantized.matrices(model)
+            if model.config.tie_word_embeddings or q is not getattr(embedding, "matrix", None)
+        )
     prompts = bench_prompts(args, args.concurrent)
     n = args.new_tokens
 
@@ -251,7 +270,7 @@ def main() -> None:
     bandwidth = statistics.median(bandwidths)
     roofline = bandwidth / weight_bytes
     print(
-        f"model: {params / 1e6:.1f}M parameters fp32 ({args.shape} shape, {args.layers} layers, "
+        f"model: {params / 1e6:.1f}M parameters {args.quantize or 'fp32'} ({args.shape} shape, {args.layers} layers, "
         f"hidden {args.hidden}, vocab {args.vocab}; {weight_bytes / 1e6:.0f} MB of weights read "
         f"per token); {torch.get_num_threads()} threads; {allocator_name()}; read bandwidth "
         f"{bandwidth / 1e9:.1f} GB/s -> roofline {roofline:.1f} tokens/s; "
