@@ -152,7 +152,9 @@ def test_a_tensor_type_fireside_does_not_run_is_named(tmp_path: Path) -> None:
     w.close()
     with pytest.raises(CheckpointError, match=r"'blk\.0\.attn_q\.weight' .* is IQ2_XXS") as e:
         load_pretrained(path)
-    assert "supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K" in str(e.value)
+    assert "supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K" in str(
+        e.value
+    )
 
 
 def test_a_directory_holding_one_gguf_loads_it(
