@@ -192,6 +192,10 @@ NEEDS_BWRAP = pytest.mark.skipif(
 )
 
 
+def _under_tmp(*paths: Path) -> list[Path]:
+    return sorted({p.resolve() for p in paths if p.resolve().is_relative_to("/tmp")})
+
+
 @contextmanager
 def read_only_root(args: list[str], model: Path) -> Iterator[tuple[Path, Path]]:
     """`fireside ARGS` as the image runs it, without a Docker engine: under bubblewrap, uid
@@ -212,6 +216,9 @@ def read_only_root(args: list[str], model: Path) -> Iterator[tuple[Path, Path]]:
         "--bind", str(tmp), "/tmp",
         "--bind", str(data), str(data),
         "--ro-bind", str(model), str(model),
+        # A checkout (or its venv) under /tmp, as a CI's clean clone may be, is hidden by the
+        # fresh /tmp above: bound back read-only, as the image's /app is.
+        *[a for p in _under_tmp(ROOT, Path(sys.prefix)) for a in ("--ro-bind", str(p), str(p))],
         "--unshare-user", "--uid", "10001", "--gid", "10001", "--unshare-pid",
         "--die-with-parent", "--clearenv",
         *[a for k, v in env.items() for a in ("--setenv", k, v)],

@@ -27,7 +27,9 @@ def test_a_conversation_returns_to_the_worker_that_holds_its_prefix(gateway: Gat
     first ran (its prompt's blocks are cached there), and the conversations use both workers."""
     client = openai.OpenAI(base_url=gateway.server.base_url, api_key="-", max_retries=0)
     workers = gateway.workers
-    for i in range(6):
+    # Rendezvous hashing over the workers' addresses (random ports) places each new
+    # conversation at random: 12 of them all on one worker has odds of 1 in 2048.
+    for i in range(12):
         history = [{"role": "user", "content": f"Conversation {i}: " + "tell me more " * 20}]
         counts = [w.metric("fireside_worker_requests_total") for w in workers]
         first = client.chat.completions.create(model="tiny", messages=history, max_tokens=4)  # type: ignore[arg-type]

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from fireside.model.config import ModelConfig
+from fireside.model.transformer import attend_via_update
 
 # Batched decode attends row by row over views of the pool once the longest row's context
 # reaches this many tokens; below it, one gathered, padded copy costs less than a call per row
@@ -196,15 +197,7 @@ class PagedKV:
         gqa = q.shape[2] != k.shape[2]
         if self.rows is not None:
             return self._attend_rows(layer, q, k, v, gqa)
-        k_all, v_all, mask = self.update(layer, k, v)
-        return F.scaled_dot_product_attention(
-            q.transpose(1, 2),
-            k_all,
-            v_all,
-            attn_mask=mask,
-            is_causal=mask is None and q.shape[1] > 1,
-            enable_gqa=gqa,
-        )
+        return attend_via_update(self, layer, q, k, v)
 
     def _attend_rows(self, layer: int, q: Tensor, k: Tensor, v: Tensor, gqa: bool) -> Tensor:
         """Decode rows, each over a view of its own stretch of the pool: no gathered copy of

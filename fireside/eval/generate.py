@@ -17,7 +17,7 @@ from torch import Tensor
 
 from fireside.model.pretrained import Pretrained
 from fireside.model.tokenizer import Tokenizer
-from fireside.model.transformer import Transformer
+from fireside.model.transformer import Transformer, attend_via_update
 
 if TYPE_CHECKING:
     from fireside.engine import EngineConfig
@@ -38,6 +38,9 @@ class ContiguousCache:
         # Prefill (no past) is plain causal attention and one new token sees everything, so the
         # model's own causal path is right in both cases; eval never feeds chunks after a past.
         return k.transpose(1, 2), v.transpose(1, 2), None
+
+    def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        return attend_via_update(self, layer, q, k, v)
 
     @property
     def length(self) -> int:

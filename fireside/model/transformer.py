@@ -46,6 +46,20 @@ class KVCache(Protocol):
     def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor | None]: ...
 
 
+def attend_via_update(cache: KVCache, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """`KVCache.attend` for a cache that hands its history back through `update`: SDPA over
+    it, causal for several new tokens where the cache gives no mask."""
+    k_all, v_all, mask = cache.update(layer, k, v)
+    return F.scaled_dot_product_attention(
+        q.transpose(1, 2),
+        k_all,
+        v_all,
+        attn_mask=mask,
+        is_causal=mask is None and q.shape[1] > 1,
+        enable_gqa=q.shape[2] != k.shape[2],
+    )
+
+
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float) -> None:
         super().__init__()
