@@ -134,6 +134,11 @@ class Tokenizer:
     def encode(self, text: str) -> list[int]:
         return list(self.backend.encode(text, add_special_tokens=False).ids)
 
+    def encode_plain(self, text: str) -> list[int]:
+        """`text` with any special token's text in it read as plain text, never as the token:
+        for text from outside (documents, users) that must not become control tokens."""
+        return list(self._plain_backend().encode(text, add_special_tokens=False).ids)
+
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         return [
             list(e.ids) for e in self.backend.encode_batch(list(texts), add_special_tokens=False)

@@ -165,9 +165,19 @@ def render(
 def load_sft_file(
     path: Path, tokenizer: Tokenizer, max_len: int, report: LengthReport
 ) -> list[TokenizedChat]:
-    """`{"messages": [...], "tools": [...]?}` per line; the loss covers assistant tokens only."""
+    """`{"messages": [...], "tools": [...]?}` per line; the loss covers assistant tokens only.
+
+    A line `{"text": "..."}` is a document of plain text, as pretraining reads it: every token
+    trains, in pieces of the context's length. Mixed into SFT by weight, such lines keep the
+    chat model a language model (fine-tuning on templated conversations alone makes it forget
+    how to model text)."""
     out = []
     for where, obj in read_jsonl(path):
+        if "text" in obj and "messages" not in obj:
+            pieces = text_pieces(obj["text"], tokenizer, max_len, where)
+            out += pieces
+            report.total += 1
+            continue
         messages = check_messages(obj.get("messages"), where)
         if not any(m["role"] == "assistant" for m in messages):
             raise ChatDataError(f"{where}: the conversation has no assistant turn to learn from")
@@ -197,6 +207,23 @@ def load_sft_file(
     if not out and report.total == 0:
         raise ChatDataError(f"{str(path)!r} holds no conversations")
     return out
+
+
+def text_pieces(text: object, tokenizer: Tokenizer, max_len: int, where: str) -> list[TokenizedChat]:
+    """A plain-text document as pretraining sees it (the document separator, then its
+    tokens), cut into pieces of at most `max_len` tokens that each train on every token."""
+    if not isinstance(text, str) or not text.strip():
+        raise ChatDataError(f"{where}: 'text' must be a non-empty string")
+    sep = tokenizer.bos_id if tokenizer.bos_id is not None else tokenizer.eos_id
+    if sep is None:
+        raise ChatDataError("the tokenizer has no bos_token or eos_token to start a document")
+    ids = [sep, *tokenizer.encode_plain(text)]
+    # A one-token tail trains nothing (the first token is never a target): leave it out.
+    return [
+        TokenizedChat(ids[i : i + max_len], [1] * len(ids[i : i + max_len]), where)
+        for i in range(0, len(ids), max_len)
+        if len(ids[i : i + max_len]) > 1
+    ]
 
 
 @dataclass
