@@ -326,6 +326,13 @@ DEFAULT_COUNTS = {
     "python": 1200,
     "identity": 800,
     "small_talk_passes": 2,
+    # synth_chat's kinds: useful where the index helps, honest where it cannot.
+    "small_talk_chat": 2000,
+    "world_idk": 2000,
+    "howto": 1800,
+    "what_does": 700,
+    "definition": 800,
+    "near_miss": 1500,
 }
 UNKNOWN_EVAL_SEED = 2_000_003
 
@@ -374,6 +381,9 @@ def synthesize(
         "identity": list(identity(rng, counts["identity"])),
         "small_talk": list(small_talk(chatterbot_pairs())) * counts["small_talk_passes"],
     }
+    from fireside.data.synth_chat import chat_kinds
+
+    kinds |= chat_kinds(rng, run, knowledge_db, taught, counts)
     specs = tool_specs(tools)
     rows = [{**c, "tools": specs} for convs in kinds.values() for c in convs]
     rng.shuffle(rows)
