@@ -132,7 +132,7 @@ def invented(answer: str, question: str) -> list[str]:
     "I don't know" must not carry."""
     asked = {w.lower() for w in re.findall(r"[\w']+", question)}
     out = []
-    for word in re.findall(r"[A-Za-z][\w']*|\d[\d.,]*", answer):
+    for word in re.findall(r"[A-Za-z][\w']*|\d+(?:[.,]\d+)*", answer):
         if word.lower() in asked or word.lower() in _PLAIN_CAPITALS:
             continue
         if word[0].isdigit() or word[0].isupper():
@@ -159,8 +159,13 @@ def states_snippet(name: str, snippet: str) -> Check:
 
 
 def names_near_miss(asked: str, found: str) -> Check:
+    # The found name must stand apart, not just inside the asked one (`tar` in `frob-tar`).
+    alone = re.compile(rf"(?<![\w.-]){re.escape(found)}(?![\w-]|\.\w)")
     return lambda a, tools: (
-        "search" in tools and asked in a and found in a and bool(_NEAR.search(a))
+        "search" in tools
+        and asked in a
+        and bool(alone.search(a.replace(asked, " ")))
+        and bool(_NEAR.search(a))
     )
 
 

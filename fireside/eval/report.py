@@ -17,6 +17,7 @@ from typing import Any
 
 from fireside.eval.bpb import BPBResult, TextBPB
 from fireside.eval.chat_eval import ChatEvalResult
+from fireside.eval.conversation_eval import GROUPS, ConversationEvalResult
 from fireside.eval.humaneval import HumanEvalResult
 from fireside.eval.tool_eval import ToolEvalResult
 from fireside.model.checkpoint import write_json
@@ -30,6 +31,13 @@ TOOL_ROWS = {
     "identity": "identity",
 }
 
+CONVERSATION_ROWS = {
+    "small_talk": "conversation: small talk (held out)",
+    "world": "conversation: says it does not know world facts",
+    "answerable": "conversation: how-do-I and what-is from the index",
+    "near_miss": "conversation: near-miss names told apart",
+}
+
 
 @dataclass
 class EvalResults:
@@ -38,6 +46,7 @@ class EvalResults:
     humaneval: HumanEvalResult | None = None
     chat: ChatEvalResult | None = None
     tools: ToolEvalResult | None = None
+    conversation: ConversationEvalResult | None = None
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
@@ -185,7 +194,15 @@ def write_report(run_dir: Path, model_dir: Path, config: ModelConfig, results: E
             right, n = results.tools.score(category)
             if n:
                 lines.append(f"| {what} | {100 * right / n:.1f}% | {right}/{n} right |")
+    if results.conversation:
+        for group in GROUPS:
+            right, n = results.conversation.score(group)
+            if n:
+                what = CONVERSATION_ROWS[group]
+                lines.append(f"| {what} | {100 * right / n:.1f}% | {right}/{n} right |")
     lines.append("")
+    if results.conversation:
+        lines += conversation_table(results.conversation)
     if results.tools:
         lines += ["## Tool skills, every answer", "", "| question | expected | answer | tools | |"]
         lines.append("|---|---|---|---|---|")
@@ -231,6 +248,7 @@ def write_report(run_dir: Path, model_dir: Path, config: ModelConfig, results: E
             "humaneval": asdict(results.humaneval) if results.humaneval else None,
             "chat": asdict(results.chat) if results.chat else None,
             "tools": asdict(results.tools) if results.tools else None,
+            "conversation": asdict(results.conversation) if results.conversation else None,
         },
     )
     path = run_dir / "report.md"
@@ -238,3 +256,23 @@ def write_report(run_dir: Path, model_dir: Path, config: ModelConfig, results: E
     tmp.write_text("\n".join(lines), encoding="utf-8")
     tmp.replace(path)
     return path
+
+
+def conversation_table(result: ConversationEvalResult) -> list[str]:
+    """Every prompt, its rule and the answer, for the model card."""
+    verdict = "passes" if result.passed() else "does not pass"
+    lines = [
+        "## Conversations, every answer",
+        "",
+        f"The model {verdict} (85% of small talk and 85% of the rest).",
+        "",
+        "| group | prompt | rule | answer | tools | |",
+    ]
+    lines.append("|---|---|---|---|---|---|")
+    for a in result.answers:
+        mark = "✓" if a.correct else "✗"
+        lines.append(
+            f"| {a.group} | {_cell(a.prompt)} | {_cell(a.rule)} | {_cell(a.answer)} | "
+            f"{', '.join(a.tools_called)} | {mark} |"
+        )
+    return [*lines, ""]

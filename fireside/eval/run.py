@@ -37,6 +37,7 @@ class EvalOptions:
     humaneval_mode: str = "completion"  # or "chat", for chat-tuned models
     chat: bool = True
     chat_tools: bool = False
+    conversation: bool = False
     knowledge_db: Path | None = None  # default: the data directory's index
     device: str = "cpu"
 
@@ -83,6 +84,16 @@ def evaluate(opts: EvalOptions) -> tuple[EvalResults, Path]:
         for category in ("arithmetic", "lookup", "honesty", "identity"):
             right, n = results.tools.score(category)
             _say(f"{category}: {right}/{n}")
+    if opts.conversation:
+        from fireside.eval.conversation_eval import GROUPS, run_conversation_eval
+        from fireside.tools.knowledge import default_index_path
+
+        results.conversation = run_conversation_eval(
+            bundle, opts.knowledge_db or default_index_path()
+        )
+        for group in GROUPS:
+            right, n = results.conversation.score(group)
+            _say(f"conversation, {group}: {right}/{n}")
     out = opts.output or opts.model
     report = write_report(out, opts.model, bundle.model.config, results)
     _say(f"report card: {report}")
