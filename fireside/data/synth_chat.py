@@ -44,6 +44,7 @@ WHAT_DOES = [
     "Can you tell me what `{n}` does?",
     "what is {n} in python",
 ]
+HOWTO_REPEATS = 24  # each how-do-I row's most conversations: every template, four times
 _NEAR_SYLLABLES = ["frob", "zen", "quux", "blam", "dro", "kex", "wub", "plon", "trel", "snar"]
 _TITLE_SECTION = re.compile(r"\([^()]*\)$")
 
@@ -84,8 +85,10 @@ def held_out_task(task: str) -> bool:
 
 def _vary(rng: random.Random, said: str) -> str:
     """A user's line as people type it: any casing, with or without punctuation."""
-    said = rng.choice([said, said.capitalize(), said.lower(), said.title()])
-    return said + rng.choice(["", "!", ".", "?", " :)", "!!"]) if said[-1].isalnum() else said
+    question = said.split()[0].lower() in {"how", "what", "are", "you", "how's"}
+    said = rng.choice([said, said.capitalize(), said.lower(), said.capitalize()])
+    ends = ["", "?", "??"] if question else ["", "!", ".", " :)", "!!"]
+    return said + rng.choice(ends) if said[-1].isalnum() else said
 
 
 def small_talk(rng: random.Random, n: int) -> Iterator[Conversation]:
@@ -147,7 +150,9 @@ def found_tasks(run: RunTool, rows: Sequence[tuple[str, str]]) -> list[tuple[str
 def howtos(
     rng: random.Random, found: Sequence[tuple[str, str, str, str]], n: int
 ) -> Iterator[Conversation]:
-    for _ in range(n if found else 0):
+    # Few rows survive the search's name-first ranking; drilling each one hundreds of times
+    # would teach those answers by heart, not the habit, so each row is asked a few times only.
+    for _ in range(min(n, HOWTO_REPEATS * len(found))):
         task, name, result, snippet = rng.choice(found)
         yield {
             "messages": [
