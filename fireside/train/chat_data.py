@@ -209,7 +209,9 @@ def load_sft_file(
     return out
 
 
-def text_pieces(text: object, tokenizer: Tokenizer, max_len: int, where: str) -> list[TokenizedChat]:
+def text_pieces(
+    text: object, tokenizer: Tokenizer, max_len: int, where: str
+) -> list[TokenizedChat]:
     """A plain-text document as pretraining sees it (the document separator, then its
     tokens), cut into pieces of at most `max_len` tokens that each train on every token."""
     if not isinstance(text, str) or not text.strip():
