@@ -29,6 +29,8 @@ ASKS = (
     "Write `{sig}` in Python: it {what}.",
     "I need a Python function `{sig}` that {what}.",
     "Define a function `{sig}` that {what}.",
+    "Can you write a Python function `{sig}` that {what}?",
+    "Please write `{sig}`, a Python function that {what}.",
 )
 EXAMPLES = 3  # calls the assistant prints, so the answer shows it ran
 HIDDEN = 5  # random hidden tests, besides the family's edge cases
@@ -141,6 +143,11 @@ def _distinct(
     return out
 
 
+def request_text(params: Params, ask: int) -> str:
+    sig = f"{params.function}({', '.join(params.args)})"
+    return ASKS[ask % len(ASKS)].format(sig=sig, what=params.render(params.family.what))
+
+
 def make_task(params: Params, rng: random.Random, ask: int = 0) -> ProgramTask:
     """A task for these parameters, its examples and hidden inputs drawn with `rng`."""
     family, consts = params.family, dict(params.consts)
@@ -158,11 +165,10 @@ def make_task(params: Params, rng: random.Random, ask: int = 0) -> ProgramTask:
     shown = outcomes(solution, example_calls)
     if any("\n" in s for s in shown):
         raise TaskError(f"{params.key}: an example prints more than one line")
-    sig = f"{params.function}({', '.join(params.args)})"
     return ProgramTask(
         family=family.name,
         key=params.key,
-        request=ASKS[ask % len(ASKS)].format(sig=sig, what=params.render(family.what)),
+        request=request_text(params, ask),
         function=params.function,
         solution=solution,
         examples=example_calls,

@@ -22,6 +22,7 @@ def _eval(args: argparse.Namespace) -> int:
             humaneval_mode=args.humaneval_mode,
             chat=not args.no_chat,
             chat_tools=args.chat_tools,
+            programs=args.programs,
             knowledge_db=Path(args.knowledge_db) if args.knowledge_db else None,
             device=resolve_device(args.device),
         )
@@ -56,6 +57,11 @@ def add_eval_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--chat-tools",
         action="store_true",
         help="the tool skills through the tool loop: held-out arithmetic, look-ups, honesty, identity",
+    )
+    ev.add_argument(
+        "--programs",
+        action="store_true",
+        help="100 held-out function-writing requests through the tool loop, code run on hidden tests",
     )
     ev.add_argument(
         "--knowledge-db", help="the search tool's index (default: the data directory's)"

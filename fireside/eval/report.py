@@ -18,6 +18,7 @@ from typing import Any
 from fireside.eval.bpb import BPBResult, TextBPB
 from fireside.eval.chat_eval import ChatEvalResult
 from fireside.eval.humaneval import HumanEvalResult
+from fireside.eval.programs_eval import ProgramEvalResult
 from fireside.eval.tool_eval import ToolEvalResult
 from fireside.model.checkpoint import write_json
 from fireside.model.config import ModelConfig
@@ -38,6 +39,7 @@ class EvalResults:
     humaneval: HumanEvalResult | None = None
     chat: ChatEvalResult | None = None
     tools: ToolEvalResult | None = None
+    programs: ProgramEvalResult | None = None
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
@@ -185,6 +187,12 @@ def write_report(run_dir: Path, model_dir: Path, config: ModelConfig, results: E
             right, n = results.tools.score(category)
             if n:
                 lines.append(f"| {what} | {100 * right / n:.1f}% | {right}/{n} right |")
+    if results.programs:
+        right, n = results.programs.score()
+        lines.append(
+            f"| functions written and tested (held out) | {100 * right / max(n, 1):.1f}% | "
+            f"{right}/{n} pass their hidden tests |"
+        )
     lines.append("")
     if results.tools:
         lines += ["## Tool skills, every answer", "", "| question | expected | answer | tools | |"]
@@ -194,6 +202,16 @@ def write_report(run_dir: Path, model_dir: Path, config: ModelConfig, results: E
             lines.append(
                 f"| {_cell(ans.question)} | {_cell(ans.expected)} | {_cell(ans.answer)} | "
                 f"{', '.join(ans.tools_called)} | {mark} |"
+            )
+        lines.append("")
+
+    if results.programs:
+        lines += ["## Functions, every answer", "", "| request | answer | tools | outcome |"]
+        lines.append("|---|---|---|---|")
+        for answer in results.programs.answers:
+            lines.append(
+                f"| {_cell(answer.request)} | {_cell(answer.answer)} | "
+                f"{', '.join(answer.tools_called)} | {answer.status} |"
             )
         lines.append("")
 
@@ -231,6 +249,7 @@ def write_report(run_dir: Path, model_dir: Path, config: ModelConfig, results: E
             "humaneval": asdict(results.humaneval) if results.humaneval else None,
             "chat": asdict(results.chat) if results.chat else None,
             "tools": asdict(results.tools) if results.tools else None,
+            "programs": asdict(results.programs) if results.programs else None,
         },
     )
     path = run_dir / "report.md"
