@@ -324,6 +324,7 @@ DEFAULT_COUNTS = {
     "lookup": 8000,
     "unknown": 2500,
     "python": 1200,
+    "functions": 6000,  # write a function, run it, fix it: synth_programs
     "identity": 800,
     "small_talk_passes": 2,
     # synth_chat's kinds: useful where the index helps, honest where it cannot.
@@ -356,6 +357,7 @@ def synthesize(
 ) -> dict[str, int]:
     """Write the shuffled tool-use conversations (`{"messages", "tools"}` per line, what
     `fireside train sft` reads) to `output`; return how many of each kind."""
+    from fireside.data.synth_programs import function_conversations  # it imports this module
     from fireside.tools import builtin_tools, tool_specs
     from fireside.tools.base import run_tool
 
@@ -378,6 +380,7 @@ def synthesize(
         "lookup": list(lookups(rng, run, chosen)),
         "unknown": list(unknowns(rng, run, counts["unknown"], set(unknown_eval_names()))),
         "python": list(programs(rng, run, counts["python"])),
+        "functions": list(function_conversations(rng, run, counts.get("functions", 0))),
         "identity": list(identity(rng, counts["identity"])),
         "small_talk": list(small_talk(chatterbot_pairs())) * counts["small_talk_passes"],
     }

@@ -23,6 +23,7 @@ def _eval(args: argparse.Namespace) -> int:
             chat=not args.no_chat,
             chat_tools=args.chat_tools,
             conversation=args.conversation,
+            programs=args.programs,
             knowledge_db=Path(args.knowledge_db) if args.knowledge_db else None,
             device=resolve_device(args.device),
         )
@@ -62,6 +63,11 @@ def add_eval_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--conversation",
         action="store_true",
         help="60 held-out prompts: small talk, honest 'I don't know', how-do-I, near-miss names",
+    )
+    ev.add_argument(
+        "--programs",
+        action="store_true",
+        help="100 held-out function-writing requests through the tool loop, code run on hidden tests",
     )
     ev.add_argument(
         "--knowledge-db", help="the search tool's index (default: the data directory's)"

@@ -19,6 +19,7 @@ from fireside.eval.bpb import BPBResult, TextBPB
 from fireside.eval.chat_eval import ChatEvalResult
 from fireside.eval.conversation_eval import GROUPS, ConversationEvalResult
 from fireside.eval.humaneval import HumanEvalResult
+from fireside.eval.programs_eval import ProgramEvalResult
 from fireside.eval.tool_eval import ToolEvalResult
 from fireside.model.checkpoint import write_json
 from fireside.model.config import ModelConfig
@@ -47,6 +48,7 @@ class EvalResults:
     chat: ChatEvalResult | None = None
     tools: ToolEvalResult | None = None
     conversation: ConversationEvalResult | None = None
+    programs: ProgramEvalResult | None = None
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
@@ -200,6 +202,12 @@ def write_report(run_dir: Path, model_dir: Path, config: ModelConfig, results: E
             if n:
                 what = CONVERSATION_ROWS[group]
                 lines.append(f"| {what} | {100 * right / n:.1f}% | {right}/{n} right |")
+    if results.programs:
+        right, n = results.programs.score()
+        lines.append(
+            f"| functions written and tested (held out) | {100 * right / max(n, 1):.1f}% | "
+            f"{right}/{n} pass their hidden tests |"
+        )
     lines.append("")
     if results.conversation:
         lines += conversation_table(results.conversation)
@@ -211,6 +219,16 @@ def write_report(run_dir: Path, model_dir: Path, config: ModelConfig, results: E
             lines.append(
                 f"| {_cell(ans.question)} | {_cell(ans.expected)} | {_cell(ans.answer)} | "
                 f"{', '.join(ans.tools_called)} | {mark} |"
+            )
+        lines.append("")
+
+    if results.programs:
+        lines += ["## Functions, every answer", "", "| request | answer | tools | outcome |"]
+        lines.append("|---|---|---|---|")
+        for answer in results.programs.answers:
+            lines.append(
+                f"| {_cell(answer.request)} | {_cell(answer.answer)} | "
+                f"{', '.join(answer.tools_called)} | {answer.status} |"
             )
         lines.append("")
 
@@ -249,6 +267,7 @@ def write_report(run_dir: Path, model_dir: Path, config: ModelConfig, results: E
             "chat": asdict(results.chat) if results.chat else None,
             "tools": asdict(results.tools) if results.tools else None,
             "conversation": asdict(results.conversation) if results.conversation else None,
+            "programs": asdict(results.programs) if results.programs else None,
         },
     )
     path = run_dir / "report.md"

@@ -38,6 +38,7 @@ class EvalOptions:
     chat: bool = True
     chat_tools: bool = False
     conversation: bool = False
+    programs: bool = False  # the held-out function-writing requests (programs_eval)
     knowledge_db: Path | None = None  # default: the data directory's index
     device: str = "cpu"
 
@@ -94,6 +95,13 @@ def evaluate(opts: EvalOptions) -> tuple[EvalResults, Path]:
         for group in GROUPS:
             right, n = results.conversation.score(group)
             _say(f"conversation, {group}: {right}/{n}")
+    if opts.programs:
+        from fireside.eval.programs_eval import run_programs_eval
+        from fireside.tools.knowledge import default_index_path
+
+        results.programs = run_programs_eval(bundle, opts.knowledge_db or default_index_path())
+        right, n = results.programs.score()
+        _say(f"programs: {right}/{n}")
     out = opts.output or opts.model
     report = write_report(out, opts.model, bundle.model.config, results)
     _say(f"report card: {report}")
