@@ -27,6 +27,8 @@ import numpy as np
 import torch
 
 from fireside.engine.kv_cache import KVBlockPool
+from fireside.kernels import ggml
+from fireside.kernels.step import GraphStep, StepLayer
 from fireside.model import serving
 from fireside.model.transformer import Block, Transformer
 
@@ -89,6 +91,58 @@ class OneRowDecoder:
                 )
             )
 
+        self.graph = self._graph_step(model, slots)
+
+    def _graph_step(self, model: Transformer, slots: int) -> GraphStep | None:
+        """The whole step as one ggml graph (fireside.kernels.step) where the kernels are built
+        and every weight is one matrix ggml can read (quantized, or fp32 wrapped where it lies);
+        None leaves the step to numpy."""
+        if not ggml.available():
+            return None
+
+        def matrix(w: serving.ServingWeight) -> ggml.QuantMatrix | None:
+            if len(w.quant) == 1:
+                return w.quant[0]
+            if not w.quant and w.array is not None and w.array.flags.c_contiguous:
+                return ggml.QuantMatrix.wrap_f32(w.array)
+            return None
+
+        head = matrix(self.lm_head)
+        layers = []
+        for layer in self.layers:
+            mats = [matrix(w) for w in (layer.qkv, layer.o, layer.gate_up, layer.down)]
+            if head is None or any(m is None for m in mats):
+                return None
+            qkv, o, gate_up, down = (m for m in mats if m is not None)
+            layers.append(
+                StepLayer(
+                    qkv,
+                    o,
+                    gate_up,
+                    down,
+                    layer.in_norm,
+                    layer.post_norm,
+                    layer.q_norm,
+                    layer.k_norm,
+                    layer.qkv_bias,
+                    layer.keys,
+                    layer.values,
+                )
+            )
+        assert head is not None
+        return GraphStep(
+            layers,
+            n_heads=self.H,
+            n_kv_heads=self.Hkv,
+            head_dim=self.D,
+            eps=self.eps,
+            rope_theta=model.config.rope_theta,
+            inv_freq=self.inv_freq,
+            slots=slots,
+            final_norm=self.norm,
+            head=head,
+        )
+
     @staticmethod
     def applies(model: Transformer) -> bool:
         """Whether this decoder can run `model`: fused for serving, CPU fp32, every weight a
@@ -124,6 +178,12 @@ class OneRowDecoder:
         )
         start = blocks[0] * bs
         table = None if consecutive else np.asarray(blocks, dtype=np.int64)
+
+        if self.graph is not None and table is None:
+            self._token[0] = token
+            x = self.embed_tokens(self._token).numpy().reshape(-1)
+            logits = self.graph.step(x, position, start + first, length - first)
+            return torch.from_numpy(logits)[None]
 
         angles = np.float32(position) * self.inv_freq
         cos, sin = np.cos(angles), np.sin(angles)

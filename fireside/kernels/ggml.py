@@ -69,7 +69,7 @@ class QType(IntEnum):
     BF16 = 30
 
 
-ABI = 2  # fireside_ggml.c's FS_GGML_ABI
+ABI = 3  # fireside_ggml.c's FS_GGML_ABI
 LIB_ENV = "FIRESIDE_GGML_LIB"
 DEFAULT_LIB = Path(__file__).parent / "_build" / "libfireside_ggml.so"
 # The types Fireside runs (ggml runs a few more; these are the ones tested).
@@ -159,6 +159,11 @@ def _declare(lib: ctypes.CDLL) -> None:
         ("fs_ggml_matrix_nbytes", sz, [p]),
         ("fs_ggml_matmul", c.c_int, [p, p, i64, p, c.c_int]),
         ("fs_ggml_rows", c.c_int, [p, p, i64, p]),
+        ("fs_ggml_matrix_wrap_f32", p, [p, i64, i64]),
+        ("fs_ggml_stepper_new", p, [*[c.c_int] * 6, c.c_float, c.c_float, p, i64, p, p]),
+        ("fs_ggml_stepper_layer", c.c_int, [p, c.c_int, *[p] * 11]),
+        ("fs_ggml_stepper_step", c.c_int, [p, p, c.c_int32, i64, i64, i64, p, c.c_int]),
+        ("fs_ggml_stepper_free", None, [p]),
     ]:
         fn = getattr(lib, name)
         fn.restype = res
@@ -373,6 +378,21 @@ class QuantMatrix:
         )
 
     @classmethod
+    def wrap_f32(cls, array: np.ndarray) -> QuantMatrix:
+        """A dense fp32 matrix [out, in] used where it lies, for the whole-step graph
+        (fireside.kernels.step): nothing is copied, and the matrix keeps `array` alive."""
+        lib = _need()
+        if array.dtype != np.float32 or array.ndim != 2 or not array.flags.c_contiguous:
+            raise ValueError(f"wrap_f32 takes a C-contiguous 2-D float32 array, got {array.dtype}")
+        out_features, in_features = array.shape
+        handle = lib.fs_ggml_matrix_wrap_f32(array.ctypes.data, out_features, in_features)
+        if not handle:
+            raise ValueError(_error(lib))
+        m = cls._wrap(lib, handle, QType.F32, out_features, in_features, False)
+        m._keep = array
+        return m
+
+    @classmethod
     def _wrap(
         cls,
         lib: ctypes.CDLL,
@@ -392,6 +412,7 @@ class QuantMatrix:
 
     _lib: ctypes.CDLL
     _handle: int | None
+    _keep: np.ndarray | None = None  # the memory a wrapped fp32 matrix reads
 
     def __del__(self) -> None:
         handle = getattr(self, "_handle", None)
