@@ -18,6 +18,7 @@ from typing import Any
 from fireside.eval.bpb import BPBResult, TextBPB
 from fireside.eval.chat_eval import ChatEvalResult
 from fireside.eval.humaneval import HumanEvalResult
+from fireside.eval.special_tokens import SpecialTokenCount
 from fireside.eval.tool_eval import ToolEvalResult
 from fireside.model.checkpoint import write_json
 from fireside.model.config import ModelConfig
@@ -38,6 +39,9 @@ class EvalResults:
     humaneval: HumanEvalResult | None = None
     chat: ChatEvalResult | None = None
     tools: ToolEvalResult | None = None
+    # Per eval, how many answers hold a special token's text (every eval should say 0).
+    special_tokens: dict[str, SpecialTokenCount] = field(default_factory=dict)
+    overlap: str | None = None  # `fireside data overlap`'s markdown table
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
@@ -186,6 +190,14 @@ def write_report(run_dir: Path, model_dir: Path, config: ModelConfig, results: E
             if n:
                 lines.append(f"| {what} | {100 * right / n:.1f}% | {right}/{n} right |")
     lines.append("")
+    if results.special_tokens:
+        lines += ["### Special-token text in answers", ""]
+        lines += ["| eval | answers holding any | first found |", "|---|---|---|"]
+        for name, count in results.special_tokens.items():
+            lines.append(f"| {name} | {count} | {_cell(count.example or '')} |")
+        lines.append("")
+    if results.overlap:
+        lines += ["### Eval sets' overlap with training", "", results.overlap.rstrip(), ""]
     if results.tools:
         lines += ["## Tool skills, every answer", "", "| question | expected | answer | tools | |"]
         lines.append("|---|---|---|---|---|")
@@ -231,6 +243,8 @@ def write_report(run_dir: Path, model_dir: Path, config: ModelConfig, results: E
             "humaneval": asdict(results.humaneval) if results.humaneval else None,
             "chat": asdict(results.chat) if results.chat else None,
             "tools": asdict(results.tools) if results.tools else None,
+            "special_tokens": {k: asdict(v) for k, v in results.special_tokens.items()},
+            "overlap": results.overlap,
         },
     )
     path = run_dir / "report.md"
