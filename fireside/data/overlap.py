@@ -138,11 +138,13 @@ class SpanIndex:
         codes, offsets = _join(texts, _QUERY_SEP)
         windows = self._shared_windows(codes, span)
         # Each window back to its own text: the separators keep every window inside one.
+        # Windows come sorted, so each text's are one run of them.
         which = np.searchsorted(offsets, windows, side="right") - 1
         out: list[list[tuple[int, int]]] = [[] for _ in texts]
-        for i in np.unique(which):
-            mine = windows[which == i] - offsets[i]
-            out[int(i)] = _merge(mine.tolist(), span)
+        cuts = np.flatnonzero(np.diff(which)) + 1
+        for run in np.split(windows, cuts) if len(windows) else []:
+            i = int(which[np.searchsorted(windows, run[0])])
+            out[i] = _merge((run - offsets[i]).tolist(), span)
         return out
 
     def _shared_windows(self, codes: Codes, span: int) -> Positions:

@@ -67,16 +67,24 @@ def _chat(ctx: EvalContext) -> Items:
     return [(t.question, t.answer) for t in TASKS]
 
 
-def _humaneval(ctx: EvalContext) -> Items:
+def _humaneval_problems() -> list[dict[str, str]]:
     from fireside.eval.humaneval import HumanEvalUnavailable, load_problems
 
     try:
-        problems = load_problems()
+        return load_problems()
     except HumanEvalUnavailable as e:
         raise EvalSetUnavailable(str(e)) from None
-    # The prompt is what the model is asked; the canonical solution is what a memorised
-    # answer would repeat.
-    return [(p["prompt"], p["canonical_solution"]) for p in problems]
+
+
+def _humaneval_prompts(ctx: EvalContext) -> Items:
+    return [(p["prompt"],) for p in _humaneval_problems()]
+
+
+def _humaneval_solutions(ctx: EvalContext) -> Items:
+    # What a memorised answer would repeat. Apart from the prompts: 50 characters of a
+    # solution are often an idiom and its indentation (`for j in range(i + 1, len(l)):`), which
+    # any Python corpus holds, and should not be read as the problem leaking.
+    return [(p["canonical_solution"],) for p in _humaneval_problems()]
 
 
 EVAL_SETS: dict[str, Callable[[EvalContext], Items]] = {
@@ -85,7 +93,8 @@ EVAL_SETS: dict[str, Callable[[EvalContext], Items]] = {
     "honesty (tool eval)": _honesty,
     "identity (tool eval)": _identity,
     "chat eval": _chat,
-    "HumanEval (prompt, solution)": _humaneval,
+    "HumanEval prompts": _humaneval_prompts,
+    "HumanEval canonical solutions": _humaneval_solutions,
 }
 
 
