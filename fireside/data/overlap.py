@@ -164,6 +164,8 @@ class SpanIndex:
             starts = hit - back
             holds_hit[starts[(starts >= 0) & (starts < len(windows))]] = True
         query_starts = np.flatnonzero(holds_hit)
+        if len(query_starts) == 0:
+            return np.zeros(0, dtype=np.int64)
         query_hashes = np.sort(windows[query_starts])
         # The training windows around every place a hit piece occurs, kept where a candidate
         # window has the same hash.
