@@ -6,6 +6,7 @@ import json
 import math
 import os
 import random
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -221,6 +222,9 @@ def test_eval_command_writes_the_report_card(tiny_model_dir: Path, tmp_path: Pat
     )
     cmd = [sys.executable, "-m", "fireside.cli", "eval", "--model", str(tiny_model_dir)]
     cmd += ["--output", str(run), "--text", str(held_out), "--humaneval-limit", "2"]
+    overlap = tmp_path / "overlap.md"
+    overlap.write_text("| eval set | items |\n|---|---|\n| chat eval | 22 |\n")
+    cmd += ["--overlap", str(overlap)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr
@@ -239,6 +243,11 @@ def test_eval_command_writes_the_report_card(tiny_model_dir: Path, tmp_path: Pat
     assert "does not beat xz" in report
     assert len(results["humaneval"]["problems"]) == 2
     assert len(results["chat"]["answers"]) == len(TASKS)
+    # Every eval's answers scanned for special-token text, and the overlap table carried over.
+    assert re.search(r"\| HumanEval \| \d+/2 \|", report)
+    assert re.search(rf"\| chat eval \| \d+/{len(TASKS)} \|", report)
+    assert results["special_tokens"]["chat eval"]["answers"] == len(TASKS)
+    assert "### Eval sets' overlap with training" in report and "| chat eval | 22 |" in report
 
 
 def test_eval_command_bad_inputs_are_clear_errors(

@@ -86,6 +86,11 @@ def test_the_recipe_runs_every_stage_and_resumes(
     assert json.loads((out / "config.json").read_text())["torch_dtype"] == "bfloat16"
     assert "Tools:" in (out / "chat_template.jinja").read_text()
     assert (work / "mix" / "held-out-prose.txt").is_file()
+    # The held-out slices without what training shares, the training side as the mix wrote it.
+    dedup = json.loads((work / "mix" / "dedup.json").read_text())
+    assert [f["characters_shared_after"] for f in dedup["files"]] == [0, 0]
+    assert (work / "mix" / "held-out-prose.dedup.txt").is_file()
+    assert "| arithmetic (tool eval) | 100 |" in (work / "overlap.md").read_text()
     # Run again: every finished stage is skipped, and the model is written again the same.
     sft_lines = (work / "sft.jsonl").read_text()
     run_recipe("tiny", work, tmp_path / "model", knowledge_db=db)

@@ -1,4 +1,5 @@
-"""`fireside data prepare | sources | synth-chat`: argument parsing only; the work is imported lazily."""
+"""`fireside data prepare | sources | synth-chat | dedup | overlap`: argument parsing only; the
+work is imported lazily."""
 
 from __future__ import annotations
 
@@ -54,6 +55,44 @@ def _synth_chat(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dedup(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from fireside.data.held_out import dedup_held_out
+
+    reports = dedup_held_out(
+        [Path(p) for p in args.train],
+        [Path(p) for p in args.held_out],
+        [Path(p) for p in args.output] if args.output else None,
+        unit=args.unit,
+        report=Path(args.report) if args.report else None,
+    )
+    for r in reports:
+        print(r.line())
+    return 0
+
+
+def _overlap(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from fireside.data.held_out import training_texts
+    from fireside.data.overlap import SpanIndex
+    from fireside.eval.overlap import EvalContext, markdown, overlap_rows
+    from fireside.tools.knowledge import default_index_path
+
+    columns = ["pretraining", "SFT"]
+    indexes = [
+        SpanIndex(training_texts([Path(p) for p in paths])) if paths else None
+        for paths in (args.train, args.sft)
+    ]
+    db = Path(args.knowledge_db) if args.knowledge_db else default_index_path()
+    table = markdown(overlap_rows(indexes, EvalContext(knowledge_db=db)), columns)
+    if args.output:
+        Path(args.output).write_text(table, encoding="utf-8")
+    print(table, end="")
+    return 0
+
+
 def add_data_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     data = sub.add_parser("data", help="gather a corpus and prepare token shards")
     actions = data.add_subparsers(dest="action", required=True)
@@ -97,3 +136,33 @@ def add_data_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--arithmetic", type=int, default=1500, help="arithmetic conversations")
     synth.set_defaults(func=_synth_chat)
+
+    dedup = actions.add_parser(
+        "dedup",
+        help="drop held-out text that shares a 50-character span with the training text",
+        description="Write a copy of each held-out file without the paragraphs (or lines) that "
+        "share a 50-character span with the training files, checked again until none does; "
+        "prints bytes kept and how many random 100-character spans occur in training, before "
+        "and after. Training JSONL is read by its `text` fields (or message contents).",
+    )
+    dedup.add_argument("--train", nargs="+", required=True, help="training files (JSONL, text)")
+    dedup.add_argument("--held-out", nargs="+", required=True, help="held-out text files")
+    dedup.add_argument(
+        "--output", nargs="+", help="one per held-out file (default: NAME.dedup.txt beside it)"
+    )
+    dedup.add_argument("--unit", choices=("paragraph", "line"), default="paragraph")
+    dedup.add_argument("--report", help="also write the figures as JSON here")
+    dedup.set_defaults(func=_dedup)
+
+    overlap = actions.add_parser(
+        "overlap",
+        help="how many items of each eval set share a 50-character span with training",
+        description="A markdown table for the report card: per eval set (tool evals, chat "
+        "eval, HumanEval), how many items share a 50-character span with the pretraining "
+        "text (--train) and with the fine-tuning conversations (--sft).",
+    )
+    overlap.add_argument("--train", nargs="+", help="pretraining files (JSONL, text)")
+    overlap.add_argument("--sft", nargs="+", help="fine-tuning conversations (JSONL)")
+    overlap.add_argument("--knowledge-db", help="index the look-up eval asks about")
+    overlap.add_argument("--output", help="also write the table here")
+    overlap.set_defaults(func=_overlap)

@@ -25,6 +25,7 @@ def _eval(args: argparse.Namespace) -> int:
             conversation=args.conversation,
             programs=args.programs,
             knowledge_db=Path(args.knowledge_db) if args.knowledge_db else None,
+            overlap=Path(args.overlap) if args.overlap else None,
             device=resolve_device(args.device),
         )
     )
@@ -71,6 +72,9 @@ def add_eval_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     ev.add_argument(
         "--knowledge-db", help="the search tool's index (default: the data directory's)"
+    )
+    ev.add_argument(
+        "--overlap", help="`fireside data overlap --output` table to include in the report card"
     )
     ev.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default auto)")
     ev.set_defaults(func=_eval)

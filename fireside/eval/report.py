@@ -20,6 +20,7 @@ from fireside.eval.chat_eval import ChatEvalResult
 from fireside.eval.conversation_eval import GROUPS, ConversationEvalResult
 from fireside.eval.humaneval import HumanEvalResult
 from fireside.eval.programs_eval import ProgramEvalResult
+from fireside.eval.special_tokens import SpecialTokenCount
 from fireside.eval.tool_eval import ToolEvalResult
 from fireside.model.checkpoint import write_json
 from fireside.model.config import ModelConfig
@@ -49,6 +50,9 @@ class EvalResults:
     tools: ToolEvalResult | None = None
     conversation: ConversationEvalResult | None = None
     programs: ProgramEvalResult | None = None
+    # Per eval, how many answers hold a special token's text (every eval should say 0).
+    special_tokens: dict[str, SpecialTokenCount] = field(default_factory=dict)
+    overlap: str | None = None  # `fireside data overlap`'s markdown table
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
@@ -211,6 +215,14 @@ def write_report(run_dir: Path, model_dir: Path, config: ModelConfig, results: E
     lines.append("")
     if results.conversation:
         lines += conversation_table(results.conversation)
+    if results.special_tokens:
+        lines += ["### Special-token text in answers", ""]
+        lines += ["| eval | answers holding any | first found |", "|---|---|---|"]
+        for name, count in results.special_tokens.items():
+            lines.append(f"| {name} | {count} | {_cell(count.example or '')} |")
+        lines.append("")
+    if results.overlap:
+        lines += ["### Eval sets' overlap with training", "", results.overlap.rstrip(), ""]
     if results.tools:
         lines += ["## Tool skills, every answer", "", "| question | expected | answer | tools | |"]
         lines.append("|---|---|---|---|---|")
@@ -268,6 +280,8 @@ def write_report(run_dir: Path, model_dir: Path, config: ModelConfig, results: E
             "tools": asdict(results.tools) if results.tools else None,
             "conversation": asdict(results.conversation) if results.conversation else None,
             "programs": asdict(results.programs) if results.programs else None,
+            "special_tokens": {k: asdict(v) for k, v in results.special_tokens.items()},
+            "overlap": results.overlap,
         },
     )
     path = run_dir / "report.md"

@@ -21,6 +21,7 @@ from fireside.eval.bpb import (
 from fireside.eval.chat_eval import run_chat_eval
 from fireside.eval.humaneval import run_humaneval
 from fireside.eval.report import EvalResults, write_report
+from fireside.eval.special_tokens import SpecialTokenCount, count_special
 from fireside.model.pretrained import load_pretrained
 from fireside.sandbox import Limits
 
@@ -40,6 +41,7 @@ class EvalOptions:
     conversation: bool = False
     programs: bool = False  # the held-out function-writing requests (programs_eval)
     knowledge_db: Path | None = None  # default: the data directory's index
+    overlap: Path | None = None  # `fireside data overlap --output` markdown, for the report
     device: str = "cpu"
 
 
@@ -102,10 +104,35 @@ def evaluate(opts: EvalOptions) -> tuple[EvalResults, Path]:
         results.programs = run_programs_eval(bundle, opts.knowledge_db or default_index_path())
         right, n = results.programs.score()
         _say(f"programs: {right}/{n}")
+    results.special_tokens = special_token_counts(results, bundle.tokenizer.special_token_texts())
+    for name, count in results.special_tokens.items():
+        _say(f"{name}: {count} answers hold special-token text")
+    if opts.overlap is not None:
+        if not opts.overlap.is_file():
+            raise EvalDataError(f"--overlap {opts.overlap}: no such file")
+        results.overlap = opts.overlap.read_text(encoding="utf-8")
     out = opts.output or opts.model
     report = write_report(out, opts.model, bundle.model.config, results)
     _say(f"report card: {report}")
     return results, report
+
+
+def special_token_counts(
+    results: EvalResults, specials: Sequence[str]
+) -> dict[str, SpecialTokenCount]:
+    """Per eval that ran, how many of its answers hold a special token's text."""
+    answers: dict[str, list[str]] = {}
+    if results.humaneval:
+        answers["HumanEval"] = [p.completion for p in results.humaneval.problems]
+    if results.chat:
+        answers["chat eval"] = [a.reply for a in results.chat.answers]
+    if results.tools:
+        answers["tool evals"] = [a.answer for a in results.tools.answers]
+    if results.conversation:
+        answers["conversation eval"] = [a.answer for a in results.conversation.answers]
+    if results.programs:
+        answers["programs"] = [a.answer for a in results.programs.answers]
+    return {name: count_special(given, specials) for name, given in answers.items()}
 
 
 def _say(msg: str, end: str = "\n") -> None:

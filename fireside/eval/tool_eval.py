@@ -78,11 +78,16 @@ def _states(expected: str) -> Callable[[str], bool]:
     return lambda answer: _normal(expected).rstrip(".") in _normal(answer)
 
 
-def tasks(knowledge_db: Path, lookups: int = 50) -> list[ToolTask]:
+def arithmetic_tasks() -> list[ToolTask]:
     out = []
     for p in held_out_problems():
         result = evaluate(p.expression)
         out.append(ToolTask("arithmetic", p.question, result, _states_number(result)))
+    return out
+
+
+def lookup_tasks(knowledge_db: Path, lookups: int = 50) -> list[ToolTask]:
+    out = []
     [search] = builtin_tools(knowledge_db, names=("search",))
     _, held = split_entities(index_entities(knowledge_db))
     # Half commands, half Python names, each one the index really finds.
@@ -98,13 +103,31 @@ def tasks(knowledge_db: Path, lookups: int = 50) -> list[ToolTask]:
             chosen += 1
             if chosen == lookups // 2:
                 break
+    return out
+
+
+def honesty_tasks() -> list[ToolTask]:
+    out = []
     for i, name in enumerate(unknown_eval_names()):
         questions = COMMAND_QUESTIONS if "." not in name else FUNCTION_QUESTIONS
         q = questions[i % len(questions)].format(n=name)
         out.append(ToolTask("honesty", q, "I don't know", lambda a: bool(_DONT_KNOW.search(a))))
-    for q in IDENTITY:
-        out.append(ToolTask("identity", q, "Fireside", lambda a: "fireside" in a.lower()))
     return out
+
+
+def identity_tasks() -> list[ToolTask]:
+    return [
+        ToolTask("identity", q, "Fireside", lambda a: "fireside" in a.lower()) for q in IDENTITY
+    ]
+
+
+def tasks(knowledge_db: Path, lookups: int = 50) -> list[ToolTask]:
+    return [
+        *arithmetic_tasks(),
+        *lookup_tasks(knowledge_db, lookups),
+        *honesty_tasks(),
+        *identity_tasks(),
+    ]
 
 
 def run_tool_eval(

@@ -1,7 +1,9 @@
 """`fireside train recipe small|gpu`: the bundled model from nothing but this machine, resumable.
 
-    corpus (`data sources`) → mix (prose and code, held-out slices) → tokenizer → token shards
-    → pretrain → knowledge index → tool-use conversations → SFT → bf16 model directory
+    corpus (`data sources`) → mix (prose and code, held-out slices) → held-out slices without
+    what training shares (`data dedup`) → tokenizer → token shards → pretrain → knowledge index
+    → tool-use conversations → eval sets' overlap with training (`data overlap`) → SFT → bf16
+    model directory
 
 Each stage leaves a file that says it is done, so re-running the recipe after an interruption
 carries on where it stopped; pretraining and SFT resume from their last checkpoint. Nothing is
@@ -140,6 +142,14 @@ def run_recipe(
         gather(corpus, names=list(r.shares))
     if not (mixed / "mix.json").is_file():
         mix(corpus, mixed, r.shares)
+    if not (mixed / "dedup.json").is_file():
+        # Reads the mix, writes beside it: the training side (and shards made from it) stays.
+        from fireside.data.held_out import dedup_held_out
+
+        held = [mixed / "held-out-prose.txt", mixed / "held-out-code.txt"]
+        _stage(f"data dedup --train {mixed / 'train.jsonl'} --held-out {' '.join(map(str, held))}")
+        for dedup in dedup_held_out([mixed / "train.jsonl"], held, report=mixed / "dedup.json"):
+            print(dedup.line(), file=sys.stderr)
     if not (tok / "tokenizer.json").is_file():
         from fireside.train.tokenizer import train_and_report
 
@@ -152,11 +162,10 @@ def run_recipe(
 
         _stage(f"data prepare --input {mixed / 'train.jsonl'} --tokenizer {tok} --output {data}")
         prepare([mixed / "train.jsonl"], Tokenizer.from_dir(tok), data, progress=False)
-    chats = work / "sft.jsonl"
+    chats, db = work / "sft.jsonl", knowledge_db or work / "knowledge.db"
     if not chats.is_file():
         # The index is needed to make the conversations only: a machine given a finished
         # sft.jsonl (a GPU box fed by --data-only) needs no copy of it.
-        db = knowledge_db or work / "knowledge.db"
         if not db.is_file():
             from fireside.tools.knowledge import build_index, default_sources
 
@@ -164,6 +173,12 @@ def run_recipe(
             build_index(db, default_sources())
         counts = synthesize(chats, db, counts=r.sft_counts or DEFAULT_COUNTS)
         print(f"{chats}: {json.dumps(counts)}", file=sys.stderr)
+    overlap = work / "overlap.md"
+    # Needs the index (the look-up eval's questions) and the mix: on a GPU box fed by
+    # --data-only neither is there, and the data machine has already written it.
+    if not overlap.is_file() and db.is_file() and (mixed / "train.jsonl").is_file():
+        _stage(f"data overlap --train {mixed / 'train.jsonl'} --sft {chats} --output {overlap}")
+        write_overlap(mixed / "train.jsonl", chats, db, overlap)
     if data_only:
         return work
     from fireside.train.pretrain import pretrain
@@ -174,6 +189,21 @@ def run_recipe(
     _stage(" ".join(sft_argv(r, work, work / "pretrain", work / "sft", steps=r.sft_steps)))
     train_sft(sft_options(r, work, work / "pretrain", work / "sft", steps=r.sft_steps))
     return export(work / "sft", output, loss_plot=work / "pretrain" / "loss.png")
+
+
+def write_overlap(train: Path, sft: Path, knowledge_db: Path, output: Path) -> None:
+    """The eval sets' overlap with the pretraining text and the conversations, as markdown
+    (the report card includes it)."""
+    from fireside.data.held_out import training_texts
+    from fireside.data.overlap import SpanIndex
+    from fireside.eval.overlap import EvalContext, markdown, overlap_rows
+
+    indexes = [SpanIndex(training_texts([train])), SpanIndex(training_texts([sft]))]
+    table = markdown(overlap_rows(indexes, EvalContext(knowledge_db)), ["pretraining", "SFT"])
+    tmp = output.with_name(output.name + ".tmp")
+    tmp.write_text(table, encoding="utf-8")
+    tmp.replace(output)
+    print(table, file=sys.stderr)
 
 
 def pretrain_config(
