@@ -635,8 +635,10 @@ FS_API int fs_ggml_stepper_step(struct fs_stepper * s, const float * x_in, int32
         struct ggml_tensor * V = ggml_view_3d(ctx, values, D, S, Hkv, row, D * f, (size_t) kv_first * row);
         struct ggml_tensor * q3 = ggml_reshape_3d(ctx, q, D, 1, H);
         struct ggml_tensor * probs = ggml_soft_max_ext(ctx, ggml_mul_mat(ctx, K, q3), NULL, scale, 0.0f);  // [S, 1, H]
-        struct ggml_tensor * Vt = ggml_cont(ctx, ggml_transpose(ctx, V));  // [S, D, Hkv]
-        struct ggml_tensor * y = ggml_reshape_1d(ctx, ggml_mul_mat(ctx, Vt, probs), H * D);  // [D, 1, H]
+        // y[d, h] = sum_s V[d, s, h / G] probs[s, h]: an outer product summed over dimension 1,
+        // which reads V as it lies (no transposed copy of the history every step).
+        struct ggml_tensor * p3 = ggml_reshape_3d(ctx, probs, 1, S, H);
+        struct ggml_tensor * y = ggml_reshape_1d(ctx, ggml_out_prod(ctx, V, p3), H * D);  // [D, 1, H]
         x = ggml_add(ctx, x, ggml_mul_mat(ctx, L->o->w, y));
 
         h = fs_norm(ctx, hdr, x, L->post_norm, s->hidden, s->eps);
