@@ -205,7 +205,9 @@ class Scheduler:
         tuner = self.blas_threads if rows == 1 else None
         with (
             tuner.step() if tuner is not None else contextlib.nullcontext(),
-            serving.one_row_threads(rows, self.device, self.model.dtype),
+            serving.one_row_threads(
+                rows, self.device, self.model.dtype, tuner.current if tuner is not None else None
+            ),
         ):
             if decoding:
                 self._decode(decoding)

@@ -1,7 +1,8 @@
-"""How many BLAS threads a one-row decode step runs on, chosen by timing the steps.
+"""How many threads a one-row decode step runs on, chosen by timing the steps.
 
 A one-row step (single-stream decode, CPU fp32) runs its matmuls on OpenBLAS's own threads
-(`fireside.model.serving`). Each matmul is split across them and waits for the slowest part.
+(`fireside.model.serving`), or the whole step on ggml's threadpool (fireside/kernels/step.py);
+the count picked here applies to both (the scheduler hands it to `one_row_threads`). Each matmul is split across them and waits for the slowest part.
 OpenBLAS's idle threads busy-poll instead of sleeping, so the kernel's scheduler gives them no
 wake-up preference: beside one busy process on a 2-core machine, a matmul waits for the worker
 that shares its core with the neighbour, for a time slice, some 30 times a token. Measured on

@@ -113,18 +113,22 @@ def matvec(weight: ServingWeight, row: np.ndarray) -> np.ndarray:
 
 
 @contextmanager
-def one_row_threads(rows: int, device: torch.device, dtype: torch.dtype) -> Iterator[None]:
+def one_row_threads(
+    rows: int, device: torch.device, dtype: torch.dtype, kernel_threads: int | None = None
+) -> Iterator[None]:
     """Run a model step of `rows` token rows with torch's thread pool sized for it: one thread
     where the step's matmuls run on the BLAS's own threads (one row, CPU fp32), else as it
-    was. The count is restored afterwards, so nothing outside the step sees the change."""
+    was. The count is restored afterwards, so nothing outside the step sees the change.
+    `kernel_threads`: what ggml's kernels run the step on (the engine's thread tuner's pick),
+    by default the count the step started with."""
     if rows != 1 or not cpu_fp32(device, dtype):
         yield
         return
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        # Quantized matmuls (ggml's own threadpool) keep the step's threads.
-        with ggml.step_threads(threads):
+        # Quantized matmuls and the whole-step graph run on ggml's own threadpool.
+        with ggml.step_threads(kernel_threads or threads):
             yield
     finally:
         torch.set_num_threads(threads)
