@@ -10,6 +10,8 @@ Three counts on a real index, each over the search exactly as the model calls it
   the tool eval does); the entity ranked first.
 - made-up names: `synth_tools.made_up_name` names (the honesty eval's and 300 more) whose
   search finds a hit about them; this must stay 0.
+- world questions (`synth_chat.world_questions`, "capital of France") answered `no results`:
+  more is better, since the index holds nothing about them.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import time
 from pathlib import Path
 
 from fireside.data.chat_phrases import HOWTO
-from fireside.data.synth_chat import base_name, key_words
+from fireside.data.synth_chat import base_name, key_words, world_questions
 from fireside.data.synth_tools import (
     first_hit_about,
     index_entities,
@@ -66,6 +68,12 @@ def made_up_found(index: KnowledgeIndex, extra: int = 300) -> tuple[int, int]:
     return len(found), len(names)
 
 
+def world_no_results(index: KnowledgeIndex) -> tuple[int, int]:
+    """(world questions whose key words find nothing, questions)."""
+    questions = world_questions()
+    return sum(not index.search(key_words(q)) for q, _ in questions), len(questions)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--db", type=Path, default=DEFAULT_DB)
@@ -81,6 +89,8 @@ def main() -> None:
     print(f"look-ups: {first}/{entities} entities ranked first by their bare name")
     found, tried = made_up_found(index)
     print(f"made-up names: {found}/{tried} found (must be 0)")
+    empty, asked = world_no_results(index)
+    print(f"world questions: {empty}/{asked} no results")
     print(f"{time.perf_counter() - start:.0f} s")
 
 
