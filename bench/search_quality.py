@@ -10,6 +10,8 @@ Three counts on a real index, each over the search exactly as the model calls it
   the tool eval does); the entity ranked first.
 - made-up names: `synth_tools.made_up_name` names (the honesty eval's and 300 more) whose
   search finds a hit about them; this must stay 0.
+- command questions: a few everyday tasks in words ("kill process") and the man page that
+  answers each, ranked first; a check that questions about commands do not lose to Python.
 - world questions (`synth_chat.world_questions`, "capital of France") answered `no results`:
   more is better, since the index holds nothing about them.
 """
@@ -34,6 +36,24 @@ from fireside.data.synth_tools import (
 from fireside.tools.knowledge import KnowledgeIndex, format_hits
 
 DEFAULT_DB = Path("/work/runs/gpu/knowledge.db")
+COMMAND_TASKS = [
+    ("list files directory", "ls(1)"),
+    ("extract tar archive", "tar(1)"),
+    ("git commit", "git-commit(1)"),
+    ("find files by name", "find(1)"),
+    ("copy files", "cp(1)"),
+    ("search text in files", "grep(1)"),
+    ("disk usage", "du(1)"),
+    ("kill process", "kill(1)"),
+    ("compress file gzip", "gzip(1)"),
+    ("sort lines", "sort(1)"),
+    ("count lines words", "wc(1)"),
+    ("change file permissions", "chmod(1)"),
+    ("remove files", "rm(1)"),
+    ("make directory", "mkdir(1)"),
+    ("show running processes", "ps(1)"),
+    ("download url", "wget(1)"),
+]
 
 
 def howto_counts(index: KnowledgeIndex, show_misses: bool) -> tuple[int, int, int]:
@@ -68,6 +88,11 @@ def made_up_found(index: KnowledgeIndex, extra: int = 300) -> tuple[int, int]:
     return len(found), len(names)
 
 
+def command_count(index: KnowledgeIndex) -> int:
+    """Command tasks whose man page ranks first."""
+    return sum([h.title for h in index.search(q, limit=1)] == [want] for q, want in COMMAND_TASKS)
+
+
 def world_no_results(index: KnowledgeIndex) -> tuple[int, int]:
     """(world questions whose key words find nothing, questions)."""
     questions = world_questions()
@@ -89,6 +114,7 @@ def main() -> None:
     print(f"look-ups: {first}/{entities} entities ranked first by their bare name")
     found, tried = made_up_found(index)
     print(f"made-up names: {found}/{tried} found (must be 0)")
+    print(f"command questions: {command_count(index)}/{len(COMMAND_TASKS)} first")
     empty, asked = world_no_results(index)
     print(f"world questions: {empty}/{asked} no results")
     print(f"{time.perf_counter() - start:.0f} s")

@@ -225,6 +225,10 @@ def _py(title: str, summary: str) -> Entry:
     return Entry(f"py:{title}", title, title, summary, summary, names=(title.lower(),))
 
 
+def _man(name: str, summary: str) -> Entry:
+    return Entry(f"man:{name}.1", f"{name}(1)", name, summary, summary, names=(name,))
+
+
 @pytest.fixture
 def howto_index(tmp_path: Path, man_root: Path) -> Path:
     """Entries named by common words (`list`, `file`, `copy`) beside the ones questions want."""
@@ -246,7 +250,15 @@ def howto_index(tmp_path: Path, man_root: Path) -> Path:
         _py("copy.deepcopy", "Deep copy operation on arbitrary Python objects."),
         _py("math.sqrt", "Return the square root of x."),
     ]
-    build_index(db, {"man": [*man_pages(man_root), sqrt_page], "python": python})
+    kill = [
+        _man("kill", "kill - send a signal to a process. The default signal for kill is TERM."),
+        _man(
+            "killall",
+            "killall - kill processes by name. killall sends a signal to all processes running "
+            "any of the commands.",
+        ),
+    ]
+    build_index(db, {"man": [*man_pages(man_root), sqrt_page, *kill], "python": python})
     return db
 
 
@@ -259,6 +271,7 @@ def howto_index(tmp_path: Path, man_root: Path) -> Path:
         ("get current process id", "os.getpid"),
         ("deep copy arbitrary objects", "copy.deepcopy"),
         ("get square root x", "math.sqrt"),  # Python's before the C library's page
+        ("kill process", "kill(1)"),  # a word that names a row holding the rest raises it
     ],
 )
 def test_a_question_in_words_finds_the_entry_that_answers_it(

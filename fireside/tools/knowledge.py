@@ -8,8 +8,9 @@ A query keeps its content words (question words like "what" and "does" dropped).
 whose exact name the query gives comes first (`tar`, `os.path.join`), but in a longer query
 only a word that looks like code counts as a name: "list files directory" asks about listing
 files, not about `list`. The rest rank by BM25 over any of the words, where a row must hold
-most of them, with a bonus for query words side by side in its title or summary. No row
-left is `no results`, which is how the model learns to say it does not know.
+most of them, with a bonus where a word is its name or query words stand side by side in its
+title or summary. No row left is `no results`, which is how the model learns to say it does
+not know.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ USER_KIND = "file"
 # one-line summary says more about an entry than one in its long body.
 WEIGHTS = (5.0, 5.0, 1.0)
 CANDIDATES = 50  # rows BM25 ranks first, re-ranked below
+NAME_BONUS = 1.5  # for a row that a query word names and that holds most of the words
 PHRASE_BONUS = 0.3  # per pair of query words near each other in a title or summary
 NESTED_PENALTY = 0.1  # per level below module.function: `pdb.Pdb.do_up` is rarely the answer
 # C programming pages (man sections 2 and 3: `sqrt(3)`, `div(3)`) answer few of the questions
@@ -291,13 +293,21 @@ class KnowledgeIndex:
 
     def _ranked(self, db: sqlite3.Connection, terms: list[str]) -> list[Row]:
         """BM25 over the rows holding any of the terms, re-ranked: a row must hold most of
-        them, words side by side in its title or summary count extra, and priors on kind."""
+        them; a term that is its name ("kill process": kill(1)) and query words side by side
+        in its title or summary count extra; and priors on kind."""
         quoted = [_quote(t) for t in terms]
+        columns = "title, source, summary, id, bm25(entries, ?, ?, ?) AS score, kind, rowid"
+        match = " OR ".join(quoted)
+        sql = f"SELECT {columns} FROM entries WHERE entries MATCH ? ORDER BY score LIMIT ?"
+        rows = [Row(*r) for r in db.execute(sql, (*WEIGHTS, match, CANDIDATES))]
+        marks = ", ".join("?" * len(terms))
         sql = (
-            "SELECT title, source, summary, id, bm25(entries, ?, ?, ?) AS score, kind, rowid "
-            "FROM entries WHERE entries MATCH ? ORDER BY score LIMIT ?"
+            f"SELECT {columns} FROM entries WHERE entries MATCH ? "
+            f"AND rowid IN (SELECT entry FROM names WHERE name IN ({marks}))"
         )
-        rows = [Row(*r) for r in db.execute(sql, (*WEIGHTS, " OR ".join(quoted), CANDIDATES))]
+        named = [Row(*r) for r in db.execute(sql, (*WEIGHTS, match, *terms))]
+        named_ids, have = {r.rowid for r in named}, {r.rowid for r in rows}
+        rows += [r for r in named if r.rowid not in have]
         rowids = json.dumps([r.rowid for r in rows])
 
         def holding(matches: Iterable[str]) -> Counter[int]:
@@ -316,7 +326,13 @@ class KnowledgeIndex:
         )
         # bm25 is negative, better lower: a factor over 1 raises a row, under 1 lowers it.
         rescored = [
-            r._replace(score=r.score * (1 + PHRASE_BONUS * near[r.rowid]) * _prior(r)) for r in rows
+            r._replace(
+                score=r.score
+                * (1 + PHRASE_BONUS * near[r.rowid])
+                * (NAME_BONUS if r.rowid in named_ids else 1.0)
+                * _prior(r)
+            )
+            for r in rows
         ]
         return sorted(rescored, key=lambda r: r.score)
 
