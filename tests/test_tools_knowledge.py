@@ -31,6 +31,7 @@ from fireside.tools.knowledge import (
     add_entries,
     build_index,
     format_hits,
+    query_names,
     search_tool,
 )
 
@@ -207,6 +208,115 @@ def test_search_ranks_the_exact_name_first(index: Path) -> None:
     assert len(kb.search("tar", limit=1)) == 1
 
 
+HOWTO_SOURCE = '''"""Operating system interfaces."""
+def listdir(path):
+    """Return a list containing the names of the files in the directory."""
+def makedirs(name):
+    """Make a directory and all intermediate ones."""
+def getpid():
+    """Return the current process id."""
+class Walker:
+    def listdir(self):
+        """Return a list containing the names of the files in the directory."""
+'''
+
+
+def _py(title: str, summary: str) -> Entry:
+    return Entry(f"py:{title}", title, title, summary, summary, names=(title.lower(),))
+
+
+def _man(name: str, summary: str) -> Entry:
+    return Entry(f"man:{name}.1", f"{name}(1)", name, summary, summary, names=(name,))
+
+
+@pytest.fixture
+def howto_index(tmp_path: Path, man_root: Path) -> Path:
+    """Entries named by common words (`list`, `file`, `copy`) beside the ones questions want."""
+    db = tmp_path / "howto.db"
+    sqrt_page = Entry(
+        "man:sqrt.3",
+        "sqrt(3)",
+        "sqrt.3",
+        "sqrt - square root function. These functions return the square root of x.",
+        "sqrt - square root function. These functions return the square root of x.",
+        names=("sqrt",),
+    )
+    python = [
+        *python_source_entries("os", HOWTO_SOURCE, "os.py"),
+        _py("list", "Built-in mutable sequence. If no argument is given, a new empty list."),
+        _py("file", "A file object: read or write the files of a directory."),
+        _py("copy", "Generic (shallow and deep) copying operations."),
+        _py("copy.copy", "Shallow copy operation on arbitrary Python objects."),
+        _py("copy.deepcopy", "Deep copy operation on arbitrary Python objects."),
+        _py("math.sqrt", "Return the square root of x."),
+    ]
+    kill = [
+        _man("kill", "kill - send a signal to a process. The default signal for kill is TERM."),
+        _man(
+            "killall",
+            "killall - kill processes by name. killall sends a signal to all processes running "
+            "any of the commands.",
+        ),
+    ]
+    build_index(db, {"man": [*man_pages(man_root), sqrt_page, *kill], "python": python})
+    return db
+
+
+@pytest.mark.parametrize(
+    ("query", "title"),
+    [
+        ("list files directory", "os.listdir"),  # `list` and `file` are names, not the question
+        ("list the files in a directory", "os.listdir"),
+        ("make directory all intermediate ones", "os.makedirs"),
+        ("get current process id", "os.getpid"),
+        ("deep copy arbitrary objects", "copy.deepcopy"),
+        ("get square root x", "math.sqrt"),  # Python's before the C library's page
+        ("kill process", "kill(1)"),  # a word that names a row holding the rest raises it
+    ],
+)
+def test_a_question_in_words_finds_the_entry_that_answers_it(
+    howto_index: Path, query: str, title: str
+) -> None:
+    assert KnowledgeIndex(howto_index).search(query)[0].title == title
+
+
+def test_exact_names_still_win_in_a_question(howto_index: Path) -> None:
+    kb = KnowledgeIndex(howto_index)
+    assert kb.search("list")[0].title == "list"  # one word is a name
+    assert kb.search("What is `list`?")[0].title == "list"
+    assert kb.search("what does list() return")[0].title == "list"  # code: before parentheses
+    assert kb.search("how do I use os.listdir")[0].title == "os.listdir"
+    assert kb.search("copy deepcopy")[0].title == "copy.deepcopy"  # adjacent words joined
+    assert kb.search("tar")[0].title == "tar(1)"
+    assert kb.search("ssh-keyscan servers")[0].title == "ssh-keyscan(1)"
+    assert kb.search("brazoquim") == [] and kb.search("os.brazoquim") == []
+
+
+def test_python_in_the_query_puts_python_entries_first(howto_index: Path) -> None:
+    kb = KnowledgeIndex(howto_index)
+    assert kb.search("sqrt function")[0].title == "sqrt(3)"  # `sqrt` alone names the C page
+    assert kb.search("python sqrt function")[0].title == "math.sqrt"
+
+
+def test_a_row_must_hold_most_of_the_query_words(howto_index: Path) -> None:
+    kb = KnowledgeIndex(howto_index)
+    assert kb.search("directory capital france") == []  # one word of three is not enough
+    assert "os.listdir" in [h.title for h in kb.search("files directory france")]  # two of three
+
+
+def test_query_names_are_the_words_that_look_like_code() -> None:
+    assert query_names("tar") == ["tar"]
+    assert query_names("list files directory") == [
+        "list.files",
+        "list-files",
+        "files.directory",
+        "files-directory",
+    ]
+    assert query_names("how do I use os.path.join with pg_ctl")[:2] == ["os.path.join", "pg_ctl"]
+    assert query_names("what does `sorted` do with keys")[0] == "sorted"
+    assert query_names("is len() fast")[0] == "len"
+
+
 @pytest.mark.parametrize(
     "query", ["florbix quaztle", "What is the capital of France?", "what does the", "", "?!"]
 )
@@ -216,7 +326,9 @@ def test_nothing_relevant_is_no_results(index: Path, query: str) -> None:
 
 
 def test_fts_syntax_in_a_query_is_just_words(index: Path) -> None:
-    assert KnowledgeIndex(index).search('tar" OR NEAR(')[0].title == "tar(1)"
+    kb = KnowledgeIndex(index)
+    assert kb.search('tar" OR NEAR(') == []  # "near" is a word no entry holds
+    assert kb.search('tar" OR archiving NEAR(')[0].title.startswith("tar(")
 
 
 def test_search_tool_output_is_one_line_per_hit(index: Path) -> None:

@@ -4,10 +4,13 @@ One table holds every entry (title, summary and body searched; id, kind and sour
 `build_index` writes a new file beside the old one and renames it into place, keeping the
 entries a user added with `fireside knowledge add`, so a half-built index is never read.
 
-A query keeps its content words (question words like "what" and "does" dropped). A row must
-match all of them; if none does, a row whose *title* holds one of them still counts
-("python json dumps" finds `json.dumps`). Anything else is `no results`, which is how the
-model learns to say it does not know.
+A query keeps its content words (question words like "what" and "does" dropped). An entry
+whose exact name the query gives comes first (`tar`, `os.path.join`), but in a longer query
+only a word that looks like code counts as a name: "list files directory" asks about listing
+files, not about `list`. The rest rank by BM25 over any of the words, where a row must hold
+most of them, with a bonus where a word is its name or query words stand side by side in its
+title or summary. No row left is `no results`, which is how the model learns to say it does
+not know.
 """
 
 from __future__ import annotations
@@ -15,14 +18,16 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import itertools
+import json
 import logging
 import os
 import re
 import sqlite3
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from fireside.settings import data_dir
 from fireside.tools.base import Tool, ToolError
@@ -32,8 +37,17 @@ log = logging.getLogger(__name__)
 
 NO_RESULTS = "no results"
 USER_KIND = "file"
-# BM25 weights of the indexed columns (title, summary, text): a title match ranks first.
-WEIGHTS = (10.0, 2.0, 1.0)
+# BM25 weights of the indexed columns (title, summary, text): a word in the title or in the
+# one-line summary says more about an entry than one in its long body.
+WEIGHTS = (5.0, 5.0, 1.0)
+CANDIDATES = 50  # rows BM25 ranks first, re-ranked below
+NAME_BONUS = 1.5  # for a row that a query word names and that holds most of the words
+PHRASE_BONUS = 0.3  # per pair of query words near each other in a title or summary
+NESTED_PENALTY = 0.1  # per level below module.function: `pdb.Pdb.do_up` is rarely the answer
+# C programming pages (man sections 2 and 3: `sqrt(3)`, `div(3)`) answer few of the questions
+# asked here; a plain "square root of x" means Python's, a command's page still ranks.
+C_API_FACTOR = 0.6
+_C_API_TITLE = re.compile(r".*\([23]\w*\)")
 _WORD = re.compile(r"\w+", re.UNICODE)
 STOPWORDS = frozenset(
     [
@@ -98,6 +112,8 @@ STOPWORDS = frozenset(
     ]
 )
 _NAME = re.compile(r"[\w][\w.:+-]*")
+_CODE = re.compile(r"`([^`]+)`|([\w.:+-]+)\(")  # `tar`, len(): written as code
+_CODELIKE = re.compile(r"\w[._:+-]|_")  # os.path, pg_ctl, ssh-keygen, c++
 _SCHEMA = """
 CREATE VIRTUAL TABLE IF NOT EXISTS entries USING fts5(
     title, summary, text, id UNINDEXED, kind UNINDEXED, source UNINDEXED,
@@ -108,13 +124,30 @@ CREATE INDEX IF NOT EXISTS names_by_name ON names (name);
 """
 
 
+class Row(NamedTuple):
+    title: str
+    source: str
+    summary: str
+    id: str
+    score: float
+    kind: str
+    rowid: int
+
+
+def _prior(row: Row) -> float:
+    """How likely an entry of its kind and depth is the answer, as a factor on its score."""
+    if row.kind == "python":
+        return 1 / (1 + NESTED_PENALTY * max(row.title.count(".") - 1, 0))
+    return C_API_FACTOR if _C_API_TITLE.fullmatch(row.title) else 1.0
+
+
 @dataclass(frozen=True)
 class Hit:
     title: str
     source: str
     snippet: str
     id: str = ""
-    score: float = 0.0  # BM25 as FTS5 gives it: lower is better
+    score: float = 0.0  # lower is better: -1000 for an exact name, else minus the rank's score
 
 
 def default_index_path() -> Path:
@@ -131,12 +164,31 @@ def query_terms(query: str) -> list[str]:
 
 
 def query_names(query: str) -> list[str]:
-    """Words of a query that may be an entry's exact name: `tar`, `json.dumps`, `os.path`."""
+    """Words of a query that may be an entry's exact name: `tar`, `json.dumps`, `os.path`.
+    A one-word query is a name; in a longer one only a word that looks like code is (dotted,
+    underscored, hyphenated, in backticks, before parentheses): common words are names too
+    ("list", "file", "copy"), and "list files in a directory" is not about `list`."""
     words = [n.rstrip(".:-").lower() for n in _NAME.findall(query)]
     words = [n for n in words if n and n not in STOPWORDS]
-    # "json dumps" may mean json.dumps: adjacent words joined by a dot are candidates too.
-    joined = [f"{a}.{b}" for a, b in itertools.pairwise(words)]
-    return list(dict.fromkeys(words + joined))
+    if len(query_terms(query)) == 1:
+        names = words
+    else:
+        code = {n.rstrip(".:-").lower() for m in _CODE.finditer(query) for n in _NAME.findall(m[0])}
+        names = [w for w in words if w in code or _CODELIKE.search(w)]
+    # "json dumps" may mean json.dumps, "git commit" git-commit: adjacent words joined.
+    plain = [w for w in words if _WORD.fullmatch(w)]
+    joined = [f"{a}{sep}{b}" for a, b in itertools.pairwise(plain) for sep in ".-"]
+    return list(dict.fromkeys(names + joined))
+
+
+def wants_python(query: str) -> bool:
+    """Whether the query names the language ("python json dumps"): then Python entries first."""
+    return "python" in _WORD.findall(query.lower())
+
+
+def _most(n: int) -> int:
+    """How many of a query's n words a ranked row must hold: both of two, half of more."""
+    return min(n, max(2, (n + 1) // 2))
 
 
 def _quote(term: str) -> str:
@@ -225,39 +277,79 @@ class KnowledgeIndex:
             rows = db.execute("SELECT kind, count(*) FROM entries GROUP BY kind").fetchall()
         return {kind: n for kind, n in rows}
 
-    def _rows(self, db: sqlite3.Connection, match: str, limit: int) -> list[Any]:
-        sql = (
-            "SELECT title, source, summary, id, bm25(entries, ?, ?, ?) AS score FROM entries "
-            "WHERE entries MATCH ? ORDER BY score LIMIT ?"
-        )
-        return db.execute(sql, (*WEIGHTS, match, limit)).fetchall()
-
-    def _named(self, db: sqlite3.Connection, names: list[str], limit: int) -> list[Any]:
+    def _named(self, db: sqlite3.Connection, names: list[str], limit: int) -> list[Row]:
         # An exact name outranks any score: "tar" is tar(1), not every page that mentions tar.
         # The longest name matched first (json.dumps before json), then shorter titles.
+        if not names:
+            return []
         marks = ", ".join("?" * len(names))
         sql = (
-            "SELECT e.title, e.source, e.summary, e.id, -1000.0 FROM names n "
+            "SELECT e.title, e.source, e.summary, e.id, -1000.0, e.kind, e.rowid FROM names n "
             "JOIN entries e ON e.rowid = n.entry "
             f"WHERE n.name IN ({marks}) "
             "ORDER BY length(n.name) DESC, length(e.title), e.title LIMIT ?"
         )
-        return db.execute(sql, (*names, limit)).fetchall()
+        return [Row(*r) for r in db.execute(sql, (*names, limit))]
+
+    def _ranked(self, db: sqlite3.Connection, terms: list[str]) -> list[Row]:
+        """BM25 over the rows holding any of the terms, re-ranked: a row must hold most of
+        them; a term that is its name ("kill process": kill(1)) and query words side by side
+        in its title or summary count extra; and priors on kind."""
+        quoted = [_quote(t) for t in terms]
+        columns = "title, source, summary, id, bm25(entries, ?, ?, ?) AS score, kind, rowid"
+        match = " OR ".join(quoted)
+        sql = f"SELECT {columns} FROM entries WHERE entries MATCH ? ORDER BY score LIMIT ?"
+        rows = [Row(*r) for r in db.execute(sql, (*WEIGHTS, match, CANDIDATES))]
+        marks = ", ".join("?" * len(terms))
+        sql = (
+            f"SELECT {columns} FROM entries WHERE entries MATCH ? "
+            f"AND rowid IN (SELECT entry FROM names WHERE name IN ({marks}))"
+        )
+        named = [Row(*r) for r in db.execute(sql, (*WEIGHTS, match, *terms))]
+        named_ids, have = {r.rowid for r in named}, {r.rowid for r in rows}
+        rows += [r for r in named if r.rowid not in have]
+        rowids = json.dumps([r.rowid for r in rows])
+
+        def holding(matches: Iterable[str]) -> Counter[int]:
+            """How many of the FTS5 queries each of `rows` matches."""
+            sql = (
+                "SELECT rowid FROM entries "
+                "WHERE entries MATCH ? AND rowid IN (SELECT value FROM json_each(?))"
+            )
+            return Counter(i for m in matches for (i,) in db.execute(sql, (m, rowids)))
+
+        if len(terms) > 1:  # most of the words: "capital of france" is not every "capital"
+            held = holding(quoted)
+            rows = [r for r in rows if held[r.rowid] >= _most(len(terms))]
+        near = holding(
+            f"{{title summary}} : NEAR({a} {b}, 2)" for a, b in itertools.pairwise(quoted)
+        )
+        # bm25 is negative, better lower: a factor over 1 raises a row, under 1 lowers it.
+        rescored = [
+            r._replace(
+                score=r.score
+                * (1 + PHRASE_BONUS * near[r.rowid])
+                * (NAME_BONUS if r.rowid in named_ids else 1.0)
+                * _prior(r)
+            )
+            for r in rows
+        ]
+        return sorted(rescored, key=lambda r: r.score)
 
     def search(self, query: str, limit: int = 3) -> list[Hit]:
         terms = query_terms(query)
         if not terms or limit < 1:
             return []
-        quoted = [_quote(t) for t in terms]
         with contextlib.closing(self._connect()) as db:
             rows = self._named(db, query_names(query), limit)
-            ranked = self._rows(db, " AND ".join(quoted), limit)
-            if not ranked and not rows and len(terms) > 1:
-                ranked = self._rows(db, "title : (" + " OR ".join(quoted) + ")", limit)
-        seen = {r[3] for r in rows}
-        rows += [r for r in ranked if r[3] not in seen]
+            ranked = self._ranked(db, terms)
+        seen = {r.id for r in rows}
+        rows += [r for r in ranked if r.id not in seen]
+        if wants_python(query):  # "python tar" asks for tarfile, not tar(1)
+            rows.sort(key=lambda r: r.kind != "python")
         return [
-            Hit(title=r[0], source=r[1], snippet=r[2], id=r[3], score=r[4]) for r in rows[:limit]
+            Hit(title=r.title, source=r.source, snippet=r.summary, id=r.id, score=r.score)
+            for r in rows[:limit]
         ]
 
 
