@@ -150,8 +150,9 @@ def found_tasks(run: RunTool, rows: Sequence[tuple[str, str]]) -> list[tuple[str
 def howtos(
     rng: random.Random, found: Sequence[tuple[str, str, str, str]], n: int
 ) -> Iterator[Conversation]:
-    # Few rows survive the search's name-first ranking; drilling each one hundreds of times
-    # would teach those answers by heart, not the habit, so each row is asked a few times only.
+    # The table has a row per task, and only rows the real search answers are kept; drilling
+    # each one hundreds of times would teach those answers by heart, not the habit, so each
+    # row is asked a few times only.
     for _ in range(min(n, HOWTO_REPEATS * len(found))):
         task, name, result, snippet = rng.choice(found)
         yield {
