@@ -91,6 +91,13 @@ def test_the_recipe_runs_every_stage_and_resumes(
     assert [f["characters_shared_after"] for f in dedup["files"]] == [0, 0]
     assert (work / "mix" / "held-out-prose.dedup.txt").is_file()
     assert "| arithmetic (tool eval) | 100 |" in (work / "overlap.md").read_text()
+    # The base model is kept beside the chat model, and plain text from the mix trained with it.
+    assert load_pretrained(work / "base").model.config.num_hidden_layers == 1
+    text = [json.loads(line) for line in (work / "sft-text.jsonl").read_text().splitlines()]
+    assert text and all(set(t) == {"text"} for t in text)
+    tiny = recipe.RECIPES["tiny"]
+    data = recipe.sft_options(tiny, work, work / "pretrain", work / "sft", steps=1).data
+    assert data == [str(work / "sft.jsonl"), f"{work / 'sft-text.jsonl'}:{tiny.sft_text_weight}"]
     # Run again: every finished stage is skipped, and the model is written again the same.
     sft_lines = (work / "sft.jsonl").read_text()
     run_recipe("tiny", work, tmp_path / "model", knowledge_db=db)
