@@ -575,9 +575,10 @@ FS_API int fs_ggml_stepper_step(struct fs_stepper * s, const float * x_in, int32
     const int64_t D = s->head_dim, H = s->n_head, Hkv = s->n_kv, S = kv_len;
     const size_t row = sizeof(float) * (size_t) (Hkv * D);  // one slot of one layer's keys
     const int n_nodes = s->n_layers * 48 + 32;
-    // Intermediates per layer, in floats, with room to spare: activations, the scores and the
-    // transposed values (S x D x Hkv), and a tensor header per node.
-    const size_t floats = (size_t) (8 * s->hidden + 6 * H * D + 4 * Hkv * D + 4 * s->inter + 3 * S * H + S * D * Hkv);
+    // Intermediates per layer, in floats, with room to spare: activations and the attention
+    // scores (S x H, before and after the softmax), and a tensor header per node. Every node
+    // has its own memory (no allocator reusing it), which the scores make grow with S.
+    const size_t floats = (size_t) (8 * s->hidden + 6 * H * D + 4 * Hkv * D + 4 * s->inter + 3 * S * H);
     const size_t need = (size_t) s->n_layers * (floats * sizeof(float) + 64 * (ggml_tensor_overhead() + 64)) +
                         (size_t) (4 * s->hidden + s->vocab) * sizeof(float) + ggml_graph_overhead_custom(n_nodes, false) +
                         (size_t) (4 * n_nodes) * (ggml_tensor_overhead() + 64) + (1 << 16);
