@@ -463,4 +463,7 @@ def test_llama_cpp_chats_with_the_bundled_model_quantized_as_fireside_does(
     body = {"messages": messages, "temperature": 0, "max_tokens": 24}
     r = httpx.post(f"{llama_server(out)}/v1/chat/completions", json=body, timeout=120)
     assert r.json()["usage"]["prompt_tokens"] == len(ids)
-    assert r.json()["choices"][0]["message"]["content"] == bundle.tokenizer.decode(reply)
+    # Message content without special tokens' text, as both servers give it (the bundled model
+    # may answer with call markup even where no tools are offered).
+    content = bundle.tokenizer.decode(reply, skip_special_tokens=True)
+    assert r.json()["choices"][0]["message"]["content"] == content
