@@ -92,7 +92,8 @@ def test_padding_is_never_a_target(tokenizer: Tokenizer) -> None:
     [
         ("{not json", "not valid JSON"),
         ("[1, 2]", "expected a JSON object"),
-        ('{"text": "hi"}', "'messages' must be a non-empty list"),
+        ('{"text": ""}', "'text' must be a non-empty string"),
+        ('{"note": "hi"}', "'messages' must be a non-empty list"),
         ('{"messages": [{"role": "robot", "content": "x"}]}', "role 'robot'"),
         ('{"messages": [{"role": "user", "content": "x"}]}', "no assistant turn"),
         ('{"messages": [{"role": "user"}, {"role": "assistant", "content": "y"}]}', "no content"),

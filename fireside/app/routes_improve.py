@@ -129,7 +129,9 @@ async def cancel_job(job_id: uuid.UUID, _: AdminUser, db: DB, chat: ChatStateDep
         raise not_found("job")
     if not await chat.improver.cancel(job_id):
         raise conflict("the job has already ended")
-    db.expire_all()
+    # A new transaction: this session's first read may hold a snapshot from before the cancel
+    # the improver's own session committed (SQLite and PostgreSQL alike would show it again).
+    await db.rollback()
     job = await store.job(db, job_id)
     assert job is not None
     return JobPublic.model_validate(job)
