@@ -73,8 +73,6 @@ function addCopyButton(block: HTMLElement): void {
     });
   });
   head.append(button);
-  // A long line scrolls sideways; keyboard users must be able to reach it.
-  block.querySelector('pre')?.setAttribute('tabindex', '0');
 }
 
 /** Enhance a finished block (idempotent). */
@@ -82,6 +80,11 @@ export function enhance(root: HTMLElement): void {
   root.querySelectorAll<HTMLElement>('.code-block').forEach((block) => {
     addCopyButton(block);
     addRunControls(block);
+  });
+  // A long line scrolls sideways; keyboard users must be able to reach it. Set on every pass:
+  // a block re-rendered after its first enhancement keeps its button but not this attribute.
+  root.querySelectorAll<HTMLElement>('.code-block pre, .run-output pre').forEach((pre) => {
+    if (!pre.hasAttribute('tabindex')) pre.setAttribute('tabindex', '0');
   });
   root.querySelectorAll<HTMLElement>('code[data-lang]').forEach((c) => void highlight(c));
   root.querySelectorAll<HTMLElement>('.math').forEach((m) => void renderMath(m));
