@@ -11,7 +11,6 @@ and 85% of groups 2-4 together.
 
 from __future__ import annotations
 
-import asyncio
 import random
 import re
 from collections.abc import Callable, Sequence
@@ -28,10 +27,10 @@ from fireside.data.synth_chat import (
     top_hit,
 )
 from fireside.data.synth_tools import RunTool, gist, index_entities, split_entities
+from fireside.eval.tool_eval import ask_with_tools
 from fireside.model.pretrained import Pretrained
 from fireside.tools import builtin_tools
 from fireside.tools.base import run_tool
-from fireside.tools.loop import Done, ToolCallEvent, final_text, run_with_tools
 
 GROUPS = ("small_talk", "world", "answerable", "near_miss")
 PASS_RATE = 0.85
@@ -272,32 +271,16 @@ def run_conversation_eval(
     bundle: Pretrained, knowledge_db: Path, task_list: Sequence[ConversationTask] | None = None
 ) -> ConversationEvalResult:
     """Every prompt through `run_with_tools`, greedy, all at once (the engine batches them)."""
-    from fireside.engine import Engine, SamplingParams
-
     chosen = list(task_list) if task_list is not None else tasks(knowledge_db)
-    tools = builtin_tools(knowledge_db)
-    engine = Engine.from_pretrained(bundle)
-    params = SamplingParams(max_tokens=160, temperature=0.0)
-
-    async def one(i: int, task: ConversationTask) -> ConversationAnswer:
-        messages = [{"role": "user", "content": task.prompt}]
-        called: list[str] = []
-        done: Done | None = None
-        loop = run_with_tools(
-            engine, bundle.tokenizer, messages, tools, params, request_id=f"convo-eval-{i}"
+    replies = ask_with_tools(
+        bundle, knowledge_db, [t.prompt for t in chosen], request_prefix="convo-eval"
+    )
+    answers = []
+    for task, reply in zip(chosen, replies, strict=True):
+        answer, called = reply or ("", [])
+        answers.append(
+            ConversationAnswer(
+                task.group, task.prompt, task.rule, answer, called, task.check(answer, called)
+            )
         )
-        async for event in loop:
-            if isinstance(event, ToolCallEvent):
-                called.append(event.name)
-            elif isinstance(event, Done):
-                done = event
-        answer = final_text(done.messages) if done is not None else ""
-        return ConversationAnswer(
-            task.group, task.prompt, task.rule, answer, called, task.check(answer, called)
-        )
-
-    async def run() -> list[ConversationAnswer]:
-        async with engine:
-            return list(await asyncio.gather(*(one(i, t) for i, t in enumerate(chosen))))
-
-    return ConversationEvalResult(asyncio.run(run()))
+    return ConversationEvalResult(answers)

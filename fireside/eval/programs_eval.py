@@ -8,7 +8,6 @@ passes when every test does. Every answer is kept for the report card.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -16,12 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fireside.data.program_tasks import ProgramTask, held_out_tasks
-from fireside.engine.types import PromptTooLongError
+from fireside.eval.tool_eval import ask_with_tools
 from fireside.model.pretrained import Pretrained
 from fireside.sandbox import Limits, run_python
 from fireside.sandbox.bwrap import require as require_sandbox
-from fireside.tools import builtin_tools
-from fireside.tools.loop import Done, ToolCallEvent, final_text, run_with_tools
 
 TEST_LIMITS = Limits(timeout_s=10.0, cpu_s=5, memory_bytes=512 << 20)
 _PYTHON_BLOCK = re.compile(r"```(?:python|py)[^\n]*\n(.*?)(?:```|$)", re.DOTALL)
@@ -73,36 +70,15 @@ def run_programs_eval(
 ) -> ProgramEvalResult:
     """Every request through `run_with_tools` (greedy, all at once: the engine batches them),
     then every answer's code against its hidden tests."""
-    from fireside.engine import Engine, SamplingParams
-
     require_sandbox()  # the python tool and the tests both need it: say so before generating
     chosen = list(task_list) if task_list is not None else held_out_tasks()
-    tools = builtin_tools(knowledge_db)
-    engine = Engine.from_pretrained(bundle)
-    params = SamplingParams(max_tokens=max_tokens, temperature=0.0)
-
-    async def one(i: int, task: ProgramTask) -> tuple[str, list[str]] | None:
-        messages = [{"role": "user", "content": task.request}]
-        called: list[str] = []
-        done: Done | None = None
-        loop = run_with_tools(
-            engine, bundle.tokenizer, messages, tools, params, request_id=f"programs-eval-{i}"
-        )
-        try:
-            async for event in loop:
-                if isinstance(event, ToolCallEvent):
-                    called.append(event.name)
-                elif isinstance(event, Done):
-                    done = event
-        except PromptTooLongError:
-            return None
-        return (final_text(done.messages) if done is not None else ""), called
-
-    async def generate() -> list[tuple[str, list[str]] | None]:
-        async with engine:
-            return list(await asyncio.gather(*(one(i, t) for i, t in enumerate(chosen))))
-
-    replies = asyncio.run(generate())
+    replies = ask_with_tools(
+        bundle,
+        knowledge_db,
+        [t.request for t in chosen],
+        max_tokens=max_tokens,
+        request_prefix="programs-eval",
+    )
 
     def score(pair: tuple[ProgramTask, tuple[str, list[str]] | None]) -> ProgramAnswer:
         task, reply = pair

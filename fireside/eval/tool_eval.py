@@ -130,36 +130,59 @@ def tasks(knowledge_db: Path, lookups: int = 50) -> list[ToolTask]:
     ]
 
 
+def ask_with_tools(
+    bundle: Pretrained,
+    knowledge_db: Path,
+    questions: Sequence[str],
+    *,
+    max_tokens: int = 160,
+    request_prefix: str = "tool-eval",
+) -> list[tuple[str, list[str]] | None]:
+    """Each question alone through `run_with_tools`, greedy, all at once (the engine batches
+    them): the final answer and the tools called, or None where the prompt does not fit. The
+    tool, conversation and function evals all ask this way."""
+    from fireside.engine import Engine, PromptTooLongError, SamplingParams
+
+    tools = builtin_tools(knowledge_db)
+    engine = Engine.from_pretrained(bundle)
+    params = SamplingParams(max_tokens=max_tokens, temperature=0.0)
+
+    async def one(i: int, question: str) -> tuple[str, list[str]] | None:
+        messages = [{"role": "user", "content": question}]
+        called: list[str] = []
+        done: Done | None = None
+        loop = run_with_tools(
+            engine, bundle.tokenizer, messages, tools, params, request_id=f"{request_prefix}-{i}"
+        )
+        try:
+            async for event in loop:
+                if isinstance(event, ToolCallEvent):
+                    called.append(event.name)
+                elif isinstance(event, Done):
+                    done = event
+        except PromptTooLongError:
+            return None
+        return (final_text(done.messages) if done is not None else ""), called
+
+    async def run() -> list[tuple[str, list[str]] | None]:
+        async with engine:
+            return list(await asyncio.gather(*(one(i, q) for i, q in enumerate(questions))))
+
+    return asyncio.run(run())
+
+
 def run_tool_eval(
     bundle: Pretrained, knowledge_db: Path, task_list: Sequence[ToolTask] | None = None
 ) -> ToolEvalResult:
     """Every task through `run_with_tools`, greedy, all at once (the engine batches them)."""
-    from fireside.engine import Engine, SamplingParams
-
     chosen = list(task_list) if task_list is not None else tasks(knowledge_db)
-    tools = builtin_tools(knowledge_db)
-    engine = Engine.from_pretrained(bundle)
-    params = SamplingParams(max_tokens=160, temperature=0.0)
-
-    async def one(i: int, task: ToolTask) -> ToolAnswer:
-        messages = [{"role": "user", "content": task.question}]
-        called: list[str] = []
-        done: Done | None = None
-        loop = run_with_tools(
-            engine, bundle.tokenizer, messages, tools, params, request_id=f"tool-eval-{i}"
+    replies = ask_with_tools(bundle, knowledge_db, [t.question for t in chosen])
+    answers = []
+    for task, reply in zip(chosen, replies, strict=True):
+        answer, called = reply or ("", [])
+        answers.append(
+            ToolAnswer(
+                task.category, task.question, task.expected, answer, called, task.check(answer)
+            )
         )
-        async for event in loop:
-            if isinstance(event, ToolCallEvent):
-                called.append(event.name)
-            elif isinstance(event, Done):
-                done = event
-        answer = final_text(done.messages) if done is not None else ""
-        return ToolAnswer(
-            task.category, task.question, task.expected, answer, called, task.check(answer)
-        )
-
-    async def run() -> list[ToolAnswer]:
-        async with engine:
-            return list(await asyncio.gather(*(one(i, t) for i, t in enumerate(chosen))))
-
-    return ToolEvalResult(asyncio.run(run()))
+    return ToolEvalResult(answers)
