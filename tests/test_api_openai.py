@@ -435,6 +435,29 @@ def test_auto_tool_calls_are_whole_and_no_markup_reaches_the_content(
     assert called >= 1
 
 
+def test_no_tools_offered_no_call_and_no_markup(
+    client: openai.OpenAI, tokenizer: Tokenizer
+) -> None:
+    # Without tools (or with tool_choice "none") the call markers are never sampled, however
+    # hard the model (here a bias) pushes for them: no call, and no marker text in the answer.
+    markers = [tokenizer.token_id("<|tool_call|>"), tokenizer.token_id("<|/tool_call|>")]
+    specials = tokenizer.special_token_texts()
+    bias = {str(i): 100 for i in markers if i is not None}
+    assert len(bias) == 2
+    for seed, extra in enumerate([{}, {"tools": TOOLS, "tool_choice": "none"}] * 2):
+        kwargs = dict(
+            model="tiny", messages=MESSAGES, max_tokens=24, temperature=1.0, seed=seed,
+            logit_bias=bias, logprobs=True, **extra,
+        )  # fmt: skip
+        r = client.chat.completions.create(**kwargs)  # type: ignore[call-overload]
+        message = r.choices[0].message
+        assert not message.tool_calls, message.tool_calls
+        assert r.choices[0].finish_reason != "tool_calls"
+        assert not any(s in (message.content or "") for s in specials), message.content
+        chosen = [t.token for t in r.choices[0].logprobs.content or []]  # type: ignore[union-attr]
+        assert chosen and not any(s in t for t in chosen for s in specials), chosen
+
+
 def test_structured_outputs_choice_regex_json(client: openai.OpenAI) -> None:
     for seed in range(3):
         r = client.completions.create(

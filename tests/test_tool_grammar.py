@@ -100,6 +100,26 @@ def test_babbled_calls_parse_and_fit_the_offered_schemas(
     assert whole >= 3  # the test saw real calls, not only cut ones
 
 
+def test_without_tools_the_markers_are_never_sampled(bundle: Pretrained, one_thread: None) -> None:
+    # The loop offers no tool: the call markers are banned, however hard a bias pushes.
+    markers = [bundle.tokenizer.token_id(FIRESIDE.start), bundle.tokenizer.token_id(FIRESIDE.end)]
+    bias = {i: 100.0 for i in markers if i is not None}
+    assert len(bias) == 2
+
+    async def go(seed: int) -> list[LoopEvent]:
+        engine = Engine.from_pretrained(bundle, EngineConfig(max_num_seqs=1))
+        params = SamplingParams(max_tokens=24, temperature=1.0, seed=seed, logit_bias=bias)
+        async with engine:
+            messages = [{"role": "user", "content": QUESTIONS[seed]}]
+            return [e async for e in run_with_tools(engine, bundle.tokenizer, messages, [], params)]
+
+    for seed in range(3):
+        events = asyncio.run(go(seed))
+        assert not [e for e in events if isinstance(e, ToolCallEvent)]
+        text = "".join(e.text for e in events if isinstance(e, TextDelta))
+        assert text and no_special_text(bundle.tokenizer, text), text
+
+
 def test_a_call_cut_by_max_tokens_is_a_failed_step(bundle: Pretrained, one_thread: None) -> None:
     start = bundle.tokenizer.token_id(FIRESIDE.start)
     assert start is not None

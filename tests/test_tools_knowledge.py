@@ -32,6 +32,7 @@ from fireside.tools.knowledge import (
     build_index,
     format_hits,
     query_names,
+    result_hits,
     search_tool,
 )
 
@@ -339,6 +340,24 @@ def test_search_tool_output_is_one_line_per_hit(index: Path) -> None:
         "patterns in each file."
     )
     assert text == format_hits(KnowledgeIndex(index).search("grep"))
+
+
+def test_a_name_no_entry_bears_is_said_above_its_closest_hits(index: Path) -> None:
+    # Whether `json.dumps` is `json.dumps-frob` is the search's to say, not the model's.
+    def search(query: str) -> str:
+        text, failed = asyncio.run(call_tool(search_tool(index), {"query": query}))
+        assert not failed
+        return text
+
+    near = search("`json.dumps-frob`").splitlines()
+    assert near[0] == "no entry is named `json.dumps-frob`; the closest:"
+    assert near[1].startswith("json.dumps: Serialize obj")
+    assert result_hits("\n".join(near)) == near[1:]
+    for named in ["json.dumps", "tar", "archive files", "python json dumps"]:
+        text = search(named)
+        assert not text.startswith("no entry"), named
+        assert result_hits(text) == text.splitlines()
+    assert result_hits(NO_RESULTS) == []
 
 
 def test_missing_index_is_a_clear_error(tmp_path: Path) -> None:

@@ -79,6 +79,9 @@ class ChatJob:
             # Fireside's call markers are special tokens: kept to parse, and no other one is.
             skip_special_tokens=True if self.tools else None,
             keep_special_token_ids=self.fmt.marker_ids(served.tokenizer) if self.tools else None,
+            # No tool offered, no call: the markers are never sampled, so no call and no
+            # marker text reaches the answer (a model trained with tools writes them anyway).
+            banned_token_ids=None if self.tools else self.fmt.marker_ids(served.tokenizer),
             constraint_factory=self._constraint(choice),
             lora=lora,
         )

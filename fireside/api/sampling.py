@@ -66,6 +66,7 @@ def sampling_params(
     prompt_logprobs: int | None = None,
     skip_special_tokens: bool | None = None,
     keep_special_token_ids: list[int] | None = None,
+    banned_token_ids: list[int] | None = None,
     constraint_factory: Callable[[], TokenConstraint] | None = None,
     lora: str | None = None,
 ) -> SamplingParams:
@@ -109,6 +110,7 @@ def sampling_params(
             fields.skip_special_tokens if skip_special_tokens is None else skip_special_tokens
         ),
         keep_special_token_ids=keep_special_token_ids or [],
+        banned_token_ids=banned_token_ids or [],
         logprobs=logprobs,
         prompt_logprobs=prompt_logprobs,
         constraint_factory=constraint_factory,

@@ -90,13 +90,6 @@ WHAT_CAN_YOU_DO_ANSWERS = [
     "the local documentation with search, and run Python code in a sandbox. I am a small "
     "model that runs offline, so I know few facts by heart.",
 ]
-SMALL_TALK = {
-    "hello": (HELLOS, HELLO_ANSWERS),
-    "thanks": (THANKS, THANKS_ANSWERS),
-    "bye": (BYES, BYE_ANSWERS),
-    "how_are_you": (HOW_ARE_YOUS, HOW_ARE_YOU_ANSWERS),
-    "what_can_you_do": (WHAT_CAN_YOU_DOS, WHAT_CAN_YOU_DO_ANSWERS),
-}
 # Held out: phrasings fine-tuning never sees, three of each kind.
 EVAL_SMALL_TALK = {
     "hello": ["Hello, Fireside!", "Hey, good to see you.", "Yo! Anyone there?"],
@@ -108,6 +101,75 @@ EVAL_SMALL_TALK = {
         "Which tools can you use?",
         "Tell me what you can help with.",
     ],
+}
+WHAT_CAN_YOU_DOS += [
+    "what are you capable of",
+    "what are your capabilities",
+    "what are you for",
+    "what do you do",
+    "what can i ask you",
+    "what sort of questions can you answer",
+    "what kind of things can you do",
+    "what can you do for me",
+    "what help can you give",
+    "what features do you have",
+    "list your tools",
+    "do you have any tools",
+    "what are your tools",
+]
+# People rarely say a bare "thanks": they wrap it ("great, thanks, that helped"). The
+# wrappings multiply each list into many phrasings, so the model learns the kind of line,
+# not a dozen strings; `compose` drops any that the held-out eval asks word for word.
+_LEADS = {
+    "hello": ["", "oh ", "well "],
+    "thanks": ["", "great, ", "ok, ", "perfect, ", "awesome, ", "nice, ", "cool, ", "brilliant, "],
+    "bye": ["", "ok, ", "alright, ", "right, ", "well, ", "i'm done, ", "i have to go, ",
+            "gotta run, ", "that's it for today, ", "i'm leaving now, "],
+    "how_are_you": ["", "hi, ", "hello, ", "hey, ", "so, ", "and "],
+    "what_can_you_do": ["", "so ", "tell me, ", "hi, ", "ok, "],
+}  # fmt: skip
+_TAILS = {
+    "hello": ["", " fireside", " friend", " everyone", ", nice to meet you", ", anybody home",
+              ", are you there", ", is anyone there", ", nice to see you", ", long time no see",
+              ", glad you're here"],
+    "thanks": ["", ", that helped", ", that was helpful", ", that's great", ", perfect",
+               " for your help", " for that", ", that works", ", exactly what i needed",
+               ", you're a star"],
+    "bye": ["", " and thanks", ", have a good one", ", take care", ", see you tomorrow"],
+    "how_are_you": ["", " this morning", " these days", " lately", " my friend"],
+    "what_can_you_do": ["", " exactly", " here", " for me"],
+}  # fmt: skip
+BYES += ["see you soon", "later", "have a good one", "take care", "bye bye", "so long"]
+HOW_ARE_YOUS += [
+    "how's your day going",
+    "how have things been",
+    "how's everything",
+    "are you well",
+    "how is it going",
+    "how's life",
+    "you alright",
+]
+
+
+def _said(text: str) -> str:
+    return " ".join("".join(c for c in text.lower() if c.isalnum() or c.isspace()).split())
+
+
+def compose(kind: str, cores: list[str]) -> list[str]:
+    """Every lead + core + tail of a small-talk kind, less the eval's own prompts."""
+    held = {_said(p) for prompts in EVAL_SMALL_TALK.values() for p in prompts}
+    lines = [
+        f"{lead}{core}{tail}" for lead in _LEADS[kind] for core in cores for tail in _TAILS[kind]
+    ]
+    return [line for line in dict.fromkeys(lines) if _said(line) not in held]
+
+
+SMALL_TALK = {
+    "hello": (compose("hello", HELLOS), HELLO_ANSWERS),
+    "thanks": (compose("thanks", THANKS), THANKS_ANSWERS),
+    "bye": (compose("bye", BYES), BYE_ANSWERS),
+    "how_are_you": (compose("how_are_you", HOW_ARE_YOUS), HOW_ARE_YOU_ANSWERS),
+    "what_can_you_do": (compose("what_can_you_do", WHAT_CAN_YOU_DOS), WHAT_CAN_YOU_DO_ANSWERS),
 }
 
 # World knowledge the index cannot hold: (template, subject list name).

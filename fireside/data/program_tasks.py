@@ -74,6 +74,7 @@ class ProgramTask:
     example_outputs: tuple[str, ...]  # what print() shows for each, run on the reference
     tests: tuple[tuple[str, str], ...]  # (call, repr of the expected value), other inputs
     bugs: tuple[str, ...]  # whole first attempts that are wrong
+    what: str = ""  # what the function does, as the request says it ("counts the vowels ...")
 
     def example_program(self, code: str) -> str:
         """The code and a print of each example: what the assistant runs."""
@@ -177,6 +178,7 @@ def make_task(params: Params, rng: random.Random, ask: int = 0) -> ProgramTask:
             (call_text(params.function, a), repr(v)) for a, v in zip(hidden, expected, strict=True)
         ),
         bugs=tuple(params.define(b) for b in family.bugs),
+        what=params.render(family.what),
     )
 
 

@@ -21,12 +21,14 @@ from pathlib import Path
 from fireside.data import chat_phrases as phrases
 from fireside.data.synth import Conversation, assistant, user
 from fireside.data.synth_tools import Entity, RunTool, _call, _tool, gist
-from fireside.tools.knowledge import NO_RESULTS, query_terms
+from fireside.tools.knowledge import query_terms, result_hits
 
+# Two of three say "it" where they could name the subject: a small model that copies a name
+# can miscopy it, and a miscopied name is an invented fact.
 IDK_WORLD = [
     "I don't know. I'm a small offline model, and searching this computer's documentation "
-    "found nothing about {s}. An admin can connect a larger model in the app's connections.",
-    "Sorry, I don't know that. The local documentation has nothing about {s}, and I am a "
+    "found nothing about it. An admin can connect a larger model in the app's connections.",
+    "Sorry, I don't know that. The local documentation has nothing on it, and I am a "
     "small model that runs offline. An administrator can connect a bigger model under the "
     "app's connections.",
     "I don't know: my search found nothing about {s}. I am a small offline model; for "
@@ -61,9 +63,10 @@ def base_name(title: str) -> str:
 
 def top_hit(result: str) -> tuple[str, str] | None:
     """(name, snippet) of the first hit of a search result, or None for `no results`."""
-    if result == NO_RESULTS:
+    hits = result_hits(result)
+    if not hits:
         return None
-    title, sep, snippet = result.splitlines()[0].partition(": ")
+    title, sep, snippet = hits[0].partition(": ")
     return (base_name(title), snippet.strip()) if sep else None
 
 
@@ -71,7 +74,7 @@ def is_about(result: str, subject: str) -> bool:
     """Whether any hit is named like the subject or one of its longer words: then the index may
     know something about it, and a "does not know" lesson would be a lie."""
     words = {w.lower() for w in re.findall(r"\w+", subject) if len(w) > 3} | {subject.lower()}
-    for line in result.splitlines():
+    for line in result_hits(result):
         title, sep, _ = line.partition(": ")
         if sep and base_name(title).lower() in words:
             return True
@@ -85,18 +88,18 @@ def held_out_task(task: str) -> bool:
 
 def _vary(rng: random.Random, said: str) -> str:
     """A user's line as people type it: any casing, with or without punctuation."""
-    question = said.split()[0].lower() in {"how", "what", "are", "you", "how's"}
+    question = bool(set(said.lower().replace(",", " ").split()) & {"how", "what", "are", "how's"})
     said = rng.choice([said, said.capitalize(), said.lower(), said.capitalize()])
     ends = ["", "?", "??"] if question else ["", "!", ".", " :)", "!!"]
     return said + rng.choice(ends) if said[-1].isalnum() else said
 
 
 def small_talk(rng: random.Random, n: int) -> Iterator[Conversation]:
-    kinds = list(phrases.SMALL_TALK.values())
+    kinds = list(phrases.SMALL_TALK.items())
     for i in range(n):
-        said, answers = kinds[i % len(kinds)]
+        kind, (said, answers) = kinds[i % len(kinds)]
         line = rng.choice(said)
-        if rng.random() < 0.3 and said is not phrases.HELLOS:
+        if rng.random() < 0.3 and kind != "hello":
             line = f"{rng.choice(phrases.HELLOS)}, {line}"  # "hi, what can you do"
         yield {"messages": [user(_vary(rng, line)), assistant(rng.choice(answers))]}
 

@@ -6,6 +6,10 @@ answer with the code: the `functions` kind of `synth_tools.synthesize`.
     tool: what the sandbox printed (the real run)
     assistant: the code in a ```python block, and one line saying what the run printed
 
+The `docstrings` kind asks the other way code is asked for, with no tools offered (the way
+HumanEval asks): a signature and a docstring with two doctests, to be completed; the answer is
+the reference function in a code block.
+
 In about a quarter, the first attempt has a realistic bug (off by one, a wrong comparison, a
 missing return) whose run prints a wrong value or an error; the assistant says which call went
 wrong, runs the fixed version and answers with it. Three generations: inside the tool loop's
@@ -25,6 +29,13 @@ from fireside.data.synth import Conversation, assistant, user
 from fireside.data.synth_tools import RunTool, python_stdout
 
 BUG_SHARE = 0.25
+COMPLETE_ASKS = [
+    "Complete the following Python function. Reply with the whole function in a ```python "
+    "code block.\n\n```python\n{stub}```",
+    "Complete this function:\n\n```python\n{stub}```",
+    "Finish the Python function below and give me all of it.\n\n```python\n{stub}```",
+    "```python\n{stub}```\nWrite the body of this function.",
+]
 _ERROR_LINE = re.compile(r"^(\w+(?:Error|Exception))\b", re.MULTILINE)
 
 
@@ -101,3 +112,20 @@ def function_conversations(
         for made in pool.map(lambda p: conversation(p[0], run, p[1]), plans):
             if made is not None:
                 yield made
+
+
+def stub(task: ProgramTask) -> str:
+    """The task as a signature and a docstring with two of its hidden calls as doctests."""
+    doctests = "".join(f"    >>> {call}\n    {want}\n" for call, want in task.tests[:2])
+    what = task.what[:1].upper() + task.what[1:]
+    signature = task.solution.splitlines()[0]
+    return f'{signature}\n    """{what}.\n{doctests}    """\n'
+
+
+def docstring_conversations(rng: random.Random, n: int) -> Iterator[Conversation]:
+    """`n` requests to complete a stub, answered with the reference; no tools offered."""
+    for _ in range(n):
+        task = random_task(rng)
+        ask = rng.choice(COMPLETE_ASKS).format(stub=stub(task))
+        answer = f"```python\n{task.solution}\n```"
+        yield {"messages": [user(ask), assistant(answer)], "tools": []}

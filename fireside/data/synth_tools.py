@@ -26,6 +26,7 @@ from typing import Any
 from fireside.data import synth
 from fireside.data.problems import held_out_problems, problem
 from fireside.data.synth import Conversation, assistant, user
+from fireside.tools.knowledge import NO_RESULTS
 
 RunTool = Callable[[str, dict[str, Any]], str]  # (tool name, arguments) -> what the model sees
 
@@ -201,13 +202,15 @@ def made_up_name(rng: random.Random) -> str:
 
 def unknowns(rng: random.Random, run: RunTool, n: int, exclude: set[str]) -> Iterator[Conversation]:
     """Questions whose answer search cannot find: the model must say it does not know."""
-    made = 0
-    while made < n:
+    made = tries = 0
+    while made < n and tries < 50 * n:
+        tries += 1
         name = made_up_name(rng)
         if name in exclude:
             continue
         result = run("search", {"query": name})
-        if first_hit_about(result, name) is not None:
+        # A result with hits is a near miss (synth_chat), answered by naming the closest.
+        if result != NO_RESULTS:
             continue
         kind = "command" if "." not in name else "function"
         questions = COMMAND_QUESTIONS if kind == "command" else FUNCTION_QUESTIONS
@@ -325,6 +328,7 @@ DEFAULT_COUNTS = {
     "unknown": 2500,
     "python": 1200,
     "functions": 6000,  # write a function, run it, fix it: synth_programs
+    "docstrings": 2000,  # complete a signature and docstring, no tools: synth_programs
     "identity": 800,
     "small_talk_passes": 2,
     # synth_chat's kinds: useful where the index helps, honest where it cannot.
@@ -357,7 +361,8 @@ def synthesize(
 ) -> dict[str, int]:
     """Write the shuffled tool-use conversations (`{"messages", "tools"}` per line, what
     `fireside train sft` reads) to `output`; return how many of each kind."""
-    from fireside.data.synth_programs import function_conversations  # it imports this module
+    # synth_programs imports this module.
+    from fireside.data.synth_programs import docstring_conversations, function_conversations
     from fireside.tools import builtin_tools, tool_specs
     from fireside.tools.base import run_tool
 
@@ -381,6 +386,7 @@ def synthesize(
         "unknown": list(unknowns(rng, run, counts["unknown"], set(unknown_eval_names()))),
         "python": list(programs(rng, run, counts["python"])),
         "functions": list(function_conversations(rng, run, counts.get("functions", 0))),
+        "docstrings": list(docstring_conversations(rng, counts.get("docstrings", 0))),
         "identity": list(identity(rng, counts["identity"])),
         "small_talk": list(small_talk(chatterbot_pairs())) * counts["small_talk_passes"],
     }
@@ -388,7 +394,8 @@ def synthesize(
 
     kinds |= chat_kinds(rng, run, knowledge_db, taught, counts)
     specs = tool_specs(tools)
-    rows = [{**c, "tools": specs} for convs in kinds.values() for c in convs]
+    # A conversation that says which tools it offers keeps them (none, for a stub to complete).
+    rows = [{"tools": specs, **c} for convs in kinds.values() for c in convs]
     rng.shuffle(rows)
     path = Path(output)
     path.parent.mkdir(parents=True, exist_ok=True)

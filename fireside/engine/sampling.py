@@ -43,6 +43,7 @@ def needs_processing(p: SamplingParams) -> bool:
         or p.presence_penalty
         or p.frequency_penalty
         or p.min_tokens
+        or p.banned_token_ids
         or p.constraint_factory is not None
     )
 

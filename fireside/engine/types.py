@@ -74,6 +74,9 @@ class SamplingParams:
     # Special tokens whose text stays in the output even when skip_special_tokens: a tool
     # format's call markers, which the caller parses out; every other one is dropped.
     keep_special_token_ids: list[int] = field(default_factory=list)
+    # Tokens never sampled: a tool format's call markers when no tool is offered, so an answer
+    # holds no call the caller did not ask for and no control-token text.
+    banned_token_ids: list[int] = field(default_factory=list)
     logprobs: int | None = None  # None = none; k = chosen token's logprob + top-k alternatives
     prompt_logprobs: int | None = None  # same, for every prompt token (the first has none)
     # One constraint per sample (n of them), made fresh for each.

@@ -108,15 +108,22 @@ def generate_all(
     length; a prompt that leaves no room for a token gets None rather than being cut.
     """
     from fireside.engine import Engine, PromptTooLongError, SamplingParams
+    from fireside.model.tool_calls import tool_format
 
     engine = Engine.from_pretrained(bundle, engine_config)
+    # No tools are offered here: the call markers are never sampled, as the API does it.
+    markers = tool_format(bundle.tokenizer).marker_ids(bundle.tokenizer)
 
     async def one(i: int, prompt: Sequence[int]) -> str | None:
         room = min(max_new_tokens, engine.context_length - len(prompt))
         if room < 1:
             return None
         params = SamplingParams(
-            max_tokens=room, temperature=0.0, stop=list(stop_strings), skip_special_tokens=False
+            max_tokens=room,
+            temperature=0.0,
+            stop=list(stop_strings),
+            skip_special_tokens=False,
+            banned_token_ids=markers,
         )
         text: list[str] = []
         try:

@@ -44,7 +44,7 @@ def _add(args: argparse.Namespace) -> int:
 def _search(args: argparse.Namespace) -> int:
     from fireside.errors import FiresideError
     from fireside.tools.base import ToolError
-    from fireside.tools.knowledge import KnowledgeIndex, format_hits
+    from fireside.tools.knowledge import KnowledgeIndex, asked_name, format_hits
 
     try:
         hits = KnowledgeIndex(_db(args)).search(args.query, args.limit)
@@ -53,7 +53,7 @@ def _search(args: argparse.Namespace) -> int:
     if args.verbose:
         for h in hits:
             print(f"{h.score:8.2f}  {h.id}  {h.source}")
-    print(format_hits(hits))
+    print(format_hits(hits, asked_name(args.query)))
     return 0
 
 

@@ -10,7 +10,10 @@ only a word that looks like code counts as a name: "list files directory" asks a
 files, not about `list`. The rest rank by BM25 over any of the words, where a row must hold
 most of them, with a bonus where a word is its name or query words stand side by side in its
 title or summary. No row left is `no results`, which is how the model learns to say it does
-not know.
+not know. A query that is one name (`frobnicate-ctl`) which no entry bears gets its hits under
+a line saying so (`no entry is named ...`): whether `pg_ctl` is `frobnicate-ctl` is a string
+comparison the search can make and a small model cannot, so the tool says it, and the model
+learns to pass it on ("I found nothing on frobnicate-ctl; the closest is pg_ctl ...").
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ from fireside.tools.extract import Entry
 log = logging.getLogger(__name__)
 
 NO_RESULTS = "no results"
+NOT_NAMED = "no entry is named `{name}`; the closest:"
+EXACT = -1000.0  # a hit's score when the query names it exactly
 USER_KIND = "file"
 # BM25 weights of the indexed columns (title, summary, text): a word in the title or in the
 # one-line summary says more about an entry than one in its long body.
@@ -147,7 +152,11 @@ class Hit:
     source: str
     snippet: str
     id: str = ""
-    score: float = 0.0  # lower is better: -1000 for an exact name, else minus the rank's score
+    score: float = 0.0  # lower is better: EXACT for an exact name, else minus the rank's score
+
+    @property
+    def named(self) -> bool:
+        return self.score <= EXACT
 
 
 def default_index_path() -> Path:
@@ -284,7 +293,7 @@ class KnowledgeIndex:
             return []
         marks = ", ".join("?" * len(names))
         sql = (
-            "SELECT e.title, e.source, e.summary, e.id, -1000.0, e.kind, e.rowid FROM names n "
+            f"SELECT e.title, e.source, e.summary, e.id, {EXACT}, e.kind, e.rowid FROM names n "
             "JOIN entries e ON e.rowid = n.entry "
             f"WHERE n.name IN ({marks}) "
             "ORDER BY length(n.name) DESC, length(e.title), e.title LIMIT ?"
@@ -353,11 +362,29 @@ class KnowledgeIndex:
         ]
 
 
-def format_hits(hits: list[Hit]) -> str:
-    """What the model reads: `title: snippet`, one hit a line, or exactly `no results`."""
+def asked_name(query: str) -> str | None:
+    """The name a query of one name asks about (`frobnicate-ctl`, "os.path.join"), else None."""
+    name = query.strip().strip("`'\"?!,;").rstrip(".:-")
+    return name if _NAME.fullmatch(name) and name.lower() not in STOPWORDS else None
+
+
+def format_hits(hits: list[Hit], asked: str | None = None) -> str:
+    """What the model reads: `title: snippet`, one hit a line, or exactly `no results`; under
+    a `no entry is named` line when `asked` (a query of one name) names none of them."""
     if not hits:
         return NO_RESULTS
-    return "\n".join(f"{h.title}: {h.snippet}" for h in hits)
+    lines = [f"{h.title}: {h.snippet}" for h in hits]
+    if asked is not None and not any(h.named for h in hits):
+        lines.insert(0, NOT_NAMED.format(name=asked))
+    return "\n".join(lines)
+
+
+def result_hits(result: str) -> list[str]:
+    """The hit lines of a search result (without its `no entry is named` line)."""
+    if result == NO_RESULTS:
+        return []
+    lines = result.splitlines()
+    return lines[1:] if lines and lines[0].startswith(NOT_NAMED.split("`")[0]) else lines
 
 
 def default_sources() -> dict[str, Iterable[Entry]]:
@@ -387,7 +414,8 @@ def search_tool(db_path: Path | None = None, limit: int = 3) -> Tool:
     index = KnowledgeIndex(path)
 
     def run(arguments: dict[str, Any]) -> str:
-        return format_hits(index.search(arguments["query"], limit))
+        query = arguments["query"]
+        return format_hits(index.search(query, limit), asked_name(query))
 
     return Tool(
         name="search",

@@ -137,14 +137,14 @@ def _loop_params(
     params: SamplingParams, tokenizer: Tokenizer, tools: Sequence[Tool]
 ) -> SamplingParams:
     params = replace(params, n=1)
-    if not tools:
-        return params
+    markers = tool_format(tokenizer).marker_ids(tokenizer)
+    if not tools:  # no call can be answered: the markers are never sampled
+        return replace(params, banned_token_ids=[*params.banned_token_ids, *markers])
     # The call markers are special tokens: keep them in the text to parse them, and no other
     # one. End the turn where the model starts another role's (a tool's result, the user's
     # next message).
     others = [tokenizer.token_id(t) for t in TURN_STARTS]
     stops = [*params.stop_token_ids, *(i for i in others if i is not None)]
-    markers = tool_format(tokenizer).marker_ids(tokenizer)
     params = replace(
         params, skip_special_tokens=True, keep_special_token_ids=markers, stop_token_ids=stops
     )

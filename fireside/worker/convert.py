@@ -42,6 +42,7 @@ def params_to_proto(p: SamplingParams) -> pb.SamplingParams:
         include_stop_str_in_output=p.include_stop_str_in_output,
         skip_special_tokens=p.skip_special_tokens,
         keep_special_token_ids=p.keep_special_token_ids,
+        banned_token_ids=p.banned_token_ids,
     )
     for name in ("seed", "logprobs", "prompt_logprobs", "cache_salt", "lora"):
         value = getattr(p, name)
@@ -86,6 +87,7 @@ def params_from_proto(msg: pb.SamplingParams) -> SamplingParams:
         include_stop_str_in_output=msg.include_stop_str_in_output,
         skip_special_tokens=msg.skip_special_tokens,
         keep_special_token_ids=list(msg.keep_special_token_ids),
+        banned_token_ids=list(msg.banned_token_ids),
         logprobs=msg.logprobs if msg.HasField("logprobs") else None,
         prompt_logprobs=msg.prompt_logprobs if msg.HasField("prompt_logprobs") else None,
         cache_salt=msg.cache_salt if msg.HasField("cache_salt") else None,

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x66ireside/worker/v1/worker.proto\x12\x12\x66ireside.worker.v1\"E\n\x07Grammar\x12\x0f\n\x07grammar\x18\x01 \x01(\t\x12\x15\n\rend_token_ids\x18\x02 \x03(\x05\x12\x12\n\nvocab_size\x18\x03 \x01(\x05\"\xdf\x05\n\x0eSamplingParams\x12\x12\n\nmax_tokens\x18\x01 \x01(\x05\x12\x12\n\nmin_tokens\x18\x02 \x01(\x05\x12\x13\n\x0btemperature\x18\x03 \x01(\x01\x12\r\n\x05top_p\x18\x04 \x01(\x01\x12\r\n\x05top_k\x18\x05 \x01(\x05\x12\r\n\x05min_p\x18\x06 \x01(\x01\x12\x1a\n\x12repetition_penalty\x18\x07 \x01(\x01\x12\x18\n\x10presence_penalty\x18\x08 \x01(\x01\x12\x19\n\x11\x66requency_penalty\x18\t \x01(\x01\x12\x45\n\nlogit_bias\x18\n \x03(\x0b\x32\x31.fireside.worker.v1.SamplingParams.LogitBiasEntry\x12\x11\n\x04seed\x18\x0b \x01(\x03H\x00\x88\x01\x01\x12\t\n\x01n\x18\x0c \x01(\x05\x12\x0c\n\x04stop\x18\r \x03(\t\x12\x16\n\x0estop_token_ids\x18\x0e \x03(\x05\x12\x12\n\nignore_eos\x18\x0f \x01(\x08\x12\"\n\x1ainclude_stop_str_in_output\x18\x10 \x01(\x08\x12\x1b\n\x13skip_special_tokens\x18\x11 \x01(\x08\x12\x1e\n\x16keep_special_token_ids\x18\x12 \x03(\x05\x12\x15\n\x08logprobs\x18\x13 \x01(\x05H\x01\x88\x01\x01\x12\x1c\n\x0fprompt_logprobs\x18\x14 \x01(\x05H\x02\x88\x01\x01\x12\x31\n\x07grammar\x18\x15 \x01(\x0b\x32\x1b.fireside.worker.v1.GrammarH\x03\x88\x01\x01\x12\x17\n\ncache_salt\x18\x16 \x01(\tH\x04\x88\x01\x01\x12\x11\n\x04lora\x18\x17 \x01(\tH\x05\x88\x01\x01\x1a\x30\n\x0eLogitBiasEntry\x12\x0b\n\x03key\x18\x01 \x01(\x05\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x42\x07\n\x05_seedB\x0b\n\t_logprobsB\x12\n\x10_prompt_logprobsB\n\n\x08_grammarB\r\n\x0b_cache_saltB\x07\n\x05_lora\"s\n\x0fGenerateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x18\n\x10prompt_token_ids\x18\x02 \x03(\x05\x12\x32\n\x06params\x18\x03 \x01(\x0b\x32\".fireside.worker.v1.SamplingParams\"/\n\nTopLogprob\x12\x10\n\x08token_id\x18\x01 \x01(\x05\x12\x0f\n\x07logprob\x18\x02 \x01(\x01\"^\n\x0cTokenLogprob\x12\x10\n\x08token_id\x18\x01 \x01(\x05\x12\x0f\n\x07logprob\x18\x02 \x01(\x01\x12+\n\x03top\x18\x03 \x03(\x0b\x32\x1e.fireside.worker.v1.TopLogprob\"Q\n\rPromptLogprob\x12\x0f\n\x07present\x18\x01 \x01(\x08\x12/\n\x05value\x18\x02 \x01(\x0b\x32 .fireside.worker.v1.TokenLogprob\"\xdd\x01\n\x0bSampleDelta\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x11\n\ttoken_ids\x18\x03 \x03(\x05\x12\x14\n\x0chas_logprobs\x18\x04 \x01(\x08\x12\x32\n\x08logprobs\x18\x05 \x03(\x0b\x32 .fireside.worker.v1.TokenLogprob\x12\x15\n\rfinish_reason\x18\x06 \x01(\t\x12\x15\n\x0bstop_string\x18\x07 \x01(\tH\x00\x12\x17\n\rstop_token_id\x18\x08 \x01(\x05H\x00\x42\r\n\x0bstop_reason\"\xf9\x01\n\x10GenerateResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x30\n\x07samples\x18\x02 \x03(\x0b\x32\x1f.fireside.worker.v1.SampleDelta\x12\x18\n\x10prompt_token_ids\x18\x03 \x03(\x05\x12:\n\x0fprompt_logprobs\x18\x04 \x03(\x0b\x32!.fireside.worker.v1.PromptLogprob\x12\x10\n\x08\x66inished\x18\x05 \x01(\x08\x12 \n\x18num_cached_prompt_tokens\x18\x06 \x01(\x05\x12\x15\n\rqueue_seconds\x18\x07 \x01(\x01\"\"\n\x0c\x41\x62ortRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"\x0f\n\rAbortResponse\"\x12\n\x10ModelInfoRequest\"\xb8\x02\n\x11ModelInfoResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0e\x63ontext_length\x18\x02 \x01(\x05\x12\x15\n\rchat_template\x18\x03 \x01(\t\x12\r\n\x05tools\x18\x04 \x01(\x08\x12\x16\n\x0etokenizer_json\x18\x05 \x01(\t\x12P\n\x0especial_tokens\x18\x06 \x03(\x0b\x32\x38.fireside.worker.v1.ModelInfoResponse.SpecialTokensEntry\x12\x15\n\reos_token_ids\x18\x07 \x03(\x05\x12\x12\n\nvocab_size\x18\x08 \x01(\x05\x12\x0c\n\x04root\x18\t \x01(\t\x1a\x34\n\x12SpecialTokensEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32\x8e\x02\n\x0bModelWorker\x12W\n\x08Generate\x12#.fireside.worker.v1.GenerateRequest\x1a$.fireside.worker.v1.GenerateResponse0\x01\x12L\n\x05\x41\x62ort\x12 .fireside.worker.v1.AbortRequest\x1a!.fireside.worker.v1.AbortResponse\x12X\n\tModelInfo\x12$.fireside.worker.v1.ModelInfoRequest\x1a%.fireside.worker.v1.ModelInfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x66ireside/worker/v1/worker.proto\x12\x12\x66ireside.worker.v1\"E\n\x07Grammar\x12\x0f\n\x07grammar\x18\x01 \x01(\t\x12\x15\n\rend_token_ids\x18\x02 \x03(\x05\x12\x12\n\nvocab_size\x18\x03 \x01(\x05\"\xf9\x05\n\x0eSamplingParams\x12\x12\n\nmax_tokens\x18\x01 \x01(\x05\x12\x12\n\nmin_tokens\x18\x02 \x01(\x05\x12\x13\n\x0btemperature\x18\x03 \x01(\x01\x12\r\n\x05top_p\x18\x04 \x01(\x01\x12\r\n\x05top_k\x18\x05 \x01(\x05\x12\r\n\x05min_p\x18\x06 \x01(\x01\x12\x1a\n\x12repetition_penalty\x18\x07 \x01(\x01\x12\x18\n\x10presence_penalty\x18\x08 \x01(\x01\x12\x19\n\x11\x66requency_penalty\x18\t \x01(\x01\x12\x45\n\nlogit_bias\x18\n \x03(\x0b\x32\x31.fireside.worker.v1.SamplingParams.LogitBiasEntry\x12\x11\n\x04seed\x18\x0b \x01(\x03H\x00\x88\x01\x01\x12\t\n\x01n\x18\x0c \x01(\x05\x12\x0c\n\x04stop\x18\r \x03(\t\x12\x16\n\x0estop_token_ids\x18\x0e \x03(\x05\x12\x12\n\nignore_eos\x18\x0f \x01(\x08\x12\"\n\x1ainclude_stop_str_in_output\x18\x10 \x01(\x08\x12\x1b\n\x13skip_special_tokens\x18\x11 \x01(\x08\x12\x1e\n\x16keep_special_token_ids\x18\x12 \x03(\x05\x12\x15\n\x08logprobs\x18\x13 \x01(\x05H\x01\x88\x01\x01\x12\x1c\n\x0fprompt_logprobs\x18\x14 \x01(\x05H\x02\x88\x01\x01\x12\x31\n\x07grammar\x18\x15 \x01(\x0b\x32\x1b.fireside.worker.v1.GrammarH\x03\x88\x01\x01\x12\x17\n\ncache_salt\x18\x16 \x01(\tH\x04\x88\x01\x01\x12\x11\n\x04lora\x18\x17 \x01(\tH\x05\x88\x01\x01\x12\x18\n\x10\x62\x61nned_token_ids\x18\x18 \x03(\x05\x1a\x30\n\x0eLogitBiasEntry\x12\x0b\n\x03key\x18\x01 \x01(\x05\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x42\x07\n\x05_seedB\x0b\n\t_logprobsB\x12\n\x10_prompt_logprobsB\n\n\x08_grammarB\r\n\x0b_cache_saltB\x07\n\x05_lora\"s\n\x0fGenerateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x18\n\x10prompt_token_ids\x18\x02 \x03(\x05\x12\x32\n\x06params\x18\x03 \x01(\x0b\x32\".fireside.worker.v1.SamplingParams\"/\n\nTopLogprob\x12\x10\n\x08token_id\x18\x01 \x01(\x05\x12\x0f\n\x07logprob\x18\x02 \x01(\x01\"^\n\x0cTokenLogprob\x12\x10\n\x08token_id\x18\x01 \x01(\x05\x12\x0f\n\x07logprob\x18\x02 \x01(\x01\x12+\n\x03top\x18\x03 \x03(\x0b\x32\x1e.fireside.worker.v1.TopLogprob\"Q\n\rPromptLogprob\x12\x0f\n\x07present\x18\x01 \x01(\x08\x12/\n\x05value\x18\x02 \x01(\x0b\x32 .fireside.worker.v1.TokenLogprob\"\xdd\x01\n\x0bSampleDelta\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x11\n\ttoken_ids\x18\x03 \x03(\x05\x12\x14\n\x0chas_logprobs\x18\x04 \x01(\x08\x12\x32\n\x08logprobs\x18\x05 \x03(\x0b\x32 .fireside.worker.v1.TokenLogprob\x12\x15\n\rfinish_reason\x18\x06 \x01(\t\x12\x15\n\x0bstop_string\x18\x07 \x01(\tH\x00\x12\x17\n\rstop_token_id\x18\x08 \x01(\x05H\x00\x42\r\n\x0bstop_reason\"\xf9\x01\n\x10GenerateResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x30\n\x07samples\x18\x02 \x03(\x0b\x32\x1f.fireside.worker.v1.SampleDelta\x12\x18\n\x10prompt_token_ids\x18\x03 \x03(\x05\x12:\n\x0fprompt_logprobs\x18\x04 \x03(\x0b\x32!.fireside.worker.v1.PromptLogprob\x12\x10\n\x08\x66inished\x18\x05 \x01(\x08\x12 \n\x18num_cached_prompt_tokens\x18\x06 \x01(\x05\x12\x15\n\rqueue_seconds\x18\x07 \x01(\x01\"\"\n\x0c\x41\x62ortRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"\x0f\n\rAbortResponse\"\x12\n\x10ModelInfoRequest\"\xb8\x02\n\x11ModelInfoResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0e\x63ontext_length\x18\x02 \x01(\x05\x12\x15\n\rchat_template\x18\x03 \x01(\t\x12\r\n\x05tools\x18\x04 \x01(\x08\x12\x16\n\x0etokenizer_json\x18\x05 \x01(\t\x12P\n\x0especial_tokens\x18\x06 \x03(\x0b\x32\x38.fireside.worker.v1.ModelInfoResponse.SpecialTokensEntry\x12\x15\n\reos_token_ids\x18\x07 \x03(\x05\x12\x12\n\nvocab_size\x18\x08 \x01(\x05\x12\x0c\n\x04root\x18\t \x01(\t\x1a\x34\n\x12SpecialTokensEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32\x8e\x02\n\x0bModelWorker\x12W\n\x08Generate\x12#.fireside.worker.v1.GenerateRequest\x1a$.fireside.worker.v1.GenerateResponse0\x01\x12L\n\x05\x41\x62ort\x12 .fireside.worker.v1.AbortRequest\x1a!.fireside.worker.v1.AbortResponse\x12X\n\tModelInfo\x12$.fireside.worker.v1.ModelInfoRequest\x1a%.fireside.worker.v1.ModelInfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,31 +38,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GRAMMAR']._serialized_start=55
   _globals['_GRAMMAR']._serialized_end=124
   _globals['_SAMPLINGPARAMS']._serialized_start=127
-  _globals['_SAMPLINGPARAMS']._serialized_end=862
-  _globals['_SAMPLINGPARAMS_LOGITBIASENTRY']._serialized_start=736
-  _globals['_SAMPLINGPARAMS_LOGITBIASENTRY']._serialized_end=784
-  _globals['_GENERATEREQUEST']._serialized_start=864
-  _globals['_GENERATEREQUEST']._serialized_end=979
-  _globals['_TOPLOGPROB']._serialized_start=981
-  _globals['_TOPLOGPROB']._serialized_end=1028
-  _globals['_TOKENLOGPROB']._serialized_start=1030
-  _globals['_TOKENLOGPROB']._serialized_end=1124
-  _globals['_PROMPTLOGPROB']._serialized_start=1126
-  _globals['_PROMPTLOGPROB']._serialized_end=1207
-  _globals['_SAMPLEDELTA']._serialized_start=1210
-  _globals['_SAMPLEDELTA']._serialized_end=1431
-  _globals['_GENERATERESPONSE']._serialized_start=1434
-  _globals['_GENERATERESPONSE']._serialized_end=1683
-  _globals['_ABORTREQUEST']._serialized_start=1685
-  _globals['_ABORTREQUEST']._serialized_end=1719
-  _globals['_ABORTRESPONSE']._serialized_start=1721
-  _globals['_ABORTRESPONSE']._serialized_end=1736
-  _globals['_MODELINFOREQUEST']._serialized_start=1738
-  _globals['_MODELINFOREQUEST']._serialized_end=1756
-  _globals['_MODELINFORESPONSE']._serialized_start=1759
-  _globals['_MODELINFORESPONSE']._serialized_end=2071
-  _globals['_MODELINFORESPONSE_SPECIALTOKENSENTRY']._serialized_start=2019
-  _globals['_MODELINFORESPONSE_SPECIALTOKENSENTRY']._serialized_end=2071
-  _globals['_MODELWORKER']._serialized_start=2074
-  _globals['_MODELWORKER']._serialized_end=2344
+  _globals['_SAMPLINGPARAMS']._serialized_end=888
+  _globals['_SAMPLINGPARAMS_LOGITBIASENTRY']._serialized_start=762
+  _globals['_SAMPLINGPARAMS_LOGITBIASENTRY']._serialized_end=810
+  _globals['_GENERATEREQUEST']._serialized_start=890
+  _globals['_GENERATEREQUEST']._serialized_end=1005
+  _globals['_TOPLOGPROB']._serialized_start=1007
+  _globals['_TOPLOGPROB']._serialized_end=1054
+  _globals['_TOKENLOGPROB']._serialized_start=1056
+  _globals['_TOKENLOGPROB']._serialized_end=1150
+  _globals['_PROMPTLOGPROB']._serialized_start=1152
+  _globals['_PROMPTLOGPROB']._serialized_end=1233
+  _globals['_SAMPLEDELTA']._serialized_start=1236
+  _globals['_SAMPLEDELTA']._serialized_end=1457
+  _globals['_GENERATERESPONSE']._serialized_start=1460
+  _globals['_GENERATERESPONSE']._serialized_end=1709
+  _globals['_ABORTREQUEST']._serialized_start=1711
+  _globals['_ABORTREQUEST']._serialized_end=1745
+  _globals['_ABORTRESPONSE']._serialized_start=1747
+  _globals['_ABORTRESPONSE']._serialized_end=1762
+  _globals['_MODELINFOREQUEST']._serialized_start=1764
+  _globals['_MODELINFOREQUEST']._serialized_end=1782
+  _globals['_MODELINFORESPONSE']._serialized_start=1785
+  _globals['_MODELINFORESPONSE']._serialized_end=2097
+  _globals['_MODELINFORESPONSE_SPECIALTOKENSENTRY']._serialized_start=2045
+  _globals['_MODELINFORESPONSE_SPECIALTOKENSENTRY']._serialized_end=2097
+  _globals['_MODELWORKER']._serialized_start=2100
+  _globals['_MODELWORKER']._serialized_end=2370
 # @@protoc_insertion_point(module_scope)
