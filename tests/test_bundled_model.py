@@ -59,3 +59,18 @@ def test_the_bundled_model_calculates_through_the_tool_loop(tmp_path: Path) -> N
     seen, answer, _ = asyncio.run(ask())
     assert seen[:2] == ["calculator", "69104"]
     assert "69104" in answer.replace(",", "")
+
+
+def test_the_bundled_model_writes_no_special_token_text_without_tools() -> None:
+    # Asked without tools (the chat eval, HumanEval's chat protocol) the round-two model wrote
+    # `<|tool_call|>` markup in 16 of 22 chat-eval answers; the markers are now never sampled
+    # where no tool is offered, and no other special token's text may show either.
+    from fireside.eval.chat_eval import run_chat_eval
+    from fireside.eval.special_tokens import count_special
+
+    bundle = load_pretrained(default_model_dir())
+    result = run_chat_eval(bundle, max_new_tokens=48)
+    answers = [a.reply for a in result.answers]
+    assert len(answers) == 22 and any(answers)
+    counted = count_special(answers, bundle.tokenizer.special_token_texts())
+    assert counted.with_special == 0, counted.example
