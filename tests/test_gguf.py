@@ -6,8 +6,10 @@ that name them."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,9 +19,11 @@ import httpx
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from fireside.cli import main
-from fireside.errors import CheckpointError, TokenizerError
+from fireside.errors import CheckpointError, FiresideError, TokenizerError
 from fireside.model import Pretrained, Transformer, load_pretrained, save_model
 from fireside.model.gguf import find_gguf
 from fireside.model.gguf_tokenizer import GGUFVocab, build_backend
@@ -282,6 +286,37 @@ def test_a_file_that_is_not_gguf_is_refused(tmp_path: Path) -> None:
     path.write_bytes(b"not a gguf file at all" * 10)
     with pytest.raises(CheckpointError, match="not a readable GGUF file"):
         load_pretrained(path)
+
+
+# one_thread (function-scoped) only pins torch's thread count: the same for every example.
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_a_damaged_gguf_is_refused_with_a_clear_error(
+    data: st.DataObject, gguf_file: Callable[[str, str], Path], one_thread: None
+) -> None:
+    # A GGUF file is input from anywhere (a download, a user's upload to the server's models):
+    # cut short or with bytes changed in its header, metadata or tensor table, it loads or is a
+    # CheckpointError/TokenizerError that names the file, never another exception.
+    whole = gguf_file("LlamaForCausalLM", "f32").read_bytes()
+    head = min(len(whole), 1 << 16)  # header, metadata and tensor infos; weights come after
+    if data.draw(st.booleans(), label="truncate"):
+        damaged = whole[: data.draw(st.integers(0, len(whole) - 1), label="cut at")]
+    else:
+        at = data.draw(st.integers(0, head - 1), label="at")
+        new = data.draw(st.binary(min_size=1, max_size=8), label="bytes")
+        damaged = whole[:at] + new + whole[at + len(new) :]
+    fd, name = tempfile.mkstemp(suffix=".gguf")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(damaged)
+        try:
+            load_pretrained(name)
+        except FiresideError as e:
+            assert str(e)
+    finally:
+        os.unlink(name)
 
 
 def test_unknown_pre_tokenizers_and_tokenizer_models_are_named() -> None:
