@@ -23,15 +23,15 @@ from fireside.data.synth import Conversation, assistant, user
 from fireside.data.synth_tools import Entity, RunTool, _call, _tool, gist
 from fireside.tools.knowledge import query_terms, result_hits
 
-# Two of three say "it" where they could name the subject: a small model that copies a name
-# can miscopy it, and a miscopied name is an invented fact.
+# None names the subject: a small model that copies a name can miscopy it, and a miscopied
+# name is an invented fact.
 IDK_WORLD = [
     "I don't know. I'm a small offline model, and searching this computer's documentation "
     "found nothing about it. An admin can connect a larger model in the app's connections.",
     "Sorry, I don't know that. The local documentation has nothing on it, and I am a "
     "small model that runs offline. An administrator can connect a bigger model under the "
     "app's connections.",
-    "I don't know: my search found nothing about {s}. I am a small offline model; for "
+    "I don't know: my search found nothing about that. I am a small offline model; for "
     "questions like this an admin can connect a larger model in the app's connections.",
 ]
 NEAR_MISS = [
@@ -99,8 +99,10 @@ def small_talk(rng: random.Random, n: int) -> Iterator[Conversation]:
     for i in range(n):
         kind, (said, answers) = kinds[i % len(kinds)]
         line = rng.choice(said)
-        if rng.random() < 0.3 and kind != "hello":
-            line = f"{rng.choice(phrases.HELLOS)}, {line}"  # "hi, what can you do"
+        # "hi, what can you do"; not before thanks or goodbye, where a greeting is rarely said
+        # and would teach that a line opening with one may not be a greeting.
+        if rng.random() < 0.3 and kind in ("how_are_you", "what_can_you_do"):
+            line = f"{rng.choice(phrases.HELLOS)}, {line}"
         yield {"messages": [user(_vary(rng, line)), assistant(rng.choice(answers))]}
 
 
@@ -128,13 +130,13 @@ def world_idk(
     rng: random.Random, asked: Sequence[tuple[str, str, str]], n: int
 ) -> Iterator[Conversation]:
     for _ in range(n if asked else 0):
-        question, subject, result = rng.choice(asked)
+        question, _, result = rng.choice(asked)
         yield {
             "messages": [
                 user(question),
                 _call("search", {"query": key_words(question)}),
                 _tool(result),
-                assistant(rng.choice(IDK_WORLD).format(s=subject)),
+                assistant(rng.choice(IDK_WORLD)),
             ]
         }
 
@@ -198,7 +200,7 @@ def definition_answer(rng: random.Random, term: str, result: str) -> str:
     hit = top_hit(result)
     if hit is not None and hit[0].lower() == term.lower():
         return f"`{hit[0]}`: {gist(hit[1])}"
-    return rng.choice(IDK_WORLD).format(s=term)
+    return rng.choice(IDK_WORLD)
 
 
 def definitions(
