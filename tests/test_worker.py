@@ -110,8 +110,11 @@ def test_a_deadline_aborts_the_request_on_the_worker(
     stub: pb_grpc.ModelWorkerStub, worker: Proc
 ) -> None:
     cancelled = worker.metric("fireside_worker_cancelled_total")
+    # Eight samples of 1,000 tokens: far more than the tiny model decodes in half a second
+    # (one stream of 900 tokens took under 0.5 s once decode ran as one ggml graph).
+    long = request([5, 6], max_tokens=1000, n=8, ignore_eos=True)
     with pytest.raises(grpc.RpcError) as err:
-        for _ in stub.Generate(request([5, 6], max_tokens=900, ignore_eos=True), timeout=0.5):
+        for _ in stub.Generate(long, timeout=0.5):
             pass
     assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED  # type: ignore[attr-defined]
     wait_for(lambda: worker.metric("fireside_worker_cancelled_total") == cancelled + 1)
