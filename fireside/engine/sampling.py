@@ -31,7 +31,8 @@ class SamplingRow:
     prompt_ids: Sequence[int]
     output_ids: Sequence[int]
     generator: torch.Generator | None = None
-    # Tokens that may not be chosen yet (EOS and stop tokens while below min_tokens).
+    # Tokens that may not be chosen: the params' banned_token_ids, and EOS and stop tokens
+    # while below min_tokens.
     banned: Sequence[int] = field(default_factory=tuple)
     constraint: TokenConstraint | None = None
 
@@ -42,14 +43,12 @@ def needs_processing(p: SamplingParams) -> bool:
         or p.repetition_penalty != 1.0
         or p.presence_penalty
         or p.frequency_penalty
-        or p.min_tokens
-        or p.banned_token_ids
         or p.constraint_factory is not None
     )
 
 
 def _process_row(logits: Tensor, row: SamplingRow) -> None:
-    """Bias, penalties, min_tokens and constraints, in place on one row of logits."""
+    """Bias, penalties and constraints, in place on one row of logits."""
     p = row.params
     vocab = logits.shape[0]
     device = logits.device
@@ -71,8 +70,6 @@ def _process_row(logits: Tensor, row: SamplingRow) -> None:
         out = torch.tensor(list(row.output_ids), dtype=torch.long, device=device)
         counts = torch.bincount(out, minlength=vocab).to(logits.dtype)
         logits -= p.frequency_penalty * counts + p.presence_penalty * (counts > 0).to(logits.dtype)
-    if row.banned:
-        logits[torch.tensor(list(row.banned), dtype=torch.long, device=device)] = float("-inf")
     if row.constraint is not None:
         allowed = row.constraint.allowed(vocab)
         if allowed is not None:
@@ -138,10 +135,16 @@ def sample(
     raw_logprobs = logits[want_logprobs].log_softmax(dim=-1) if want_logprobs else None
 
     processed = [i for i, r in enumerate(rows) if needs_processing(r.params)]
-    if processed:
+    # Banned tokens (call markers where no tool is offered, ends below min_tokens) for every
+    # row in one indexed write: most requests ban a few, and none needs the per-row pass.
+    banned = [(i, t) for i, r in enumerate(rows) for t in r.banned]
+    if processed or banned:
         logits = logits.clone()
-        for i in processed:
-            _process_row(logits[i], rows[i])
+    if banned:
+        at, never = zip(*banned, strict=True)
+        logits[list(at), list(never)] = float("-inf")
+    for i in processed:
+        _process_row(logits[i], rows[i])
 
     tokens = logits.argmax(dim=-1)
     random_rows = [i for i, r in enumerate(rows) if r.params.temperature >= _GREEDY_BELOW]

@@ -406,7 +406,7 @@ class Scheduler:
         for s in samples:
             p = s.params
             out_len = len(s.token_ids) - s.num_prompt
-            banned = list(p.banned_token_ids)
+            banned: Sequence[int] = p.banned_token_ids
             if out_len < p.min_tokens:
                 ends = set(p.stop_token_ids) | (set() if p.ignore_eos else self.eos_ids)
                 banned = sorted(ends | set(banned))

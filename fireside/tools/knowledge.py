@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 NO_RESULTS = "no results"
 NOT_NAMED = "no entry is named `{name}`; the closest:"
+_NOT_NAMED_START = NOT_NAMED.split("`")[0]
 EXACT = -1000.0  # a hit's score when the query names it exactly
 USER_KIND = "file"
 # BM25 weights of the indexed columns (title, summary, text): a word in the title or in the
@@ -384,7 +385,7 @@ def result_hits(result: str) -> list[str]:
     if result == NO_RESULTS:
         return []
     lines = result.splitlines()
-    return lines[1:] if lines and lines[0].startswith(NOT_NAMED.split("`")[0]) else lines
+    return lines[1:] if lines and lines[0].startswith(_NOT_NAMED_START) else lines
 
 
 def default_sources() -> dict[str, Iterable[Entry]]:
