@@ -107,7 +107,10 @@ def load_gguf(
     """Weights, tokenizer and generation defaults from one GGUF file."""
     path = Path(path)
     reader = _open(path)
-    meta = _metadata(reader)
+    try:  # the reader decodes strings lazily: a damaged one fails here, not in _open
+        meta = _metadata(reader)
+    except (ValueError, IndexError) as e:
+        raise CheckpointError(f"{str(path)!r} is not a readable GGUF file: {e}") from None
     arch = str(meta.get("general.architecture", ""))
     if arch not in ARCHITECTURES:
         raise CheckpointError(

@@ -141,6 +141,15 @@ class GGUFVocab:
 
 
 def build_backend(vocab: GGUFVocab) -> HFTokenizer:
+    try:
+        return _build_backend(vocab)
+    except TokenizerError:
+        raise
+    except Exception as e:  # the Rust side raises a bare Exception (a merge of unknown tokens)
+        raise TokenizerError(f"the GGUF file's vocabulary does not make a tokenizer: {e}") from None
+
+
+def _build_backend(vocab: GGUFVocab) -> HFTokenizer:
     if vocab.model == "gpt2":
         backend = _byte_level(vocab)
     elif vocab.model == "llama":
